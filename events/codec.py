@@ -1,0 +1,59 @@
+"""One codec for the whole contract: canonical JSON, digests, and the event encoder/decoder.
+
+Canonical JSON is msgspec's JSON with keys in sorted order and no whitespace; it is what every
+hash in UPM (event chain, plan hash, baselines, evidence manifests) is computed over, so the same
+value always hashes the same in any process, whatever ``PYTHONHASHSEED`` says.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+if TYPE_CHECKING:
+    from events.model import Event
+
+_canonical = msgspec.json.Encoder(order="sorted")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical JSON bytes of ``value`` (Structs, dicts, tuples...): sorted keys, no spaces."""
+    return _canonical.encode(value)
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest(value: Any) -> str:
+    """``sha256:<hex>`` of the canonical JSON of ``value``."""
+    return "sha256:" + sha256_hex(canonical_json(value))
+
+
+def decode_json_object(data: bytes) -> dict[str, Any]:
+    """Bytes as a plain JSON object; schema-free, so hashes survive schema evolution."""
+    value = msgspec.json.decode(data)
+    if not isinstance(value, dict):
+        raise msgspec.ValidationError("expected a JSON object")
+    return value
+
+
+@functools.cache
+def _event_decoder() -> msgspec.json.Decoder[Event]:
+    from events.model import Event
+
+    return msgspec.json.Decoder(Event)
+
+
+def encode_event(event: Event) -> bytes:
+    """The stored bytes of an event: its canonical JSON."""
+    return _canonical.encode(event)
+
+
+def decode_event(data: bytes) -> Event:
+    """An event from its stored bytes; raises ``msgspec.ValidationError`` naming the field."""
+    return _event_decoder().decode(data)

@@ -1,0 +1,217 @@
+"""The ``local`` provider: directories, files and symlinks on this machine, with GNU coreutils.
+
+Commands (argv, no shell):
+
+- directory: ``mkdir -m MODE PATH`` / ``rmdir PATH``; mode and owner changes are facets
+  (``chmod MODE PATH``, ``chown OWNER PATH``).
+- file: ``install -m MODE /dev/stdin PATH`` with the content on the step's ``stdin`` (no shell,
+  so no redirection); a content change is ``dd of=PATH status=none`` (truncates, then writes
+  stdin); delete is ``rm -f PATH``. Re-running ``install`` is harmless, so a file's create has no
+  guard: its read-back (kind, mode, owner, size) cannot see a same-size content change.
+- symlink: ``ln -s TARGET PATH``; update ``ln -sfn TARGET PATH``; delete ``rm -f PATH``.
+
+Read-backs: ``stat -c %F:%a:%U[:%s] PATH`` (``:`` separated; no ``|`` in a plan, ever) and
+``readlink PATH``. The target of every local resource is ``local``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from providers.base import CliPin, FieldSpec, Requirement, ResourceType, Vars, delimited, octal_mode
+
+PROVIDER = "local"
+PIN = CliPin(
+    name="coreutils",
+    binaries=("chmod", "chown", "dd", "install", "ln", "mkdir", "readlink", "rm", "rmdir", "stat"),
+    version="9.1",
+    version_argv=("stat", "--version"),
+    version_pattern=r"\(GNU coreutils\) (\S+)",
+)
+
+
+def _path_problem(path: Any) -> str | None:
+    text = str(path)
+    if not text.startswith("/"):
+        return "use an absolute path (starting with /)"
+    if any(part in {".", ".."} for part in text.split("/")) or "\n" in text or "\0" in text:
+        return "no '.' or '..' parts and no newlines"
+    if len(text) > 1 and text.endswith("/"):
+        return "drop the trailing /"
+    return None
+
+
+def _derive(v: Vars) -> dict[str, Any]:
+    content = v.get("content")
+    out: dict[str, Any] = {"parent": posixpath.dirname(str(v.get("path", "/")))}
+    if content is not None:
+        out["size"] = len(str(content).encode())
+    return out
+
+
+def _kind(text: str) -> str:
+    return "regular file" if text == "regular empty file" else text
+
+
+_PATH = FieldSpec(name="path", required=True, check=_path_problem, doc="an absolute path")
+_OWNER = FieldSpec(
+    name="owner",
+    pattern=r"[a-z_][a-z0-9_.-]{0,31}",
+    rule="a user name: lowercase letters, digits, _ . -",
+    nl_keys=("owned by", "owner"),
+    doc="the owning user",
+)
+_MODE_PATTERN = r"[0-7]{3,4}"
+_MODE_RULE = "three or four octal digits, e.g. 0750"
+
+
+def _mode(default: str) -> FieldSpec:
+    return FieldSpec(
+        name="mode",
+        default=default,
+        pattern=_MODE_PATTERN,
+        rule=_MODE_RULE,
+        convert=octal_mode,
+        nl_keys=("mode", "permissions"),
+        doc="octal permissions",
+    )
+
+
+_PARENT = Requirement(type="local_directory", match={"path": "parent"}, skip=lambda v: v.get("parent") == "/")
+_STAT = ("stat", "-c", "%F:%a:%U", "{path}")
+_CONVERT = {"kind": _kind, "mode": octal_mode}
+
+DIRECTORY = ResourceType(
+    name="local_directory",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{path}",
+    nouns=("directory", "dir", "folder"),
+    fields=(_PATH, _mode("0755"), _OWNER),
+    summary=("mode",),
+    state=("mode",),
+    constants={"kind": "directory"},
+    create=("mkdir", "-m", "{mode}", "{path}"),
+    delete=("rmdir", "{path}"),
+    readback=_STAT,
+    parse=delimited(("kind", "mode", "owner"), convert=_CONVERT),
+    derive=_derive,
+    requires=(_PARENT,),
+    timeout_s=10.0,
+    doc="a directory; rollback of a create is rmdir (fails, safely, if something was put inside)",
+)
+
+FILE = ResourceType(
+    name="local_file",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{path}",
+    nouns=("file",),
+    fields=(
+        _PATH,
+        _mode("0644"),
+        FieldSpec(
+            name="content",
+            default="",
+            free_text=True,
+            nl_keys=("containing", "content", "with content"),
+            doc="the text (fed on stdin, never in argv)",
+        ),
+        _OWNER,
+    ),
+    summary=("mode",),
+    state=("mode", "size"),
+    constants={"kind": "regular file"},
+    create=("install", "-m", "{mode}", "/dev/stdin", "{path}"),
+    delete=("rm", "-f", "{path}"),
+    readback=("stat", "-c", "%F:%a:%U:%s", "{path}"),
+    parse=delimited(("kind", "mode", "owner", "size"), convert={**_CONVERT, "size": int}),
+    stdin_field="content",
+    guarded=False,
+    restorable=False,
+    derive=_derive,
+    requires=(_PARENT,),
+    timeout_s=10.0,
+    doc="a regular file written from the step's stdin",
+)
+
+SYMLINK = ResourceType(
+    name="local_symlink",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{path}",
+    nouns=("symlink", "symbolic link", "link"),
+    fields=(
+        _PATH,
+        FieldSpec(
+            name="target",
+            required=True,
+            check=_path_problem,
+            nl_keys=("pointing to", "to", "->", "target"),
+            doc="the path the link points to",
+        ),
+    ),
+    summary=("target",),
+    state=("target",),
+    create=("ln", "-s", "{target}", "{path}"),
+    update=("ln", "-sfn", "{target}", "{path}"),
+    delete=("rm", "-f", "{path}"),
+    readback=("readlink", "{path}"),
+    parse=delimited(("target",)),
+    derive=_derive,
+    requires=(_PARENT,),
+    timeout_s=10.0,
+    doc="a symbolic link",
+)
+
+MODE = ResourceType(
+    name="local_mode",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{path}",
+    state=("mode",),
+    create=("chmod", "{mode}", "{path}"),
+    readback=("stat", "-c", "%a", "{path}"),
+    parse=delimited(("mode",), convert={"mode": octal_mode}),
+    facet_of=("local_directory", "local_file"),
+    facet_field="mode",
+    timeout_s=10.0,
+    doc="the permission bits of a directory or file",
+)
+
+OWNER = ResourceType(
+    name="local_owner",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{path}",
+    state=("owner",),
+    create=("chown", "{owner}", "{path}"),
+    readback=("stat", "-c", "%U", "{path}"),
+    parse=delimited(("owner",)),
+    facet_of=("local_directory", "local_file"),
+    facet_field="owner",
+    on_create=True,
+    timeout_s=10.0,
+    doc="the owning user of a directory or file",
+)
+
+CONTENT = ResourceType(
+    name="local_file_content",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{path}",
+    state=("size",),
+    create=("dd", "of={path}", "status=none"),
+    readback=("stat", "-c", "%s", "{path}"),
+    parse=delimited(("size",), convert={"size": int}),
+    stdin_field="content",
+    guarded=False,
+    derive=_derive,
+    facet_of=("local_file",),
+    facet_field="content",
+    timeout_s=10.0,
+    doc="the content of a file (rewritten whole from stdin)",
+)
+
+TYPES = (DIRECTORY, FILE, SYMLINK, MODE, OWNER, CONTENT)

@@ -1,0 +1,183 @@
+"""The ``postgres`` provider: databases, roles, schemas and grants, with psql 15.
+
+Every command is ``psql -X -q -v ON_ERROR_STOP=1 -d DB -c SQL`` (several ``-c`` for a grant);
+the server, user and password come from the executor's environment (``PGHOST``…, a credential
+reference), never from the plan. Identifiers are restricted to lowercase SQL identifiers, so no
+quoting is ever needed and no value can inject SQL. Read-backs use ``-A -t`` (unaligned, tuples
+only: ``a|b``); existence checks for prerequisites divide by the row count, so psql exits non-zero
+when the object is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from providers.base import CliPin, FieldSpec, Requirement, ResourceType, Template, Vars, delimited
+
+PROVIDER = "postgres"
+PIN = CliPin(
+    name="psql",
+    binaries=("psql",),
+    version="15",
+    version_argv=("psql", "--version"),
+    version_pattern=r"\(PostgreSQL\) (\d+)",
+)
+_IDENT = r"[a-z_][a-z0-9_]{0,62}"
+_RULE = "a lowercase SQL identifier: a letter or _, then letters, digits or _ (at most 63)"
+
+
+def _sql(db: str, *statements: str) -> Template:
+    out: list[str] = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db]
+    for statement in statements:
+        out += ["-c", statement]
+    return tuple(out)
+
+
+def _query(db: str, statement: str) -> Template:
+    return ("psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", statement)
+
+
+def _ident(name: str, doc: str, *keys: str) -> FieldSpec:
+    return FieldSpec(name=name, required=name != "owner", pattern=_IDENT, rule=_RULE, nl_keys=keys, doc=doc)
+
+
+_PRIVILEGES = {"read": "SELECT", "write": "SELECT, INSERT, UPDATE, DELETE", "all": "ALL PRIVILEGES"}
+_CHECKED = {"read": "SELECT", "write": "INSERT", "all": "TRUNCATE"}
+
+
+def _grant_vars(v: Vars) -> dict[str, Any]:
+    privilege = str(v.get("privilege", "read"))
+    return {"privileges": _PRIVILEGES[privilege], "checked": _CHECKED[privilege]}
+
+
+def _login_vars(v: Vars) -> dict[str, Any]:
+    return {"login_kw": "LOGIN" if v.get("login") else "NOLOGIN"}
+
+
+def _true(rc: int, stdout: str, ident: str) -> dict[str, Any] | None:
+    return {} if rc == 0 and stdout.strip() == "t" else None
+
+
+_DB_ROW = "SELECT datname, pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'"
+_DB_PARSE = delimited(("name", "owner"), sep="|")
+_OWNER = _ident("owner", "the owning role", "owned by", "owner")
+
+DATABASE = ResourceType(
+    name="pg_database",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{name}",
+    nouns=("postgres database", "database", "db"),
+    fields=(_ident("name", "the database name"), _OWNER),
+    summary=("owner",),
+    create=_sql("postgres", "CREATE DATABASE {name}"),
+    delete=_sql("postgres", "DROP DATABASE {name}"),
+    readback=_query("postgres", _DB_ROW),
+    exists=_query("postgres", "SELECT 1 / count(*) FROM pg_database WHERE datname = '{name}'"),
+    parse=_DB_PARSE,
+    timeout_s=120.0,
+    doc="a database (its owner is a facet)",
+)
+
+DATABASE_OWNER = ResourceType(
+    name="pg_database_owner",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{name}",
+    state=("owner",),
+    create=_sql("postgres", "ALTER DATABASE {name} OWNER TO {owner}"),
+    readback=_query("postgres", _DB_ROW),
+    parse=_DB_PARSE,
+    requires=(Requirement(type="pg_role", match={"name": "owner"}),),
+    facet_of=("pg_database",),
+    facet_field="owner",
+    on_create=True,
+    doc="the owner of a database",
+)
+
+ROLE = ResourceType(
+    name="pg_role",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{name}",
+    nouns=("postgres role", "database role", "pg role", "role"),
+    fields=(
+        _ident("name", "the role name"),
+        FieldSpec(name="login", kind="bool", default=False, nl_flags={"login": True, "nologin": False}),
+    ),
+    summary=("login",),
+    state=("login",),
+    create=_sql("postgres", "CREATE ROLE {name} {login_kw}"),
+    update=_sql("postgres", "ALTER ROLE {name} {login_kw}"),
+    delete=_sql("postgres", "DROP ROLE {name}"),
+    readback=_query("postgres", "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = '{name}'"),
+    exists=_query("postgres", "SELECT 1 / count(*) FROM pg_roles WHERE rolname = '{name}'"),
+    parse=delimited(("name", "login"), sep="|", convert={"login": lambda s: s == "t"}),
+    derive=_login_vars,
+    doc="a role (no password in a plan: set one through a credential reference)",
+)
+
+SCHEMA = ResourceType(
+    name="pg_schema",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{database}.{name}",
+    nouns=("schema",),
+    fields=(
+        _ident("name", "the schema name"),
+        _ident("database", "the database", "in database", "database", "in"),
+    ),
+    summary=("database",),
+    create=_sql("{database}", "CREATE SCHEMA {name}"),
+    delete=_sql("{database}", "DROP SCHEMA {name}"),
+    readback=_query("{database}", "SELECT nspname FROM pg_namespace WHERE nspname = '{name}'"),
+    exists=_query("{database}", "SELECT 1 / count(*) FROM pg_namespace WHERE nspname = '{name}'"),
+    parse=delimited(("name",)),
+    requires=(Requirement(type="pg_database", match={"name": "database"}),),
+    doc="a schema in a database",
+)
+
+GRANT = ResourceType(
+    name="pg_grant",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{role}@{database}.{schema}:{privilege}",
+    nouns=("grant",),
+    fields=(
+        _ident("role", "the grantee role", "role", "to role", "to"),
+        _ident("database", "the database", "on database", "database", "on"),
+        FieldSpec(name="privilege", kind="choice", default="read", choices=("read", "write", "all")),
+        FieldSpec(
+            name="schema", default="public", pattern=_IDENT, rule=_RULE, nl_keys=("schema", "in schema")
+        ),
+    ),
+    summary=("role", "database", "schema", "privilege"),
+    create=_sql(
+        "{database}",
+        "GRANT CONNECT ON DATABASE {database} TO {role}",
+        "GRANT USAGE ON SCHEMA {schema} TO {role}",
+        "GRANT {privileges} ON ALL TABLES IN SCHEMA {schema} TO {role}",
+    ),
+    delete=_sql(
+        "{database}",
+        "REVOKE {privileges} ON ALL TABLES IN SCHEMA {schema} FROM {role}",
+        "REVOKE USAGE ON SCHEMA {schema} FROM {role}",
+        "REVOKE CONNECT ON DATABASE {database} FROM {role}",
+    ),
+    readback=_query(
+        "{database}",
+        "SELECT has_database_privilege('{role}', '{database}', 'CONNECT') "
+        "AND has_schema_privilege('{role}', '{schema}', 'USAGE') "
+        "AND NOT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = '{schema}' "
+        "AND NOT has_table_privilege('{role}', format('%I.%I', schemaname, tablename), '{checked}'))",
+    ),
+    parse=_true,
+    derive=_grant_vars,
+    requires=(
+        Requirement(type="pg_role", match={"name": "role"}),
+        Requirement(type="pg_database", match={"name": "database"}),
+    ),
+    doc="read / write / all access for a role to the tables of a schema (default public) of a database",
+)
+
+TYPES = (DATABASE, DATABASE_OWNER, ROLE, SCHEMA, GRANT)

@@ -1,0 +1,233 @@
+"""Hosting the services: one service per process (``upm service NAME``), all of them under
+``upm up`` with an embedded nats-server, and ``upm down`` to stop what ``up`` started.
+
+Where to find NATS: ``--nats URL``, else ``NATS_URL``, else the state file ``upm up`` wrote in
+the data folder (``./.upm`` by default, ``UPM_DATA`` or ``--data``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nats
+from nats.aio.client import Client as NATS
+
+from events.store import EventStore
+from services import auditor, executor, preflight, verifier
+from services.errors import ConfigError, NotRunning
+from services.gateway import Gateway
+from services.natsserver import EmbeddedNats
+from services.planner import service as planner
+from services.runtime import Runner, ServiceSpec
+
+PIPELINE: dict[str, Callable[[], ServiceSpec]] = {
+    "planner": planner.spec,
+    "preflight": preflight.spec,
+    "executor": executor.spec,
+    "verifier": verifier.spec,
+    "auditor": auditor.spec,
+}
+SERVICE_NAMES = ("gateway", *PIPELINE)
+STATE_FILE = "state.json"
+
+
+def data_dir(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("UPM_DATA") or ".upm").resolve()
+
+
+def resolve_url(explicit: str | None = None, data: str | None = None) -> str:
+    """The NATS URL to use (see the module docstring for the order)."""
+    if explicit:
+        return explicit
+    if os.environ.get("NATS_URL"):
+        return os.environ["NATS_URL"]
+    state = read_state(data_dir(data))
+    if state is None:
+        raise NotRunning(
+            f"no UPM is running for {data_dir(data)}: start one with `upm up`, "
+            "or point at a server with --nats URL / NATS_URL"
+        )
+    return str(state["url"])
+
+
+def read_state(folder: Path) -> dict[str, Any] | None:
+    path = folder / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); remove it and run `upm up` again") from exc
+    return state if isinstance(state, dict) else None
+
+
+def replicas() -> int:
+    """Replicas of the event stream: 1 embedded, 3 in a cluster (``UPM_REPLICAS``)."""
+    raw = os.environ.get("UPM_REPLICAS", "1")
+    if raw not in ("1", "3", "5"):
+        raise ConfigError(f"UPM_REPLICAS={raw!r}: use 1 (single server) or 3 / 5 (a JetStream cluster)")
+    return int(raw)
+
+
+async def connect(url: str, *, service: bool = False) -> NATS:
+    """Connect to NATS. A service reconnects for ever; a CLI call fails fast with a clear error."""
+    attempts = -1 if service else 1
+    try:
+        return await nats.connect(
+            url, connect_timeout=5, max_reconnect_attempts=attempts, reconnect_time_wait=0.5 if service else 0.1
+        )
+    except (OSError, nats.errors.Error) as exc:
+        raise NotRunning(f"cannot connect to NATS at {url}: {exc}. Is `upm up` running?") from exc
+
+
+async def serve(nc: NATS, names: tuple[str, ...], *, ready: Callable[[str], None] | None = None) -> None:
+    """Run the named services on ``nc`` until cancelled."""
+    await EventStore(nc).ensure_stream(replicas())
+    async with anyio.create_task_group() as tg:
+        for name in names:
+            event = anyio.Event()
+            runner = Gateway(nc) if name == "gateway" else Runner(nc, PIPELINE[name]())
+            tg.start_soon(functools.partial(runner.run, ready=event))
+            await event.wait()
+            if ready is not None:
+                ready(name)
+
+
+def run_service_process(names: tuple[str, ...], url: str, ready_dir: Path | None) -> None:
+    """The body of ``upm service``: run until SIGTERM or SIGINT."""
+    unknown = [n for n in names if n not in SERVICE_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown service {', '.join(unknown)}: choose from {', '.join(SERVICE_NAMES)}")
+
+    def mark(name: str) -> None:
+        if ready_dir is not None:
+            ready_dir.mkdir(parents=True, exist_ok=True)
+            (ready_dir / f"{name}.ready").write_text(str(os.getpid()))
+
+    async def main() -> None:
+        nc = await connect(url, service=True)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(functools.partial(serve, nc, names, ready=mark))
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+                        break
+        finally:
+            with anyio.CancelScope(shield=True):
+                await nc.drain()
+
+    anyio.run(main)
+
+
+def up(folder: Path, *, external_url: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    """Start nats-server (unless ``external_url``) and one process per service; wait until ready."""
+    existing = read_state(folder)
+    if existing is not None and _alive(existing):
+        raise ConfigError(f"UPM is already running for {folder} (see {folder / STATE_FILE}); `upm down` first")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True, mode=0o700)
+    ready_dir = folder / "run"
+    for stale in ready_dir.glob("*.ready"):
+        stale.unlink()
+    pids: dict[str, int] = {}
+    if external_url is None:
+        server = EmbeddedNats(folder, log_file=logs / "nats-server.log")
+        url = server.start(detach=True)
+        assert server.process is not None
+        pids["nats-server"] = server.process.pid
+    else:
+        url = external_url
+    state = {"url": url, "pids": pids, "data": str(folder)}
+    _write_state(folder, state)
+    for name in SERVICE_NAMES:
+        with (logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "service", name, "--nats", url, "--ready-dir", str(ready_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        pids[name] = proc.pid
+        _write_state(folder, state)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        missing = [n for n in SERVICE_NAMES if not (ready_dir / f"{n}.ready").exists()]
+        if not missing:
+            return state
+        dead = [n for n in missing if not _pid_alive(pids[n])]
+        if dead:
+            down(folder)
+            raise ConfigError(f"service {', '.join(dead)} exited during start-up; see {logs}")
+        time.sleep(0.05)
+    down(folder)
+    raise ConfigError(f"services not ready within {timeout}s; see {logs}")
+
+
+def down(folder: Path, timeout: float = 10.0) -> list[str]:
+    """Stop everything ``up`` started for ``folder``; return what was stopped."""
+    state = read_state(folder)
+    if state is None:
+        return []
+    pids: dict[str, int] = {k: int(v) for k, v in state.get("pids", {}).items()}
+    order = [n for n in pids if n != "nats-server"] + (["nats-server"] if "nats-server" in pids else [])
+    stopped = []
+    for name in order:
+        pid = pids[name]
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            if not _wait_gone(pid, timeout):
+                os.kill(pid, signal.SIGKILL)
+                _wait_gone(pid, timeout)
+            stopped.append(name)
+    (folder / STATE_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def _write_state(folder: Path, state: dict[str, Any]) -> None:
+    path = folder / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _alive(state: dict[str, Any]) -> bool:
+    return any(_pid_alive(int(pid)) for pid in state.get("pids", {}).values())

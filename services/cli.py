@@ -1,0 +1,47 @@
+"""The ``upm`` command line: a thin layer over library functions.
+
+Each feature module contributes its subcommands through a ``register(subparsers)`` function
+that adds an ``argparse`` parser whose ``func(args) -> int`` runs the command. Every
+row-printing command takes ``--json`` (see :mod:`services.output`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable, Sequence
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def _registrars() -> list[Register]:
+    from services import commands
+    from services.guard import cli as guard_cli
+    from services.planner import cli as planner_cli
+    from services.steps import pin_table
+
+    return [commands.register, planner_cli.register, functools.partial(guard_cli.register, pins=pin_table())]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``upm`` parser, every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="upm",
+        description="UPM: plan, pre-flight, execute, verify and audit infrastructure changes.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in _registrars():
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``upm`` console script."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

