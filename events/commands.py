@@ -16,7 +16,7 @@ import msgspec
 
 from events.errors import InvalidEvent
 from events.model import PRODUCER_SOURCES, VISIBILITIES, Source, Visibility
-from events.subjects import is_producer_tenant
+from events.subjects import CHANGE_ID_RE, is_producer_tenant
 
 MAX_COMMAND_BYTES = 64 * 1024
 MAX_REQUEST_CHARS = 4096
@@ -41,6 +41,18 @@ class IntentCommand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     idempotency_key: str | None = None
 
 
+class ChangeCommand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A command about an existing change: ``upm.cmd.<tenant>.<verb>`` for approve, deny,
+    resume, rollback and cancel. ``by`` is who asks (replaced by the authenticated identity
+    once connections carry one); ``plan_hash`` pins an approval to the plan it approves."""
+
+    change_id: str
+    by: str
+    reason: str = ""
+    plan_hash: str | None = None
+    group: str | None = None
+
+
 class Reply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     ok: bool
     change_id: str | None = None
@@ -49,6 +61,7 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 _intent_decoder = msgspec.json.Decoder(IntentCommand)
+_change_decoder = msgspec.json.Decoder(ChangeCommand)
 _reply_encoder = msgspec.json.Encoder()
 
 
@@ -58,6 +71,42 @@ def _reject(message: str, field: str, rule: str) -> InvalidEvent:
 
 def parse_intent(tenant: str, data: bytes) -> IntentCommand:
     """Validate an intent command; raise :class:`InvalidEvent` naming the field and the rule."""
+    _check_envelope(tenant, data)
+    try:
+        cmd = _intent_decoder.decode(data)
+    except msgspec.ValidationError as exc:  # a DecodeError too: it must come first
+        field = _field_of(str(exc))
+        rule = "source" if field == "source" else "schema"
+        hint = f" (one of {', '.join(PRODUCER_SOURCES)})" if field == "source" else ""
+        raise _reject(f"invalid intent: {exc}{hint}", field, rule) from exc
+    except msgspec.DecodeError as exc:
+        raise _reject(f"the command is not valid JSON: {exc}. Send one JSON object.", "body", "json") from exc
+    _check_intent(cmd)
+    return cmd
+
+
+def parse_change_command(tenant: str, verb: str, data: bytes) -> ChangeCommand:
+    """Validate an approve/deny/resume/rollback/cancel command (not whether it is allowed now:
+    that is its owner's decision); raise :class:`InvalidEvent` naming the field and the rule."""
+    _check_envelope(tenant, data)
+    try:
+        cmd = _change_decoder.decode(data)
+    except msgspec.ValidationError as exc:  # a DecodeError too: it must come first
+        raise _reject(f"invalid {verb} command: {exc}", _field_of(str(exc)), "schema") from exc
+    except msgspec.DecodeError as exc:
+        raise _reject(f"the command is not valid JSON: {exc}. Send one JSON object.", "body", "json") from exc
+    if not CHANGE_ID_RE.match(cmd.change_id):
+        raise _reject(f"change_id {cmd.change_id!r} is not a change id (a UUID)", "change_id", "uuid")
+    if not cmd.by or len(cmd.by) > MAX_NAME_CHARS or not _NAME_RE.match(cmd.by):
+        raise _reject(f"'by' {cmd.by!r} is not a valid user name", "by", "name")
+    if len(cmd.reason) > MAX_REQUEST_CHARS:
+        raise _reject(f"'reason' is longer than {MAX_REQUEST_CHARS} characters", "reason", "size")
+    if cmd.plan_hash is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", cmd.plan_hash):
+        raise _reject("plan_hash must look like sha256:<64 hex digits>", "plan_hash", "hash")
+    return cmd
+
+
+def _check_envelope(tenant: str, data: bytes) -> None:
     if not is_producer_tenant(tenant):
         raise _reject(
             f"tenant {tenant!r} is not valid: use 1-63 characters of a-z, 0-9 and '-', "
@@ -71,17 +120,6 @@ def parse_intent(tenant: str, data: bytes) -> IntentCommand:
             "body",
             "size",
         )
-    try:
-        cmd = _intent_decoder.decode(data)
-    except msgspec.ValidationError as exc:  # a DecodeError too: it must come first
-        field = _field_of(str(exc))
-        rule = "source" if field == "source" else "schema"
-        hint = f" (one of {', '.join(PRODUCER_SOURCES)})" if field == "source" else ""
-        raise _reject(f"invalid intent: {exc}{hint}", field, rule) from exc
-    except msgspec.DecodeError as exc:
-        raise _reject(f"the command is not valid JSON: {exc}. Send one JSON object.", "body", "json") from exc
-    _check_intent(cmd)
-    return cmd
 
 
 def _check_intent(cmd: IntentCommand) -> None:
@@ -145,6 +183,7 @@ def idempotent_change_id(tenant: str, key: str) -> str:
 
 
 def ok_reply(change_id: str, *, duplicate: bool = False) -> bytes:
+    """``{"ok": true, "change_id": ...}``."""
     return _reply_encoder.encode(Reply(ok=True, change_id=change_id, duplicate=duplicate))
 
 
