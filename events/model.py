@@ -80,11 +80,44 @@ class Check(msgspec.Struct, frozen=True, kw_only=True):
     detail: str = ""
 
 
+class RiskFactor(msgspec.Struct, frozen=True, kw_only=True):
+    """One reason a plan is risky, and the points it adds to the risk score."""
+
+    name: str
+    points: float
+    detail: str = ""
+
+
+class RiskAssessment(msgspec.Struct, frozen=True, kw_only=True):
+    """The plan's risk score (0-100), its level and the factors it sums."""
+
+    score: float
+    level: Literal["low", "medium", "high"]
+    factors: tuple[RiskFactor, ...] = ()
+
+
+class WindowRequirement(msgspec.Struct, frozen=True, kw_only=True):
+    """Policy ``rule`` requires the change to run inside ``environment``'s maintenance window;
+    ``outside`` says whether a change outside it waits (``change.scheduled``) or is refused."""
+
+    environment: str
+    rule: str
+    message: str = ""
+    outside: Literal["wait", "refuse"] = "wait"
+
+
 class PreflightPassed(Payload, tag="preflight.passed", frozen=True, kw_only=True):
+    """Checks passed and policy allows the plan; ``policy`` holds each pack's decision, ``lane``
+    how it is approved, ``window`` the maintenance window it must run in (if any)."""
+
     PHASE = "preflight"
     plan_hash: str
     checks: tuple[Check, ...] = ()
     duration_ms: float = 0.0
+    policy: tuple[PolicyEvaluated, ...] = ()
+    risk: RiskAssessment | None = None
+    lane: Literal["auto", "manual", ""] = ""
+    window: WindowRequirement | None = None
 
 
 class PreflightFailed(Payload, tag="preflight.failed", frozen=True, kw_only=True):
@@ -95,6 +128,8 @@ class PreflightFailed(Payload, tag="preflight.failed", frozen=True, kw_only=True
     checks: tuple[Check, ...] = ()
     reasons: tuple[str, ...]
     duration_ms: float = 0.0
+    policy: tuple[PolicyEvaluated, ...] = ()
+    risk: RiskAssessment | None = None
 
 
 class ChangeApproved(Payload, tag="change.approved", frozen=True, kw_only=True):
@@ -130,6 +165,7 @@ class PolicyEvaluated(Payload, tag="policy.evaluated", frozen=True, kw_only=True
     required_approvals: int = 0
     approver_groups: tuple[str, ...] = ()
     output: dict[str, Any] = msgspec.field(default_factory=dict)
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class ApprovalRequested(Payload, tag="approval.requested", frozen=True, kw_only=True):
@@ -139,6 +175,7 @@ class ApprovalRequested(Payload, tag="approval.requested", frozen=True, kw_only=
     required: int
     reason: str = ""
     expires_at: str | None = None
+    rule: str = ""
 
 
 class ApprovalGranted(Payload, tag="approval.granted", frozen=True, kw_only=True):
@@ -186,8 +223,26 @@ class StepStarted(Payload, tag="step.started", frozen=True, kw_only=True):
     command: str
 
 
+class StepAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One try at a step as the guarded runner recorded it (redacted; no output)."""
+
+    n: int
+    rc: int
+    verdict: str
+    reason: str = ""
+    started: str = ""
+    duration_ms: float = 0.0
+    backoff_s: float = 0.0
+    timed_out: bool = False
+    tls_fallback: bool = False
+
+
 class StepOutput(msgspec.Struct, frozen=True, kw_only=True):
-    """A step's redacted, bounded output (the spec's ``stdout`` / ``stderr_trunc``)."""
+    """A step's redacted, bounded output (the spec's ``stdout`` / ``stderr_trunc``).
+
+    ``stdout_ref`` / ``stderr_ref`` name the full (redacted) output when the event holds only
+    its head (``obs://<bucket>/<object>``); ``tries`` records every attempt.
+    """
 
     rc: int
     stdout: str = ""
@@ -196,14 +251,30 @@ class StepOutput(msgspec.Struct, frozen=True, kw_only=True):
     stderr_trunc: bool = False
     attempts: int = 1
     duration_ms: float = 0.0
+    stdout_ref: str = ""
+    stderr_ref: str = ""
+    tries: tuple[StepAttempt, ...] = ()
 
 
 class StepCompleted(Payload, tag="step.completed", frozen=True, kw_only=True):
+    """The step ran and succeeded; ``recovered``: its outcome was unknown after a crash and its
+    guard read-back showed it done (``output`` is then that read-back's)."""
+
     PHASE = "execute"
     step_id: str
     index: int
     command: str
     output: StepOutput
+    recovered: bool = False
+
+
+class StepRetried(Payload, tag="step.retried", frozen=True, kw_only=True):
+    """An attempt of the step failed in a retryable way and was retried."""
+
+    PHASE = "execute"
+    step_id: str
+    index: int
+    attempt: StepAttempt
 
 
 class StepSkipped(Payload, tag="step.skipped", frozen=True, kw_only=True):
@@ -231,11 +302,24 @@ class ExecutionCompleted(Payload, tag="execution.completed", frozen=True, kw_onl
 
 
 class ExecutionFailed(Payload, tag="execution.failed", frozen=True, kw_only=True):
+    """The execution stopped; ``rule`` names a limit that refused it (``blast-radius``,
+    ``deadline``), empty when a step failed."""
+
     PHASE = "execute"
     plan_hash: str
     step_id: str
     reason: str
     duration_ms: float
+    rule: str = ""
+
+
+class ExecutionCancelled(Payload, tag="execution.cancelled", frozen=True, kw_only=True):
+    """An operator cancelled the change: no further step starts (what ran stays; roll it back)."""
+
+    PHASE = "execute"
+    plan_hash: str
+    by: str
+    reason: str = ""
 
 
 class WaveStarted(Payload, tag="wave.started", frozen=True, kw_only=True):
@@ -245,10 +329,14 @@ class WaveStarted(Payload, tag="wave.started", frozen=True, kw_only=True):
 
 
 class WaveCompleted(Payload, tag="wave.completed", frozen=True, kw_only=True):
+    """The wave's steps ran; ``healthy`` is its promotion gate (``reason`` says why not)."""
+
     PHASE = "execute"
     wave: int
     healthy: bool
     checks: tuple[Check, ...] = ()
+    reason: str = ""
+    error_ratio: float = 0.0
 
 
 class ExecutionPaused(Payload, tag="execution.paused", frozen=True, kw_only=True):
@@ -258,12 +346,14 @@ class ExecutionPaused(Payload, tag="execution.paused", frozen=True, kw_only=True
     plan_hash: str
     reason: str
     wave: int = 0
+    anomaly: str = ""
 
 
 class ExecutionResumed(Payload, tag="execution.resumed", frozen=True, kw_only=True):
     PHASE = "execute"
     plan_hash: str
     by: str
+    reason: str = ""
 
 
 class CredentialsIssued(Payload, tag="credentials.issued", frozen=True, kw_only=True):
@@ -307,10 +397,52 @@ class RollbackStarted(Payload, tag="rollback.started", frozen=True, kw_only=True
     steps: int
 
 
+class RollbackStepStarted(Payload, tag="rollback.step.started", frozen=True, kw_only=True):
+    """The inverse of the completed step ``step_id`` is about to run."""
+
+    PHASE = "execute"
+    step_id: str
+    index: int
+    command: str
+
+
+class RollbackStepCompleted(Payload, tag="rollback.step.completed", frozen=True, kw_only=True):
+    PHASE = "execute"
+    step_id: str
+    index: int
+    command: str
+    output: StepOutput
+    recovered: bool = False
+
+
+class RollbackStepSkipped(Payload, tag="rollback.step.skipped", frozen=True, kw_only=True):
+    """The step's read-back shows it already undone."""
+
+    PHASE = "execute"
+    step_id: str
+    index: int
+    reason: str
+
+
+class RollbackStepFailed(Payload, tag="rollback.step.failed", frozen=True, kw_only=True):
+    PHASE = "execute"
+    step_id: str
+    index: int
+    command: str
+    output: StepOutput
+    error: str
+
+
 class RollbackCompleted(Payload, tag="rollback.completed", frozen=True, kw_only=True):
+    """Every inverse ran. MTTR is ``finished_at`` − ``failed_at`` (the failure that led here)."""
+
     PHASE = "execute"
     plan_hash: str
     duration_ms: float
+    steps: int = 0
+    started_at: str = ""
+    finished_at: str = ""
+    failed_at: str = ""
 
 
 class RollbackFailed(Payload, tag="rollback.failed", frozen=True, kw_only=True):
@@ -319,6 +451,8 @@ class RollbackFailed(Payload, tag="rollback.failed", frozen=True, kw_only=True):
     step_id: str
     reason: str
     duration_ms: float
+    started_at: str = ""
+    failed_at: str = ""
 
 
 # -- verify -------------------------------------------------------------------------------
@@ -380,6 +514,22 @@ class DriftResolved(Payload, tag="drift.resolved", frozen=True, kw_only=True):
     PHASE = "verify"
     resource: str
     by_change_id: str = ""
+
+
+class DriftScanned(Payload, tag="drift.scanned", frozen=True, kw_only=True):
+    """One pass of the drift loop over a tenant's managed resources.
+
+    Coverage = ``checked / managed``: resources read back (a definite answer) within the pass.
+    ``unknown`` read-backs failed even after retries; they are not counted as drift.
+    """
+
+    PHASE = "verify"
+    managed: int
+    checked: int
+    drifted: int
+    unknown: int
+    interval_s: float
+    duration_ms: float
 
 
 # -- audit --------------------------------------------------------------------------------
@@ -453,8 +603,10 @@ AnyPayload = (
     | StepCompleted
     | StepSkipped
     | StepFailed
+    | StepRetried
     | ExecutionCompleted
     | ExecutionFailed
+    | ExecutionCancelled
     | WaveStarted
     | WaveCompleted
     | ExecutionPaused
@@ -464,6 +616,10 @@ AnyPayload = (
     | TlsFallbackUsed
     | RollbackApproved
     | RollbackStarted
+    | RollbackStepStarted
+    | RollbackStepCompleted
+    | RollbackStepSkipped
+    | RollbackStepFailed
     | RollbackCompleted
     | RollbackFailed
     | VerificationPassed
@@ -471,6 +627,7 @@ AnyPayload = (
     | RollbackPlanned
     | DriftDetected
     | DriftResolved
+    | DriftScanned
     | ChangeClosed
     | ChainVerificationFailed
     | SloBreached

@@ -27,7 +27,7 @@ PIN = CliPin(
     binaries=("chmod", "chown", "dd", "install", "ln", "mkdir", "readlink", "rm", "rmdir", "stat"),
     version="9.1",
     version_argv=("stat", "--version"),
-    version_pattern=r"\(GNU coreutils\) (\S+)",
+    version_pattern=r"\((?:GNU )?coreutils\) (\S+)",
 )
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import nats
@@ -29,6 +29,15 @@ from services.gateway import Gateway
 from services.natsserver import EmbeddedNats
 from services.planner import service as planner
 from services.runtime import Runner, ServiceSpec
+from services.verifier import config as verifier_config
+from services.verifier.drift import DriftLoop
+
+
+class Hosted(Protocol):
+    """Anything ``upm service`` can run: it sets ``ready`` once it is serving."""
+
+    async def run(self, *, ready: anyio.Event | None = None) -> None: ...
+
 
 PIPELINE: dict[str, Callable[[], ServiceSpec]] = {
     "planner": planner.spec,
@@ -37,7 +46,23 @@ PIPELINE: dict[str, Callable[[], ServiceSpec]] = {
     "verifier": verifier.spec,
     "auditor": auditor.spec,
 }
-SERVICE_NAMES = ("gateway", *PIPELINE)
+
+
+def _pipeline(make: Callable[[], ServiceSpec]) -> Callable[[NATS], Hosted]:
+    return lambda nc: Runner(nc, make())
+
+
+def _drift(nc: NATS) -> Hosted:
+    return DriftLoop(nc, verifier_config.load().drift)
+
+
+HOSTED: dict[str, Callable[[NATS], Hosted]] = {
+    "gateway": Gateway,
+    **{name: _pipeline(make) for name, make in PIPELINE.items()},
+    "preflight": preflight.Host,  # checks, plus the approve/deny commands and the window release loop
+    "drift": _drift,
+}
+SERVICE_NAMES = tuple(HOSTED)
 STATE_FILE = "state.json"
 
 
@@ -96,8 +121,7 @@ async def serve(nc: NATS, names: tuple[str, ...], *, ready: Callable[[str], None
     async with anyio.create_task_group() as tg:
         for name in names:
             event = anyio.Event()
-            runner = Gateway(nc) if name == "gateway" else Runner(nc, PIPELINE[name]())
-            tg.start_soon(functools.partial(runner.run, ready=event))
+            tg.start_soon(functools.partial(HOSTED[name](nc).run, ready=event))
             await event.wait()
             if ready is not None:
                 ready(name)

@@ -19,9 +19,17 @@ def _registrars() -> list[Register]:
     from services import commands
     from services.guard import cli as guard_cli
     from services.planner import cli as planner_cli
+    from services.preflight import cli as preflight_cli
     from services.steps import pin_table
+    from services.verifier import cli as verifier_cli
 
-    return [commands.register, planner_cli.register, functools.partial(guard_cli.register, pins=pin_table())]
+    return [
+        commands.register,
+        planner_cli.register,
+        functools.partial(guard_cli.register, pins=pin_table()),
+        verifier_cli.register,
+        preflight_cli.register,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:

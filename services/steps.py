@@ -6,19 +6,26 @@ verifier (read-backs): all of them run only pinned CLIs, as argv, under the guar
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shlex
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from events.model import StepOutput
+from events.model import StepAttempt, StepOutput
 from events.plan import Command, ResourceRef, Step
 from providers import PINS, compare, observe
 from services.guard import (
     DEFAULT_PATH,
     DEFAULT_PINS,
+    DEFAULT_POLICY,
+    Attempt,
     CommandRefused,
     GuardError,
+    GuardPolicy,
+    GuardWarning,
     Pin,
     PinTable,
     Redactor,
@@ -50,6 +57,25 @@ def step_path() -> str:
     return os.environ.get("UPM_STEP_PATH", DEFAULT_PATH)
 
 
+def _rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_attempt(attempt: Attempt) -> StepAttempt:
+    """The event form of one guard attempt record."""
+    return StepAttempt(
+        n=attempt.n,
+        rc=attempt.rc,
+        verdict=attempt.verdict,
+        reason=attempt.reason,
+        started=_rfc3339(attempt.started),
+        duration_ms=attempt.duration_ms,
+        backoff_s=attempt.backoff_s,
+        timed_out=attempt.timed_out,
+        tls_fallback=attempt.tls_fallback,
+    )
+
+
 def to_output(result: RunResult) -> StepOutput:
     return StepOutput(
         rc=result.rc,
@@ -59,7 +85,54 @@ def to_output(result: RunResult) -> StepOutput:
         stderr_trunc=result.stderr_truncated,
         attempts=len(result.attempts),
         duration_ms=round(sum(a.duration_ms for a in result.attempts), 3),
+        tries=tuple(to_attempt(a) for a in result.attempts),
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Executed:
+    """What running one command gave: its output record and the guard's warnings (TLS fallback)."""
+
+    output: StepOutput
+    warnings: tuple[GuardWarning, ...] = ()
+
+
+async def execute(
+    command: Command,
+    *,
+    timeout_s: float = 60.0,
+    stdin: str | None = None,
+    target: str = "local",
+    max_attempts: int = 3,
+    redactor: Redactor | None = None,
+    env: Mapping[str, str] | None = None,
+    secrets: tuple[str, ...] = (),
+    pins: PinTable | None = None,
+    policy: GuardPolicy = DEFAULT_POLICY,
+) -> Executed:
+    """Run one command under the guard-rails; a refused command becomes rc 126 with the reason.
+
+    ``env`` is added to the minimal step environment (credentials go there, never in argv) and
+    ``secrets`` are masked everywhere in what is returned; ``pins`` extends :func:`pin_table`.
+    """
+    spec = RunSpec(
+        timeout_s=timeout_s,
+        max_attempts=max_attempts,
+        env=step_env() | dict(env or {}),
+        path=step_path(),
+        target=target,
+        secrets=secrets,
+        pins=pins or pin_table(),
+        policy=policy,
+        stdin=None if stdin is None else stdin.encode(),
+    )
+    try:
+        result = await run(shlex.join(command.argv), spec, redactor=redactor)
+    except CommandRefused as refused:
+        return Executed(StepOutput(rc=126, stderr=f"refused by the guard ({refused.rule}): {refused}"))
+    except GuardError as err:
+        return Executed(StepOutput(rc=127, stderr=f"could not run: {err}"))
+    return Executed(to_output(result), result.warnings)
 
 
 async def run_command(
@@ -71,34 +144,38 @@ async def run_command(
     max_attempts: int = 3,
     redactor: Redactor | None = None,
 ) -> StepOutput:
-    """Run one command under the guard-rails; a refused command becomes rc 126 with the reason."""
-    spec = RunSpec(
-        timeout_s=timeout_s,
-        max_attempts=max_attempts,
-        env=step_env(),
-        path=step_path(),
-        target=target,
-        pins=pin_table(),
-        stdin=None if stdin is None else stdin.encode(),
+    """Run one command under the guard-rails (see :func:`execute`) and return its output record."""
+    done = await execute(
+        command, timeout_s=timeout_s, stdin=stdin, target=target, max_attempts=max_attempts, redactor=redactor
     )
-    try:
-        result = await run(shlex.join(command.argv), spec, redactor=redactor)
-    except CommandRefused as refused:
-        return StepOutput(rc=126, stderr=f"refused by the guard ({refused.rule}): {refused}")
-    except GuardError as err:
-        return StepOutput(rc=127, stderr=f"could not run: {err}")
-    return to_output(result)
+    return done.output
 
 
-async def read_back(ref: ResourceRef, command: Command, *, timeout_s: float = 30.0) -> dict[str, Any] | None:
+async def read_back(
+    ref: ResourceRef,
+    command: Command,
+    *,
+    timeout_s: float = 30.0,
+    env: Mapping[str, str] | None = None,
+    secrets: tuple[str, ...] = (),
+    pins: PinTable | None = None,
+) -> dict[str, Any] | None:
     """Observe a resource: its fields, or ``None`` when it does not exist."""
-    out = await run_command(command, timeout_s=timeout_s)
-    return observe(ref, out.rc, out.stdout)
+    done = await execute(command, timeout_s=timeout_s, env=env, secrets=secrets, pins=pins)
+    return observe(ref, done.output.rc, done.output.stdout)
 
 
-async def already_done(step: Step) -> bool:
+async def already_done(
+    step: Step,
+    *,
+    env: Mapping[str, str] | None = None,
+    secrets: tuple[str, ...] = (),
+    pins: PinTable | None = None,
+) -> bool:
     """Whether the step's guard read-back already shows its desired state."""
     if step.guard is None:
         return False
-    observed = await read_back(step.resource, step.guard, timeout_s=step.timeout_s)
+    observed = await read_back(
+        step.resource, step.guard, timeout_s=step.timeout_s, env=env, secrets=secrets, pins=pins
+    )
     return not compare(step.desired, observed)

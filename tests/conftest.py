@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events.store import EventStore
+from services import app
 from services.natsserver import EmbeddedNats
 
 
@@ -50,3 +53,23 @@ async def _eventually(predicate: Predicate, within: float = 20.0) -> None:
 def eventually() -> Callable[[Predicate, float], Awaitable[None]]:
     """``await eventually(async_predicate, within_seconds)``: poll until true, or fail."""
     return _eventually
+
+
+@pytest.fixture
+async def pipeline(nc: NATS, store: EventStore) -> AsyncIterator[EventStore]:
+    """Every UPM service (``services.app.SERVICE_NAMES``) as a task of this process."""
+    started: list[str] = []
+    all_up = anyio.Event()
+
+    def ready(name: str) -> None:
+        started.append(name)
+        if len(started) == len(app.SERVICE_NAMES):
+            all_up.set()
+
+    task = asyncio.ensure_future(app.serve(nc, app.SERVICE_NAMES, ready=ready))
+    with anyio.fail_after(15):
+        await all_up.wait()
+    yield store
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import anyio
 import pytest
-from nats.aio.client import Client as NATS
 
 from events import chain
 from events.store import EventStore
@@ -32,26 +27,6 @@ HAPPY = [
     "verification.passed",
     "change.closed",
 ]
-
-
-@pytest.fixture
-async def pipeline(nc: NATS, store: EventStore) -> AsyncIterator[EventStore]:
-    """Every service as a task of this process, on the test's server."""
-    started: list[str] = []
-    all_up = anyio.Event()
-
-    def ready(name: str) -> None:
-        started.append(name)
-        if len(started) == len(app.SERVICE_NAMES):
-            all_up.set()
-
-    task = asyncio.ensure_future(app.serve(nc, app.SERVICE_NAMES, ready=ready))
-    with anyio.fail_after(10):
-        await all_up.wait()
-    yield store
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _run(store: EventStore, intent: dict[str, object]) -> client.ChangeStatus:

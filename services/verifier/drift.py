@@ -1,0 +1,234 @@
+"""Continuous drift reconciliation.
+
+A loop reads back every managed resource (the :mod:`inventory`, rebuilt from the log) once per
+interval — jittered, rate-limited, bounded in concurrency — and compares it with its baseline.
+A drifted or failed read-back is read again (``confirm_retries``) before it counts, so a
+transient failure is never reported as drift. Per resource and policy it then only alarms
+(``drift.detected``) or also opens a reconcile change of source ``drift`` that goes through the
+whole pipeline; when that change succeeds, ``drift.resolved`` is recorded. Each pass appends
+``drift.scanned`` (managed, checked, drifted, unknown): coverage is ``checked / managed``, and a
+pass that cannot read everything within its interval reports the shortfall honestly.
+
+Drift records live in one change per tenant (``DRIFT_LOG_KEY``); reconcile changes are ordinary
+changes. Run one drift loop per deployment (``upm service drift``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal
+
+import anyio
+import msgspec
+from nats.aio.client import Client as NATS
+
+from events.codec import digest
+from events.commands import idempotent_change_id
+from events.errors import ConcurrencyConflict
+from events.ids import new_id
+from events.model import (
+    ChangeClosed,
+    DriftDetected,
+    DriftResolved,
+    DriftScanned,
+    FieldDiff,
+    IntentSubmitted,
+    Payload,
+)
+from events.store import ChangeLog, EventStore, new_event
+from events.subjects import type_filter
+from providers import compare, observe
+from providers.reconcile import reconcile_resource
+from services.guard import RateLimiter
+from services.runtime import utc_now
+from services.steps import run_command
+from services.verifier.config import DriftConfig
+from services.verifier.inventory import Inventory, Managed, apply
+
+log = logging.getLogger("upm.drift")
+NAME = "drift"
+DRIFT_LOG_KEY = "upm-drift-log"
+ACTOR = "verifier"
+UNREADABLE_RC = 124  # the guard's refusals (126/127) and time-outs mean: no answer, not absent
+
+Status = Literal["ok", "drifted", "unknown"]
+
+
+class Reading(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of checking one managed resource."""
+
+    key: str
+    status: Status
+    observed: dict[str, Any] | None = None
+    diff: tuple[FieldDiff, ...] = ()
+    reads: int = 1
+
+
+Reader = Callable[[Managed], Awaitable[tuple[bool, dict[str, Any] | None]]]
+
+
+async def read_resource(item: Managed) -> tuple[bool, dict[str, Any] | None]:
+    """``(answered, observed)``: run the resource's read-back through the guard."""
+    out = await run_command(item.step.readback, timeout_s=item.step.timeout_s, max_attempts=1)
+    if out.rc >= UNREADABLE_RC:
+        return False, None
+    return True, observe(item.step.resource, out.rc, out.stdout)
+
+
+async def check(item: Managed, config: DriftConfig, read: Reader = read_resource) -> Reading:
+    """Read one resource; a drifted or unanswered read is retried before it counts."""
+    reads = 0
+    while True:
+        reads += 1
+        answered, observed = await read(item)
+        delta = compare(item.step.desired, observed) if answered else []
+        if answered and not delta:
+            return Reading(key=item.key, status="ok", observed=observed, reads=reads)
+        if reads > config.confirm_retries:
+            if not answered:
+                return Reading(key=item.key, status="unknown", reads=reads)
+            diff = tuple(FieldDiff(resource=item.key, field=d.field, desired=d.desired, observed=d.observed)
+                         for d in delta)
+            return Reading(key=item.key, status="drifted", observed=observed, diff=diff, reads=reads)
+        await anyio.sleep(config.confirm_backoff_s * 2 ** (reads - 1))
+
+
+async def scan(
+    items: Sequence[Managed], config: DriftConfig, *, read: Reader = read_resource, within: float | None = None
+) -> list[Reading]:
+    """Check ``items`` within ``within`` seconds (default: the interval); unchecked ones are left out."""
+    results: list[Reading] = []
+    limiter = anyio.CapacityLimiter(config.concurrency)
+    pacing = RateLimiter(config.rate_per_s, burst=max(1, config.concurrency))
+
+    async def one(item: Managed) -> None:
+        async with limiter:
+            await pacing.acquire(item.tenant)
+            results.append(await check(item, config, read))
+
+    with anyio.move_on_after(config.interval_s if within is None else within):
+        async with anyio.create_task_group() as tg:
+            for item in items:
+                tg.start_soon(one, item)
+    return sorted(results, key=lambda r: r.key)
+
+
+def baseline_hash(item: Managed) -> str:
+    return digest({item.key: item.step.desired})
+
+
+def current_hash(item: Managed, observed: dict[str, Any] | None) -> str:
+    return digest({item.key: None if observed is None else {f: observed.get(f) for f in item.step.desired}})
+
+
+class DriftLoop:
+    """Keeps the inventory from the log and scans it every interval (see the module docstring)."""
+
+    def __init__(self, nc: NATS, config: DriftConfig, *, read: Reader = read_resource) -> None:
+        self.store = EventStore(nc)
+        self.config = config
+        self.read = read
+        self.inventory: Inventory = {}
+        self.logs: dict[str, ChangeLog] = {}
+        self.reported: dict[tuple[str, str], str] = {}
+        self.reconciling: dict[str, tuple[str, str]] = {}
+        self.scans = 0
+
+    async def run(self, *, ready: anyio.Event | None = None) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._follow_closures)
+            if ready is not None:
+                ready.set()
+            while True:
+                await anyio.sleep(self.config.interval_s * (1 + random.uniform(-1, 1) * self.config.jitter))
+                for tenant in sorted(self.inventory):
+                    await self.scan_tenant(tenant)
+
+    async def _follow_closures(self) -> None:
+        async for stored in self.store.follow(type_filter("change.closed")):
+            change = await self.store.read(stored.event.tenant, stored.event.change_id)
+            events = [s.event for s in change.events]
+            apply(self.inventory, events)
+            await self._resolve(stored.event.tenant, stored.event.change_id, stored.event.payload)
+
+    async def _resolve(self, tenant: str, change_id: str, closed: Any) -> None:
+        for key, (t, reconcile_id) in list(self.reconciling.items()):
+            if (t, reconcile_id) == (tenant, change_id) and isinstance(closed, ChangeClosed):
+                del self.reconciling[key]
+                if closed.outcome == "succeeded":
+                    self.reported.pop((tenant, key), None)
+                    await self._record(tenant, DriftResolved(resource=key, by_change_id=change_id))
+
+    async def scan_tenant(self, tenant: str) -> DriftScanned:
+        """One pass over ``tenant``'s managed resources; appends what it found."""
+        items = sorted(self.inventory.get(tenant, {}).values(), key=lambda m: m.key)
+        started = time.perf_counter()
+        readings = await scan(items, self.config, read=self.read)
+        by_key = {m.key: m for m in items}
+        for reading in readings:
+            if reading.status == "drifted":
+                await self._drifted(by_key[reading.key], reading)
+        summary = DriftScanned(
+            managed=len(items),
+            checked=sum(r.status != "unknown" for r in readings),
+            drifted=sum(r.status == "drifted" for r in readings),
+            unknown=sum(r.status == "unknown" for r in readings),
+            interval_s=self.config.interval_s,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        self.scans += 1
+        await self._record(tenant, summary)
+        return summary
+
+    async def _drifted(self, item: Managed, reading: Reading) -> None:
+        now_hash = current_hash(item, reading.observed)
+        if self.reported.get((item.tenant, item.key)) == now_hash or item.key in self.reconciling:
+            return
+        self.reported[(item.tenant, item.key)] = now_hash
+        mode = self.config.mode_for(item.key)
+        resource = reconcile_resource(item.step, reading.observed) if mode == "reconcile" else None
+        reconcile_id = await self._open_reconcile(item, resource, reading) if resource is not None else None
+        await self._record(
+            item.tenant,
+            DriftDetected(
+                resource=item.key,
+                diff=reading.diff,
+                baseline_hash=baseline_hash(item),
+                current_hash=now_hash,
+                action="reconcile" if reconcile_id else "alarm",
+                reconcile_change_id=reconcile_id,
+            ),
+        )
+
+    async def _open_reconcile(self, item: Managed, resource: dict[str, Any], reading: Reading) -> str:
+        change_id = new_id()
+        what = "; ".join(f"{d.field}: {d.desired!r} → {d.observed!r}" for d in reading.diff)
+        intent = IntentSubmitted(
+            spec={"resources": [resource]},
+            initiator="upm-drift",
+            reason=f"reconcile drift on {item.key} ({what})",
+            environment=item.environment,
+        )
+        event = new_event(intent, event_id=new_id(), change_id=change_id, tenant=item.tenant, ts=utc_now(),
+                          actor=ACTOR, source="drift")
+        await self.store.append(ChangeLog(item.tenant, change_id), [event])
+        self.reconciling[item.key] = (item.tenant, change_id)
+        return change_id
+
+    async def _record(self, tenant: str, payload: Payload) -> None:
+        """Append to the tenant's drift log (re-reading it once on a concurrent write)."""
+        change_id = idempotent_change_id(tenant, DRIFT_LOG_KEY)
+        for _ in range(3):
+            log_ = self.logs.get(tenant) or await self.store.read(tenant, change_id)
+            self.logs[tenant] = log_
+            event = new_event(payload, event_id=new_id(), change_id=change_id, tenant=tenant, ts=utc_now(),
+                              actor=ACTOR, source="drift")
+            try:
+                await self.store.append(log_, [event])
+                return
+            except ConcurrencyConflict:
+                self.logs.pop(tenant, None)
+        raise ConcurrencyConflict(change_id, -1, "the drift log kept moving; is a second drift loop running?")

@@ -1,0 +1,57 @@
+"""Checks before any mutation: quotas, prerequisites, the dry run (with real and scripted read-backs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from preflight_helpers import config, plan_of
+
+from events.model import StepOutput
+from events.plan import Command
+from services.preflight.checks import run_checks
+
+
+def _scripted(outputs: dict[str, StepOutput]):
+    async def run(command: Command, target: str, timeout_s: float) -> StepOutput:
+        return outputs.get(command.display, StepOutput(rc=1, stderr="No such file"))
+
+    return run
+
+
+async def test_a_quota_per_tenant_and_type_halts_before_any_read_back() -> None:
+    plan = plan_of("Create namespace a and namespace b and namespace c")
+    cfg = config(quotas={"*": {"*": 100}, "acme": {"k8s_namespace": 2}})
+    checks = await run_checks(plan, "acme", cfg, _scripted({}))
+    (quota,) = [c for c in checks if c.name == "quota"]
+    assert not quota.ok and "quota is 2 per change" in quota.detail and "quotas.acme.k8s_namespace" in quota.detail
+    assert not [c for c in checks if c.name == "dry-run"]
+    other = await run_checks(plan, "other", cfg, _scripted({"kubectl-1.29 cluster-info": StepOutput(rc=0)}))
+    assert all(c.ok for c in other if c.name == "quota")
+
+
+async def test_a_missing_prerequisite_names_the_resource_and_how_to_provide_it(tmp_path: Path) -> None:
+    plan = plan_of(f"Create file {tmp_path / 'nope' / 'f'} containing 'x'")
+    checks = await run_checks(plan, "acme", config())
+    (missing,) = [c for c in checks if not c.ok]
+    assert missing.name == "exists" and missing.target == f"local_directory:local:{tmp_path / 'nope'}"
+    assert missing.detail.startswith(f"missing prerequisite local_directory {tmp_path / 'nope'} on local")
+    assert "create it first or add it to this request" in missing.detail
+
+
+async def test_the_dry_run_reports_create_no_op_conflict_and_unknown(tmp_path: Path) -> None:
+    (tmp_path / "same").mkdir(mode=0o750)
+    (tmp_path / "same").chmod(0o750)
+    fresh = await run_checks(plan_of(f"Create directory {tmp_path / 'new'} with mode 0750"), "acme", config())
+    assert [(c.name, c.detail) for c in fresh if c.name == "dry-run"] == [("dry-run", "create")]
+    same = await run_checks(plan_of(f"Create directory {tmp_path / 'same'} with mode 0750"), "acme", config())
+    assert [c.detail for c in same if c.name == "dry-run"] == ["no-op: already in the desired state"]
+    (tmp_path / "same").chmod(0o700)
+    clash = await run_checks(plan_of(f"Create directory {tmp_path / 'same'} with mode 0750"), "acme", config())
+    (conflict,) = [c for c in clash if not c.ok]
+    assert conflict.detail.startswith(f"conflict: local_directory:local:{tmp_path / 'same'} already exists")
+    unknown = await run_checks(plan_of("Create namespace team-a"), "acme", config(), _scripted({
+        "kubectl-1.29 cluster-info": StepOutput(rc=0),
+        "kubectl-1.29 get namespace team-a -o json": StepOutput(rc=127, stderr="kubectl-1.29: not found"),
+    }))
+    (dry,) = [c for c in unknown if c.name == "dry-run"]
+    assert dry.ok and dry.detail.startswith("create: current state unknown")

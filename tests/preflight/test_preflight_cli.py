@@ -1,0 +1,104 @@
+"""``upm approve``, ``upm deny``, ``upm approvals`` and ``upm policy test`` (parsers registered here,
+as ``services.cli`` will once wired)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+from preflight_helpers import config, plan_of
+
+from events.store import EventStore
+from services import app, client
+from services.gateway import Gateway
+from services.natsserver import EmbeddedNats
+from services.preflight import Host
+from services.preflight.cli import register
+from services.runtime import Runner
+
+
+def upm(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="upm")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+def test_every_preflight_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["approve"], ["deny"], ["approvals"], ["policy", "test"]):
+        with pytest.raises(SystemExit) as done:
+            upm(*command, "--help")
+        assert done.value.code == 0
+        assert len(capsys.readouterr().out) > 80
+
+
+def test_policy_test_evaluates_a_spec_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "change.yaml"
+    spec.write_text("resources:\n  - {type: aws_s3_bucket, name: logs-acme}\n")
+    assert upm("policy", "test", "--file", str(spec), "--env", "prod") == 1
+    out = capsys.readouterr().out
+    assert "REFUSED" in out and "violation bucket-encrypted" in out and "needs 2 approver(s)" in out
+    plan = tmp_path / "plan.json"
+    plan.write_bytes(msgspec.json.encode(plan_of("Create directory /srv/app with mode 0750")))
+    assert upm("policy", "test", "--file", str(plan), "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["allowed"], result["lane"], result["auto_rule"]) == (True, "auto", "low-risk-auto")
+
+
+def test_policy_test_names_a_broken_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bad.rego").write_text("package upm.preflight\n\ndeny contains x if {\n")
+    plan = tmp_path / "plan.json"
+    plan.write_bytes(msgspec.json.encode(plan_of("Create directory /srv/app")))
+    assert upm("policy", "test", "--file", str(plan), "--pack", str(tmp_path)) == 2
+    assert f"{tmp_path / 'bad.rego'}:" in capsys.readouterr().err
+
+
+async def test_approve_deny_and_the_trail_from_the_command_line(
+    nats_server: EmbeddedNats, nc: NATS, store: EventStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hosted = [Gateway(nc), Host(nc, config=config(), interval=0.05),
+              *(Runner(nc, app.PIPELINE[n]()) for n in ("planner", "executor", "verifier", "auditor"))]
+    tasks = []
+    for service in hosted:
+        ready = anyio.Event()
+        tasks.append(asyncio.ensure_future(functools.partial(service.run, ready=ready)()))
+        await ready.wait()
+    try:
+        change = await client.submit(nc, "acme", {"initiator": "alice", "environment": "prod",
+                                                   "request": f"Create directory {tmp_path / 'cli'} with mode 0750"})
+        with anyio.fail_after(20):
+            while "approval.requested" not in [  # noqa: ASYNC110 - polling the log
+                s.event.type for s in (await store.read("acme", change)).events
+            ]:
+                await anyio.sleep(0.05)
+        url = ("--nats", nats_server.url)
+
+        def cli(*argv: str) -> int:
+            return upm(*argv, *url)
+
+        assert await anyio.to_thread.run_sync(cli, "approve", change, "--as", "alice") == 2
+        assert "separation of duties" in capsys.readouterr().err
+        assert await anyio.to_thread.run_sync(cli, "approve", change, "--as", "bob", "--reason", "ok") == 0
+        assert "awaiting-approval" in capsys.readouterr().out
+        assert await anyio.to_thread.run_sync(cli, "deny", change, "--as", "carol", "--json") == 0
+        assert json.loads(capsys.readouterr().out)["state"] == "denied"
+        assert await anyio.to_thread.run_sync(cli, "approvals", change, "--json") == 0
+        trail = json.loads(capsys.readouterr().out)
+        assert [(t["event"], t["who"]) for t in trail] == [
+            ("approval.requested", "policy"), ("approval.granted", "bob"), ("approval.denied", "carol")]
+        assert trail[1]["reason"] == "ok" and trail[1]["group"] == "platform-owners"
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
