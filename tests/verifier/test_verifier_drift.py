@@ -27,6 +27,14 @@ async def _managed(tmp_path: Path, count: int) -> list[Managed]:
     return items
 
 
+def _tamper(path: Path, change: str) -> None:
+    """An out-of-band change, as a person with a shell would make it."""
+    if change == "chmod":
+        path.chmod(0o777)
+    else:
+        path.rmdir()
+
+
 FAST = DriftConfig(interval_s=30, confirm_retries=2, confirm_backoff_s=0.01, rate_per_s=1000, concurrency=8)
 
 
@@ -39,11 +47,7 @@ async def test_every_resource_in_its_baseline_reads_ok(tmp_path: Path) -> None:
 @pytest.mark.parametrize("change", ["chmod", "delete"])
 async def test_an_out_of_band_change_is_drift_with_its_diff(tmp_path: Path, change: str) -> None:
     [item] = await _managed(tmp_path, 1)
-    path = Path(item.step.resource.name)
-    if change == "chmod":
-        path.chmod(0o777)
-    else:
-        path.rmdir()
+    _tamper(Path(item.step.resource.name), change)
     reading = await check(item, FAST)
     assert reading.status == "drifted"
     expected = ("mode", "0750", "0777") if change == "chmod" else ("exists", True, False)
