@@ -52,6 +52,26 @@ def _pipeline(make: Callable[[], ServiceSpec]) -> Callable[[NATS], Hosted]:
     return lambda nc: Runner(nc, make())
 
 
+class Together:
+    """Several hosted parts of one service on one connection (e.g. its consumer and its commands)."""
+
+    def __init__(self, *parts: Hosted) -> None:
+        self.parts = parts
+
+    async def run(self, *, ready: anyio.Event | None = None) -> None:
+        async with anyio.create_task_group() as tg:
+            for part in self.parts:
+                started = anyio.Event()
+                tg.start_soon(functools.partial(part.run, ready=started))
+                await started.wait()
+            if ready is not None:
+                ready.set()
+
+
+def _executor(nc: NATS) -> Hosted:
+    return Together(Runner(nc, executor.spec()), executor.CommandService(nc))
+
+
 def _drift(nc: NATS) -> Hosted:
     return DriftLoop(nc, verifier_config.load().drift)
 
@@ -60,6 +80,7 @@ HOSTED: dict[str, Callable[[NATS], Hosted]] = {
     "gateway": Gateway,
     **{name: _pipeline(make) for name, make in PIPELINE.items()},
     "preflight": preflight.Host,  # checks, plus the approve/deny commands and the window release loop
+    "executor": _executor,  # plans and rollbacks, plus the resume/rollback/cancel commands
     "drift": _drift,
 }
 SERVICE_NAMES = tuple(HOSTED)

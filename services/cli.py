@@ -17,6 +17,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 def _registrars() -> list[Register]:
     from services import commands
+    from services.executor import cli as executor_cli
     from services.guard import cli as guard_cli
     from services.planner import cli as planner_cli
     from services.preflight import cli as preflight_cli
@@ -29,6 +30,7 @@ def _registrars() -> list[Register]:
         functools.partial(guard_cli.register, pins=pin_table()),
         verifier_cli.register,
         preflight_cli.register,
+        executor_cli.register,
     ]
 
 

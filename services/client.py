@@ -46,6 +46,14 @@ STATE_AFTER: dict[str, str] = {
     "step.completed": "executing",
     "step.skipped": "executing",
     "execution.completed": "verifying",
+    "execution.paused": "paused",
+    "execution.resumed": "executing",
+    "execution.failed": "failed",
+    "verification.failed": "awaiting-rollback",
+    "rollback.planned": "awaiting-rollback",
+    "rollback.approved": "rolling-back",
+    "rollback.started": "rolling-back",
+    "rollback.completed": "verifying-rollback",
 }
 
 
