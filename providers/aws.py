@@ -4,7 +4,8 @@ The target of a regional resource is its region (``--region`` on every command);
 (target ``global``). Credentials and the endpoint (a moto server locally) are never in a plan: the
 executor supplies them through the environment. An S3 bucket's settings are facets, one
 ``s3api put-…`` step each, so each is read back and undone on its own; the public access block is
-on by default. SQS queue URLs are derived from the configured account id
+on by default; bucket existence is read back for many buckets at once by one ``list-buckets``
+(:data:`BUCKETS_LISTED`). SQS queue URLs are derived from the configured account id
 (``PlannerConfig.aws_account_id``), since a plan cannot capture one command's output for another.
 """
 
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from providers.base import (
+    Batch,
     CliPin,
     FieldSpec,
     Requirement,
@@ -30,7 +33,7 @@ GLOBAL = "global"
 PIN = CliPin(
     name="awscli",
     binaries=("aws",),
-    version="1.45.11",
+    version="1.46.3",
     version_argv=("aws", "--version"),
     version_pattern=r"aws-cli/(\S+)",
 )
@@ -101,6 +104,23 @@ def _attached(rc: int, stdout: str, ident: str) -> dict[str, Any] | None:
     return {} if any(p.get("PolicyArn") == arn for p in policies) else None
 
 
+def _listed(rc: int, stdout: str, idents: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    """Which of ``idents`` one ``list-buckets`` shows (nothing known when it failed)."""
+    try:
+        names = set(json.loads(stdout) or []) if rc == 0 else None
+    except (json.JSONDecodeError, TypeError):
+        names = None
+    return {} if names is None else {ident: ({} if ident in names else None) for ident in idents}
+
+
+# One ListBuckets call answers for every bucket of the account, in every region.
+BUCKETS_LISTED = Batch(
+    group=lambda ident, target: "account",
+    command=lambda group, idents: ("aws", "s3api", "list-buckets", "--query", "Buckets[].Name", "--output", "json"),
+    parse=_listed,
+)
+
+
 def _s3(verb: str, *rest: str | tuple[str, ...]) -> Template:
     return ("aws", "s3api", verb, "--bucket", "{name}", *rest, "--region", "{region}")
 
@@ -146,6 +166,7 @@ BUCKET = ResourceType(
     delete=_s3("delete-bucket"),
     readback=_s3("head-bucket"),
     parse=rc_exists,
+    batch=BUCKETS_LISTED,
     derive=_bucket_vars,
     monthly_cost=1.0,
     timeout_s=60.0,

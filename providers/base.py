@@ -106,6 +106,24 @@ class Requirement:
     skip: Callable[[Vars], bool] | None = None
 
 
+BatchParser = Callable[[int, str, Sequence[str]], "dict[str, dict[str, Any] | None]"]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """How one command reads back many resources of a type (one CLI start-up, one API call).
+
+    ``group(ident, target)`` says which resources one command can read together (a region, a
+    database); ``command(group, idents)`` is that command's argv; ``parse(rc, stdout, idents)`` maps
+    each ident it learnt about to its observed fields (``None`` = absent). An ident left out (or
+    every ident, when the command failed) is unknown: read it back on its own.
+    """
+
+    group: Callable[[str, str], str]
+    command: Callable[[str, Sequence[str]], tuple[str, ...]]
+    parse: BatchParser
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceType:
     """Everything the planner, executor and verifier need to know about one kind of resource.
@@ -123,6 +141,8 @@ class ResourceType:
       ``fixed_target``: the only target (IAM: ``global``).
     - ``facet_of``/``facet_field``/``on_create``: this type owns one field of those parents.
     - ``monthly_cost`` (× the ``cost_unit`` field, e.g. AKS nodes), ``timeout_s``, ``cli`` (a pin).
+    - ``batch``: how to read many of them back in one command (:func:`batch_readbacks`), if the
+      target's API allows it.
     """
 
     name: str
@@ -156,6 +176,7 @@ class ResourceType:
     monthly_cost: float = 0.0
     cost_unit: str | None = None
     timeout_s: float = 60.0
+    batch: Batch | None = None
     doc: str = ""
 
     def spec(self, name: str) -> FieldSpec:
@@ -299,6 +320,22 @@ class _Texts:
 
     def __getitem__(self, name: str) -> str:
         return _text(self.variables[name])
+
+
+def batch_readbacks(rtype: ResourceType, resources: Sequence[tuple[str, str]]) -> list[tuple[Command, tuple[str, ...]]]:
+    """The batch read-backs of ``resources`` (``(ident, target)`` pairs of ``rtype``): one command
+    per group, with the idents it reads (none when the type cannot batch)."""
+    if rtype.batch is None:
+        return []
+    groups: dict[str, list[str]] = {}
+    for ident, target in resources:
+        groups.setdefault(rtype.batch.group(ident, target), []).append(ident)
+    out = []
+    for group, idents in sorted(groups.items()):
+        members = tuple(dict.fromkeys(idents))
+        argv = rtype.batch.command(group, members)
+        out.append((Command(argv=argv, display=display(argv)), members))
+    return out
 
 
 def command(template: Sequence[Token] | None, variables: Vars) -> Command | None:

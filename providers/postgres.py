@@ -10,9 +10,10 @@ when the object is missing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from providers.base import CliPin, FieldSpec, Requirement, ResourceType, Template, Vars, delimited
+from providers.base import Batch, CliPin, FieldSpec, Requirement, ResourceType, Template, Vars, delimited
 
 PROVIDER = "postgres"
 PIN = CliPin(
@@ -52,10 +53,6 @@ def _grant_vars(v: Vars) -> dict[str, Any]:
 
 def _login_vars(v: Vars) -> dict[str, Any]:
     return {"login_kw": "LOGIN" if v.get("login") else "NOLOGIN"}
-
-
-def _true(rc: int, stdout: str, ident: str) -> dict[str, Any] | None:
-    return {} if rc == 0 and stdout.strip() == "t" else None
 
 
 _DB_ROW = "SELECT datname, pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'"
@@ -137,6 +134,51 @@ SCHEMA = ResourceType(
     doc="a schema in a database",
 )
 
+# The grant itself, not what PUBLIC happens to allow: CONNECT and USAGE granted to the role by name
+# (in the ACLs), and the privilege on every table of the schema. One query reads any number of
+# grants of one database (``VALUES`` rows of ident, role, schema, privilege checked); a read-back
+# of one grant is the same query with one row and no ident column: ``t`` (held) or ``f``; the batch
+# prints ``ident|t`` per grant.
+def _grants_held(rows: Sequence[str], *, ident: bool = True) -> str:
+    return (
+        f"SELECT {'v.ident, ' if ident else ''}CASE WHEN r.oid IS NULL THEN false ELSE "
+        "EXISTS (SELECT 1 FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = current_database() "
+        "AND a.grantee = r.oid AND a.privilege_type = 'CONNECT') "
+        "AND EXISTS (SELECT 1 FROM pg_namespace n, aclexplode(n.nspacl) a WHERE n.nspname = v.sch "
+        "AND a.grantee = r.oid AND a.privilege_type = 'USAGE') "
+        "AND NOT EXISTS (SELECT 1 FROM pg_tables t WHERE t.schemaname = v.sch "
+        "AND NOT has_table_privilege(v.rol, format('%I.%I', t.schemaname, t.tablename), v.chk)) END "
+        f"FROM (VALUES {', '.join(rows)}) v(ident, rol, sch, chk) LEFT JOIN pg_roles r ON r.rolname = v.rol"
+    )
+
+
+def _grant_row(ident: str) -> str:
+    role, _, rest = ident.partition("@")
+    where, _, privilege = rest.rpartition(":")
+    schema = where.partition(".")[2]
+    return f"('{ident}', '{role}', '{schema}', '{_CHECKED[privilege]}')"
+
+
+def _held(rc: int, stdout: str, idents: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    if rc != 0:
+        return {}
+    rows = dict(line.rsplit("|", 1) for line in stdout.splitlines() if "|" in line)
+    return {ident: ({} if rows[ident] == "t" else None) for ident in idents if ident in rows}
+
+
+def _grant_held(rc: int, stdout: str, ident: str) -> dict[str, Any] | None:
+    return {} if rc == 0 and stdout.strip() == "t" else None
+
+
+GRANTS_HELD = Batch(
+    group=lambda ident, target: f"{target}/{ident.partition('@')[2].partition('.')[0]}",
+    command=lambda group, idents: (
+        "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", group.rpartition("/")[2], "-c",
+        _grants_held([_grant_row(i) for i in idents]),
+    ),
+    parse=_held,
+)
+
 GRANT = ResourceType(
     name="pg_grant",
     provider=PROVIDER,
@@ -166,12 +208,10 @@ GRANT = ResourceType(
     ),
     readback=_query(
         "{database}",
-        "SELECT has_database_privilege('{role}', '{database}', 'CONNECT') "
-        "AND has_schema_privilege('{role}', '{schema}', 'USAGE') "
-        "AND NOT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = '{schema}' "
-        "AND NOT has_table_privilege('{role}', format('%I.%I', schemaname, tablename), '{checked}'))",
+        _grants_held(["('{role}@{database}.{schema}:{privilege}', '{role}', '{schema}', '{checked}')"], ident=False),
     ),
-    parse=_true,
+    parse=_grant_held,
+    batch=GRANTS_HELD,
     derive=_grant_vars,
     requires=(
         Requirement(type="pg_role", match={"name": "role"}),

@@ -5,6 +5,11 @@ Given a managed step (its type, name, desired state and stdin) and what a read-b
 gone, update the fields that drifted when it is there — or ``None`` when the drift needs a
 person (e.g. a directory replaced by a file). The spec goes through the whole pipeline as a
 change of source ``drift``. Types without a rule here are alarm-only.
+
+AWS and PostgreSQL resources (:func:`_target_rule`): a missing resource is created again with its
+desired settings; a drifted setting (S3 versioning / encryption / tags / public access block, a
+role's trust, a queue's visibility timeout, a database owner, a role's login) is updated back; a
+changed DynamoDB key needs a person (it cannot be updated in place).
 """
 
 from __future__ import annotations
@@ -71,6 +76,53 @@ def _setting(field: str) -> Rule:
     return rule
 
 
+Names = Callable[[str], dict[str, Any]]
+
+
+def _named(name: str) -> dict[str, Any]:
+    return {"name": name}
+
+
+def _schema(ident: str) -> dict[str, Any]:
+    database, _, name = ident.partition(".")
+    return {"database": database, "name": name}
+
+
+def _grant(ident: str) -> dict[str, Any]:
+    role, _, rest = ident.partition("@")
+    where, _, privilege = rest.rpartition(":")
+    database, _, schema = where.partition(".")
+    return {"role": role, "database": database, "schema": schema, "privilege": privilege}
+
+
+def _attachment(ident: str) -> dict[str, Any]:
+    role, _, policy_arn = ident.partition(":")
+    return {"role": role, "policy_arn": policy_arn}
+
+
+def _target_rule(
+    type_name: str, names: Names = _named, settings: tuple[str, ...] = (), *, facet: bool = False,
+    fixed: tuple[str, ...] = (),
+) -> Rule:
+    """A rule for an AWS or PostgreSQL resource (``facet``: a setting of its parent ``type_name``).
+
+    Absent → create it again (a facet: set it again); ``settings`` drifted → update them;
+    ``fixed`` drifted → ``None`` (a person must decide)."""
+
+    def rule(step: Step, observed: Observed) -> dict[str, Any] | None:
+        base = {"type": type_name, **names(step.resource.name)}
+        if step.target != "global":
+            base["target"] = step.target
+        if observed is None:
+            return _with_settings(base | ({"action": "update"} if facet else {}), step, *settings, *fixed)
+        if any(_differs(step, observed, f) for f in fixed):
+            return None
+        drifted = [f for f in settings if _differs(step, observed, f)]
+        return _with_settings(base | {"action": "update"}, step, *drifted) if drifted else None
+
+    return rule
+
+
 RULES: Mapping[str, Rule] = {
     "local_directory": _directory,
     "local_file": _file,
@@ -78,6 +130,21 @@ RULES: Mapping[str, Rule] = {
     "local_mode": _setting("mode"),
     "local_owner": _setting("owner"),
     "local_file_content": _setting("content"),
+    "aws_s3_bucket": _target_rule("aws_s3_bucket"),
+    **{
+        f"aws_s3_bucket_{name}": _target_rule("aws_s3_bucket", settings=(field,), facet=True)
+        for name, field in (("versioning", "versioning"), ("encryption", "encryption"), ("tagging", "tags"))
+    },
+    "aws_s3_public_access_block": _target_rule("aws_s3_bucket", settings=("public_access_block",), facet=True),
+    "aws_iam_role": _target_rule("aws_iam_role", settings=("service",)),
+    "aws_iam_role_policy_attachment": _target_rule("aws_iam_role_policy_attachment", _attachment),
+    "aws_sqs_queue": _target_rule("aws_sqs_queue", settings=("visibility_timeout",)),
+    "aws_dynamodb_table": _target_rule("aws_dynamodb_table", fixed=("hash_key",)),
+    "pg_database": _target_rule("pg_database"),
+    "pg_database_owner": _target_rule("pg_database", settings=("owner",), facet=True),
+    "pg_role": _target_rule("pg_role", settings=("login",)),
+    "pg_schema": _target_rule("pg_schema", _schema),
+    "pg_grant": _target_rule("pg_grant", _grant),
 }
 
 

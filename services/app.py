@@ -23,8 +23,10 @@ import nats
 from nats.aio.client import Client as NATS
 
 from events.store import EventStore
-from services import auditor, executor, preflight, verifier
+from projections.projector import Projector
+from services import auditor, emulators, executor, preflight, verifier
 from services.errors import ConfigError, NotRunning
+from services.executor.config import ENV_VAR as EXECUTOR_CONFIG_ENV
 from services.gateway import Gateway
 from services.natsserver import EmbeddedNats
 from services.planner import service as planner
@@ -68,6 +70,14 @@ class Together:
                 ready.set()
 
 
+def _auditor(nc: NATS) -> Hosted:
+    return Together(Runner(nc, auditor.spec()), auditor.Witness(nc, data_dir()))
+
+
+def _projector(nc: NATS) -> Hosted:
+    return Projector(nc, data_dir() / "projections")
+
+
 def _executor(nc: NATS) -> Hosted:
     return Together(Runner(nc, executor.spec()), executor.CommandService(nc))
 
@@ -81,7 +91,9 @@ HOSTED: dict[str, Callable[[NATS], Hosted]] = {
     **{name: _pipeline(make) for name, make in PIPELINE.items()},
     "preflight": preflight.Host,  # checks, plus the approve/deny commands and the window release loop
     "executor": _executor,  # plans and rollbacks, plus the resume/rollback/cancel commands
+    "auditor": _auditor,  # closes changes; its witness signs log heads and publishes evidence
     "drift": _drift,
+    "projector": _projector,  # DuckDB projections, and SQL over the bus
 }
 SERVICE_NAMES = tuple(HOSTED)
 STATE_FILE = "state.json"
@@ -175,8 +187,22 @@ def run_service_process(names: tuple[str, ...], url: str, ready_dir: Path | None
     anyio.run(main)
 
 
-def up(folder: Path, *, external_url: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
-    """Start nats-server (unless ``external_url``) and one process per service; wait until ready."""
+def up(
+    folder: Path,
+    *,
+    external_url: str | None = None,
+    timeout: float = 30.0,
+    extras: tuple[str, ...] = (),
+    aws_endpoint: str | None = None,
+    postgres_dsn: str | None = None,
+) -> dict[str, Any]:
+    """Start nats-server (unless ``external_url``), the targets of ``extras`` (``aws``: a moto
+    server, ``postgres``: an embedded PostgreSQL; ``aws_endpoint``/``postgres_dsn`` use existing
+    ones instead) and one process per service; wait until ready.
+
+    Services learn where the targets are from environment variables (``services/emulators.py``);
+    the state file records the emulators' pids and endpoints (``targets``), never a secret.
+    """
     existing = read_state(folder)
     if existing is not None and _alive(existing):
         raise ConfigError(f"UPM is already running for {folder} (see {folder / STATE_FILE}); `upm down` first")
@@ -187,6 +213,10 @@ def up(folder: Path, *, external_url: str | None = None, timeout: float = 30.0) 
     for stale in ready_dir.glob("*.ready"):
         stale.unlink()
     pids: dict[str, int] = {}
+    state: dict[str, Any] = {"pids": pids, "data": str(folder)}
+    targets = emulators.start(folder, extras, aws_endpoint=aws_endpoint, postgres_dsn=postgres_dsn)
+    state["targets"] = targets.state()
+    _write_state(folder, state)
     if external_url is None:
         server = EmbeddedNats(folder, log_file=logs / "nats-server.log")
         url = server.start(detach=True)
@@ -194,16 +224,22 @@ def up(folder: Path, *, external_url: str | None = None, timeout: float = 30.0) 
         pids["nats-server"] = server.process.pid
     else:
         url = external_url
-    state = {"url": url, "pids": pids, "data": str(folder)}
+    state = {"url": url, **state}
     _write_state(folder, state)
+    executor_config = _executor_config(folder, targets)
     for name in SERVICE_NAMES:
+        env = os.environ | targets.service_env(name)
+        if name == "executor" and executor_config is not None:
+            env[EXECUTOR_CONFIG_ENV] = str(executor_config)
         with (logs / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "service", name, "--nats", url, "--ready-dir", str(ready_dir)],
+                [sys.executable, "-m", "services.cli", "service", name, "--nats", url, "--ready-dir", str(ready_dir),
+                 "--data", str(folder)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=env,
             )
         pids[name] = proc.pid
         _write_state(folder, state)
@@ -221,8 +257,20 @@ def up(folder: Path, *, external_url: str | None = None, timeout: float = 30.0) 
     raise ConfigError(f"services not ready within {timeout}s; see {logs}")
 
 
+def _executor_config(folder: Path, targets: emulators.Targets) -> Path | None:
+    """With targets and no ``UPM_EXECUTOR_CONFIG`` of the operator's, a policy naming their brokers."""
+    if (targets.aws is None and targets.postgres is None) or os.environ.get(EXECUTOR_CONFIG_ENV):
+        return None
+    brokers = {"local": "none"} | ({"aws": "sts"} if targets.aws else {}) | (
+        {"postgres": "postgres"} if targets.postgres else {})
+    path = folder / "executor.json"
+    path.write_text(json.dumps({"credentials": {"brokers": brokers}}, indent=2))
+    return path
+
+
 def down(folder: Path, timeout: float = 10.0) -> list[str]:
-    """Stop everything ``up`` started for ``folder``; return what was stopped."""
+    """Stop everything ``up`` started for ``folder`` (services, nats-server, then the emulators);
+    return what was stopped."""
     state = read_state(folder)
     if state is None:
         return []
@@ -237,6 +285,7 @@ def down(folder: Path, timeout: float = 10.0) -> list[str]:
                 os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid, timeout)
             stopped.append(name)
+    stopped += emulators.stop(state.get("targets") or {}, timeout)
     (folder / STATE_FILE).unlink(missing_ok=True)
     return stopped
 

@@ -16,6 +16,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 
 def _registrars() -> list[Register]:
+    from projections import cli as projections_cli
     from services import commands
     from services.executor import cli as executor_cli
     from services.guard import cli as guard_cli
@@ -31,6 +32,7 @@ def _registrars() -> list[Register]:
         verifier_cli.register,
         preflight_cli.register,
         executor_cli.register,
+        projections_cli.register,
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,8 +18,8 @@ from typing import Any, TypeVar
 import anyio
 
 from events.store import EventStore, StoredEvent
-from services import app, client
-from services.errors import CommandRejected, ConfigError, NotRunning
+from services import app, client, emulators
+from services.errors import CommandRejected, ConfigError, NotRunning, ServerStartFailed
 from services.output import add_output_options, emit, json_dumps, render_table, to_builtins
 
 T = TypeVar("T")
@@ -72,8 +73,14 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 
 def cmd_up(args: argparse.Namespace) -> int:
     folder = app.data_dir(args.data)
-    state = app.up(folder, external_url=args.nats)
-    emit(state, args, text=f"UPM is up: NATS {state['url']}, services {', '.join(app.SERVICE_NAMES)}\n"
+    try:
+        state = app.up(folder, external_url=args.nats, extras=emulators.parse_extras(args.with_),
+                       aws_endpoint=args.aws_endpoint, postgres_dsn=args.postgres_dsn)
+    except ServerStartFailed as err:
+        return fail(str(err))
+    targets = "".join(f"\n{name}: " + ", ".join(f"{k} {v}" for k, v in where.items() if v is not None)
+                      for name, where in state.get("targets", {}).items())
+    emit(state, args, text=f"UPM is up: NATS {state['url']}, services {', '.join(app.SERVICE_NAMES)}{targets}\n"
                            f"data in {folder}; stop with `upm down`")
     return 0
 
@@ -86,6 +93,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_service(args: argparse.Namespace) -> int:
     url = app.resolve_url(args.nats, args.data)
+    if args.data:  # the auditor's keys and the projector's files live in the data folder
+        os.environ["UPM_DATA"] = str(app.data_dir(args.data))
     app.run_service_process(tuple(args.name), url, Path(args.ready_dir) if args.ready_dir else None)
     return 0
 
@@ -203,6 +212,12 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("up", help="start embedded NATS and every service (in the background)")
     add_connection_options(p)
+    p.add_argument("--with", dest="with_", metavar="aws,postgres",
+                   help="also start local targets: aws (a moto server), postgres (an embedded PostgreSQL)")
+    p.add_argument("--aws-endpoint", metavar="URL",
+                   help="use this AWS endpoint (and the usual AWS_* credentials) instead of a moto server")
+    p.add_argument("--postgres-dsn", metavar="DSN",
+                   help="use this PostgreSQL (a superuser's postgresql:// DSN) instead of an embedded one")
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_up))
 

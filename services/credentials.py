@@ -13,9 +13,20 @@ Brokers by kind:
   authenticate with one; it keeps only the token's sha256 in its store folder, and
   :func:`check_local_token` is how a CLI checks what it was handed.
 
-AWS (STS assume-role with a duration) and PostgreSQL (a login role ``VALID UNTIL``) brokers
-implement the same protocol and slot into :func:`broker_for`. A broker that cannot issue or
-revoke raises :class:`CredentialsUnavailable` (a :class:`services.errors.UpmServiceError`).
+- ``sts`` (:class:`StsBroker`): per change and target, an IAM role ``upm-chg-…`` trusted only by
+  the broker's own identity, allowed the services the aws provider drives, assumed with STS for
+  ``ttl_s`` (clamped to STS's 900–3600 s); steps get ``AWS_ACCESS_KEY_ID``,
+  ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``. Revoking puts a deny-everything policy on the
+  role, which refuses the session at once. Its own identity is the usual AWS environment of the
+  executor process (``upm up --with aws`` gives it the moto server's root user); the endpoint is
+  ``UPM_AWS_ENDPOINT`` (none: real AWS).
+- ``postgres`` (:class:`PostgresBroker`): per change and target, a login role ``upm_c_…`` with a
+  random password, ``VALID UNTIL`` now + ``ttl_s``, member of ``upm_operator``, which the session
+  acts as (``PGOPTIONS=-c role=upm_operator``) so that what it creates outlives it; revoking drops
+  the role. Its own identity is the superuser DSN in ``UPM_POSTGRES_DSN`` (executor only).
+
+A broker that cannot issue or revoke raises :class:`CredentialsUnavailable` (a
+:class:`services.errors.UpmServiceError`).
 """
 
 from __future__ import annotations
@@ -23,16 +34,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import secrets
 import time
+import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from services.errors import UpmServiceError
+import anyio
+
+from services.emulators import AWS_ENDPOINT, AWS_REGION, DEFAULT_REGION, PG_OPERATOR, POSTGRES_DSN, psql_dsn
+from services.errors import ConfigError, UpmServiceError
 
 
 class CredentialsUnavailable(UpmServiceError):
@@ -146,8 +162,147 @@ def check_local_token(store: Path, token: str, *, now: float | None = None) -> s
     return None
 
 
+_CHANGE_ROLE_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": ["s3:*", "iam:*", "sqs:*", "dynamodb:*"], "Resource": "*"}],
+}
+_REVOKED_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}
+STS_MIN_S, STS_MAX_S = 900, 3600
+
+
+def _short(tenant: str, change_id: str, target: str) -> str:
+    return hashlib.sha256(f"{tenant}/{change_id}/{target}/{uuid.uuid4()}".encode()).hexdigest()[:16]
+
+
+class StsBroker:
+    """Per-change IAM roles assumed through STS for a short duration (see the module docstring)."""
+
+    kind = "sts"
+
+    def __init__(self, *, endpoint: str | None, region: str) -> None:
+        self.endpoint = endpoint
+        self.region = region
+        self._principal: str | None = None
+        self._session: Any = None
+        # botocore logs whole response bodies at DEBUG, AssumeRole's secrets included: never here.
+        logging.getLogger("botocore").setLevel(logging.INFO)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StsBroker:
+        return cls(endpoint=env.get(AWS_ENDPOINT) or None, region=env.get(AWS_REGION) or DEFAULT_REGION)
+
+    def _client(self, service: str) -> Any:
+        import boto3  # type: ignore[import-untyped]
+
+        if self._session is None:  # its own session: boto3's default one caches the first credentials it saw
+            self._session = boto3.session.Session(region_name=self.region)
+        return self._session.client(service, endpoint_url=self.endpoint)
+
+    async def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return await anyio.to_thread.run_sync(fn)
+        except Exception as exc:  # botocore raises many unrelated types; all mean the same here
+            where = self.endpoint or "AWS"
+            raise CredentialsUnavailable(
+                f"the sts broker could not {what} at {where}: {type(exc).__name__}: {exc}; check the "
+                "executor's AWS credentials (the usual AWS_* variables) and UPM_AWS_ENDPOINT"
+            ) from exc
+
+    async def issue(self, *, tenant: str, change_id: str, target: str, ttl_s: float) -> IssuedCredentials:
+        role = f"upm-chg-{_short(tenant, change_id, target)}"
+        duration = int(min(max(ttl_s, STS_MIN_S), STS_MAX_S))
+        iam, sts = self._client("iam"), self._client("sts")
+        if self._principal is None:
+            self._principal = str((await self._call("identify itself", sts.get_caller_identity))["Arn"])
+        trust = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": self._principal}, "Action": "sts:AssumeRole"}]}
+
+        def make() -> Any:
+            arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust),
+                                  MaxSessionDuration=STS_MAX_S,
+                                  Tags=[{"Key": "upm:tenant", "Value": tenant},
+                                        {"Key": "upm:change", "Value": change_id}])["Role"]["Arn"]
+            iam.put_role_policy(RoleName=role, PolicyName="upm-change", PolicyDocument=json.dumps(_CHANGE_ROLE_POLICY))
+            return sts.assume_role(RoleArn=arn, RoleSessionName=role, DurationSeconds=duration)["Credentials"]
+
+        creds = await self._call(f"create and assume the role {role}", make)
+        expires = creds["Expiration"]
+        values = (str(creds["AccessKeyId"]), str(creds["SecretAccessKey"]), str(creds["SessionToken"]))
+        return IssuedCredentials(
+            target=target,
+            kind=self.kind,
+            ref=f"sts:{role}",
+            expires_at=_rfc3339(expires.timestamp() if isinstance(expires, datetime) else time.time() + duration),
+            env={"AWS_ACCESS_KEY_ID": values[0], "AWS_SECRET_ACCESS_KEY": values[1], "AWS_SESSION_TOKEN": values[2]},
+            secrets=values,
+        )
+
+    async def revoke(self, ref: str) -> None:
+        role = ref.removeprefix("sts:")
+        iam = self._client("iam")
+        await self._call(f"revoke the role {role}", lambda: iam.put_role_policy(
+            RoleName=role, PolicyName="upm-revoked", PolicyDocument=json.dumps(_REVOKED_POLICY)))
+
+
+class PostgresBroker:
+    """Per-change login roles ``VALID UNTIL`` the credentials' expiry (see the module docstring)."""
+
+    kind = "postgres"
+
+    def __init__(self, dsn: str) -> None:
+        parts = urllib.parse.urlsplit(dsn)
+        if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+            raise ConfigError(f"{POSTGRES_DSN} must be postgresql://USER:PASSWORD@HOST:PORT/DB (a superuser's)")
+        self.dsn = dsn
+        self.host = parts.hostname
+        self.port = parts.port or 5432
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PostgresBroker:
+        dsn = env.get(POSTGRES_DSN)
+        if not dsn:
+            raise CredentialsUnavailable(
+                f"the postgres broker needs {POSTGRES_DSN} (a superuser's DSN) in the executor's environment; "
+                "`upm up --with postgres` or `--postgres-dsn` sets it"
+            )
+        return cls(dsn)
+
+    async def _sql(self, what: str, *statements: str) -> None:
+        try:
+            await anyio.to_thread.run_sync(lambda: psql_dsn(self.dsn, statements))
+        except ConfigError as exc:
+            raise CredentialsUnavailable(f"the postgres broker could not {what}: {exc}") from exc
+
+    async def issue(self, *, tenant: str, change_id: str, target: str, ttl_s: float) -> IssuedCredentials:
+        role = f"upm_c_{_short(tenant, change_id, target)}"
+        password = secrets.token_urlsafe(24)
+        expires = time.time() + ttl_s
+        until = datetime.fromtimestamp(expires, UTC).isoformat()
+        await self._sql(f"create the login role {role}",
+                        f"CREATE ROLE {role} LOGIN PASSWORD '{password}' VALID UNTIL '{until}' IN ROLE {PG_OPERATOR}")
+        return IssuedCredentials(
+            target=target,
+            kind=self.kind,
+            ref=f"postgres:{role}",
+            expires_at=_rfc3339(expires),
+            env={"PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": role, "PGPASSWORD": password,
+                 "PGDATABASE": "postgres", "PGOPTIONS": f"-c role={PG_OPERATOR}"},
+            secrets=(password,),
+        )
+
+    async def revoke(self, ref: str) -> None:
+        role = ref.removeprefix("postgres:")
+        await self._sql(f"drop the login role {role}",
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = "
+                        f"'{role}'", f"DROP ROLE IF EXISTS {role}")
+
+
 def broker_for(kind: str, *, token_store: str | None) -> CredentialsBroker:
-    """The broker of ``kind`` (a value of ``credentials.brokers`` in the executor policy)."""
+    """The broker of ``kind`` (a value of ``credentials.brokers`` in the executor policy).
+
+    ``sts`` and ``postgres`` read where their target is from this process's environment
+    (``UPM_AWS_ENDPOINT``/``UPM_AWS_REGION`` and the usual AWS credentials; ``UPM_POSTGRES_DSN``).
+    """
     if kind == "none":
         return NoCredentials()
     if kind == "token":
@@ -156,7 +311,8 @@ def broker_for(kind: str, *, token_store: str | None) -> CredentialsBroker:
                 "the token broker needs a store folder: set credentials.token_store in the executor policy"
             )
         return LocalTokenBroker(Path(token_store))
-    raise CredentialsUnavailable(
-        f"unknown credentials broker {kind!r}: use 'none' or 'token' (AWS STS and PostgreSQL brokers "
-        "come with the real targets)"
-    )
+    if kind == "sts":
+        return StsBroker.from_env(os.environ)
+    if kind == "postgres":
+        return PostgresBroker.from_env(os.environ)
+    raise CredentialsUnavailable(f"unknown credentials broker {kind!r}: use 'none', 'token', 'sts' or 'postgres'")

@@ -4,6 +4,12 @@ It starts NATS and the six services as separate processes (exactly as ``upm up``
 a few local changes — some succeed, one halts in pre-flight on a missing prerequisite, one is
 rejected by the planner — shows each change's events as they happen, prints the outcomes and
 where the events are, and stops everything it started.
+
+With ``extras`` (``upm up --with`` names: ``aws``, ``postgres``) it also starts those targets and
+tells their stories: an S3 bucket with versioning and encryption created through the real aws CLI
+on a moto server, then a change whose IAM policy attachment fails and is rolled back; a database,
+a login role and a grant created through the real psql, then a change whose role cannot be created
+(a reserved ``pg_`` name) and is rolled back.
 """
 
 from __future__ import annotations
@@ -33,9 +39,33 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float
 
 
-def scenarios(files: Path) -> list[tuple[str, dict[str, Any], str]]:
-    """(title, intent, expected outcome) of each demo change."""
+Scenario = tuple[str, dict[str, Any], str]
+
+STORIES: dict[str, list[Scenario]] = {
+    "aws": [
+        ("an S3 bucket with versioning and encryption (aws CLI, moto server)",
+         {"request": "Create S3 bucket logs-acme with versioning and encryption, tagged team=alpha"}, "succeeded"),
+        ("an IAM role whose policy attachment fails: rolled back",
+         {"request": "Create iam role demo-role and attach policy arn:aws:iam::aws:policy/UpmNoSuchPolicy "
+                     "to role demo-role"}, "failed"),
+    ],
+    "postgres": [
+        ("a database, a login role and a grant (psql, embedded PostgreSQL)",
+         {"request": "Create postgres database orders and postgres role analyst with login "
+                     "and grant role analyst read access to database orders"}, "succeeded"),
+        ("a database, then a role that cannot be created: rolled back",
+         {"request": "Create postgres database scratch and postgres role pg_blocked"}, "failed"),
+    ],
+}
+
+
+def scenarios(files: Path, extras: tuple[str, ...] = ()) -> list[Scenario]:
+    """(title, intent, expected outcome) of each demo change; ``extras`` add their targets' stories."""
     app_dir = files / "srv" / "app"
+    return [*_local(files, app_dir), *(story for extra in extras for story in STORIES[extra])]
+
+
+def _local(files: Path, app_dir: Path) -> list[Scenario]:
     return [
         ("create a directory", {"request": f"Create directory {files / 'srv'} with mode 0755"}, "succeeded"),
         (
@@ -64,12 +94,12 @@ def _progress(out: TextIO, started: float) -> Callable[[StoredEvent], None]:
     return show
 
 
-async def _run(folder: Path, files: Path, out: TextIO) -> list[Outcome]:
+async def _run(folder: Path, files: Path, out: TextIO, extras: tuple[str, ...]) -> list[Outcome]:
     nc = await app.connect(app.resolve_url(None, str(folder)))
     store = EventStore(nc)
     results = []
     try:
-        for n, (title, intent, _) in enumerate(scenarios(files), 1):
+        for n, (title, intent, _) in enumerate(scenarios(files, extras), 1):
             out.write(f"\n[{n}] {title}\n")
             command = {"initiator": "demo-user", "source": "chatops", "reason": "upm demo", **intent}
             started = time.perf_counter()
@@ -94,8 +124,8 @@ async def _run(folder: Path, files: Path, out: TextIO) -> list[Outcome]:
     return results
 
 
-def run_demo(folder: Path, out: TextIO = sys.stdout) -> list[Outcome]:
-    """Run the demo in ``folder`` (wiped first); return each change's outcome."""
+def run_demo(folder: Path, out: TextIO = sys.stdout, extras: tuple[str, ...] = ()) -> list[Outcome]:
+    """Run the demo in ``folder`` (wiped first), with the targets of ``extras``; return each change's outcome."""
     if folder.exists():
         app.down(folder)
         shutil.rmtree(folder)
@@ -104,15 +134,18 @@ def run_demo(folder: Path, out: TextIO = sys.stdout) -> list[Outcome]:
     out.write(f"Starting UPM: embedded NATS JetStream + {', '.join(app.SERVICE_NAMES)} (one process each)\n")
     out.flush()
     started = time.perf_counter()
-    state = app.up(folder)
+    state = app.up(folder, extras=extras)
     out.write(f"  up in {time.perf_counter() - started:.1f}s, NATS at {state['url']}, data in {folder}\n")
+    for name, where in state.get("targets", {}).items():
+        place = where.get("endpoint") or f"{where.get('host')}:{where.get('port')}"
+        out.write(f"  {name} at {place}\n")
     try:
-        results = anyio.run(_run, folder, files, out)
+        results = anyio.run(_run, folder, files, out, extras)
     finally:
         stopped = app.down(folder)
         out.write(f"\nStopped {', '.join(stopped)}; nothing left running.\n")
     return results
 
 
-def expected_outcomes(files: Path) -> list[str]:
-    return [expected for _, _, expected in scenarios(files)]
+def expected_outcomes(files: Path, extras: tuple[str, ...] = ()) -> list[str]:
+    return [expected for _, _, expected in scenarios(files, extras)]

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import os
 import shlex
+import sysconfig
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -48,13 +49,32 @@ def pin_table() -> PinTable:
 
 
 def step_env() -> dict[str, str]:
-    """The explicit, minimal environment every step gets (nothing inherited by accident)."""
-    return {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    """The explicit, minimal environment every step gets (nothing inherited by accident), plus
+    where the AWS and PostgreSQL targets are (``UPM_AWS_*``/``UPM_PG_*`` → ``AWS_*``/``PG*``)."""
+    # Endpoints, regions and the read-only observer's credential *files*, never a secret value;
+    # the executor adds each change's own credentials on top (they take precedence).
+    targets = {
+        "UPM_AWS_ENDPOINT": "AWS_ENDPOINT_URL",
+        "UPM_AWS_REGION": "AWS_DEFAULT_REGION",
+        "UPM_AWS_OBSERVER_FILE": "AWS_SHARED_CREDENTIALS_FILE",
+        "UPM_PG_HOST": "PGHOST",
+        "UPM_PG_PORT": "PGPORT",
+        "UPM_PG_OBSERVER_USER": "PGUSER",
+        "UPM_PG_OBSERVER_PASSFILE": "PGPASSFILE",
+    }
+    env = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    env |= {step: os.environ[mine] for mine, step in targets.items() if os.environ.get(mine)}
+    if "AWS_DEFAULT_REGION" in env or "AWS_ENDPOINT_URL" in env:
+        env |= {"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull}
+    if "PGHOST" in env:
+        env["PGCONNECT_TIMEOUT"] = "10"
+    return env
 
 
 def step_path() -> str:
-    """Where steps find their pinned CLIs (``UPM_STEP_PATH`` overrides)."""
-    return os.environ.get("UPM_STEP_PATH", DEFAULT_PATH)
+    """Where steps find their pinned CLIs: ``UPM_STEP_PATH``, else this environment's scripts folder
+    (the project's own ``aws``) before the system's."""
+    return os.environ.get("UPM_STEP_PATH") or f"{sysconfig.get_path('scripts')}:{DEFAULT_PATH}"
 
 
 def _rfc3339(epoch: float) -> str:

@@ -56,8 +56,12 @@ def eventually() -> Callable[[Predicate, float], Awaitable[None]]:
 
 
 @pytest.fixture
-async def pipeline(nc: NATS, store: EventStore) -> AsyncIterator[EventStore]:
-    """Every UPM service (``services.app.SERVICE_NAMES``) as a task of this process."""
+async def pipeline(
+    nc: NATS, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[EventStore]:
+    """Every UPM service (``services.app.SERVICE_NAMES``) as a task of this process, its data
+    folder (keys, projections) in the test's temp dir."""
+    monkeypatch.setenv("UPM_DATA", str(tmp_path / "upm-data"))
     started: list[str] = []
     all_up = anyio.Event()
 

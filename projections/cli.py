@@ -1,0 +1,287 @@
+"""The `upm` subcommands of the projections layer: sql, kpi, score, evidence, audit, serve.
+
+Thin: each parses its flags, asks the projector over the bus (or, with ``--offline`` or when no
+projector answers for ``sql``/``kpi``/``score``, opens the tenant's file read-only), and prints
+with :mod:`services.output`. Exit codes: 0 success, 1 a verification failed, 2 refused input,
+3 UPM not reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from nats.aio.client import Client as NATS
+
+from events import signing
+from events.store import EventStore
+from projections import client, evidence, kpi, reports, serve
+from projections.db import ALL_TENANTS, ProjectionDB
+from projections.errors import (
+    AuditFailed,
+    EvidenceInvalid,
+    ProjectionError,
+    ProjectionUnavailable,
+    QueryRejected,
+)
+from projections.sqlservice import DEFAULT_ROWS, DEFAULT_TIMEOUT_S
+from services import app
+from services.commands import add_connection_options, fail
+from services.errors import ConfigError, NotRunning
+from services.output import add_output_options, emit, render_table, to_builtins
+
+T = TypeVar("T")
+PROJECTIONS_DIR = "projections"
+
+
+def db_folder(args: argparse.Namespace) -> Path:
+    """The projection folder: ``--db``, else ``<data folder>/projections``."""
+    return Path(args.db) if getattr(args, "db", None) else app.data_dir(args.data) / PROJECTIONS_DIR
+
+
+def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """UPM's errors as a message and an exit code instead of a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (EvidenceInvalid, AuditFailed) as err:
+            return fail(f"verification failed: {err}", 1)
+        except QueryRejected as err:
+            return fail(f"refused (rule {err.rule}): {err}")
+        except (NotRunning, ProjectionUnavailable) as err:
+            return fail(str(err), 3)
+        except (ProjectionError, ConfigError, signing.SigningKeyError) as err:
+            return fail(str(err))
+        except KeyboardInterrupt:
+            return 130
+
+    return run
+
+
+async def _connect(args: argparse.Namespace) -> NATS:
+    return await app.connect(app.resolve_url(args.nats, args.data))
+
+
+def with_asker(args: argparse.Namespace, body: Callable[[reports.Ask], Awaitable[T]]) -> T:
+    """Run ``body`` against the projector over the bus, or the tenant's file read-only."""
+    tenant = ALL_TENANTS if args.all_tenants else args.tenant
+    limits = {"timeout_s": args.timeout, "max_rows": getattr(args, "max_rows", DEFAULT_ROWS)}
+
+    def offline() -> T:
+        db = ProjectionDB(db_folder(args), read_only=True)
+        try:
+            return anyio.run(body, reports.local(db.tenant(tenant), **limits))
+        finally:
+            db.close()
+
+    if args.offline:
+        return offline()
+
+    async def online() -> T:
+        nc = await _connect(args)
+        try:
+            return await body(reports.bus(nc, tenant, **limits))
+        finally:
+            await nc.close()
+
+    try:
+        return anyio.run(online)
+    except (NotRunning, ProjectionUnavailable) as err:
+        sys.stderr.write(f"upm: {err}\nupm: reading {db_folder(args)} read-only instead\n")
+        return offline()
+
+
+def _period(args: argparse.Namespace) -> kpi.Range:
+    return kpi.Range(
+        since=datetime.fromisoformat(args.since) if args.since else None,
+        until=datetime.fromisoformat(args.until) if args.until else None,
+    )
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    result = with_asker(args, lambda ask: ask(args.query))
+    emit(reports.records(result), args)
+    if result.truncated:
+        sys.stderr.write(f"upm: only the first {len(result.rows)} rows (raise --max-rows)\n")
+    return 0
+
+
+def cmd_kpi(args: argparse.Namespace) -> int:
+    rows = kpi.rows(with_asker(args, lambda ask: reports.kpis(ask, _period(args))))
+    if args.json or args.csv:
+        emit(rows, args)
+        return 0
+    table = [{"KPI": r.column, "value": "—" if r.value is None else f"{r.value:g}", "unit": r.unit, "L3": r.l3,
+              "L4": r.l4, "meets": _meets(r)} for r in rows]
+    emit(table, args, text=render_table(table))
+    return 0
+
+
+def _meets(row: kpi.KpiRow) -> str:
+    if row.value is None:
+        return "no data"
+    return "L4" if row.meets_l4 else "L3" if row.meets_l3 else "below L3"
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    result = with_asker(args, lambda ask: reports.scored(ask, _period(args)))
+    if args.json:
+        emit(result, args)
+        return 0
+    lines = [f"Overall UPM level: L{result.overall}" + (f" (L{result.uncapped} before the evidence gates)"
+                                                        if result.uncapped != result.overall else "")]
+    for p in result.phases:
+        lines.append(f"  {p.phase:<22} L{p.level}")
+        lines += [f"      to reach L{p.level + 1}: {m}" for m in p.next_level_missing]
+    lines += [f"  gate {'met' if g.met else 'NOT met'}: {g.name} (else cap L{g.cap})" for g in result.gates]
+    lines.append("")
+    emit([result.row], args, text="\n".join(lines) + "\n" + _template(result.row))
+    return 0
+
+
+def _template(row: dict[str, Any]) -> str:
+    cells = [", ".join(v) if isinstance(v, list) else ("" if v is None else str(v)) for v in row.values()]
+    return "| " + " | ".join(row) + " |\n|" + "---|" * len(row) + "\n| " + " | ".join(cells) + " |"
+
+
+def trusted_keys(args: argparse.Namespace) -> dict[str, str] | None:
+    """Keys to trust: ``--public-key`` values, else the data folder's keys, else None (embedded key)."""
+    given = {signing.key_id(k): k for k in args.public_key or []}
+    if given:
+        return given
+    known = signing.public_keys(app.data_dir(args.data))
+    return known or None
+
+
+def cmd_evidence(args: argparse.Namespace) -> int:
+    if args.target == "verify":
+        if not args.file:
+            raise ConfigError("give the pack to verify: `upm evidence verify FILE`")
+        report = evidence.verify_pack(Path(args.file).read_bytes(), trusted_keys(args))
+        emit(report, args, text=f"{args.file}: OK — {report.files} files, {report.events} events of change "
+                                f"{report.change_id} ({report.tenant}), signed by {report.key_id}, included in "
+                                f"the log head of size {report.log_head_size}")
+        return 0
+
+    async def body(store: EventStore) -> tuple[Any, bytes]:
+        return await client.latest_pack(store, args.target, args.tenant)
+
+    info, pack = _with_store(args, body)
+    out = Path(args.output or args.file or f"{args.target}.evidence.tar")
+    out.write_bytes(pack)
+    report = evidence.verify_pack(pack, trusted_keys(args))
+    emit({"file": str(out), "permalink": info.permalink, "object": info.object_name, "verified": to_builtins(report)},
+         args, text=f"{out}: {len(pack)} bytes, verified ({report.events} events, key {report.key_id})\n"
+                    f"permalink: {info.permalink}")
+    return 0
+
+
+def _with_store(args: argparse.Namespace, body: Callable[[EventStore], Awaitable[T]]) -> T:
+    async def main() -> T:
+        nc = await _connect(args)
+        try:
+            return await body(EventStore(nc))
+        finally:
+            await nc.close()
+
+    return anyio.run(main)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    keys = trusted_keys(args) or {}
+    report = _with_store(args, lambda store: client.audit_stream(store, keys, require_signatures=args.require_signatures))
+    emit(report, args, text=f"log OK: {report.events} events, {report.changes} hash chains, {report.heads} signed "
+                            f"heads ({report.heads_signature_checked} signatures checked); latest head size "
+                            f"{report.head_size} root {report.head_root[:16]}…")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    tokens_file = Path(args.tokens) if args.tokens else app.data_dir(args.data) / "serve_tokens.json"
+    tokens = serve.load_tokens(tokens_file)
+
+    async def main() -> None:
+        nc = await _connect(args)
+        try:
+            server = serve.Server(nc, tokens)
+            ready = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: server.serve(args.host, args.port, ready=ready))
+                await ready.wait()
+                sys.stdout.write(f"serving http://{args.host}:{server.port}/ for {len(tokens)} token(s)\n")
+                sys.stdout.flush()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await nc.close()
+
+    anyio.run(main)
+    return 0
+
+
+def _scope_options(p: argparse.ArgumentParser, *, rows: bool = False) -> None:
+    p.add_argument("--tenant", default="default", help="tenant whose rows to read (default: default)")
+    p.add_argument("--all-tenants", action="store_true", help="every tenant (operators: subject upm.sql._all)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="query time limit in seconds")
+    if rows:
+        p.add_argument("--max-rows", type=int, default=DEFAULT_ROWS, help="row limit (default 1000)")
+    p.add_argument("--offline", action="store_true", help="read the projection file read-only, not the bus")
+    p.add_argument("--db", metavar="DIR", help="projection folder (default: <data>/projections)")
+    add_connection_options(p)
+
+
+def _period_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", metavar="ISO", help="only facts at or after this UTC time")
+    p.add_argument("--until", metavar="ISO", help="only facts before this UTC time")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("sql", help="read-only SQL over your tenant's projections (DuckDB)")
+    p.add_argument("query", help="one SELECT statement")
+    _scope_options(p, rows=True)
+    add_output_options(p)
+    p.set_defaults(func=guarded(cmd_sql))
+
+    p = sub.add_parser("kpi", help="the ten UPM KPIs beside the spec's L3/L4 bands")
+    _scope_options(p)
+    _period_options(p)
+    add_output_options(p)
+    p.set_defaults(func=guarded(cmd_kpi))
+
+    p = sub.add_parser("score", help="this stack's UPM level per phase, the evidence gates, the KPIs")
+    _scope_options(p)
+    _period_options(p)
+    add_output_options(p)
+    p.set_defaults(func=guarded(cmd_score))
+
+    p = sub.add_parser("evidence", help="download a change's evidence pack (`upm evidence ID`), or verify one "
+                                        "(`upm evidence verify FILE`)")
+    p.add_argument("target", metavar="ID|verify", help="a change id, or `verify`")
+    p.add_argument("file", nargs="?", help="with `verify`: the pack file")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write the pack (default: ID.evidence.tar)")
+    p.add_argument("--tenant", default="*", help="tenant of the change (default: any you can read)")
+    p.add_argument("--public-key", action="append", metavar="HEX", help="trust only this ed25519 key (repeatable)")
+    add_connection_options(p)
+    add_output_options(p)
+    p.set_defaults(func=guarded(cmd_evidence))
+
+    p = sub.add_parser("audit", help="tamper evidence of the whole log")
+    audit_sub = p.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
+    v = audit_sub.add_parser("verify", help="re-verify every hash chain and every signed log head from the stream")
+    v.add_argument("--public-key", action="append", metavar="HEX", help="trust this ed25519 key (repeatable)")
+    v.add_argument("--require-signatures", action="store_true", help="fail on a head signed by an unknown key")
+    add_connection_options(v)
+    add_output_options(v)
+    v.set_defaults(func=guarded(cmd_audit_verify))
+
+    p = sub.add_parser("serve", help="read-only HTTP permalinks (/changes/{id}[/evidence], /kpi, /score)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--tokens", metavar="FILE", help="JSON token → tenant (default: <data>/serve_tokens.json)")
+    add_connection_options(p)
+    p.set_defaults(func=guarded(cmd_serve))

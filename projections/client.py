@@ -1,0 +1,47 @@
+"""Library functions behind `upm evidence` and `upm audit verify`: thin I/O over the pure cores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import nats.js.errors
+
+from events.model import EvidencePublished
+from events.store import EventStore
+from events.subjects import EVENT_ROOT
+from projections import audit
+from projections.errors import EvidenceNotFound
+from projections.evidence import EVIDENCE_BUCKET
+
+
+async def latest_pack(store: EventStore, change_id: str, tenant: str = "*") -> tuple[EvidencePublished, bytes]:
+    """The change's latest ``evidence.published`` and the pack it names, from the object store."""
+    log = await store.read(tenant, change_id)
+    published = [s.event.payload for s in log.events if isinstance(s.event.payload, EvidencePublished)]
+    if not published:
+        what = "no such change" if not log.events else "the change has no published evidence pack yet"
+        raise EvidenceNotFound(
+            f"no evidence pack for change {change_id}: {what}. Packs are published when a change closes "
+            "(is the auditor running? see `upm status ID`)"
+        )
+    latest = published[-1]
+    try:
+        objects = await store.js.object_store(EVIDENCE_BUCKET)
+        result = await objects.get(latest.object_name)
+    except (nats.js.errors.BucketNotFoundError, nats.js.errors.ObjectNotFoundError) as exc:
+        raise EvidenceNotFound(
+            f"the pack {latest.object_name} of change {change_id} is not in the object store {EVIDENCE_BUCKET}; "
+            "it was published but the bucket was lost — rebuild it with the auditor"
+        ) from exc
+    if not result.data:
+        raise EvidenceNotFound(f"the pack {latest.object_name} of change {change_id} is empty in the object store")
+    data: bytes = result.data
+    return latest, data
+
+
+async def audit_stream(
+    store: EventStore, public_keys: Mapping[str, str] | None = None, *, require_signatures: bool = False
+) -> audit.AuditReport:
+    """`upm audit verify`: read every stored event, verify chains and heads."""
+    records = await store.read_raw(f"{EVENT_ROOT}.>")
+    return audit.verify_log(records, public_keys, require_signatures=require_signatures)

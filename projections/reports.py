@@ -1,0 +1,69 @@
+"""KPI, score and change reports over any SQL source: the projector over the bus, or a file.
+
+An :data:`Ask` runs one read-only SELECT and returns a :class:`SqlResult`; :func:`bus` asks the
+projector on ``upm.sql.<tenant>`` and :func:`local` runs on a tenant connection opened here
+(``upm sql --offline``, tests). The reports only send SELECTs, so the same tenant isolation holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import duckdb
+from nats.aio.client import Client as NATS
+
+from events.subjects import CHANGE_ID_RE
+from projections import kpi, score, sqlservice
+from projections.sqlservice import SqlRequest, SqlResult
+
+Ask = Callable[[str], Awaitable[SqlResult]]
+
+
+def bus(nc: NATS, tenant: str, *, timeout_s: float = sqlservice.DEFAULT_TIMEOUT_S, max_rows: int = 1000) -> Ask:
+    async def ask(sql: str) -> SqlResult:
+        return await sqlservice.query(nc, tenant, SqlRequest(sql=sql, timeout_s=timeout_s, max_rows=max_rows))
+
+    return ask
+
+
+def local(con: duckdb.DuckDBPyConnection, *, timeout_s: float = sqlservice.DEFAULT_TIMEOUT_S,
+          max_rows: int = 1000) -> Ask:
+    async def ask(sql: str) -> SqlResult:
+        return await anyio.to_thread.run_sync(
+            lambda: sqlservice.run_query(con, sql, max_rows=max_rows, timeout_s=timeout_s)
+        )
+
+    return ask
+
+
+def records(result: SqlResult) -> list[dict[str, Any]]:
+    """Rows as column → value mappings."""
+    return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+
+async def kpis(ask: Ask, period: kpi.Range = kpi.EVER) -> dict[str, float | None]:
+    result = await ask(kpi.query(period))
+    return kpi.figures(records(result)[0])
+
+
+async def scored(ask: Ask, period: kpi.Range = kpi.EVER) -> score.Score:
+    facts = await ask(score.FACTS_QUERY)
+    links = await ask(score.LINKS_QUERY)
+    return score.score(
+        score.facts_from(facts.columns, facts.rows[0]), await kpis(ask, period), sorted(str(r[0]) for r in links.rows)
+    )
+
+
+async def change(ask: Ask, change_id: str) -> dict[str, Any] | None:
+    """A change's row and its events (sequence, time, type, actor), or None if not visible."""
+    if not CHANGE_ID_RE.match(change_id):
+        return None
+    rows = records(await ask(f"SELECT * FROM changes WHERE change_id = '{change_id}'"))
+    if not rows:
+        return None
+    events = records(await ask(
+        f"SELECT seq, ts, type, phase, actor FROM events WHERE change_id = '{change_id}' ORDER BY seq"
+    ))
+    return {"change": rows[0], "events": events}

@@ -1,0 +1,160 @@
+"""SQL over the bus: read-only, tenant-scoped queries answered on ``upm.sql.<tenant>``.
+
+The pure core is :func:`run_query`: DuckDB's own parser must find exactly one ``SELECT`` (no
+``ATTACH``, ``COPY``, ``PRAGMA``, ``SET``, DDL or DML, no second statement hidden after a ``;``);
+it runs in a ``READ ONLY`` transaction that is always rolled back, on a connection of the
+tenant's own DuckDB instance (file access disabled, configuration locked; see
+:mod:`projections.db`), with a row limit and a time limit (the query is interrupted).
+The subject ``upm.sql._all`` answers over every tenant's rows: grant it to operators only.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import duckdb
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NATS
+
+from events.subjects import sql_subject
+from projections.errors import ProjectionUnavailable, QueryFailed, QueryRejected, QueryTimeout
+
+DEFAULT_ROWS = 1000
+MAX_ROWS = 10_000
+DEFAULT_TIMEOUT_S = 10.0
+MAX_TIMEOUT_S = 60.0
+
+
+class SqlRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A query; ``after_seq`` asks the projector to have ingested that stream sequence first."""
+
+    sql: str
+    max_rows: int = DEFAULT_ROWS
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    after_seq: int = 0
+
+
+class SqlResult(msgspec.Struct, frozen=True, kw_only=True, tag="result"):
+    """Column names, rows (JSON values), whether rows were cut at the limit, the position read."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool = False
+    position: int = 0
+
+
+class SqlError(msgspec.Struct, frozen=True, kw_only=True, tag="error"):
+    """A refused or failed query: ``kind`` is rejected, failed, timeout or unavailable."""
+
+    error: str
+    kind: str
+    rule: str = ""
+
+
+Reply = SqlResult | SqlError
+
+
+def check(sql: str) -> None:
+    """Refuse anything but exactly one SELECT statement (DuckDB's own parser decides)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryRejected(f"the query does not parse: {exc}", rule="parse") from exc
+    if len(statements) != 1:
+        raise QueryRejected(
+            f"send exactly one statement, not {len(statements)}; run several queries one at a time",
+            rule="one-statement",
+        )
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise QueryRejected(
+            f"only SELECT queries are answered (this is a {kind.name} statement); the projections are read-only",
+            rule="select-only",
+        )
+
+
+def run_query(
+    con: duckdb.DuckDBPyConnection, sql: str, *, max_rows: int = DEFAULT_ROWS, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> SqlResult:
+    """Run one checked SELECT on a fresh cursor of ``con``, read-only, within the limits."""
+    check(sql)
+    max_rows = max(1, min(max_rows, MAX_ROWS))
+    timeout_s = max(0.01, min(timeout_s, MAX_TIMEOUT_S))
+    cur = con.cursor()
+    timer = threading.Timer(timeout_s, cur.interrupt)
+    try:
+        cur.execute("BEGIN TRANSACTION READ ONLY")
+        timer.start()
+        try:
+            cur.execute(sql)
+            columns = [d[0] for d in cur.description or []]
+            fetched = cur.fetchmany(max_rows + 1)
+        except duckdb.InterruptException as exc:
+            raise QueryTimeout(
+                f"the query ran longer than {timeout_s:g}s and was stopped; narrow it (WHERE, LIMIT) "
+                "or ask for a longer --timeout"
+            ) from exc
+        except duckdb.Error as exc:
+            raise QueryFailed(f"DuckDB could not run the query: {exc}") from exc
+        finally:
+            timer.cancel()
+            cur.execute("ROLLBACK")
+    finally:
+        cur.close()
+    rows = [list(r) for r in fetched[:max_rows]]
+    return SqlResult(columns=columns, rows=msgspec.to_builtins(rows, enc_hook=str), truncated=len(fetched) > max_rows)
+
+
+def error_reply(exc: Exception) -> SqlError:
+    """The wire form of a query error."""
+    match exc:
+        case QueryRejected(rule=rule):
+            return SqlError(error=str(exc), kind="rejected", rule=rule)
+        case QueryTimeout():
+            return SqlError(error=str(exc), kind="timeout")
+        case ProjectionUnavailable():
+            return SqlError(error=str(exc), kind="unavailable")
+        case _:
+            return SqlError(error=str(exc), kind="failed")
+
+
+def raise_for(reply: SqlError) -> None:
+    """The typed error for a wire error."""
+    match reply.kind:
+        case "rejected":
+            raise QueryRejected(reply.error, rule=reply.rule)
+        case "timeout":
+            raise QueryTimeout(reply.error)
+        case "unavailable":
+            raise ProjectionUnavailable(reply.error)
+        case _:
+            raise QueryFailed(reply.error)
+
+
+_reply_decoder = msgspec.json.Decoder(SqlResult | SqlError)
+
+
+def encode_reply(reply: Reply) -> bytes:
+    return msgspec.json.encode(reply, enc_hook=str)
+
+
+async def query(nc: NATS, tenant: str, request: SqlRequest, *, wait_s: float | None = None) -> SqlResult:
+    """Ask the projector for ``tenant`` (or ``_all``); raises the typed error it reports."""
+    try:
+        msg = await nc.request(
+            sql_subject(tenant), msgspec.json.encode(request), timeout=wait_s or request.timeout_s + 5.0
+        )
+    except nats.errors.NoRespondersError as exc:
+        raise ProjectionUnavailable(
+            f"no projector answers on {sql_subject(tenant)}; start UPM with `upm up`, or query the file "
+            "directly with `upm sql --offline`"
+        ) from exc
+    except nats.errors.TimeoutError as exc:
+        raise QueryTimeout(f"the projector did not answer on {sql_subject(tenant)} in time; retry") from exc
+    reply = _reply_decoder.decode(msg.data)
+    if isinstance(reply, SqlError):
+        raise_for(reply)
+    assert isinstance(reply, SqlResult)
+    return reply

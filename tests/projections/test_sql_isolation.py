@@ -1,0 +1,108 @@
+"""`upm sql` over the bus: tenant A never sees tenant B's rows, whatever SQL it sends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client as NATS
+from upm_history import History, happy, publish
+
+from events.store import EventStore
+from projections import sqlservice
+from projections.db import ProjectionDB
+from projections.errors import QueryFailed, QueryRejected, QueryTimeout
+from projections.projector import Projector
+from projections.sqlservice import SqlRequest
+
+
+@pytest.fixture
+async def two_tenants(projector: Projector, store: EventStore) -> Projector:
+    h = History()
+    happy(h, "acme")
+    for i in range(3):
+        happy(h, "other", at=10.0 * i)
+    await projector.wait(await publish(store, h.records))
+    return projector
+
+
+async def ask(nc: NATS, sql: str, tenant: str = "acme", **kw: float) -> list[list[object]]:
+    return (await sqlservice.query(nc, tenant, SqlRequest(sql=sql, **kw))).rows  # type: ignore[arg-type]
+
+
+async def test_a_tenant_sees_only_its_rows_through_every_name(two_tenants: Projector, nc: NATS) -> None:
+    assert await ask(nc, "SELECT DISTINCT tenant FROM events") == [["acme"]]
+    assert await ask(nc, "SELECT count(*) FROM main.events WHERE tenant = 'other'") == [[0]]
+    assert await ask(nc, "SELECT count(*) FROM changes WHERE tenant <> 'acme'") == [[0]]
+    assert await ask(nc, "SELECT DISTINCT database_name FROM duckdb_tables()") == [["acme"]]
+    assert await ask(nc, "SELECT DISTINCT table_catalog FROM information_schema.tables") == [["acme"]]
+    dbs = await ask(nc, "SELECT database_name FROM duckdb_databases() WHERE NOT internal")
+    assert dbs == [["acme"]]
+    assert await ask(nc, "SELECT count(*) FROM events", tenant="other") == [[33]]
+    assert await ask(nc, "SELECT count(DISTINCT tenant) FROM events", tenant="_all") == [[2]]
+
+
+@pytest.mark.parametrize(
+    ("sql", "rule"),
+    [
+        ("ATTACH 'proj/upm.duckdb' AS everything", "select-only"),
+        ("COPY events TO 'out.csv'", "select-only"),
+        ("PRAGMA database_list", "select-only"),
+        ("SET enable_external_access = true", "select-only"),
+        ("INSERT INTO events SELECT * FROM events", "select-only"),
+        ("DROP TABLE events", "select-only"),
+        ("SELECT 1; ATTACH 'proj/upm.duckdb' AS x", "one-statement"),
+        ("/* hide */ ATTACH 'x.duckdb' -- SELECT", "select-only"),
+        ("SELECT * FROM events WHERE", "parse"),
+    ],
+)
+async def test_anything_but_one_select_is_refused(two_tenants: Projector, nc: NATS, sql: str, rule: str) -> None:
+    with pytest.raises(QueryRejected) as err:
+        await ask(nc, sql)
+    assert err.value.rule == rule
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM read_csv('{main}')",
+        "SELECT * FROM read_text('{main}')",
+        "SELECT * FROM read_parquet('{main}')",
+        "SELECT * FROM '{other}'",
+    ],
+)
+async def test_file_functions_cannot_reach_the_other_files(
+    two_tenants: Projector, nc: NATS, tmp_path: Path, sql: str
+) -> None:
+    main = tmp_path / "proj" / "upm.duckdb"
+    other = tmp_path / "proj" / "tenants" / "other.duckdb"
+    with pytest.raises(QueryFailed, match=r"disabled by configuration|Permission"):
+        await ask(nc, sql.format(main=main, other=other))
+
+
+async def test_comments_do_not_smuggle_a_second_statement(two_tenants: Projector, nc: NATS) -> None:
+    assert await ask(nc, "SELECT 1 AS one -- ; ATTACH 'x' AS y") == [[1]]
+    assert await ask(nc, "/* ; DROP TABLE events; */ SELECT count(*) FROM events") == [[11]]
+
+
+async def test_row_and_time_limits(two_tenants: Projector, nc: NATS) -> None:
+    result = await sqlservice.query(nc, "acme", SqlRequest(sql="SELECT * FROM range(5000)", max_rows=100))
+    assert (len(result.rows), result.truncated) == (100, True)
+    with pytest.raises(QueryTimeout, match="longer than"):
+        await ask(nc, "SELECT count(*) FROM range(100000000000) a, range(10) b WHERE a.range % 7 = b.range",
+                  timeout_s=0.3)
+
+
+def test_offline_read_only_open_has_the_same_isolation(tmp_path: Path) -> None:
+    h = History()
+    happy(h, "acme")
+    happy(h, "other")
+    writer = ProjectionDB(tmp_path / "p")
+    writer.ingest(h.records)
+    writer.close()  # flushes the tenant files
+    db = ProjectionDB(tmp_path / "p", read_only=True)
+    con = db.tenant("acme")
+    assert sqlservice.run_query(con, "SELECT DISTINCT tenant FROM events").rows == [["acme"]]
+    with pytest.raises(QueryFailed, match=r"disabled by configuration|Permission"):
+        sqlservice.run_query(con, f"SELECT * FROM read_csv('{tmp_path / 'p' / 'upm.duckdb'}')")
+    db.close()
