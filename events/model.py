@@ -48,6 +48,11 @@ class IntentSubmitted(Payload, tag="intent.submitted", frozen=True, kw_only=True
     environment: str = "dev"
     idempotency_key: str | None = None
 
+    def compile_fields(self, tenant: str) -> dict[str, Any]:
+        """What the planner compiles from this intent (the fields of its ``CompileInput``)."""
+        return {"request": self.request, "spec": self.spec, "tenant": tenant, "initiator": self.initiator,
+                "reason": self.reason, "window": self.window, "variant": self.variant}
+
 
 class PlanCompiled(Payload, tag="plan.compiled", frozen=True, kw_only=True):
     """The planner compiled the intent into ``plan`` (revision ``revision``)."""
@@ -564,6 +569,18 @@ class SloBreached(Payload, tag="slo.breached", frozen=True, kw_only=True):
     target_ms: float
 
 
+class PlanRecompiled(Payload, tag="plan.recompiled", frozen=True, kw_only=True):
+    """The determinism witness: the change's intent compiled again in a fresh process (another
+    ``PYTHONHASHSEED``), after the change closed. ``matches``: the same plan hash came out."""
+
+    PHASE = "audit"
+    plan_hash: str
+    recompiled_hash: str
+    matches: bool
+    hashseed: int
+    error: str = ""
+
+
 class EvidencePublished(Payload, tag="evidence.published", frozen=True, kw_only=True):
     """The change's evidence pack is stored; ``permalink`` resolves it."""
 
@@ -631,6 +648,7 @@ AnyPayload = (
     | ChangeClosed
     | ChainVerificationFailed
     | SloBreached
+    | PlanRecompiled
     | EvidencePublished
     | LogHeadSigned
 )

@@ -53,6 +53,11 @@ SELECT e.seq, e.tenant, e.change_id, e.at_utc, (e.payload->>'$.revision')::BIGIN
        (SELECT arg_max(i.input_key, i.seq) FROM intents i
          WHERE i.tenant = e.tenant AND i.change_id = e.change_id AND i.seq < e.seq)
 {_BATCH} AND e.type = 'plan.compiled'
+UNION ALL  -- the auditor's determinism witness: the same input compiled again in a fresh process
+SELECT e.seq, e.tenant, e.change_id, e.at_utc, NULL, e.payload->>'$.recompiled_hash', NULL, NULL, NULL,
+       (SELECT arg_max(i.input_key, i.seq) FROM intents i
+         WHERE i.tenant = e.tenant AND i.change_id = e.change_id AND i.seq < e.seq)
+{_BATCH} AND e.type = 'plan.recompiled' AND coalesce(e.payload->>'$.recompiled_hash', '') <> ''
 """
 
 _PLAN_STEPS = f"""

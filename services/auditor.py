@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,12 @@ from events.model import (
     Event,
     EvidencePublished,
     ExecutionCancelled,
+    IntentSubmitted,
     LogHeadSigned,
     Outcome,
     Payload,
+    PlanCompiled,
+    PlanRecompiled,
     PlanRejected,
     PreflightFailed,
     RollbackFailed,
@@ -50,6 +54,7 @@ from projections.evidence import EVIDENCE_BUCKET, LogHead
 from services.runtime import MAX_CONFLICT_RETRIES, Context, ServiceSpec
 
 NAME = "auditor"
+RECOMPILE_TIMEOUT_S = 30.0
 
 CLOSING_TYPES: tuple[type[Payload], ...] = (
     PlanRejected,
@@ -127,6 +132,36 @@ async def handle(ctx: Context, history: list[Event], event: Event) -> None:
     payloads = decide(ctx.log.events, event)
     if payloads:
         await ctx.emit(*payloads)
+    if any(isinstance(p, ChangeClosed) for p in payloads):
+        witnessed = await recompile([s.event for s in ctx.log.events], event.change_id)
+        if witnessed is not None:
+            await ctx.emit(witnessed)
+
+
+async def recompile(events: Sequence[Event], change_id: str) -> PlanRecompiled | None:
+    """The determinism re-check: compile the change's intent again in a fresh process, with
+    another ``PYTHONHASHSEED``, and compare plan hashes (``None``: nothing was compiled)."""
+    intent = next((e for e in events if isinstance(e.payload, IntentSubmitted)), None)
+    compiled = [e.payload for e in events if isinstance(e.payload, PlanCompiled)]
+    if intent is None or not compiled or not isinstance(intent.payload, IntentSubmitted):
+        return None
+    seed = int(hashlib.sha256(change_id.encode()).hexdigest()[:8], 16) % 4_000_000_000
+    fields = intent.payload.compile_fields(intent.tenant)
+    with anyio.fail_after(RECOMPILE_TIMEOUT_S):
+        done = await anyio.run_process(
+            [sys.executable, "-m", "services.planner.recompile"],
+            input=msgspec.json.encode(fields),
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            check=False,
+        )
+    try:
+        answer = msgspec.json.decode(done.stdout)
+    except msgspec.DecodeError:
+        answer = {"error": done.stderr.decode(errors="replace")[-500:] or f"exit {done.returncode}"}
+    original = compiled[0].plan.hash
+    again = str(answer.get("hash", ""))
+    return PlanRecompiled(plan_hash=original, recompiled_hash=again, matches=again == original, hashseed=seed,
+                          error=str(answer.get("error", "")))
 
 
 def spec() -> ServiceSpec:

@@ -26,15 +26,7 @@ def decide(history: Sequence[Event], event: Event, config: PlannerConfig = DEFAU
     match event.payload:
         case IntentSubmitted() as intent:
             revision = revision_of(history)
-            inp = CompileInput(
-                request=intent.request,
-                spec=intent.spec,
-                tenant=event.tenant,
-                initiator=intent.initiator,
-                reason=intent.reason,
-                window=intent.window,
-                variant=intent.variant,
-            )
+            inp = CompileInput(**intent.compile_fields(event.tenant))
             started = time.perf_counter()
             try:
                 plan = compile_intent(inp, config)

@@ -87,6 +87,8 @@ class ChangeState:
 
     @property
     def status(self) -> Status:
+        if self.denied is not None:  # a denial stays the reason, also once the auditor closed the change
+            return "denied"
         if self.closed:
             return "closed"
         if not self.events:

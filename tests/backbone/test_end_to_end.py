@@ -7,13 +7,17 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from events import chain
+from events.model import PlanCompiled, PlanRecompiled
 from events.store import EventStore
 from services import app, client
+
+Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 
 HAPPY = [
     "intent.submitted",
@@ -29,6 +33,12 @@ HAPPY = [
 ]
 
 
+def _until_closed(types: list[str]) -> list[str]:
+    """The change's own events: what the auditor adds after the close (the determinism witness,
+    the evidence pack) may or may not be stored yet when the client reads the close."""
+    return types[: types.index("change.closed") + 1]
+
+
 async def _run(store: EventStore, intent: dict[str, object]) -> client.ChangeStatus:
     change_id = await client.submit(store.nc, "acme", {"initiator": "alice", **intent})
     return await client.wait_closed(store, "acme", change_id, within=30)
@@ -40,7 +50,7 @@ async def test_a_local_change_goes_from_intent_to_closed_in_one_process(
     target = tmp_path / "app"
     status = await _run(pipeline, {"request": f"Create directory {target} with mode 0750"})
     assert (status.outcome, status.reason) == ("succeeded", "")
-    assert [e.type for e in status.events] == HAPPY
+    assert _until_closed([e.type for e in status.events]) == HAPPY
     assert stat.S_IMODE(target.stat().st_mode) == 0o750
     log = await pipeline.read("acme", status.change_id)
     assert chain.verify(status.change_id, [(s.seq, s.data) for s in log.events]) == log.head
@@ -64,8 +74,25 @@ async def test_a_missing_prerequisite_halts_in_preflight_and_nothing_runs(
     assert status.outcome == "rejected"
     assert str(tmp_path / "absent") in status.reason
     types = [e.type for e in status.events]
-    assert types == ["intent.submitted", "plan.compiled", "preflight.failed", "change.closed"]
+    assert _until_closed(types) == ["intent.submitted", "plan.compiled", "preflight.failed", "change.closed"]
     assert not target.parent.exists()
+
+
+async def test_the_auditor_recompiles_a_closed_changes_intent_in_a_fresh_process(
+    pipeline: EventStore, tmp_path: Path, eventually: Eventually
+) -> None:
+    status = await _run(pipeline, {"request": f"Create directory {tmp_path}/det with mode 0750"})
+
+    async def witnessed() -> bool:
+        log = await pipeline.read("acme", status.change_id)
+        return any(isinstance(s.event.payload, PlanRecompiled) for s in log.events)
+
+    await eventually(witnessed, 30.0)
+    log = await pipeline.read("acme", status.change_id)
+    [witness] = [s.event.payload for s in log.events if isinstance(s.event.payload, PlanRecompiled)]
+    compiled = next(s.event.payload for s in log.events if isinstance(s.event.payload, PlanCompiled))
+    assert witness.matches and witness.recompiled_hash == compiled.plan.hash == witness.plan_hash
+    assert witness.error == ""
 
 
 async def test_an_uncompilable_request_is_rejected_with_the_planners_reason(pipeline: EventStore) -> None:
@@ -97,7 +124,7 @@ def test_end_to_end_as_separate_os_processes(tmp_path: Path) -> None:
         assert sub.returncode == 0, sub.stderr
         result = json.loads(sub.stdout)
         assert result["outcome"] == "succeeded"
-        assert [e["type"] for e in result["events"]] == HAPPY
+        assert _until_closed([e["type"] for e in result["events"]]) == HAPPY
         assert stat.S_IMODE(target.stat().st_mode) == 0o700
         shown = _upm("status", result["change_id"], "--json", "--data", str(data), env=env)
         assert json.loads(shown.stdout)["state"] == "closed"
