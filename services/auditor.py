@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import msgspec
 import nats.js.errors
+from anyio.abc import Process
 from nats.aio.client import Client as NATS
 from nats.js import api
 
@@ -51,7 +52,7 @@ from events.store import ChangeLog, EventStore, StoredEvent, new_event
 from events.subjects import EVENT_ROOT, LOG_HEADS_CHANGE_ID, STREAM, SYSTEM_TENANT
 from projections import evidence
 from projections.evidence import EVIDENCE_BUCKET, LogHead
-from services.runtime import MAX_CONFLICT_RETRIES, Context, ServiceSpec
+from services.runtime import MAX_CONFLICT_RETRIES, Context, Handler, ServiceSpec
 
 NAME = "auditor"
 RECOMPILE_TIMEOUT_S = 30.0
@@ -128,45 +129,74 @@ def decide(stored: Sequence[StoredEvent], event: Event) -> list[Payload]:
     return [ChangeClosed(outcome=outcome, reason=reason, events=len(stored), chain_head=head)]
 
 
-async def handle(ctx: Context, history: list[Event], event: Event) -> None:
-    payloads = decide(ctx.log.events, event)
-    if payloads:
-        await ctx.emit(*payloads)
-    if any(isinstance(p, ChangeClosed) for p in payloads):
-        witnessed = await recompile([s.event for s in ctx.log.events], event.change_id)
-        if witnessed is not None:
-            await ctx.emit(witnessed)
+class Recompiler:
+    """The determinism witness: one long-lived compiler process with its own ``PYTHONHASHSEED``
+    (started on first use, restarted after a failure) that compiles intents again."""
+
+    def __init__(self) -> None:
+        self.seed = int.from_bytes(os.urandom(4), "big") % 4_000_000_000
+        self._process: Process | None = None
+        self._buffer = b""
+        self._lock = anyio.Lock()
+
+    async def check(self, events: Sequence[Event]) -> PlanRecompiled | None:
+        """Compile the change's intent again; ``None`` when nothing was compiled."""
+        intent = next((e for e in events if isinstance(e.payload, IntentSubmitted)), None)
+        compiled = [e.payload for e in events if isinstance(e.payload, PlanCompiled)]
+        if intent is None or not compiled or not isinstance(intent.payload, IntentSubmitted):
+            return None
+        request = msgspec.json.encode(intent.payload.compile_fields(intent.tenant)) + b"\n"
+        async with self._lock:
+            try:
+                with anyio.fail_after(RECOMPILE_TIMEOUT_S):
+                    answer = msgspec.json.decode(await self._ask(request))
+            except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, msgspec.DecodeError) as exc:
+                await self.close()
+                answer = {"error": f"the witness compiler failed: {exc!r}; it is restarted on the next change"}
+        original = compiled[0].plan.hash
+        again = str(answer.get("hash", ""))
+        return PlanRecompiled(plan_hash=original, recompiled_hash=again, matches=again == original,
+                              hashseed=self.seed, error=str(answer.get("error", "")))
+
+    async def _ask(self, request: bytes) -> bytes:
+        if self._process is None:
+            self._process = await anyio.open_process(
+                [sys.executable, "-m", "services.planner.recompile"],
+                env={**os.environ, "PYTHONHASHSEED": str(self.seed)},
+            )
+            self._buffer = b""
+        process = self._process
+        assert process.stdin is not None and process.stdout is not None
+        await process.stdin.send(request)
+        while b"\n" not in self._buffer:
+            self._buffer += await process.stdout.receive()
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    async def close(self) -> None:
+        if self._process is not None:
+            with anyio.CancelScope(shield=True):
+                self._process.kill()
+                await self._process.wait()
+            self._process = None
 
 
-async def recompile(events: Sequence[Event], change_id: str) -> PlanRecompiled | None:
-    """The determinism re-check: compile the change's intent again in a fresh process, with
-    another ``PYTHONHASHSEED``, and compare plan hashes (``None``: nothing was compiled)."""
-    intent = next((e for e in events if isinstance(e.payload, IntentSubmitted)), None)
-    compiled = [e.payload for e in events if isinstance(e.payload, PlanCompiled)]
-    if intent is None or not compiled or not isinstance(intent.payload, IntentSubmitted):
-        return None
-    seed = int(hashlib.sha256(change_id.encode()).hexdigest()[:8], 16) % 4_000_000_000
-    fields = intent.payload.compile_fields(intent.tenant)
-    with anyio.fail_after(RECOMPILE_TIMEOUT_S):
-        done = await anyio.run_process(
-            [sys.executable, "-m", "services.planner.recompile"],
-            input=msgspec.json.encode(fields),
-            env={**os.environ, "PYTHONHASHSEED": str(seed)},
-            check=False,
-        )
-    try:
-        answer = msgspec.json.decode(done.stdout)
-    except msgspec.DecodeError:
-        answer = {"error": done.stderr.decode(errors="replace")[-500:] or f"exit {done.returncode}"}
-    original = compiled[0].plan.hash
-    again = str(answer.get("hash", ""))
-    return PlanRecompiled(plan_hash=original, recompiled_hash=again, matches=again == original, hashseed=seed,
-                          error=str(answer.get("error", "")))
+def make_handler(recompiler: Recompiler) -> Handler:
+    async def handle(ctx: Context, history: list[Event], event: Event) -> None:
+        payloads = decide(ctx.log.events, event)
+        if payloads:
+            await ctx.emit(*payloads)
+        if any(isinstance(p, ChangeClosed) for p in payloads):
+            witnessed = await recompiler.check([s.event for s in ctx.log.events])
+            if witnessed is not None:
+                await ctx.emit(witnessed)
+
+    return handle
 
 
 def spec() -> ServiceSpec:
     consumes = tuple(sorted(type_of(cls) for cls in CLOSING_TYPES))
-    return ServiceSpec(name=NAME, consumes=consumes, handle=handle)
+    return ServiceSpec(name=NAME, consumes=consumes, handle=make_handler(Recompiler()))
 
 
 # -- the witness: Merkle tree over every event, signed log heads, evidence packs ----------

@@ -1,9 +1,9 @@
 """``python -m services.planner.recompile``: the determinism witness's compiler.
 
-Reads one :class:`CompileInput` as JSON on stdin, compiles it with the default configuration (the
-planner service's), and prints ``{"hash": ...}`` — or ``{"error": ...}`` with exit 2. The auditor
-runs it in a fresh process with another ``PYTHONHASHSEED`` after a change closes, and records
-whether the same plan came out.
+Reads :class:`CompileInput` objects as JSON, one per line, on stdin; compiles each with the
+default configuration (the planner service's) and writes one line per input: ``{"hash": ...}``
+or ``{"error": ...}``. The auditor keeps one such process, started with its own
+``PYTHONHASHSEED``, and records for every closed change whether the same plan came out.
 """
 
 from __future__ import annotations
@@ -14,15 +14,23 @@ import msgspec
 
 from services.planner import CompileInput, PlanError, compile_intent
 
+_decoder = msgspec.json.Decoder(CompileInput)
+
+
+def answer(line: bytes) -> bytes:
+    """The witness's answer to one input line."""
+    try:
+        reply = {"hash": compile_intent(_decoder.decode(line)).hash}
+    except (msgspec.DecodeError, PlanError) as err:
+        reply = {"error": str(err)}
+    return msgspec.json.encode(reply) + b"\n"
+
 
 def main() -> int:
-    try:
-        inp = msgspec.json.decode(sys.stdin.buffer.read(), type=CompileInput)
-        plan = compile_intent(inp)
-    except (msgspec.DecodeError, PlanError) as err:
-        sys.stdout.write(msgspec.json.encode({"error": str(err)}).decode() + "\n")
-        return 2
-    sys.stdout.write(msgspec.json.encode({"hash": plan.hash}).decode() + "\n")
+    for line in sys.stdin.buffer:
+        if line.strip():
+            sys.stdout.buffer.write(answer(line))
+            sys.stdout.buffer.flush()
     return 0
 
 
