@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from services.errors import ConfigError, ServerStartFailed
+from services.tls import Pki
 
 
 def nats_server_binary() -> str:
@@ -35,8 +36,11 @@ def nats_server_binary() -> str:
     )
 
 
-def write_config(data_dir: Path, *, host: str = "127.0.0.1", port: int = -1) -> Path:
-    """Write the embedded server's configuration under ``data_dir`` and return its path."""
+def write_config(data_dir: Path, *, host: str = "127.0.0.1", port: int = -1, tls: Pki | None = None) -> Path:
+    """Write the embedded server's configuration under ``data_dir`` and return its path.
+
+    With ``tls`` every client must present a certificate from that CA; plaintext is refused.
+    """
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = data_dir / "jetstream"
     ports = data_dir / "ports"
@@ -53,7 +57,7 @@ def write_config(data_dir: Path, *, host: str = "127.0.0.1", port: int = -1) -> 
                 f"  store_dir: {json.dumps(str(store))}",
                 "  sync_interval: always",
                 "}",
-                "",
+                tls.server_block() if tls is not None else "",
             ]
         )
     )
@@ -64,14 +68,15 @@ def write_config(data_dir: Path, *, host: str = "127.0.0.1", port: int = -1) -> 
 class EmbeddedNats:
     """A nats-server child process. ``start()`` returns once it accepts clients."""
 
-    def __init__(self, data_dir: Path, *, log_file: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, *, log_file: Path | None = None, tls: Pki | None = None) -> None:
         self.data_dir = data_dir
+        self.tls = tls
         self.log_file = log_file or data_dir / "nats-server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
     def start(self, timeout: float = 10.0, *, detach: bool = False) -> str:
-        conf = write_config(self.data_dir)
+        conf = write_config(self.data_dir, tls=self.tls)
         for stale in (self.data_dir / "ports").glob("*.ports"):
             stale.unlink()
         with self.log_file.open("ab") as log:

@@ -1,0 +1,84 @@
+"""mTLS on the embedded server. Each test names the threat it covers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import nats
+import nats.errors
+import pytest
+
+from services.natsserver import EmbeddedNats
+from services.tls import Pki, ensure_pki
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return ensure_pki(tmp_path / "tls", ["services", "cli"])
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, pki: Pki) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path / "nats", tls=pki)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def _refused(url: str, **kwargs: object) -> None:
+    with pytest.raises((OSError, nats.errors.Error)):  # ssl.SSLError is an OSError
+        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0, allow_reconnect=False,
+                                **kwargs)  # type: ignore[arg-type]
+        await nc.close()
+
+
+async def test_a_client_with_a_certificate_from_the_ca_connects(tls_server: EmbeddedNats, pki: Pki) -> None:
+    """Threat: none — the positive control: a service with its own client certificate gets in."""
+    nc = await nats.connect(tls_server.url, tls=pki.client_context("services"), connect_timeout=2)
+    assert nc.is_connected
+    await nc.close()
+
+
+async def test_a_client_without_a_certificate_is_refused(tls_server: EmbeddedNats, pki: Pki) -> None:
+    """Threat: an unauthenticated process on the machine talking to the bus over TLS but with no
+    client certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca))
+    await _refused(tls_server.url, tls=context)
+
+
+async def test_a_client_with_a_certificate_from_another_ca_is_refused(
+    tls_server: EmbeddedNats, pki: Pki, tmp_path: Path
+) -> None:
+    """Threat: a client certificate minted by someone else's CA (a forged identity)."""
+    rogue = ensure_pki(tmp_path / "rogue", ["services"])
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca))
+    context.load_cert_chain(str(rogue.cert("client-services")), str(rogue.key("client-services")))
+    await _refused(tls_server.url, tls=context)
+
+
+async def test_plaintext_is_refused(tls_server: EmbeddedNats) -> None:
+    """Threat: a client (or a downgrade) speaking plaintext to a TLS-only server."""
+    host, port = tls_server.url.rsplit("/", 1)[1].rsplit(":", 1)
+    with anyio.fail_after(10):
+        stream = await anyio.connect_tcp(host, int(port))
+        info = await stream.receive()
+        assert info.startswith(b"INFO ") and json.loads(info[5:])["tls_required"] is True
+        await stream.send(b'CONNECT {"verbose":false}\r\nPING\r\n')
+        answer = b""
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
+            while b"PONG" not in answer:
+                answer += await stream.receive()
+        await stream.aclose()
+    assert b"PONG" not in answer
+
+
+def test_keys_are_private_to_their_owner(pki: Pki) -> None:
+    """Threat: another local user reading the CA's or a client's private key."""
+    for key in [pki.folder / "ca.key", pki.key("server"), pki.key("client-services"), pki.key("client-cli")]:
+        assert key.stat().st_mode & 0o077 == 0, key
+    assert pki.folder.stat().st_mode & 0o077 == 0
