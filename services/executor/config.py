@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-import yaml
 
+from services.configfile import read_mapping
 from services.executor.errors import ExecutorConfigInvalid
 from services.guard import GuardPolicy, Pin, PinTable
 from services.steps import pin_table
@@ -171,13 +171,5 @@ def load_config(path: str | Path | None = None) -> ExecutorConfig:
     chosen = path or os.environ.get(ENV_VAR)
     if not chosen:
         return DEFAULT
-    file = Path(chosen)
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except OSError as exc:
-        raise ExecutorConfigInvalid(f"cannot read the executor configuration {file}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ExecutorConfigInvalid(f"{file} is not valid YAML or JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ExecutorConfigInvalid(f"{file} must hold a mapping of sections (gates, limits, rates...)")
-    return parse_config(data, source=str(file))
+    data = read_mapping(chosen, what="the executor configuration", error=ExecutorConfigInvalid)
+    return parse_config(data, source=str(chosen))

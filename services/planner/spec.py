@@ -21,15 +21,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
-
-import yaml
+from typing import Any
 
 from events.plan import Action
 from providers import CATALOG
+from services.configfile import read_mapping
 from services.planner.errors import PlanError, SpecError
 from services.planner.model import Intent, ResourceIntent
 
@@ -41,20 +39,7 @@ _RESERVED_BUT_TARGET = ("type", "action", "targets", "depends_on")
 
 def read_document(path: str | Path, *, what: str, error: type[PlanError]) -> dict[str, Any]:
     """The mapping in a YAML or JSON file (by suffix; YAML otherwise), or ``error`` saying why not."""
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise error(f"cannot read {what} {file}: {exc.strerror or exc}; check the path") from None
-    try:
-        doc = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise error(
-            f"{what} {file} is not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {exc}"
-        ) from None
-    if not isinstance(doc, dict):
-        raise error(f"{what} {file} must hold a mapping at the top level, not {type(doc).__name__}")
-    return cast(dict[str, Any], doc)
+    return read_mapping(path, what=what, error=error)
 
 
 def load_spec(path: str | Path) -> dict[str, Any]:

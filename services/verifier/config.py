@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-import yaml
 
+from services.configfile import read_mapping
 from services.errors import ConfigError
 
 DriftMode = Literal["reconcile", "alarm"]
@@ -70,16 +70,10 @@ def load(path: str | Path | None = None) -> VerifierConfig:
     where = path or os.environ.get("UPM_VERIFIER_CONFIG")
     if not where:
         return DEFAULT
-    file = Path(where)
-    try:
-        raw = yaml.safe_load(file.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read verifier configuration {file}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file} is not valid YAML/JSON: {exc}") from exc
+    raw = read_mapping(where, what="verifier configuration", error=ConfigError)
     try:
         return msgspec.convert(raw, VerifierConfig)
     except (msgspec.ValidationError, ValueError) as exc:
         raise ConfigError(
-            f"verifier configuration {file} is invalid: {exc}. See services/verifier/config.py for the keys."
+            f"verifier configuration {where} is invalid: {exc}. See services/verifier/config.py for the keys."
         ) from exc
