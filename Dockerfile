@@ -1,5 +1,5 @@
 # One image for every UPM service; compose.yaml runs it once per service.
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 RUN apt-get update && apt-get install -y --no-install-recommends coreutils jq postgresql-client \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app

@@ -15,13 +15,21 @@ import nats.errors
 from nats.aio.client import Client as NATS
 
 from events.model import (
+    ApprovalDenied,
+    ApprovalGranted,
+    ApprovalRequested,
     ChainVerificationFailed,
+    ChangeApproved,
     ChangeClosed,
     Event,
     ExecutionFailed,
     PlanCompiled,
     PlanRejected,
     PreflightFailed,
+    RollbackApproved,
+    RollbackPlanned,
+    RollbackStepCompleted,
+    RollbackStepStarted,
     StepCompleted,
     StepFailed,
     StepSkipped,
@@ -112,6 +120,21 @@ def summary(event: Event) -> str:
             return f"{len(checks)} resource(s) read back, all match"
         case VerificationFailed(diff=diff):
             return "; ".join(f"{d.resource} {d.field}: {d.desired!r} → {d.observed!r}" for d in diff)
+        case RollbackPlanned(commands=commands, automatic=automatic):
+            undo = "; ".join(c.display for c in commands) or "nothing to undo"
+            return f"undo: {undo}" + (" (automatic)" if automatic and commands else "")
+        case RollbackApproved(lane=lane, by=by):
+            return f"{lane}, by {by}"
+        case RollbackStepStarted(command=command) | RollbackStepCompleted(command=command):
+            return command
+        case ApprovalRequested(groups=groups, required=required):
+            return f"{required} approval(s) from {', '.join(groups)}"
+        case ApprovalGranted(approver=who, group=group, by_policy=rule):
+            return f"by policy: {rule}" if rule else f"{who} ({group})"
+        case ApprovalDenied(approver=who, reason=reason):
+            return f"{who}: {reason}"
+        case ChangeApproved(lane=lane, rule=rule, approvers=approvers):
+            return f"{lane} lane" + (f": {rule}" if rule else "") + (f" ({', '.join(approvers)})" if approvers else "")
         case ChangeClosed(outcome=outcome, events=n):
             return f"{outcome} after {n} events"
         case ChainVerificationFailed(event_id=eid, reason=reason):

@@ -191,7 +191,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     folder = Path(args.data or ".upm-demo").resolve()
     out = sys.stderr if args.json else sys.stdout
-    results = demo.run_demo(folder, out)
+    extras = emulators.parse_extras(args.with_)
+    results = demo.run_demo(folder, out, extras)
     rows = [{"change": r.title, "outcome": r.outcome, "events": r.events, "seconds": r.seconds,
              "change_id": r.change_id} for r in results]
     text = (
@@ -200,13 +201,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         + f"\nInspect them: upm up --data {folder} && upm status <change_id> --data {folder}; then upm down --data {folder}"
     )
     emit(rows, args, text=text)
-    expected = demo.expected_outcomes(folder / "files")
+    expected = demo.expected_outcomes(folder / "files", extras)
     return 0 if [r.outcome for r in results] == expected else 1
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on embedded defaults and show it")
     p.add_argument("--data", metavar="DIR", help="data folder for the demo (default ./.upm-demo, wiped first)")
+    p.add_argument("--with", dest="with_", metavar="aws,postgres",
+                   help="also start these targets (moto server, embedded PostgreSQL) and tell their stories")
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_demo))
 

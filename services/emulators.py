@@ -168,7 +168,11 @@ def start_moto(folder: Path, *, log: Path, timeout: float = 20.0) -> AwsTarget:
             raise ServerStartFailed(f"moto_server did not answer on {endpoint} within {timeout}s; see {log}")
         time.sleep(0.05)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    root, observer = _bootstrap_moto(endpoint)
+    try:
+        root, observer = _bootstrap_moto(endpoint)
+    except BaseException:
+        stop_pid(proc.pid, signal.SIGTERM)
+        raise
     observer_file = folder / "observer.credentials"
     _write_private(observer_file, "[default]\n"
                    f"aws_access_key_id = {observer[0]}\naws_secret_access_key = {observer[1]}\n")
@@ -235,7 +239,11 @@ def start_postgres(folder: Path, *, timeout: float = 60.0) -> PgTarget:
                    "-l", str(folder / "postgres.log"), "-o", f"-p {port} -h 127.0.0.1 -k {db}", "start"], timeout)
     pid = int((db / "postmaster.pid").read_text().split()[0])
     dsn = f"postgresql://postgres:{urllib.parse.quote(password)}@127.0.0.1:{port}/postgres"
-    passfile = bootstrap_postgres(dsn, folder)
+    try:
+        passfile = bootstrap_postgres(dsn, folder)
+    except BaseException:
+        stop_pid(pid, signal.SIGINT)
+        raise
     return PgTarget(host="127.0.0.1", port=port, dsn=dsn, observer_passfile=passfile, data=folder, pid=pid)
 
 
@@ -268,7 +276,12 @@ def psql_dsn(dsn: str, statements: tuple[str, ...], *, timeout: float = 30.0) ->
            "PGDATABASE": parts.path.lstrip("/") or "postgres", "PGCONNECT_TIMEOUT": "5"}
     argv = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-f", "-"]
     script = "".join(f"{statement};\n" for statement in statements)
-    done = subprocess.run(argv, env=env, input=script, capture_output=True, text=True, timeout=timeout, check=False)
+    try:
+        done = subprocess.run(argv, env=env, input=script, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"could not run psql against {parts.hostname}:{parts.port} ({exc}); install the "
+                          "PostgreSQL client (psql) in /usr/bin or /usr/local/bin") from exc
     if done.returncode != 0:
         raise ConfigError(f"PostgreSQL at {parts.hostname}:{parts.port} refused the set-up "
                           f"({done.stderr.strip()[-300:]}); check --postgres-dsn (a superuser's DSN)")

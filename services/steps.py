@@ -11,13 +11,16 @@ import functools
 import os
 import shlex
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
+
 from events.model import StepAttempt, StepOutput
 from events.plan import Command, ResourceRef, Step
-from providers import PINS, compare, observe
+from providers import CATALOG, PINS, compare, observe
+from providers.base import batch_readbacks
 from services.guard import (
     DEFAULT_PATH,
     DEFAULT_PINS,
@@ -183,6 +186,47 @@ async def read_back(
     """Observe a resource: its fields, or ``None`` when it does not exist."""
     done = await execute(command, timeout_s=timeout_s, env=env, secrets=secrets, pins=pins)
     return observe(ref, done.output.rc, done.output.stdout)
+
+
+async def batch_observe(steps: Sequence[Step], *, timeout_s: float = 60.0) -> dict[int, dict[str, Any] | None]:
+    """Read many resources back with one command per batchable group (one CLI start-up, one API
+    call), where the provider can: ``{index in steps: observed}`` for what the batches answered.
+    Types without a batch read-back, single resources and anything a batch left out are absent
+    from the result: read those one by one."""
+    by_type: dict[str, list[int]] = {}
+    for i, step in enumerate(steps):
+        by_type.setdefault(step.resource.type, []).append(i)
+    answered: dict[int, dict[str, Any] | None] = {}
+    for type_name, indexes in sorted(by_type.items()):
+        rtype = CATALOG.get(type_name)
+        if rtype is None or rtype.batch is None or len(indexes) < 2:
+            continue
+        for command, idents in batch_readbacks(rtype, [(steps[i].resource.name, steps[i].target) for i in indexes]):
+            done = await execute(command, timeout_s=timeout_s, max_attempts=2)
+            parsed = rtype.batch.parse(done.output.rc, done.output.stdout, idents)
+            for i in indexes:
+                name = steps[i].resource.name
+                if name in parsed:
+                    fields = parsed[name]
+                    answered[i] = None if fields is None else {"exists": True, **fields}
+    return answered
+
+
+async def observe_many(steps: Sequence[Step], *, concurrency: int = 16) -> list[dict[str, Any] | None]:
+    """Every step's resource read back: batched where the provider allows, the rest in parallel."""
+    answered = await batch_observe(steps)
+    results: list[dict[str, Any] | None] = [answered.get(i) for i in range(len(steps))]
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def one(i: int, step: Step) -> None:
+        async with limiter:
+            results[i] = await read_back(step.resource, step.readback, timeout_s=step.timeout_s)
+
+    async with anyio.create_task_group() as tg:
+        for i, step in enumerate(steps):
+            if i not in answered:
+                tg.start_soon(one, i, step)
+    return results
 
 
 async def already_done(

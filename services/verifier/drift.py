@@ -44,7 +44,7 @@ from providers import compare, observe
 from providers.reconcile import reconcile_resource
 from services.guard import RateLimiter
 from services.runtime import utc_now
-from services.steps import run_command
+from services.steps import batch_observe, run_command
 from services.verifier.config import DriftConfig
 from services.verifier.inventory import Inventory, Managed, apply
 
@@ -104,15 +104,19 @@ async def scan(
     limiter = anyio.CapacityLimiter(config.concurrency)
     pacing = RateLimiter(config.rate_per_s, burst=max(1, config.concurrency))
 
-    async def one(item: Managed) -> None:
-        async with limiter:
+    async def one(item: Managed, prefetched: dict[str, Any] | None, batched: bool) -> None:
+        if batched and not compare(item.step.desired, prefetched):
+            results.append(Reading(key=item.key, status="ok", observed=prefetched))
+            return
+        async with limiter:  # not batchable, or drifted in the batch: read it on its own, confirmed
             await pacing.acquire(item.tenant)
             results.append(await check(item, config, read))
 
     with anyio.move_on_after(config.interval_s if within is None else within):
+        answered = await batch_observe([m.step for m in items]) if read is read_resource else {}
         async with anyio.create_task_group() as tg:
-            for item in items:
-                tg.start_soon(one, item)
+            for i, item in enumerate(items):
+                tg.start_soon(one, item, answered.get(i), i in answered)
     return sorted(results, key=lambda r: r.key)
 
 

@@ -12,8 +12,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import anyio
-
 from events.model import (
     Event,
     ExecutionCompleted,
@@ -26,34 +24,18 @@ from events.model import (
 )
 from events.plan import Step
 from services.runtime import Context, ServiceSpec
-from services.steps import read_back
+from services.steps import observe_many
 from services.verifier import core
 from services.verifier.config import VerifierConfig, load
 
 NAME = "verifier"
-READBACK_CONCURRENCY = 16
-
-
-async def observe_all(steps: Sequence[Step]) -> list[dict[str, Any] | None]:
-    """Read every step's resource back, in parallel (bounded)."""
-    results: list[dict[str, Any] | None] = [None] * len(steps)
-    limiter = anyio.CapacityLimiter(READBACK_CONCURRENCY)
-
-    async def one(i: int, step: Step) -> None:
-        async with limiter:
-            results[i] = await read_back(step.resource, step.readback, timeout_s=step.timeout_s)
-
-    async with anyio.create_task_group() as tg:
-        for i, step in enumerate(steps):
-            tg.start_soon(one, i, step)
-    return results
 
 
 async def verify(
     targets: Sequence[tuple[Step, Mapping[str, Any] | None]], scope: core.Scope
 ) -> VerificationPassed | VerificationFailed:
     started = time.perf_counter()
-    observed = await observe_all([step for step, _ in targets])
+    observed = await observe_many([step for step, _ in targets])
     return core.verdict(targets, observed, round((time.perf_counter() - started) * 1000, 3), scope)
 
 
