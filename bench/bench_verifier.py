@@ -24,7 +24,7 @@ from services.verifier.service import verify
 
 
 async def created(root: Path, count: int) -> list[Managed]:
-    root.mkdir()
+    await anyio.Path(root).mkdir()
     request = " and ".join(f"directory {root}/d{i:04d} with mode 0750" for i in range(count))
     plan = compile_intent(CompileInput(request=f"Create {request}"))
     for step in plan.steps:

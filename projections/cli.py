@@ -65,7 +65,7 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 
 
 async def _connect(args: argparse.Namespace) -> NATS:
-    return await app.connect(app.resolve_url(args.nats, args.data))
+    return await app.connect(app.resolve_url(args.nats, args.data), data=args.data)
 
 
 def with_asker(args: argparse.Namespace, body: Callable[[reports.Ask], Awaitable[T]]) -> T:

@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from services.gateway import Gateway
 from services.natsserver import EmbeddedNats
 from services.planner import service as planner
 from services.runtime import Runner, ServiceSpec
+from services.tls import Pki, ensure_pki
 from services.verifier import config as verifier_config
 from services.verifier.drift import DriftLoop
 
@@ -97,6 +99,7 @@ HOSTED: dict[str, Callable[[NATS], Hosted]] = {
 }
 SERVICE_NAMES = tuple(HOSTED)
 STATE_FILE = "state.json"
+TLS_ENV = "UPM_TLS_DIR"
 
 
 def data_dir(explicit: str | None = None) -> Path:
@@ -137,12 +140,23 @@ def replicas() -> int:
     return int(raw)
 
 
-async def connect(url: str, *, service: bool = False) -> NATS:
+def tls_context(service: bool, data: str | None = None) -> ssl.SSLContext | None:
+    """The client certificate to connect with: ``UPM_TLS_DIR``, else the one ``upm up --tls``
+    made for this data folder; ``None`` when TLS is off."""
+    folder = os.environ.get(TLS_ENV)
+    if folder is None:
+        state = read_state(data_dir(data))
+        folder = str(state["tls_dir"]) if state and state.get("tls_dir") else None
+    return Pki(Path(folder)).client_context("services" if service else "cli") if folder else None
+
+
+async def connect(url: str, *, service: bool = False, data: str | None = None) -> NATS:
     """Connect to NATS. A service reconnects for ever; a CLI call fails fast with a clear error."""
     attempts = -1 if service else 1
     try:
         return await nats.connect(
-            url, connect_timeout=5, max_reconnect_attempts=attempts, reconnect_time_wait=0.5 if service else 0.1
+            url, connect_timeout=5, max_reconnect_attempts=attempts, reconnect_time_wait=0.5 if service else 0.1,
+            tls=tls_context(service, data),
         )
     except (OSError, nats.errors.Error) as exc:
         raise NotRunning(f"cannot connect to NATS at {url}: {exc}. Is `upm up` running?") from exc
@@ -195,10 +209,14 @@ def up(
     extras: tuple[str, ...] = (),
     aws_endpoint: str | None = None,
     postgres_dsn: str | None = None,
+    tls: bool = False,
 ) -> dict[str, Any]:
     """Start nats-server (unless ``external_url``), the targets of ``extras`` (``aws``: a moto
     server, ``postgres``: an embedded PostgreSQL; ``aws_endpoint``/``postgres_dsn`` use existing
     ones instead) and one process per service; wait until ready.
+
+    With ``tls`` the embedded server requires client certificates from a CA made under
+    ``<folder>/tls``; services connect as ``services``, the CLI as ``cli`` (``UPM_TLS_DIR``).
 
     Services learn where the targets are from environment variables (``services/emulators.py``);
     the state file records the emulators' pids and endpoints (``targets``), never a secret.
@@ -217,8 +235,11 @@ def up(
     targets = emulators.start(folder, extras, aws_endpoint=aws_endpoint, postgres_dsn=postgres_dsn)
     state["targets"] = targets.state()
     _write_state(folder, state)
+    pki = ensure_pki(folder / "tls", ("services", "cli")) if tls else None
+    if pki is not None:
+        state["tls_dir"] = str(pki.folder)
     if external_url is None:
-        server = EmbeddedNats(folder, log_file=logs / "nats-server.log")
+        server = EmbeddedNats(folder, log_file=logs / "nats-server.log", tls=pki)
         url = server.start(detach=True)
         assert server.process is not None
         pids["nats-server"] = server.process.pid
@@ -228,7 +249,7 @@ def up(
     _write_state(folder, state)
     executor_config = _executor_config(folder, targets)
     for name in SERVICE_NAMES:
-        env = os.environ | targets.service_env(name)
+        env = os.environ | targets.service_env(name) | ({TLS_ENV: str(pki.folder)} if pki is not None else {})
         if name == "executor" and executor_config is not None:
             env[EXECUTOR_CONFIG_ENV] = str(executor_config)
         with (logs / f"{name}.log").open("ab") as log:

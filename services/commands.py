@@ -40,7 +40,7 @@ def with_store(args: argparse.Namespace, body: Callable[[EventStore], Awaitable[
     """Connect as the flags say, run ``body`` with an event store, close the connection."""
 
     async def main() -> T:
-        nc = await app.connect(app.resolve_url(args.nats, args.data))
+        nc = await app.connect(app.resolve_url(args.nats, args.data), data=args.data)
         try:
             return await body(EventStore(nc))
         finally:
@@ -75,7 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     folder = app.data_dir(args.data)
     try:
         state = app.up(folder, external_url=args.nats, extras=emulators.parse_extras(args.with_),
-                       aws_endpoint=args.aws_endpoint, postgres_dsn=args.postgres_dsn)
+                       aws_endpoint=args.aws_endpoint, postgres_dsn=args.postgres_dsn, tls=args.tls)
     except ServerStartFailed as err:
         return fail(str(err))
     targets = "".join(f"\n{name}: " + ", ".join(f"{k} {v}" for k, v in where.items() if v is not None)
@@ -221,6 +221,8 @@ def register(sub: Any) -> None:
                    help="use this AWS endpoint (and the usual AWS_* credentials) instead of a moto server")
     p.add_argument("--postgres-dsn", metavar="DSN",
                    help="use this PostgreSQL (a superuser's postgresql:// DSN) instead of an embedded one")
+    p.add_argument("--tls", action="store_true",
+                   help="mTLS: make a CA under DIR/tls; NATS then refuses any client without one of its certificates")
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_up))
 

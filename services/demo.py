@@ -125,7 +125,7 @@ async def _approve(store: EventStore, change_id: str, approvers: tuple[str, ...]
 
 
 async def _run(folder: Path, files: Path, out: TextIO, extras: tuple[str, ...]) -> list[Outcome]:
-    nc = await app.connect(app.resolve_url(None, str(folder)))
+    nc = await app.connect(app.resolve_url(None, str(folder)), data=str(folder))
     store = EventStore(nc)
     results = []
     try:

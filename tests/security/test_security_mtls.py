@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +85,33 @@ def test_keys_are_private_to_their_owner(pki: Pki) -> None:
     for key in [pki.folder / "ca.key", pki.key("server"), pki.key("client-services"), pki.key("client-cli")]:
         assert key.stat().st_mode & 0o077 == 0, key
     assert pki.folder.stat().st_mode & 0o077 == 0
+
+
+def _upm(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "UPM_TLS_DIR")}
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+
+
+@pytest.mark.slow
+def test_upm_up_with_tls_runs_changes_over_mtls_only(tmp_path: Path) -> None:
+    """Threat: any process on the machine driving the control plane over the bus. With `upm up
+    --tls` every service and the CLI use their own client certificates, and a client without one
+    cannot even connect."""
+    data = tmp_path / "upm"
+    up = _upm("up", "--tls", "--data", str(data), "--json")
+    assert up.returncode == 0, up.stderr
+    try:
+        state = json.loads(up.stdout)
+        assert state["tls_dir"] == str(data / "tls")
+        target = tmp_path / "over-tls"
+        done = _upm("submit", f"Create directory {target} with mode 0750", "--wait", "--json", "--data", str(data))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["outcome"] == "succeeded" and target.is_dir()
+
+        async def anonymous() -> None:
+            await _refused(state["url"])
+
+        anyio.run(anonymous)
+    finally:
+        assert _upm("down", "--data", str(data)).returncode == 0
