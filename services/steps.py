@@ -120,6 +120,16 @@ class Executed:
     warnings: tuple[GuardWarning, ...] = ()
 
 
+def with_endpoint(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, ...]:
+    """``aws`` pointed at the configured endpoint in its argv too: awscli v1 ignores
+    ``AWS_ENDPOINT_URL`` for some services (SQS: aws/aws-cli#8737). Added at run time, never in
+    a plan, so plans stay target-neutral."""
+    endpoint = env.get("AWS_ENDPOINT_URL")
+    if not argv or argv[0] != "aws" or not endpoint or "--endpoint-url" in argv:
+        return tuple(argv)
+    return ("aws", "--endpoint-url", endpoint, *argv[1:])
+
+
 async def execute(
     command: Command,
     *,
@@ -138,10 +148,11 @@ async def execute(
     ``env`` is added to the minimal step environment (credentials go there, never in argv) and
     ``secrets`` are masked everywhere in what is returned; ``pins`` extends :func:`pin_table`.
     """
+    full_env = step_env() | dict(env or {})
     spec = RunSpec(
         timeout_s=timeout_s,
         max_attempts=max_attempts,
-        env=step_env() | dict(env or {}),
+        env=full_env,
         path=step_path(),
         target=target,
         secrets=secrets,
@@ -150,7 +161,7 @@ async def execute(
         stdin=None if stdin is None else stdin.encode(),
     )
     try:
-        result = await run(shlex.join(command.argv), spec, redactor=redactor)
+        result = await run(shlex.join(with_endpoint(command.argv, full_env)), spec, redactor=redactor)
     except CommandRefused as refused:
         return Executed(StepOutput(rc=126, stderr=f"refused by the guard ({refused.rule}): {refused}"))
     except GuardError as err:

@@ -107,8 +107,6 @@ async def test_a_failing_step_rolls_back_what_the_change_created(
 async def test_table_and_role_are_created_updated_and_deleted(
     aws_target: AwsTarget, targets_pipeline: EventStore, eventually: Eventually
 ) -> None:
-    # (No SQS here: awscli v1 sends SQS calls to *.queue.amazonaws.com unless --endpoint-url is in the
-    # argv, ignoring AWS_ENDPOINT_URL — aws/aws-cli#8737 — so SQS runs against AWS, not an emulator.)
     iam, dynamodb = boto(aws_target, "iam"), boto(aws_target, "dynamodb")
     created = await submit(targets_pipeline, "Create dynamodb table orders-acme and iam role app-role")
     assert created.outcome == "succeeded", created.reason
@@ -126,3 +124,14 @@ async def test_table_and_role_are_created_updated_and_deleted(
     assert deleted.outcome == "succeeded", deleted.reason
     assert "orders-acme" not in dynamodb.list_tables()["TableNames"]
     assert "app-role" not in [r["RoleName"] for r in iam.list_roles()["Roles"]]
+
+
+async def test_an_sqs_queue_goes_intent_to_closed_against_the_emulator(
+    aws_target: AwsTarget, targets_pipeline: EventStore
+) -> None:
+    """awscli v1 ignores AWS_ENDPOINT_URL for SQS (aws/aws-cli#8737): the runner adds
+    --endpoint-url to aws argv at run time, so the queue lands on the emulator, not on AWS."""
+    created = await submit(targets_pipeline, "Create sqs queue jobs-acme")
+    assert created.outcome == "succeeded", created.reason
+    urls = boto(aws_target, "sqs").list_queues().get("QueueUrls", [])
+    assert any(url.endswith("/jobs-acme") for url in urls), urls
