@@ -17,9 +17,10 @@ Read-backs: ``stat -c %F:%a:%U[:%s] PATH`` (``:`` separated; no ``|`` in a plan,
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from providers.base import CliPin, FieldSpec, Requirement, ResourceType, Vars, delimited, octal_mode
+from providers.base import Batch, CliPin, FieldSpec, Requirement, ResourceType, Vars, delimited, octal_mode
 
 PROVIDER = "local"
 PIN = CliPin(
@@ -78,6 +79,29 @@ def _mode(default: str) -> FieldSpec:
     )
 
 
+def _stat_batch(fmt: str, names: Sequence[str], convert: Mapping[str, Callable[[str], Any]]) -> Batch:
+    """One ``stat`` over many paths: each line is ``FMT:%n`` (the path last, so it may hold ``:``).
+
+    A path missing from the output is left unknown (read back on its own): ``stat`` names what it
+    could not read only on stderr.
+    """
+
+    def parse(rc: int, stdout: str, idents: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        wanted = set(idents)
+        found: dict[str, dict[str, Any] | None] = {}
+        for line in stdout.splitlines():
+            parts = line.split(":", len(names))
+            if len(parts) == len(names) + 1 and parts[-1] in wanted:
+                found[parts[-1]] = {n: convert[n](v) if n in convert else v for n, v in zip(names, parts, strict=False)}
+        return found
+
+    return Batch(
+        group=lambda ident, target: "local",
+        command=lambda group, idents: ("stat", "-c", f"{fmt}:%n", "--", *idents),
+        parse=parse,
+    )
+
+
 _PARENT = Requirement(type="local_directory", match={"path": "parent"}, skip=lambda v: v.get("parent") == "/")
 _STAT = ("stat", "-c", "%F:%a:%U", "{path}")
 _CONVERT = {"kind": _kind, "mode": octal_mode}
@@ -96,6 +120,7 @@ DIRECTORY = ResourceType(
     delete=("rmdir", "{path}"),
     readback=_STAT,
     parse=delimited(("kind", "mode", "owner"), convert=_CONVERT),
+    batch=_stat_batch("%F:%a:%U", ("kind", "mode", "owner"), _CONVERT),
     derive=_derive,
     requires=(_PARENT,),
     timeout_s=10.0,
@@ -127,6 +152,7 @@ FILE = ResourceType(
     delete=("rm", "-f", "{path}"),
     readback=("stat", "-c", "%F:%a:%U:%s", "{path}"),
     parse=delimited(("kind", "mode", "owner", "size"), convert={**_CONVERT, "size": int}),
+    batch=_stat_batch("%F:%a:%U:%s", ("kind", "mode", "owner", "size"), {**_CONVERT, "size": int}),
     stdin_field="content",
     guarded=False,
     restorable=False,
@@ -174,6 +200,7 @@ MODE = ResourceType(
     create=("chmod", "{mode}", "{path}"),
     readback=("stat", "-c", "%a", "{path}"),
     parse=delimited(("mode",), convert={"mode": octal_mode}),
+    batch=_stat_batch("%a", ("mode",), {"mode": octal_mode}),
     facet_of=("local_directory", "local_file"),
     facet_field="mode",
     timeout_s=10.0,
@@ -189,6 +216,7 @@ OWNER = ResourceType(
     create=("chown", "{owner}", "{path}"),
     readback=("stat", "-c", "%U", "{path}"),
     parse=delimited(("owner",)),
+    batch=_stat_batch("%U", ("owner",), {}),
     facet_of=("local_directory", "local_file"),
     facet_field="owner",
     on_create=True,
@@ -205,6 +233,7 @@ CONTENT = ResourceType(
     create=("dd", "of={path}", "status=none"),
     readback=("stat", "-c", "%s", "{path}"),
     parse=delimited(("size",), convert={"size": int}),
+    batch=_stat_batch("%s", ("size",), {"size": int}),
     stdin_field="content",
     guarded=False,
     derive=_derive,
