@@ -1,0 +1,25 @@
+"""The main job: `upm demo` on embedded defaults ends with every change's expected outcome and
+leaves nothing running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_upm_demo_runs_every_story_and_stops_everything(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "UPM_PREFLIGHT_CONFIG")}
+    done = subprocess.run([sys.executable, "-m", "services.cli", "demo", "--data", str(tmp_path / "demo"), "--json"],
+                          capture_output=True, text=True, env=env, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout)
+    assert [r["outcome"] for r in rows] == ["succeeded", "succeeded", "rejected", "rejected", "succeeded",
+                                            "rolled_back"]
+    assert "nothing left running" in done.stderr
+    assert not (tmp_path / "demo" / "state.json").exists()
