@@ -25,7 +25,7 @@ from nats.aio.client import Client as NATS
 
 from events.store import EventStore
 from projections.projector import Projector
-from services import auditor, emulators, executor, preflight, verifier
+from services import auditor, emulators, executor, preflight, processes, verifier
 from services.errors import ConfigError, NotRunning
 from services.executor.config import ENV_VAR as EXECUTOR_CONFIG_ENV
 from services.gateway import Gateway
@@ -269,7 +269,7 @@ def up(
         missing = [n for n in SERVICE_NAMES if not (ready_dir / f"{n}.ready").exists()]
         if not missing:
             return state
-        dead = [n for n in missing if not _pid_alive(pids[n])]
+        dead = [n for n in missing if not processes.alive(pids[n])]
         if dead:
             down(folder)
             raise ConfigError(f"service {', '.join(dead)} exited during start-up; see {logs}")
@@ -299,12 +299,7 @@ def down(folder: Path, timeout: float = 10.0) -> list[str]:
     order = [n for n in pids if n != "nats-server"] + (["nats-server"] if "nats-server" in pids else [])
     stopped = []
     for name in order:
-        pid = pids[name]
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            if not _wait_gone(pid, timeout):
-                os.kill(pid, signal.SIGKILL)
-                _wait_gone(pid, timeout)
+        if processes.stop(pids[name], signal.SIGTERM, timeout):
             stopped.append(name)
     stopped += emulators.stop(state.get("targets") or {}, timeout)
     (folder / STATE_FILE).unlink(missing_ok=True)
@@ -319,30 +314,5 @@ def _write_state(folder: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid):
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def _alive(state: dict[str, Any]) -> bool:
-    return any(_pid_alive(int(pid)) for pid in state.get("pids", {}).values())
+    return any(processes.alive(int(pid)) for pid in state.get("pids", {}).values())

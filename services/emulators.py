@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from services import processes
 from services.errors import ConfigError, ServerStartFailed
 
 AWS_ENDPOINT = "UPM_AWS_ENDPOINT"
@@ -164,14 +165,14 @@ def start_moto(folder: Path, *, log: Path, timeout: float = 20.0) -> AwsTarget:
     deadline = time.monotonic() + timeout
     while not _answers(f"{endpoint}/moto-api/data.json"):
         if proc.poll() is not None or time.monotonic() > deadline:
-            stop_pid(proc.pid, signal.SIGTERM)
+            processes.stop(proc.pid, signal.SIGTERM)
             raise ServerStartFailed(f"moto_server did not answer on {endpoint} within {timeout}s; see {log}")
         time.sleep(0.05)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         root, observer = _bootstrap_moto(endpoint)
     except BaseException:
-        stop_pid(proc.pid, signal.SIGTERM)
+        processes.stop(proc.pid, signal.SIGTERM)
         raise
     observer_file = folder / "observer.credentials"
     _write_private(observer_file, "[default]\n"
@@ -242,7 +243,7 @@ def start_postgres(folder: Path, *, timeout: float = 60.0) -> PgTarget:
     try:
         passfile = bootstrap_postgres(dsn, folder)
     except BaseException:
-        stop_pid(pid, signal.SIGINT)
+        processes.stop(pid, signal.SIGINT)
         raise
     return PgTarget(host="127.0.0.1", port=port, dsn=dsn, observer_passfile=passfile, data=folder, pid=pid)
 
@@ -362,39 +363,12 @@ def stop(recorded: Mapping[str, Any], timeout: float = 20.0) -> list[str]:
     """Stop the emulators recorded in a state file (``Targets.state()``); return their names."""
     stopped = []
     aws = recorded.get("aws") or {}
-    if aws.get("pid") and stop_pid(int(aws["pid"]), signal.SIGTERM, timeout):
+    if aws.get("pid") and processes.stop(int(aws["pid"]), signal.SIGTERM, timeout):
         stopped.append("moto")
     pg = recorded.get("postgres") or {}
-    if pg.get("pid") and stop_pid(int(pg["pid"]), signal.SIGINT, timeout):  # SIGINT: fast shutdown
+    if pg.get("pid") and processes.stop(int(pg["pid"]), signal.SIGINT, timeout):  # SIGINT: fast shutdown
         stopped.append("postgres")
     return stopped
 
 
-def stop_pid(pid: int, sig: signal.Signals, timeout: float = 20.0) -> bool:
-    """Send ``sig`` and wait for the process to go (SIGKILL after ``timeout``); False if it was gone."""
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + timeout
-        time.sleep(0.02)
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
