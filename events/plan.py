@@ -13,6 +13,7 @@ executor resolves at run time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -162,6 +163,16 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     variant: str = "all-at-once"
     waves: tuple[Wave, ...] = ()
     targets: tuple[str, ...] = ()
+
+
+def undo_steps(plan: Plan, completed: Sequence[str]) -> list[Step]:
+    """The steps whose ``rollback`` undoes a change: those recorded as completed (``completed``
+    holds their ids in completion order), latest first. Steps that never ran or were skipped
+    changed nothing; ``implied`` steps and steps without an inverse are left as they are.
+    The verifier plans and the executor runs exactly this list."""
+    by_id = {s.id: s for s in plan.steps}
+    ran = [by_id[i] for i in reversed(list(dict.fromkeys(completed))) if i in by_id]
+    return [s for s in ran if s.rollback is not None and not s.implied]
 
 
 def plan_digest(plan: Plan) -> str:

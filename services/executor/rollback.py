@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from events.plan import Command, Plan, Step
+from events.plan import Command, Plan, Step, undo_steps
 from services.executor.state import ChangeView
 
 
@@ -23,15 +23,7 @@ class Undo:
 
 def rollback_plan(plan: Plan, view: ChangeView) -> list[Undo]:
     """What to run to undo the change, in order (latest completed first)."""
-    by_id = {s.id: s for s in plan.steps}
-    done = list(dict.fromkeys(view.completed_steps()))
-    undo: list[Undo] = []
-    for step_id in reversed(done):
-        step = by_id.get(step_id)
-        if step is None or step.implied or step.rollback is None:
-            continue
-        undo.append(Undo(step, step.rollback))
-    return undo
+    return [Undo(step, step.rollback) for step in undo_steps(plan, view.completed_steps()) if step.rollback]
 
 
 def undone_when_absent(step: Step) -> bool:

@@ -22,7 +22,7 @@ from events.model import (
     VerificationFailed,
     VerificationPassed,
 )
-from events.plan import Plan, Step
+from events.plan import Plan, Step, undo_steps
 from providers import compare
 
 Scope = Literal["change", "rollback"]
@@ -51,13 +51,9 @@ def completed_step_ids(history: Sequence[Event]) -> list[str]:
 
 
 def rollback_steps(plan: Plan, history: Sequence[Event]) -> list[Step]:
-    """The steps to undo: those that actually ran, that have an inverse, newest first.
-
-    Skipped steps (already done before the change) and implied ones (a resource group the
-    change only made sure of) are not undone.
-    """
-    ran = set(completed_step_ids(history))
-    return [s for s in reversed(plan.steps) if s.id in ran and s.rollback is not None and not s.implied]
+    """The steps to undo: those that actually ran and have an inverse, latest first (the same
+    list the executor runs: :func:`events.plan.undo_steps`)."""
+    return undo_steps(plan, completed_step_ids(history))
 
 
 def restored_state(step: Step) -> dict[str, Any] | None:
