@@ -79,14 +79,14 @@ async def end_to_end(url: str, n: int, in_flight: int, work: Path) -> None:
     target = work / "noop"
     target.mkdir(mode=0o750)
     target.chmod(0o750)
-    request = {"request": f"Create directory {target} with mode 0750", "initiator": "bench"}
+    request = {"request": f"Create directory {target} with mode 0750"}
     async with anyio.create_task_group() as tg:
         tg.start_soon(app.serve, nc, app.SERVICE_NAMES)
         await anyio.sleep(0.5)
         lat = []
         for _ in range(n):
             t = time.perf_counter()
-            cid = await client.submit(nc, "bench", request)
+            cid = await client.submit(nc, "bench", request, principal="bench")
             status = await client.wait_closed(store, "bench", cid, within=60)
             assert status.outcome == "succeeded", status
             lat.append((time.perf_counter() - t) * 1000)
@@ -97,7 +97,7 @@ async def end_to_end(url: str, n: int, in_flight: int, work: Path) -> None:
         async with anyio.create_task_group() as inner:
             for _ in range(in_flight):
                 async def one() -> None:
-                    cid = await client.submit(nc, "bench", request)
+                    cid = await client.submit(nc, "bench", request, principal="bench")
                     status = await client.wait_closed(store, "bench", cid, within=120)
                     assert status.outcome == "succeeded", status
                 inner.start_soon(one)

@@ -1,6 +1,10 @@
 """Commands: requests on ``upm.cmd.<tenant>.<verb>``. They are validated by their owner and
 never stored; only the events an accepted command produces reach the log.
 
+The caller is the principal the subject names (``upm.cmd.<tenant>.<verb>.<principal>``, made
+authentic by the server's permissions when an access file is used): the parsers put it into
+``initiator`` / ``by``, so whatever a body says there is ignored.
+
 Replies are one JSON object: ``{"ok": true, ...}`` or
 ``{"ok": false, "error": {"field": ..., "rule": ..., "message": ...}}``.
 """
@@ -16,22 +20,22 @@ import msgspec
 
 from events.errors import InvalidEvent
 from events.model import PRODUCER_SOURCES, VISIBILITIES, Source, Visibility
-from events.subjects import CHANGE_ID_RE, is_producer_tenant
+from events.subjects import CHANGE_ID_RE, is_principal, is_producer_tenant
 
 MAX_COMMAND_BYTES = 64 * 1024
 MAX_REQUEST_CHARS = 4096
 MAX_SPEC_BYTES = 48 * 1024
 MAX_NAME_CHARS = 128
 ENVIRONMENTS = ("dev", "test", "staging", "prod")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]*$")
 
 
 class IntentCommand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """What a producer sends on ``upm.cmd.<tenant>.intent``."""
+    """What a producer sends on ``upm.cmd.<tenant>.intent.<principal>``; ``initiator`` is set
+    from the principal (a value in the body is ignored)."""
 
     request: str | None = None
     spec: dict[str, Any] | None = None
-    initiator: str
+    initiator: str = ""
     source: Source = "api"
     visibility: Visibility = "team"
     reason: str = ""
@@ -42,12 +46,12 @@ class IntentCommand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 class ChangeCommand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A command about an existing change: ``upm.cmd.<tenant>.<verb>`` for approve, deny,
-    resume, rollback and cancel. ``by`` is who asks (replaced by the authenticated identity
-    once connections carry one); ``plan_hash`` pins an approval to the plan it approves."""
+    """A command about an existing change: ``upm.cmd.<tenant>.<verb>.<principal>`` for approve,
+    deny, resume, rollback and cancel. ``by`` is set from the principal (a value in the body is
+    ignored); ``plan_hash`` pins an approval to the plan it approves."""
 
     change_id: str
-    by: str
+    by: str = ""
     reason: str = ""
     plan_hash: str | None = None
     group: str | None = None
@@ -69,9 +73,9 @@ def _reject(message: str, field: str, rule: str) -> InvalidEvent:
     return InvalidEvent(message, field=field, rule=rule)
 
 
-def parse_intent(tenant: str, data: bytes) -> IntentCommand:
-    """Validate an intent command; raise :class:`InvalidEvent` naming the field and the rule."""
-    _check_envelope(tenant, data)
+def parse_intent(tenant: str, principal: str, data: bytes) -> IntentCommand:
+    """Validate ``principal``'s intent command; raise :class:`InvalidEvent` naming the field and the rule."""
+    _check_envelope(tenant, principal, data)
     try:
         cmd = _intent_decoder.decode(data)
     except msgspec.ValidationError as exc:  # a DecodeError too: it must come first
@@ -81,14 +85,15 @@ def parse_intent(tenant: str, data: bytes) -> IntentCommand:
         raise _reject(f"invalid intent: {exc}{hint}", field, rule) from exc
     except msgspec.DecodeError as exc:
         raise _reject(f"the command is not valid JSON: {exc}. Send one JSON object.", "body", "json") from exc
+    cmd = msgspec.structs.replace(cmd, initiator=principal)
     _check_intent(cmd)
     return cmd
 
 
-def parse_change_command(tenant: str, verb: str, data: bytes) -> ChangeCommand:
-    """Validate an approve/deny/resume/rollback/cancel command (not whether it is allowed now:
-    that is its owner's decision); raise :class:`InvalidEvent` naming the field and the rule."""
-    _check_envelope(tenant, data)
+def parse_change_command(tenant: str, verb: str, principal: str, data: bytes) -> ChangeCommand:
+    """Validate ``principal``'s approve/deny/resume/rollback/cancel command (not whether it is
+    allowed now: that is its owner's decision); raise :class:`InvalidEvent` naming the field and the rule."""
+    _check_envelope(tenant, principal, data)
     try:
         cmd = _change_decoder.decode(data)
     except msgspec.ValidationError as exc:  # a DecodeError too: it must come first
@@ -97,8 +102,7 @@ def parse_change_command(tenant: str, verb: str, data: bytes) -> ChangeCommand:
         raise _reject(f"the command is not valid JSON: {exc}. Send one JSON object.", "body", "json") from exc
     if not CHANGE_ID_RE.match(cmd.change_id):
         raise _reject(f"change_id {cmd.change_id!r} is not a change id (a UUID)", "change_id", "uuid")
-    if not cmd.by or len(cmd.by) > MAX_NAME_CHARS or not _NAME_RE.match(cmd.by):
-        raise _reject(f"'by' {cmd.by!r} is not a valid user name", "by", "name")
+    cmd = msgspec.structs.replace(cmd, by=principal)
     if len(cmd.reason) > MAX_REQUEST_CHARS:
         raise _reject(f"'reason' is longer than {MAX_REQUEST_CHARS} characters", "reason", "size")
     if cmd.plan_hash is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", cmd.plan_hash):
@@ -106,7 +110,14 @@ def parse_change_command(tenant: str, verb: str, data: bytes) -> ChangeCommand:
     return cmd
 
 
-def _check_envelope(tenant: str, data: bytes) -> None:
+def _check_envelope(tenant: str, principal: str, data: bytes) -> None:
+    if not is_principal(principal):
+        raise _reject(
+            f"caller {principal!r} is not a valid identity: the last subject token must be 1-64 of letters, "
+            "digits, '_' and '-' (upm.cmd.<tenant>.<verb>.<you>)",
+            "caller",
+            "identity",
+        )
     if not is_producer_tenant(tenant):
         raise _reject(
             f"tenant {tenant!r} is not valid: use 1-63 characters of a-z, 0-9 and '-', "
@@ -147,13 +158,6 @@ def _check_intent(cmd: IntentCommand) -> None:
         )
     if cmd.visibility not in VISIBILITIES:
         raise _reject(f"visibility must be one of {', '.join(VISIBILITIES)}", "visibility", "visibility")
-    if not cmd.initiator or len(cmd.initiator) > MAX_NAME_CHARS or not _NAME_RE.match(cmd.initiator):
-        raise _reject(
-            f"initiator {cmd.initiator!r} is not a valid user name (1-{MAX_NAME_CHARS} of "
-            "letters, digits and . _ @ : + -)",
-            "initiator",
-            "name",
-        )
     if cmd.environment not in ENVIRONMENTS:
         raise _reject(
             f"environment {cmd.environment!r} is unknown: use one of {', '.join(ENVIRONMENTS)}",

@@ -190,8 +190,11 @@ class EventStore:
         found_tenant = events[0].event.tenant if events else tenant
         return ChangeLog(tenant=found_tenant, change_id=change_id, events=events)
 
-    async def read_raw(self, subject_filter: str, start_seq: int = 1) -> list[tuple[int, bytes]]:
-        """``(sequence, bytes)`` of every stored message matching ``subject_filter``.
+    async def read_raw(
+        self, subject_filter: str, start_seq: int = 1, *, limit: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """``(sequence, bytes)`` of every stored message matching ``subject_filter`` from
+        ``start_seq`` (at least ``limit`` of them if given, then it stops early).
 
         Uses batched direct gets: one request returns up to ``READ_BATCH`` messages.
         """
@@ -200,7 +203,7 @@ class EventStore:
         while True:
             batch, more = await self._direct_batch(subject_filter, seq)
             out.extend(batch)
-            if not more or not batch:
+            if not more or not batch or (limit is not None and len(out) >= limit):
                 return out
             seq = batch[-1][0] + 1
 

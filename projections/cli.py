@@ -1,9 +1,10 @@
 """The `upm` subcommands of the projections layer: sql, kpi, score, evidence, audit, serve.
 
-Thin: each parses its flags, asks the projector over the bus (or, with ``--offline`` or when no
-projector answers for ``sql``/``kpi``/``score``, opens the tenant's file read-only), and prints
-with :mod:`services.output`. Exit codes: 0 success, 1 a verification failed, 2 refused input,
-3 UPM not reachable.
+Thin: each parses its flags, asks the projector over the bus as the caller's identity (``--as``,
+else ``UPM_IDENTITY``, else the login name; or, with ``--offline`` or when no projector answers
+for ``sql``/``kpi``/``score``, opens the tenant's file read-only and applies the same rules), and
+prints with :mod:`services.output`. Exit codes: 0 success, 1 a verification failed, 2 refused
+input or access, 3 UPM not reachable.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from nats.aio.client import Client as NATS
 
 from events import signing
 from events.store import EventStore
-from projections import client, evidence, kpi, reports, serve
+from events.subjects import ANY_TENANT
+from projections import client, evidence, evidence_query, kpi, reports, serve
 from projections.db import ALL_TENANTS, ProjectionDB
 from projections.errors import (
+    AccessDenied,
     AuditFailed,
     EvidenceInvalid,
     ProjectionError,
@@ -30,8 +33,9 @@ from projections.errors import (
     QueryRejected,
 )
 from projections.sqlservice import DEFAULT_ROWS, DEFAULT_TIMEOUT_S
-from services import app
-from services.commands import add_connection_options, fail
+from projections.visibility import VisibleSql
+from services import access, app
+from services.commands import add_connection_options, add_identity_option, fail
 from services.errors import ConfigError, NotRunning
 from services.output import add_output_options, emit, render_table, to_builtins
 
@@ -52,7 +56,7 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
             return handler(args)
         except (EvidenceInvalid, AuditFailed) as err:
             return fail(f"verification failed: {err}", 1)
-        except QueryRejected as err:
+        except (QueryRejected, AccessDenied) as err:
             return fail(f"refused (rule {err.rule}): {err}")
         except (NotRunning, ProjectionUnavailable) as err:
             return fail(str(err), 3)
@@ -64,19 +68,25 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     return run
 
 
-async def _connect(args: argparse.Namespace) -> NATS:
-    return await app.connect(app.resolve_url(args.nats, args.data), data=args.data)
+def identity(args: argparse.Namespace) -> str:
+    """Who this call acts as: ``--as``, else ``UPM_IDENTITY``, else the login name."""
+    return access.whoami(getattr(args, "as_user", None))
+
+
+async def _connect(args: argparse.Namespace, as_identity: str) -> NATS:
+    return await app.connect(app.resolve_url(args.nats, args.data), data=args.data, identity=as_identity)
 
 
 def with_asker(args: argparse.Namespace, body: Callable[[reports.Ask], Awaitable[T]]) -> T:
-    """Run ``body`` against the projector over the bus, or the tenant's file read-only."""
+    """Run ``body`` against the projector over the bus, or the tenant's file read-only (same rules)."""
     tenant = ALL_TENANTS if args.all_tenants else args.tenant
+    principal = identity(args)
     limits = {"timeout_s": args.timeout, "max_rows": getattr(args, "max_rows", DEFAULT_ROWS)}
 
     def offline() -> T:
         db = ProjectionDB(db_folder(args), read_only=True)
         try:
-            return anyio.run(body, reports.local(db.tenant(tenant), **limits))
+            return anyio.run(body, reports.local(VisibleSql(db, access.load()), tenant, principal=principal, **limits))
         finally:
             db.close()
 
@@ -84,9 +94,9 @@ def with_asker(args: argparse.Namespace, body: Callable[[reports.Ask], Awaitable
         return offline()
 
     async def online() -> T:
-        nc = await _connect(args)
+        nc = await _connect(args, principal)
         try:
-            return await body(reports.bus(nc, tenant, **limits))
+            return await body(reports.bus(nc, tenant, principal=principal, **limits))
         finally:
             await nc.close()
 
@@ -169,22 +179,29 @@ def cmd_evidence(args: argparse.Namespace) -> int:
                                 f"the log head of size {report.log_head_size}")
         return 0
 
-    async def body(store: EventStore) -> tuple[Any, bytes]:
-        return await client.latest_pack(store, args.target, args.tenant)
+    principal = identity(args)
 
-    info, pack = _with_store(args, body)
+    async def main() -> evidence_query.Pack:
+        nc = await _connect(args, principal)
+        try:
+            return await evidence_query.fetch(nc, args.target, principal=principal, tenant=args.tenant)
+        finally:
+            await nc.close()
+
+    pack = anyio.run(main)
     out = Path(args.output or args.file or f"{args.target}.evidence.tar")
-    out.write_bytes(pack)
-    report = evidence.verify_pack(pack, trusted_keys(args))
-    emit({"file": str(out), "permalink": info.permalink, "object": info.object_name, "verified": to_builtins(report)},
-         args, text=f"{out}: {len(pack)} bytes, verified ({report.events} events, key {report.key_id})\n"
-                    f"permalink: {info.permalink}")
+    out.write_bytes(pack.data)
+    report = evidence.verify_pack(pack.data, trusted_keys(args))
+    emit({"file": str(out), "permalink": pack.permalink, "object": pack.object_name,
+          "verified": to_builtins(report)},
+         args, text=f"{out}: {len(pack.data)} bytes, verified ({report.events} events, key {report.key_id})\n"
+                    f"permalink: {pack.permalink}")
     return 0
 
 
 def _with_store(args: argparse.Namespace, body: Callable[[EventStore], Awaitable[T]]) -> T:
     async def main() -> T:
-        nc = await _connect(args)
+        nc = await _connect(args, identity(args))
         try:
             return await body(EventStore(nc))
         finally:
@@ -204,12 +221,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     tokens_file = Path(args.tokens) if args.tokens else app.data_dir(args.data) / "serve_tokens.json"
-    tokens = serve.load_tokens(tokens_file)
+    rules = access.load()
+    tokens = serve.load_tokens(tokens_file, rules)
 
     async def main() -> None:
-        nc = await _connect(args)
+        nc = await _connect(args, access.service_identity(serve.SERVICE))
         try:
-            server = serve.Server(nc, tokens)
+            server = serve.Server(nc, tokens, rules)
             ready = anyio.Event()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(lambda: server.serve(args.host, args.port, ready=ready))
@@ -226,12 +244,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _scope_options(p: argparse.ArgumentParser, *, rows: bool = False) -> None:
     p.add_argument("--tenant", default="default", help="tenant whose rows to read (default: default)")
-    p.add_argument("--all-tenants", action="store_true", help="every tenant (operators: subject upm.sql._all)")
+    p.add_argument("--all-tenants", action="store_true", help="every tenant at once (admins only)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="query time limit in seconds")
     if rows:
         p.add_argument("--max-rows", type=int, default=DEFAULT_ROWS, help="row limit (default 1000)")
     p.add_argument("--offline", action="store_true", help="read the projection file read-only, not the bus")
     p.add_argument("--db", metavar="DIR", help="projection folder (default: <data>/projections)")
+    add_identity_option(p)
     add_connection_options(p)
 
 
@@ -264,8 +283,9 @@ def register(sub: Any) -> None:
     p.add_argument("target", metavar="ID|verify", help="a change id, or `verify`")
     p.add_argument("file", nargs="?", help="with `verify`: the pack file")
     p.add_argument("-o", "--output", metavar="FILE", help="where to write the pack (default: ID.evidence.tar)")
-    p.add_argument("--tenant", default="*", help="tenant of the change (default: any you can read)")
+    p.add_argument("--tenant", default=ANY_TENANT, help="tenant of the change (default: look it up)")
     p.add_argument("--public-key", action="append", metavar="HEX", help="trust only this ed25519 key (repeatable)")
+    add_identity_option(p)
     add_connection_options(p)
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_evidence))
@@ -275,6 +295,7 @@ def register(sub: Any) -> None:
     v = audit_sub.add_parser("verify", help="re-verify every hash chain and every signed log head from the stream")
     v.add_argument("--public-key", action="append", metavar="HEX", help="trust this ed25519 key (repeatable)")
     v.add_argument("--require-signatures", action="store_true", help="fail on a head signed by an unknown key")
+    add_identity_option(v)
     add_connection_options(v)
     add_output_options(v)
     v.set_defaults(func=guarded(cmd_audit_verify))
@@ -282,6 +303,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="read-only HTTP permalinks (/changes/{id}[/evidence], /kpi, /score)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    p.add_argument("--tokens", metavar="FILE", help="JSON token → tenant (default: <data>/serve_tokens.json)")
+    p.add_argument("--tokens", metavar="FILE", help="JSON object token → identity (with an access file) or → tenant "
+                                                   "(open mode); default: <data>/serve_tokens.json")
     add_connection_options(p)
     p.set_defaults(func=guarded(cmd_serve))

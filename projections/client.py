@@ -7,16 +7,16 @@ from collections.abc import Mapping
 import nats.js.errors
 
 from events.model import EvidencePublished
-from events.store import EventStore
+from events.store import ChangeLog, EventStore
 from events.subjects import EVENT_ROOT
 from projections import audit
 from projections.errors import EvidenceNotFound
 from projections.evidence import EVIDENCE_BUCKET
 
 
-async def latest_pack(store: EventStore, change_id: str, tenant: str = "*") -> tuple[EvidencePublished, bytes]:
+async def pack_of(store: EventStore, log: ChangeLog) -> tuple[EvidencePublished, bytes]:
     """The change's latest ``evidence.published`` and the pack it names, from the object store."""
-    log = await store.read(tenant, change_id)
+    change_id = log.change_id
     published = [s.event.payload for s in log.events if isinstance(s.event.payload, EvidencePublished)]
     if not published:
         what = "no such change" if not log.events else "the change has no published evidence pack yet"

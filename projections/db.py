@@ -1,6 +1,6 @@
 """The projection folder: one DuckDB file for every tenant, and one file per tenant.
 
-    <folder>/upm.duckdb              every event of every tenant (operators, KPIs, score)
+    <folder>/upm.duckdb              every event of every tenant (admins: `--all-tenants`)
     <folder>/tenants/<tenant>.duckdb one tenant's events only: what `upm sql` of that tenant sees
 
 Every file carries its own position, written in the same transaction as its rows, and skips
@@ -76,8 +76,9 @@ class ProjectionDB:
     def __init__(self, folder: Path | str, *, read_only: bool = False) -> None:
         self.folder = Path(folder)
         self.read_only = read_only
-        if not read_only:
-            (self.folder / TENANT_DIR).mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not read_only:  # the owner's only: the files are the audit trail, every tenant's
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (self.folder / TENANT_DIR).mkdir(exist_ok=True, mode=0o700)
         elif not (self.folder / MAIN_FILE).exists():
             raise ProjectionUnavailable(
                 f"no projection database in {self.folder}: start the projector (`upm up`) to build it"

@@ -2,14 +2,14 @@
 
     ProjectionError                     anything the projections layer refuses or cannot do
     ├── MigrationError                  a schema migration is unknown, edited after it ran, or failed
-    ├── QueryRejected                   `upm sql` refused a query before running it (not one SELECT...)
+    ├── QueryRejected                   a query was refused before running (not one SELECT; a malformed request)
     ├── QueryFailed                     DuckDB could not run a query (its message is kept)
     │   └── QueryTimeout                the query ran past its time limit and was interrupted
     ├── ProjectionUnavailable           no projector answered and no database file can be opened
     ├── EvidenceNotFound                no evidence pack is stored for that change
     ├── EvidenceInvalid                 a pack does not verify (names the file or the check)
     ├── AuditFailed                     `upm audit verify` found a broken chain or an inconsistent head
-    └── AccessDenied                    `upm serve` refused a request (no or wrong tenant token)
+    └── AccessDenied                    the caller may not read that: role, visibility, or `upm serve` token
 
 Signing-key problems are ``events.signing.SigningKeyError`` (the auditor raises them too).
 Every message says what failed, why, and what to do.
@@ -70,4 +70,9 @@ class AuditFailed(ProjectionError):
 
 
 class AccessDenied(ProjectionError):
-    """``upm serve`` refused the request (missing or wrong tenant token)."""
+    """The caller may not read that; ``rule`` says why: ``rbac`` (their roles), ``visibility`` (a change
+    they may not see, worded like a missing one) or ``token`` (``upm serve``: no or unknown token)."""
+
+    def __init__(self, message: str, *, rule: str = "rbac") -> None:
+        super().__init__(message)
+        self.rule = rule

@@ -1,61 +1,74 @@
-"""The projector: follows ``UPM_EVENTS`` into DuckDB and answers ``upm.sql.<tenant>``.
+"""The projector: follows ``UPM_EVENTS`` into DuckDB and answers SQL and evidence queries.
 
 Thin async shell over :class:`projections.db.ProjectionDB`: an ordered consumer from the resume
 position + 1 appends to a bounded buffer (its callback waits while the buffer is full, which holds
 back flow control, so the server slows down); the writer takes whatever has arrived (up to
 ``batch_max``) and ingests it in a worker thread, so batches grow with the load. When nothing
 arrives for ``IDLE_FLUSH_S`` the tenant files are brought up to date.
-:meth:`Projector.wait` gives read-your-writes. It never writes to NATS except SQL replies.
+:meth:`Projector.wait` gives read-your-writes. It answers ``upm.sql.<tenant>.<principal>``
+(:mod:`projections.visibility`: each caller sees the rows of the changes they may see) and
+``upm.qry.<tenant>.evidence.<principal>`` (:mod:`projections.evidence_query`), with the roles of
+``access`` (default: :func:`services.access.load`). It never writes to NATS except replies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
 import nats.errors
+from anyio.abc import TaskGroup
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api
 
-from events.store import map_error
-from events.subjects import EVENT_ROOT, SQL_ROOT
-from projections.db import ALL_TENANTS, ProjectionDB
+from events.store import EventStore, map_error
+from events.subjects import EVENT_ROOT, INBOX_ROOT, QUERY_ROOT, SQL_ROOT
+from projections import evidence_query
+from projections.db import ProjectionDB
 from projections.errors import ProjectionError, QueryTimeout
-from projections.sqlservice import SqlRequest, encode_reply, error_reply, run_query
+from projections.sqlservice import decode_request, encode_reply, error_reply
+from projections.visibility import VisibleSql
+from services import access as access_rules
 
 Record = tuple[int, bytes]
 PENDING_MSGS = 1_000_000
 PENDING_BYTES = 512 * 1024 * 1024
 IDLE_FLUSH_S = 0.05
-_request = msgspec.json.Decoder(SqlRequest)
 
 
 class Projector:
-    """Keeps the projection folder ``db_path`` current and serves SQL on ``upm.sql.*``."""
+    """Keeps the projection folder ``db_path`` current; with ``serve_sql``, answers SQL and evidence queries."""
 
     _arrived: anyio.Event  # a record was buffered (created in run(): events need the event loop)
     _drained: anyio.Event  # the writer took a batch out of the buffer
 
     def __init__(
-        self, nc: NATS, db_path: Path | str, *, batch_max: int = 20_000, serve_sql: bool = True, sql_workers: int = 4
+        self, nc: NATS, db_path: Path | str, *, batch_max: int = 20_000, serve_sql: bool = True, sql_workers: int = 4,
+        access: access_rules.Access | None = None,
     ) -> None:
         self.nc = nc
+        self.access = access_rules.load() if access is None else access
+        self.store = EventStore(nc)
         self.path = Path(db_path)
         self.batch_max = batch_max
         self.serve_sql = serve_sql
         self.position = 0
         self.batches = 0
         self._db: ProjectionDB | None = None
+        self.sql: VisibleSql | None = None
         self._advanced: anyio.Event | None = None
         self._buffer: list[Record] = []
         self._queries = anyio.CapacityLimiter(sql_workers)
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
-        """Follow the log and serve SQL until cancelled."""
+        """Follow the log and serve queries until cancelled."""
         db = self._db = await anyio.to_thread.run_sync(ProjectionDB, self.path)
+        self.sql = VisibleSql(db, self.access)
         self.position = db.resume_position()
         self._advanced = anyio.Event()
         self._arrived = anyio.Event()
@@ -64,22 +77,24 @@ class Projector:
             async with anyio.create_task_group() as tg:
                 sub = await self._subscribe()
                 tg.start_soon(self._write, db)
+                queries = []
                 if self.serve_sql:
-                    sql = await self.nc.subscribe(f"{SQL_ROOT}.*")
-                    tg.start_soon(self._serve, sql, tg)
+                    queries = [await self.nc.subscribe(f"{SQL_ROOT}.*.*"),
+                               await self.nc.subscribe(f"{QUERY_ROOT}.*.{evidence_query.VERB}.*")]
+                    tg.start_soon(self._serve, queries[0], self._answer, tg)
+                    tg.start_soon(self._serve, queries[1], self._answer_evidence, tg)
                 if ready is not None:
                     ready.set()
                 try:
                     await anyio.sleep_forever()
                 finally:
                     with anyio.CancelScope(shield=True):
-                        await sub.unsubscribe()
-                        if self.serve_sql:
-                            await sql.unsubscribe()
+                        for s in (sub, *queries):
+                            await s.unsubscribe()
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(db.close)
-            self._db = None
+            self._db = self.sql = None
 
     async def wait(self, seq: int, within: float = 10.0) -> None:
         """Return once every event up to stream sequence ``seq`` is in DuckDB (read-your-writes)."""
@@ -133,30 +148,35 @@ class Projector:
             if not self._arrived.is_set():
                 await anyio.to_thread.run_sync(db.flush_idle)
 
-    async def _serve(self, sub: Subscription, tg: anyio.abc.TaskGroup) -> None:
+    async def _serve(self, sub: Subscription, handle: Callable[[Msg], Coroutine[Any, Any, None]], tg: TaskGroup) -> None:
         async for msg in sub.messages:
-            tg.start_soon(self._answer, msg)
+            if msg.reply.startswith(f"{INBOX_ROOT}."):  # answers go to inboxes only (see services.natsauth)
+                tg.start_soon(handle, msg)
 
     async def _answer(self, msg: Msg) -> None:
-        tenant = msg.subject.split(".", 2)[2]
+        """One SQL request: ``upm.sql.<tenant>.<principal>``."""
+        _, _, tenant, principal = msg.subject.split(".")
         try:
-            request = _request.decode(msg.data)
+            request = decode_request(msg.data)
             if request.after_seq:
                 await self.wait(request.after_seq, within=request.timeout_s)
-            db = self._db
-            assert db is not None
-            if tenant != ALL_TENANTS:
-                await anyio.to_thread.run_sync(db.flush, tenant)
-            con = await anyio.to_thread.run_sync(db.tenant, tenant)
+            sql = self.sql
+            assert sql is not None
             async with self._queries:
-                result = await anyio.to_thread.run_sync(
-                    lambda: run_query(con, request.sql, max_rows=request.max_rows, timeout_s=request.timeout_s)
-                )
+                result = await anyio.to_thread.run_sync(sql.answer, tenant, principal, request)
             reply: bytes = encode_reply(msgspec.structs.replace(result, position=self.position))
-        except (ProjectionError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except ProjectionError as exc:
             reply = encode_reply(error_reply(exc))
-        if msg.reply:
-            try:
-                await msg.respond(reply)
-            except nats.errors.Error:
-                return  # the asker is gone (timed out or disconnected): nobody to tell
+        await self._reply(msg, [(reply, {})])
+
+    async def _answer_evidence(self, msg: Msg) -> None:
+        """One evidence request: ``upm.qry.<tenant>.evidence.<principal>``."""
+        await self._reply(msg, await evidence_query.answer(self.store, self.access, msg.subject, msg.data,
+                                                           max_payload=self.nc.max_payload))
+
+    async def _reply(self, msg: Msg, replies: list[tuple[bytes, dict[str, str]]]) -> None:
+        try:
+            for data, headers in replies:
+                await self.nc.publish(msg.reply, data, headers=headers or None)
+        except nats.errors.Error:
+            return  # the asker is gone (timed out or disconnected): nobody to tell

@@ -1,8 +1,9 @@
 """KPI, score and change reports over any SQL source: the projector over the bus, or a file.
 
-An :data:`Ask` runs one read-only SELECT and returns a :class:`SqlResult`; :func:`bus` asks the
-projector on ``upm.sql.<tenant>`` and :func:`local` runs on a tenant connection opened here
-(``upm sql --offline``, tests). The reports only send SELECTs, so the same tenant isolation holds.
+An :data:`Ask` runs one read-only SELECT as one principal and returns a :class:`SqlResult`;
+:func:`bus` asks the projector on ``upm.sql.<tenant>.<principal>`` and :func:`local` answers from
+a projection folder opened here (``upm sql --offline``), with the same rules
+(:mod:`projections.visibility`). The reports only send SELECTs, so the same isolation holds.
 """
 
 from __future__ import annotations
@@ -11,29 +12,30 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-import duckdb
 from nats.aio.client import Client as NATS
 
 from events.subjects import CHANGE_ID_RE
 from projections import kpi, score, sqlservice
 from projections.sqlservice import SqlRequest, SqlResult
+from projections.visibility import VisibleSql
 
 Ask = Callable[[str], Awaitable[SqlResult]]
 
 
-def bus(nc: NATS, tenant: str, *, timeout_s: float = sqlservice.DEFAULT_TIMEOUT_S, max_rows: int = 1000) -> Ask:
+def bus(nc: NATS, tenant: str, *, principal: str, timeout_s: float = sqlservice.DEFAULT_TIMEOUT_S,
+        max_rows: int = sqlservice.DEFAULT_ROWS) -> Ask:
     async def ask(sql: str) -> SqlResult:
-        return await sqlservice.query(nc, tenant, SqlRequest(sql=sql, timeout_s=timeout_s, max_rows=max_rows))
+        request = SqlRequest(sql=sql, timeout_s=timeout_s, max_rows=max_rows)
+        return await sqlservice.query(nc, tenant, request, principal=principal)
 
     return ask
 
 
-def local(con: duckdb.DuckDBPyConnection, *, timeout_s: float = sqlservice.DEFAULT_TIMEOUT_S,
-          max_rows: int = 1000) -> Ask:
+def local(source: VisibleSql, tenant: str, *, principal: str, timeout_s: float = sqlservice.DEFAULT_TIMEOUT_S,
+          max_rows: int = sqlservice.DEFAULT_ROWS) -> Ask:
     async def ask(sql: str) -> SqlResult:
-        return await anyio.to_thread.run_sync(
-            lambda: sqlservice.run_query(con, sql, max_rows=max_rows, timeout_s=timeout_s)
-        )
+        request = SqlRequest(sql=sql, timeout_s=timeout_s, max_rows=max_rows)
+        return await anyio.to_thread.run_sync(source.answer, tenant, principal, request)
 
     return ask
 

@@ -1,14 +1,26 @@
-"""`upm serve`: a read-only HTTP endpoint for permalinks, scoped by a per-tenant token.
+"""`upm serve`: a read-only HTTP endpoint for permalinks, each token reading as one identity.
 
-    GET /changes/{id}            the change's row and its events           (application/json)
-    GET /changes/{id}/evidence   its latest evidence pack                   (application/x-tar)
-    GET /kpi[?since=&until=]     the KPI table with the spec's bands        (application/json)
-    GET /score                   the comparison-template row and its reasons (application/json)
+    GET /changes/{id}                 the change's row and its events           (application/json)
+    GET /changes/{id}/evidence        its latest evidence pack                   (application/x-tar)
+    GET /kpi[?since=&until=&tenant=]  the KPI table with the spec's bands        (application/json)
+    GET /score[?tenant=]              the comparison-template row and its reasons (application/json)
 
-Every request carries ``Authorization: Bearer <token>``; the tokens file maps each token to
-one tenant (``_all`` for an operator). Data comes from the projector over the bus, scoped to
-that tenant, so a token never reaches another tenant's rows; packs come from the object store
-after the change is found in the token's tenant. Anything but GET is refused (405).
+Every request carries ``Authorization: Bearer <token>``. The tokens file is one JSON object:
+
+* with an access file (``UPM_ACCESS``), token → **identity** (a person named in the access file).
+  Every request is asked over the bus *as that identity* (``upm.sql.<tenant>.<identity>``,
+  ``upm.qry.<tenant>.evidence.<identity>``), so the projector applies that person's roles and
+  visibility, exactly as for `upm sql` and `upm evidence`. ``?tenant=T`` picks the tenant of
+  ``/kpi`` and ``/score`` (needed when the identity reads several); a change is looked up in the
+  identity's own tenants, then in the org's other tenants (``org`` changes).
+* in open mode (no access file), token → **tenant** (``_all`` for every tenant): nothing is
+  enforced on the bus there, so the token's tenant is the only scope; it stays the per-tenant
+  token it always was.
+
+This process connects as ``upm-serve``, which the server lets publish those subjects for any
+identity; the token is the authentication. A change the identity may not see answers 404 like a
+missing one; 401 without a token, 403 for an unknown token or a role that does not allow the
+read, 405 for anything but GET.
 """
 
 from __future__ import annotations
@@ -17,8 +29,10 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -26,38 +40,98 @@ import msgspec
 from anyio.abc import SocketStream
 from nats.aio.client import Client as NATS
 
-from events.store import EventStore
-from events.subjects import CHANGE_ID_RE
-from projections import client, kpi, reports
+from events.subjects import ANY_TENANT, CHANGE_ID_RE, is_principal, is_tenant
+from projections import evidence_query, kpi, reports
 from projections.db import ALL_TENANTS
 from projections.errors import AccessDenied, EvidenceNotFound, ProjectionError
+from services.access import Access, service_identity
 
+SERVICE = "serve"  # connects as upm-serve
 MAX_REQUEST = 16 * 1024
 _json = msgspec.json.Encoder(order="deterministic")
 _STATUS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 503: "Service Unavailable"}
+_DENIED = {"no-token": 401, "token": 403, "rbac": 403, "visibility": 404}
 
 
-def load_tokens(path: Path) -> dict[str, str]:
-    """token → tenant, from a JSON object file (mode 0600 advised)."""
+@dataclass(frozen=True)
+class Grant:
+    """What a token reads as: ``principal``, and in open mode the one ``tenant`` it is scoped to."""
+
+    principal: str
+    tenant: str | None = None
+
+
+def parse_tokens(doc: object, source: str, rules: Access) -> dict[str, Grant]:
+    """token → :class:`Grant` (see the module docstring); :class:`AccessDenied` says what is malformed."""
+    want = ("an identity named in the access file" if rules.enforced
+            else "a tenant name (or _all); with an access file (UPM_ACCESS) it would be an identity")
+    if not isinstance(doc, dict) or not doc:
+        raise AccessDenied(f"{source} must be a non-empty JSON object mapping each token to {want}", rule="token")
+    people = set(rules.principals())
+    grants: dict[str, Grant] = {}
+    for n, (token, value) in enumerate(doc.items(), 1):
+        where = f"{source}: entry {n} (token not shown)"
+        if not isinstance(token, str) or len(token) < 16:
+            raise AccessDenied(f"{where}: a token must be a string of at least 16 characters", rule="token")
+        if rules.enforced and not (isinstance(value, str) and is_principal(value) and value in people):
+            raise AccessDenied(f"{where}: {value!r} is not {want} ({rules.source})", rule="token")
+        if not rules.enforced and not (isinstance(value, str) and (is_tenant(value) or value == ALL_TENANTS)):
+            raise AccessDenied(f"{where}: {value!r} is not {want}", rule="token")
+        assert isinstance(value, str)
+        grants[token] = Grant(value) if rules.enforced else Grant(service_identity(SERVICE), value)
+    return grants
+
+
+def load_tokens(path: Path, rules: Access) -> dict[str, Grant]:
+    """The tokens file at ``path`` (JSON; mode 0600 advised)."""
     try:
-        tokens = json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise AccessDenied(f"cannot read the tokens file {path}: {exc}; write a JSON object token → tenant") from exc
-    if not isinstance(tokens, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tokens.items()):
-        raise AccessDenied(f"{path} must be a JSON object mapping each token to a tenant name")
-    return tokens
+        raise AccessDenied(f"cannot read the tokens file {path}: {exc}; write a JSON object token → "
+                           f"{'identity' if rules.enforced else 'tenant'}", rule="token") from exc
+    return parse_tokens(doc, str(path), rules)
 
 
-def tenant_for(header: str | None, tokens: Mapping[str, str]) -> str:
-    """The tenant a bearer token is for; :class:`AccessDenied` if there is none or it is unknown."""
+def grant_for(header: str | None, tokens: Mapping[str, Grant]) -> Grant:
+    """The grant of a bearer token; :class:`AccessDenied` if there is none or it is unknown."""
     if not header or not header.startswith("Bearer "):
-        raise AccessDenied("send `Authorization: Bearer <token>` (a token from the tokens file of `upm serve`)")
-    given = header.removeprefix("Bearer ").strip()
-    for token, tenant in tokens.items():
-        if hmac.compare_digest(token.encode(), given.encode()):
-            return tenant
-    raise AccessDenied("unknown token: ask the operator for your tenant's token")
+        raise AccessDenied("send `Authorization: Bearer <token>` (a token from the tokens file of `upm serve`)",
+                           rule="no-token")
+    given = header.removeprefix("Bearer ").strip().encode()
+    found = [grant for token, grant in tokens.items() if hmac.compare_digest(token.encode(), given)]
+    if not found:
+        raise AccessDenied("unknown token: ask the operator of `upm serve` for yours", rule="token")
+    return found[0]
+
+
+def pinned(grant: Grant, asked: str | None) -> str | None:
+    """The tenant a request is pinned to: the token's (open mode), else ``?tenant=``, else none."""
+    if asked is not None and not (is_tenant(asked) or asked == ALL_TENANTS):
+        raise ValueError(f"tenant {asked!r} is not a tenant name (a-z, 0-9, '-'; or {ALL_TENANTS})")
+    if grant.tenant is not None and asked not in (None, grant.tenant):
+        raise AccessDenied(f"this token reads tenant {grant.tenant} only, not {asked}")
+    return grant.tenant or asked
+
+
+def tenants_to_try(grant: Grant, asked: str | None, rules: Access) -> list[str]:
+    """Where to look for a change: the pinned tenant, else the identity's own tenants, then the org's others."""
+    tenant = pinned(grant, asked)
+    if tenant is not None:
+        return [tenant]
+    own = list(rules.tenants_of(grant.principal))
+    return own + [t for t in sorted(rules.members) if t not in own]
+
+
+def one_tenant(grant: Grant, asked: str | None, rules: Access) -> str:
+    """The single tenant a report (``/kpi``, ``/score``) is about."""
+    tenant = pinned(grant, asked)
+    if tenant is not None:
+        return tenant
+    own = rules.tenants_of(grant.principal)
+    if len(own) != 1:
+        raise ValueError(f"add ?tenant=T: {grant.principal} reads {len(own)} tenants ({', '.join(own) or 'none'})")
+    return own[0]
 
 
 class Response(msgspec.Struct, frozen=True):
@@ -79,51 +153,67 @@ def _ok(value: object) -> Response:
     return Response(200, _json.encode(value) + b"\n")
 
 
-def _period(query: str) -> kpi.Range:
-    args = parse_qs(query)
+def _period(args: Mapping[str, list[str]]) -> kpi.Range:
     since, until = args.get("since", [None])[0], args.get("until", [None])[0]
     return kpi.Range(since=datetime.fromisoformat(since) if since else None,
                      until=datetime.fromisoformat(until) if until else None)
 
 
 class Server:
-    """Answers the endpoints above for the tenants in ``tokens``."""
+    """Answers the endpoints above for the holders of ``tokens``, under the rules of ``rules``."""
 
-    def __init__(self, nc: NATS, tokens: Mapping[str, str]) -> None:
-        self.store = EventStore(nc)
+    def __init__(self, nc: NATS, tokens: Mapping[str, Grant], rules: Access) -> None:
         self.nc = nc
         self.tokens = dict(tokens)
+        self.rules = rules
 
     async def respond(self, method: str, target: str, headers: Mapping[str, str]) -> Response:
         if method != "GET":
             return _error(405, "read-only: only GET is served")
-        try:
-            tenant = tenant_for(headers.get("authorization"), self.tokens)
-        except AccessDenied as err:
-            return _error(401 if "send" in str(err) else 403, str(err))
         url = urlsplit(target)
-        ask = reports.bus(self.nc, tenant)
+        args = parse_qs(url.query)
+        asked = args.get("tenant", [None])[0]
         try:
-            if url.path == "/kpi":
-                return _ok(kpi.rows(await reports.kpis(ask, _period(url.query))))
-            if url.path == "/score":
-                return _ok(await reports.scored(ask, _period(url.query)))
+            grant = grant_for(headers.get("authorization"), self.tokens)
+            if url.path in ("/kpi", "/score"):
+                ask = self._ask(grant, one_tenant(grant, asked, self.rules))
+                if url.path == "/kpi":
+                    return _ok(kpi.rows(await reports.kpis(ask, _period(args))))
+                return _ok(await reports.scored(ask, _period(args)))
             found = re.fullmatch(r"/changes/([^/]+)(/evidence)?", url.path)
             if found is None or not CHANGE_ID_RE.match(found.group(1)):
                 return _error(404, "no such resource: use /changes/{id}, /changes/{id}/evidence, /kpi or /score")
             change_id = found.group(1)
             if found.group(2):
-                scope = "*" if tenant == ALL_TENANTS else tenant
-                _, pack = await client.latest_pack(self.store, change_id, scope)
-                return Response(200, pack, "application/x-tar")
-            view = await reports.change(ask, change_id)
-            return _ok(view) if view is not None else _error(404, f"no change {change_id} for this tenant")
+                return Response(200, await self._pack(grant, change_id, asked), "application/x-tar")
+            return _ok(await self._change(grant, change_id, asked))
+        except AccessDenied as err:
+            return _error(_DENIED.get(err.rule, 403), str(err))
         except EvidenceNotFound as err:
             return _error(404, str(err))
         except ValueError as err:
             return _error(400, f"bad query: {err}")
         except ProjectionError as err:
             return _error(503, str(err))
+
+    def _ask(self, grant: Grant, tenant: str) -> reports.Ask:
+        return reports.bus(self.nc, tenant, principal=grant.principal)
+
+    async def _pack(self, grant: Grant, change_id: str, asked: str | None) -> bytes:
+        tenant = pinned(grant, asked)
+        pack = await evidence_query.fetch(self.nc, change_id, principal=grant.principal,
+                                          tenant=ANY_TENANT if tenant in (None, ALL_TENANTS) else tenant)
+        return pack.data
+
+    async def _change(self, grant: Grant, change_id: str, asked: str | None) -> dict[str, Any]:
+        for tenant in tenants_to_try(grant, asked, self.rules):
+            try:
+                view = await reports.change(self._ask(grant, tenant), change_id)
+            except AccessDenied:
+                continue  # may not read that tenant at all: look in the next
+            if view is not None:
+                return view
+        raise AccessDenied(f"no change {change_id} that {grant.principal} may see", rule="visibility")
 
     async def handle(self, stream: SocketStream) -> None:
         async with stream:

@@ -1,16 +1,20 @@
-"""SQL over the bus: read-only, tenant-scoped queries answered on ``upm.sql.<tenant>``.
+"""SQL over the bus: read-only queries answered on ``upm.sql.<tenant>.<principal>``.
 
 The pure core is :func:`run_query`: DuckDB's own parser must find exactly one ``SELECT`` (no
 ``ATTACH``, ``COPY``, ``PRAGMA``, ``SET``, DDL or DML, no second statement hidden after a ``;``);
 it runs in a ``READ ONLY`` transaction that is always rolled back, on a connection of the
 tenant's own DuckDB instance (file access disabled, configuration locked; see
-:mod:`projections.db`), with a row limit and a time limit (the query is interrupted).
-The subject ``upm.sql._all`` answers over every tenant's rows: grant it to operators only.
+:mod:`projections.db`), with a row limit and a time limit (the query is interrupted). Who may
+ask, and which rows they see, is :mod:`projections.visibility`'s (roles, team / org / private).
+The last subject token is the caller's identity (authenticated by the server when an access file
+is used); ``upm.sql._all.<principal>`` answers over every tenant's rows, for admins only.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import duckdb
@@ -19,7 +23,7 @@ import nats.errors
 from nats.aio.client import Client as NATS
 
 from events.subjects import sql_subject
-from projections.errors import ProjectionUnavailable, QueryFailed, QueryRejected, QueryTimeout
+from projections.errors import AccessDenied, ProjectionUnavailable, QueryFailed, QueryRejected, QueryTimeout
 
 DEFAULT_ROWS = 1000
 MAX_ROWS = 10_000
@@ -27,8 +31,10 @@ DEFAULT_TIMEOUT_S = 10.0
 MAX_TIMEOUT_S = 60.0
 
 
-class SqlRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """A query; ``after_seq`` asks the projector to have ingested that stream sequence first."""
+class SqlRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A query; ``after_seq`` asks the projector to have ingested that stream sequence first.
+
+    Unknown fields are refused: the caller's identity is the subject's last token, never a field."""
 
     sql: str
     max_rows: int = DEFAULT_ROWS
@@ -46,7 +52,7 @@ class SqlResult(msgspec.Struct, frozen=True, kw_only=True, tag="result"):
 
 
 class SqlError(msgspec.Struct, frozen=True, kw_only=True, tag="error"):
-    """A refused or failed query: ``kind`` is rejected, failed, timeout or unavailable."""
+    """A refused or failed query: ``kind`` is rejected, forbidden, failed, timeout or unavailable."""
 
     error: str
     kind: str
@@ -54,6 +60,20 @@ class SqlError(msgspec.Struct, frozen=True, kw_only=True, tag="error"):
 
 
 Reply = SqlResult | SqlError
+
+
+_request = msgspec.json.Decoder(SqlRequest)
+
+
+def decode_request(data: bytes) -> SqlRequest:
+    """The request in ``data``; :class:`QueryRejected` (rule ``schema``) naming what is wrong otherwise."""
+    try:
+        return _request.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise QueryRejected(
+            f"invalid SQL request: {exc}; send {{\"sql\": \"SELECT …\"}} and optionally max_rows, timeout_s, after_seq",
+            rule="schema",
+        ) from exc
 
 
 def check(sql: str) -> None:
@@ -75,36 +95,52 @@ def check(sql: str) -> None:
         )
 
 
+@contextmanager
+def read_only(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A fresh cursor of ``con`` in a ``READ ONLY`` transaction, always rolled back and closed."""
+    cur = con.cursor()
+    try:
+        cur.execute("BEGIN TRANSACTION READ ONLY")
+        try:
+            yield cur
+        finally:
+            cur.execute("ROLLBACK")
+    finally:
+        cur.close()
+
+
+def execute(
+    cur: duckdb.DuckDBPyConnection, sql: str, *, max_rows: int = DEFAULT_ROWS, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> SqlResult:
+    """Run one :func:`check`-ed SELECT on ``cur`` (inside its transaction), within the limits."""
+    max_rows = max(1, min(max_rows, MAX_ROWS))
+    timeout_s = max(0.01, min(timeout_s, MAX_TIMEOUT_S))
+    timer = threading.Timer(timeout_s, cur.interrupt)
+    timer.start()
+    try:
+        cur.execute(sql)
+        columns = [d[0] for d in cur.description or []]
+        fetched = cur.fetchmany(max_rows + 1)
+    except duckdb.InterruptException as exc:
+        raise QueryTimeout(
+            f"the query ran longer than {timeout_s:g}s and was stopped; narrow it (WHERE, LIMIT) "
+            "or ask for a longer --timeout"
+        ) from exc
+    except duckdb.Error as exc:
+        raise QueryFailed(f"DuckDB could not run the query: {exc}") from exc
+    finally:
+        timer.cancel()
+    rows = [list(r) for r in fetched[:max_rows]]
+    return SqlResult(columns=columns, rows=msgspec.to_builtins(rows, enc_hook=str), truncated=len(fetched) > max_rows)
+
+
 def run_query(
     con: duckdb.DuckDBPyConnection, sql: str, *, max_rows: int = DEFAULT_ROWS, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> SqlResult:
     """Run one checked SELECT on a fresh cursor of ``con``, read-only, within the limits."""
     check(sql)
-    max_rows = max(1, min(max_rows, MAX_ROWS))
-    timeout_s = max(0.01, min(timeout_s, MAX_TIMEOUT_S))
-    cur = con.cursor()
-    timer = threading.Timer(timeout_s, cur.interrupt)
-    try:
-        cur.execute("BEGIN TRANSACTION READ ONLY")
-        timer.start()
-        try:
-            cur.execute(sql)
-            columns = [d[0] for d in cur.description or []]
-            fetched = cur.fetchmany(max_rows + 1)
-        except duckdb.InterruptException as exc:
-            raise QueryTimeout(
-                f"the query ran longer than {timeout_s:g}s and was stopped; narrow it (WHERE, LIMIT) "
-                "or ask for a longer --timeout"
-            ) from exc
-        except duckdb.Error as exc:
-            raise QueryFailed(f"DuckDB could not run the query: {exc}") from exc
-        finally:
-            timer.cancel()
-            cur.execute("ROLLBACK")
-    finally:
-        cur.close()
-    rows = [list(r) for r in fetched[:max_rows]]
-    return SqlResult(columns=columns, rows=msgspec.to_builtins(rows, enc_hook=str), truncated=len(fetched) > max_rows)
+    with read_only(con) as cur:
+        return execute(cur, sql, max_rows=max_rows, timeout_s=timeout_s)
 
 
 def error_reply(exc: Exception) -> SqlError:
@@ -112,6 +148,8 @@ def error_reply(exc: Exception) -> SqlError:
     match exc:
         case QueryRejected(rule=rule):
             return SqlError(error=str(exc), kind="rejected", rule=rule)
+        case AccessDenied(rule=rule):
+            return SqlError(error=str(exc), kind="forbidden", rule=rule)
         case QueryTimeout():
             return SqlError(error=str(exc), kind="timeout")
         case ProjectionUnavailable():
@@ -125,6 +163,8 @@ def raise_for(reply: SqlError) -> None:
     match reply.kind:
         case "rejected":
             raise QueryRejected(reply.error, rule=reply.rule)
+        case "forbidden":
+            raise AccessDenied(reply.error, rule=reply.rule)
         case "timeout":
             raise QueryTimeout(reply.error)
         case "unavailable":
@@ -140,19 +180,23 @@ def encode_reply(reply: Reply) -> bytes:
     return msgspec.json.encode(reply, enc_hook=str)
 
 
-async def query(nc: NATS, tenant: str, request: SqlRequest, *, wait_s: float | None = None) -> SqlResult:
-    """Ask the projector for ``tenant`` (or ``_all``); raises the typed error it reports."""
+async def query(
+    nc: NATS, tenant: str, request: SqlRequest, *, principal: str, wait_s: float | None = None
+) -> SqlResult:
+    """Ask the projector, as ``principal``, about ``tenant`` (or ``_all``); raises the typed error it reports."""
+    subject = sql_subject(tenant, principal)
     try:
-        msg = await nc.request(
-            sql_subject(tenant), msgspec.json.encode(request), timeout=wait_s or request.timeout_s + 5.0
-        )
+        msg = await nc.request(subject, msgspec.json.encode(request), timeout=wait_s or request.timeout_s + 5.0)
     except nats.errors.NoRespondersError as exc:
         raise ProjectionUnavailable(
-            f"no projector answers on {sql_subject(tenant)}; start UPM with `upm up`, or query the file "
+            f"no projector answers on {subject}; start UPM with `upm up`, or query the file "
             "directly with `upm sql --offline`"
         ) from exc
     except nats.errors.TimeoutError as exc:
-        raise QueryTimeout(f"the projector did not answer on {sql_subject(tenant)} in time; retry") from exc
+        raise QueryTimeout(
+            f"the projector did not answer on {subject} in time; retry (with an access file, the server drops "
+            f"what {principal} may not publish: check --as)"
+        ) from exc
     reply = _reply_decoder.decode(msg.data)
     if isinstance(reply, SqlError):
         raise_for(reply)

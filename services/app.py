@@ -2,13 +2,18 @@
 ``upm up`` with an embedded nats-server, and ``upm down`` to stop what ``up`` started.
 
 Where to find NATS: ``--nats URL``, else ``NATS_URL``, else the state file ``upm up`` wrote in
-the data folder (``./.upm`` by default, ``UPM_DATA`` or ``--data``).
+the data folder (``./.upm`` by default, ``UPM_DATA`` or ``--data``). Each service connects as
+``upm-<service>``, each CLI call as its caller (:func:`services.access.whoami`); with TLS each
+uses its own client certificate, and with an access file the server enforces what each may do
+(:mod:`services.natsauth`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import signal
 import ssl
@@ -24,17 +29,25 @@ import nats
 from nats.aio.client import Client as NATS
 
 from events.store import EventStore
+from events.subjects import inbox_prefix
 from projections.projector import Projector
-from services import auditor, emulators, executor, preflight, processes, verifier
+from services import auditor, client, emulators, executor, natsauth, preflight, processes, verifier
+from services.access import ENV_VAR as ACCESS_ENV
+from services.access import IDENTITY_ENV, service_identity, whoami
+from services.access import load as load_access
 from services.errors import ConfigError, NotRunning
 from services.executor.config import ENV_VAR as EXECUTOR_CONFIG_ENV
+from services.executor.config import load_config as load_executor_config
+from services.executor.errors import ExecutorConfigInvalid
 from services.gateway import Gateway
-from services.natsserver import EmbeddedNats
+from services.natsserver import EmbeddedNats, private_log
 from services.planner import service as planner
 from services.runtime import Runner, ServiceSpec
-from services.tls import Pki, ensure_pki
+from services.tls import Pki, distinguished_name, ensure_pki
 from services.verifier import config as verifier_config
 from services.verifier.drift import DriftLoop
+
+nats_log = logging.getLogger("upm.nats")
 
 
 class Hosted(Protocol):
@@ -100,6 +113,9 @@ HOSTED: dict[str, Callable[[NATS], Hosted]] = {
 SERVICE_NAMES = tuple(HOSTED)
 STATE_FILE = "state.json"
 TLS_ENV = "UPM_TLS_DIR"
+SECURITY_OPEN = "open"  # no TLS, no access file: any local process may do anything as anyone
+SECURITY_TLS = "tls"  # client certificates required; identities not enforced
+SECURITY_ACCESS = "access"  # per-identity certificates and permissions enforced by NATS
 
 
 def data_dir(explicit: str | None = None) -> Path:
@@ -140,25 +156,62 @@ def replicas() -> int:
     return int(raw)
 
 
-def tls_context(service: bool, data: str | None = None) -> ssl.SSLContext | None:
-    """The client certificate to connect with: ``UPM_TLS_DIR``, else the one ``upm up --tls``
-    made for this data folder; ``None`` when TLS is off."""
+def tls_context(identity: str, service: bool = False, data: str | None = None) -> ssl.SSLContext | None:
+    """The client certificate ``identity`` connects with: ``client-<identity>`` from ``UPM_TLS_DIR``,
+    else from the folder ``upm up --tls`` made for this data folder; without one, the shared
+    ``services`` / ``cli`` certificate of a TLS deployment without access file. ``None`` when TLS is off."""
     folder = os.environ.get(TLS_ENV)
     if folder is None:
         state = read_state(data_dir(data))
         folder = str(state["tls_dir"]) if state and state.get("tls_dir") else None
-    return Pki(Path(folder)).client_context("services" if service else "cli") if folder else None
-
-
-async def connect(url: str, *, service: bool = False, data: str | None = None) -> NATS:
-    """Connect to NATS. A service reconnects for ever; a CLI call fails fast with a clear error."""
-    attempts = -1 if service else 1
-    try:
-        return await nats.connect(
-            url, connect_timeout=5, max_reconnect_attempts=attempts, reconnect_time_wait=0.5 if service else 0.1,
-            tls=tls_context(service, data),
+    if not folder:
+        return None
+    pki = Pki(Path(folder))
+    shared = "services" if service else "cli"
+    if not pki.has_client(identity) and not pki.has_client(shared):
+        raise ConfigError(
+            f"no client certificate for identity {identity!r} in {folder} (client-{identity}.pem / .key): with an "
+            f"access file only its members and UPM's services have one; act as one of them with --as NAME or "
+            f"{IDENTITY_ENV}, or add {identity} to the access file and run `upm up --access FILE` again"
         )
+    return pki.client_context(identity if pki.has_client(identity) else shared)
+
+
+async def connect(url: str, *, service: bool = False, data: str | None = None, identity: str | None = None) -> NATS:
+    """Connect to NATS as ``identity`` (a CLI call: :func:`services.access.whoami`; a service must name
+    its own, ``upm-<service>``). Its replies arrive under ``_INBOX.<identity>.>``. A service
+    reconnects for ever; a CLI call fails fast with a clear error."""
+    if identity is None:
+        if service:
+            raise ConfigError("a service connects as its own identity: pass identity=service_identity(NAME)")
+        identity = whoami()
+    return await _open(url, identity, tls_context(identity, service, data), service=service)
+
+
+async def _open(url: str, identity: str, tls: ssl.SSLContext | None, *, service: bool = False) -> NATS:
+    attempts = -1 if service else 1
+    last: list[Exception] = []  # the server's reason, which a failed connect replaces by "no servers"
+    refusals = client.Refusals()
+
+    async def on_error(exc: Exception) -> None:
+        last[:] = [exc]
+        if not refusals.note(exc) or service:  # a CLI call reports a refused request itself
+            nats_log.error("%s", exc)
+
+    try:
+        nc = await nats.connect(
+            url, connect_timeout=5, max_reconnect_attempts=attempts, reconnect_time_wait=0.5 if service else 0.1,
+            tls=tls, inbox_prefix=inbox_prefix(identity), error_cb=on_error,
+        )
+        client.REFUSALS[nc] = refusals
+        return nc
     except (OSError, nats.errors.Error) as exc:
+        if any("authorization violation" in str(e).lower() for e in (exc, *last)):
+            raise ConfigError(
+                f"NATS at {url} refused identity {identity} (certificate {distinguished_name(identity)}): with an "
+                f"access file only its members and UPM's services may connect; act as a member with --as NAME or "
+                f"{IDENTITY_ENV}"
+            ) from exc
         raise NotRunning(f"cannot connect to NATS at {url}: {exc}. Is `upm up` running?") from exc
 
 
@@ -182,21 +235,26 @@ def run_service_process(names: tuple[str, ...], url: str, ready_dir: Path | None
 
     def mark(name: str) -> None:
         if ready_dir is not None:
-            ready_dir.mkdir(parents=True, exist_ok=True)
-            (ready_dir / f"{name}.ready").write_text(str(os.getpid()))
+            ready_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            marker = ready_dir / f"{name}.ready"
+            marker.unlink(missing_ok=True)
+            with private_log(marker) as out:
+                out.write(str(os.getpid()).encode())
 
     async def main() -> None:
-        nc = await connect(url, service=True)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            connections = []
+            for name in names:  # each service as its own identity, so the server applies its permissions
+                nc = await connect(url, service=True, identity=service_identity(name))
+                stack.push_async_callback(nc.drain)
+                connections.append(nc)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(functools.partial(serve, nc, names, ready=mark))
+                for name, nc in zip(names, connections, strict=True):
+                    tg.start_soon(functools.partial(serve, nc, (name,), ready=mark))
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     async for _ in signals:
                         tg.cancel_scope.cancel()
                         break
-        finally:
-            with anyio.CancelScope(shield=True):
-                await nc.drain()
 
     anyio.run(main)
 
@@ -210,6 +268,7 @@ def up(
     aws_endpoint: str | None = None,
     postgres_dsn: str | None = None,
     tls: bool = False,
+    access: Path | None = None,
 ) -> dict[str, Any]:
     """Start nats-server (unless ``external_url``), the targets of ``extras`` (``aws``: a moto
     server, ``postgres``: an embedded PostgreSQL; ``aws_endpoint``/``postgres_dsn`` use existing
@@ -217,6 +276,9 @@ def up(
 
     With ``tls`` the embedded server requires client certificates from a CA made under
     ``<folder>/tls``; services connect as ``services``, the CLI as ``cli`` (``UPM_TLS_DIR``).
+    With ``access`` (an access file; implies ``tls``) it is copied to ``<folder>``, every person in it and
+    every service gets its own certificate, and the server enforces each identity's permissions
+    (:mod:`services.natsauth`); services get ``UPM_ACCESS``. ``state["security"]`` says which.
 
     Services learn where the targets are from environment variables (``services/emulators.py``);
     the state file records the emulators' pids and endpoints (``targets``), never a secret.
@@ -224,22 +286,39 @@ def up(
     existing = read_state(folder)
     if existing is not None and _alive(existing):
         raise ConfigError(f"UPM is already running for {folder} (see {folder / STATE_FILE}); `upm down` first")
+    acl = load_access(access) if access is not None else None
+    if acl is not None and external_url is not None:
+        raise ConfigError("--access configures the users of the embedded nats-server; with --nats URL configure "
+                          "your server's users yourself (services.natsauth.authorization_block), or drop --nats")
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)  # an existing folder too: it holds keys, state and the log
     logs = folder / "logs"
     logs.mkdir(exist_ok=True, mode=0o700)
     ready_dir = folder / "run"
     for stale in ready_dir.glob("*.ready"):
         stale.unlink()
     pids: dict[str, int] = {}
-    state: dict[str, Any] = {"pids": pids, "data": str(folder)}
+    state: dict[str, Any] = {"pids": pids, "data": str(folder), "security": SECURITY_TLS if tls else SECURITY_OPEN}
     targets = emulators.start(folder, extras, aws_endpoint=aws_endpoint, postgres_dsn=postgres_dsn)
     state["targets"] = targets.state()
     _write_state(folder, state)
-    pki = ensure_pki(folder / "tls", ("services", "cli")) if tls else None
+    executor_config = _executor_config(folder, targets)
+    service_env = {k: v for k, v in os.environ.items() if k != ACCESS_ENV}
+    authorization = ""
+    if acl is not None and access is not None:
+        copy = _copy_access(access, folder)
+        state |= {"access": str(copy), "access_source": str(access.resolve()), "security": SECURITY_ACCESS}
+        service_env[ACCESS_ENV] = str(copy)
+        users = natsauth.users(acl, SERVICE_NAMES, outputs_bucket=_outputs_bucket(executor_config))
+        authorization = natsauth.authorization_block(users)
+        pki: Pki | None = ensure_pki(folder / "tls", (*acl.principals(), *identities()))
+    else:
+        pki = ensure_pki(folder / "tls", ("services", "cli")) if tls else None
     if pki is not None:
         state["tls_dir"] = str(pki.folder)
+        service_env[TLS_ENV] = str(pki.folder)
     if external_url is None:
-        server = EmbeddedNats(folder, log_file=logs / "nats-server.log", tls=pki)
+        server = EmbeddedNats(folder, log_file=logs / "nats-server.log", tls=pki, authorization=authorization)
         url = server.start(detach=True)
         assert server.process is not None
         pids["nats-server"] = server.process.pid
@@ -247,12 +326,17 @@ def up(
         url = external_url
     state = {"url": url, **state}
     _write_state(folder, state)
-    executor_config = _executor_config(folder, targets)
+    if authorization and pki is not None:
+        try:
+            anyio.run(create_stream, url, pki.client_context(natsauth.ADMIN))
+        except Exception:
+            down(folder)
+            raise
     for name in SERVICE_NAMES:
-        env = os.environ | targets.service_env(name) | ({TLS_ENV: str(pki.folder)} if pki is not None else {})
+        env = service_env | targets.service_env(name)
         if name == "executor" and executor_config is not None:
             env[EXECUTOR_CONFIG_ENV] = str(executor_config)
-        with (logs / f"{name}.log").open("ab") as log:
+        with private_log(logs / f"{name}.log") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", "service", name, "--nats", url, "--ready-dir", str(ready_dir),
                  "--data", str(folder)],
@@ -261,6 +345,7 @@ def up(
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 env=env,
+                umask=-1 if name == "executor" else 0o077,  # the executor's umask shapes the resources it makes
             )
         pids[name] = proc.pid
         _write_state(folder, state)
@@ -276,6 +361,49 @@ def up(
         time.sleep(0.05)
     down(folder)
     raise ConfigError(f"services not ready within {timeout}s; see {logs}")
+
+
+def identities() -> tuple[str, ...]:
+    """The identities of UPM itself: ``upm-<service>`` for every service, ``upm-serve``, ``upm-admin``."""
+    return (*(service_identity(n) for n in SERVICE_NAMES), natsauth.SERVE, natsauth.ADMIN)
+
+
+def security_summary(state: dict[str, Any]) -> str:
+    """One sentence on who may do what on this deployment."""
+    mode = state.get("security", SECURITY_OPEN)
+    if mode == SECURITY_ACCESS:
+        return (f"secure: mTLS, and NATS lets each identity do only what {state.get('access_source')} allows "
+                f"(certificates in {state.get('tls_dir')})")
+    if mode == SECURITY_TLS:
+        return (f"mTLS only: any holder of a certificate from {state.get('tls_dir')} may do anything, and "
+                "identities are not checked; use --access FILE for roles")
+    return ("OPEN: any local process can submit, approve and read everything, as anyone; "
+            "use --access FILE for identities and roles enforced by NATS")
+
+
+def _outputs_bucket(executor_config: Path | None) -> str:
+    """The object-store bucket the executor keeps long step outputs in (its identity may write it)."""
+    try:
+        return load_executor_config(executor_config).output.bucket
+    except ExecutorConfigInvalid as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def _copy_access(source: Path, folder: Path) -> Path:
+    """A private copy of the access file, so the server and the services read the same one."""
+    copy = folder / f"access{'.json' if source.suffix == '.json' else '.yaml'}"
+    copy.write_bytes(source.read_bytes())
+    copy.chmod(0o600)
+    return copy
+
+
+async def create_stream(url: str, tls: ssl.SSLContext) -> None:
+    """Create the event stream as ``upm-admin`` (services may not create it under an access file)."""
+    nc = await _open(url, natsauth.ADMIN, tls)
+    try:
+        await EventStore(nc).ensure_stream(replicas())
+    finally:
+        await nc.close()
 
 
 def _executor_config(folder: Path, targets: emulators.Targets) -> Path | None:
@@ -296,11 +424,15 @@ def down(folder: Path, timeout: float = 10.0) -> list[str]:
     if state is None:
         return []
     pids: dict[str, int] = {k: int(v) for k, v in state.get("pids", {}).items()}
-    order = [n for n in pids if n != "nats-server"] + (["nats-server"] if "nats-server" in pids else [])
-    stopped = []
-    for name in order:
-        if processes.stop(pids[name], signal.SIGTERM, timeout):
-            stopped.append(name)
+    services = [n for n in pids if n != "nats-server" and processes.alive(pids[n])]
+    for name in services:  # signal them all first: they drain in parallel
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pids[name], signal.SIGTERM)
+    for name in services:
+        processes.stop(pids[name], signal.SIGTERM, timeout)
+    stopped = services
+    if "nats-server" in pids and processes.stop(pids["nats-server"], signal.SIGTERM, timeout):
+        stopped.append("nats-server")
     stopped += emulators.stop(state.get("targets") or {}, timeout)
     (folder / STATE_FILE).unlink(missing_ok=True)
     return stopped

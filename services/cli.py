@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``upm`` console script."""
+    # asyncio warns on every TLS connection closed by the peer ("returning true from eof_received()
+    # has no effect when using ssl"): noise, not news, for a CLI.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

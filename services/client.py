@@ -1,11 +1,14 @@
-"""Library functions behind the producer-side CLI: submit, wait, status, watch.
+"""Library functions for producers: submit, commands, and a change's status from its events.
 
-Any NATS client can do the same: a request on ``upm.cmd.<tenant>.intent`` and an ordinary
+Any NATS client can do the same: a request on ``upm.cmd.<tenant>.intent.<you>``, and either the
+queries of :mod:`services.queries` (what you may see) or, with stream rights, an ordinary
 JetStream consumer on ``upm.evt.<tenant>.>``.
 """
 
 from __future__ import annotations
 
+import re
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -38,7 +41,7 @@ from events.model import (
     VerificationPassed,
 )
 from events.store import ChangeLog, EventStore, StoredEvent
-from events.subjects import change_filter, command_subject, tenant_filter
+from events.subjects import change_filter, command_subject
 from services.errors import CommandRejected, NotRunning
 
 STATE_AFTER: dict[str, str] = {
@@ -84,21 +87,89 @@ class ChangeStatus(msgspec.Struct, frozen=True, kw_only=True):
     events: tuple[EventLine, ...]
 
 
-async def submit(nc: NATS, tenant: str, command: dict[str, Any], *, within: float = 10.0) -> str:
-    """Send an intent; return its change id, or raise :class:`CommandRejected` with the reason."""
-    try:
-        reply = await nc.request(command_subject(tenant, "intent"), msgspec.json.encode(command), timeout=within)
-    except nats.errors.NoRespondersError as exc:
-        raise NotRunning("no gateway answers intents: is `upm up` running?") from exc
-    except nats.errors.TimeoutError as exc:
-        raise NotRunning(f"the gateway did not answer within {within}s") from exc
-    body = msgspec.json.decode(reply.data)
-    if not body.get("ok"):
-        error = body.get("error") or {}
+async def submit(nc: NATS, tenant: str, command: dict[str, Any], *, principal: str, within: float = 10.0) -> str:
+    """Send ``principal``'s intent; return its change id, or raise :class:`CommandRejected` with the reason."""
+    body = await request(nc, command_subject(tenant, "intent", principal), command, within=within, what="intents")
+    return str(body["change_id"])
+
+
+async def command(nc: NATS, tenant: str, verb: str, body: dict[str, Any], *, principal: str,
+                  within: float = 10.0) -> dict[str, Any]:
+    """Send ``principal``'s ``verb`` (approve, deny, resume, rollback, cancel) about a change."""
+    return await request(nc, command_subject(tenant, verb, principal), body, within=within, what=f"`{verb}` commands")
+
+
+async def request(nc: NATS, subject: str, body: dict[str, Any], *, within: float = 10.0,
+                  what: str = "this request") -> dict[str, Any]:
+    """Ask on ``subject``; the ``{"ok": true, ...}`` reply, or :class:`CommandRejected` with its reason."""
+    return raise_for_reply(await ask(nc, subject, msgspec.json.encode(body), within=within, what=what))
+
+
+class Refusals:
+    """The publishes the server refused on one connection (its error callback feeds :meth:`note`),
+    so a refused request fails at once with the reason instead of timing out."""
+
+    _PATTERN = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
+
+    def __init__(self) -> None:
+        self.subjects: set[str] = set()
+        self.changed = anyio.Event()
+
+    def note(self, exc: Exception) -> bool:
+        """Record ``exc`` if it is a refused publish (then True: the request reports it)."""
+        match = self._PATTERN.search(str(exc))
+        if match:
+            self.subjects.add(match.group(1))
+            self.changed.set()
+            self.changed = anyio.Event()
+        return match is not None
+
+    async def wait_for(self, subject: str) -> None:
+        while subject not in self.subjects:
+            await self.changed.wait()
+
+
+REFUSALS: weakref.WeakKeyDictionary[NATS, Refusals] = weakref.WeakKeyDictionary()
+
+
+async def ask(nc: NATS, subject: str, payload: bytes, *, within: float, what: str) -> bytes:
+    """The raw reply to a request, or :class:`NotRunning` / :class:`CommandRejected` saying why there is none."""
+    outcome: list[bytes | Exception] = []
+    refusals = REFUSALS.get(nc)
+    async with anyio.create_task_group() as tg:
+
+        async def request() -> None:
+            try:
+                outcome.append(bytes((await nc.request(subject, payload, timeout=within)).data))
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+                outcome.append(exc)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(request)
+        if refusals is not None:
+            await refusals.wait_for(subject)
+            tg.cancel_scope.cancel()
+    match outcome:
+        case [bytes() as reply]:
+            return reply
+        case [nats.errors.NoRespondersError() as exc]:
+            raise NotRunning(f"nothing answers {what} on {subject}: is `upm up` running?") from exc
+        case [Exception() as exc]:
+            raise NotRunning(f"no answer on {subject} within {within}s") from exc
+    raise CommandRejected(f"the server refused {subject}: this identity may not send that (its roles in the access "
+                          "file do not allow it, or it is not this identity's own name)",
+                          field="caller", rule="server-refused")
+
+
+def raise_for_reply(data: bytes) -> dict[str, Any]:
+    """The decoded ``{"ok": true, ...}`` reply; :class:`CommandRejected` for ``{"ok": false, ...}``."""
+    body = msgspec.json.decode(data)
+    if not isinstance(body, dict) or not body.get("ok"):
+        error = (body.get("error") if isinstance(body, dict) else None) or {}
         raise CommandRejected(
             str(error.get("message", "rejected")), field=str(error.get("field", "")), rule=str(error.get("rule", ""))
         )
-    return str(body["change_id"])
+    return body
 
 
 def summary(event: Event) -> str:
@@ -185,19 +256,23 @@ async def wait_closed(
     within: float = 120.0,
     on_event: Callable[[StoredEvent], None] | None = None,
 ) -> ChangeStatus:
-    """Follow a change until it is closed (or its chain is reported broken)."""
-    with anyio.fail_after(within):
-        async for stored in store.follow(change_filter(tenant, change_id)):
-            if on_event is not None:
-                on_event(stored)
-            if isinstance(stored.event.payload, (ChangeClosed, ChainVerificationFailed)):
-                break
+    """Follow a change on the stream until it is closed (or its chain is reported broken)."""
+    await until_final(store.follow(change_filter(tenant, change_id)), within=within, on_event=on_event)
     return await status(store, change_id, tenant)
 
 
-def watch(store: EventStore, tenant: str = "*", change_id: str | None = None,
-          *, from_start: bool = False) -> AsyncIterator[StoredEvent]:
-    """Every event of a tenant (or of one change) as it is stored."""
-    subject = change_filter(tenant, change_id) if change_id else tenant_filter(tenant)
-    return store.follow(subject, from_start=from_start or change_id is not None)
+async def until_final(
+    events: AsyncIterator[StoredEvent], *, within: float, on_event: Callable[[StoredEvent], None] | None = None
+) -> None:
+    """Consume one change's events until it is closed or its chain is reported broken."""
+    with anyio.fail_after(within):
+        async for stored in events:
+            if on_event is not None:
+                on_event(stored)
+            if is_final(stored):
+                return
 
+
+def is_final(stored: StoredEvent) -> bool:
+    """The last event a follower of one change waits for: closed, or its chain reported broken."""
+    return isinstance(stored.event.payload, (ChangeClosed, ChainVerificationFailed))

@@ -8,7 +8,6 @@ input (the message says why), 3 UPM not reachable.
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,8 @@ from typing import Any, TypeVar
 import anyio
 
 from events.store import EventStore, StoredEvent
-from services import app, client, emulators
+from events.subjects import ANY_TENANT
+from services import access, app, client, emulators, queries
 from services.errors import CommandRejected, ConfigError, NotRunning, ServerStartFailed
 from services.output import add_output_options, emit, json_dumps, render_table, to_builtins
 
@@ -36,11 +36,23 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="DIR", help="data folder of `upm up` (default: UPM_DATA or ./.upm)")
 
 
+def add_identity_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--as", dest="as_user", metavar="NAME",
+                        help=f"who you act as (default: {access.IDENTITY_ENV}, then your login name); with TLS, "
+                             "the client certificate client-NAME is used, and with an access file the server "
+                             "accepts no other name from it")
+
+
+def identity(args: argparse.Namespace) -> str:
+    """The identity this call acts as (``--as``, ``UPM_IDENTITY``, the login name)."""
+    return access.whoami(getattr(args, "as_user", None))
+
+
 def with_store(args: argparse.Namespace, body: Callable[[EventStore], Awaitable[T]]) -> T:
-    """Connect as the flags say, run ``body`` with an event store, close the connection."""
+    """Connect as the flags say (as :func:`identity`), run ``body`` with an event store, close the connection."""
 
     async def main() -> T:
-        nc = await app.connect(app.resolve_url(args.nats, args.data), data=args.data)
+        nc = await app.connect(app.resolve_url(args.nats, args.data), data=args.data, identity=identity(args))
         try:
             return await body(EventStore(nc))
         finally:
@@ -75,12 +87,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     folder = app.data_dir(args.data)
     try:
         state = app.up(folder, external_url=args.nats, extras=emulators.parse_extras(args.with_),
-                       aws_endpoint=args.aws_endpoint, postgres_dsn=args.postgres_dsn, tls=args.tls)
+                       aws_endpoint=args.aws_endpoint, postgres_dsn=args.postgres_dsn, tls=args.tls,
+                       access=Path(args.access) if args.access else None)
     except ServerStartFailed as err:
         return fail(str(err))
     targets = "".join(f"\n{name}: " + ", ".join(f"{k} {v}" for k, v in where.items() if v is not None)
                       for name, where in state.get("targets", {}).items())
     emit(state, args, text=f"UPM is up: NATS {state['url']}, services {', '.join(app.SERVICE_NAMES)}{targets}\n"
+                           f"security: {app.security_summary(state)}\n"
                            f"data in {folder}; stop with `upm down`")
     return 0
 
@@ -106,7 +120,6 @@ def intent_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if (args.request is None) == (args.file is None):
         raise CommandRejected("give a REQUEST in words or --file SPEC (one of them)", field="request", rule="one-of")
     command: dict[str, Any] = {
-        "initiator": args.as_user or getpass.getuser(),
         "source": args.source,
         "visibility": args.visibility,
         "environment": args.env,
@@ -129,13 +142,15 @@ def intent_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     command = intent_from_args(args)
+    who = identity(args)
 
     async def body(store: EventStore) -> client.ChangeStatus | str:
-        change_id = await client.submit(store.nc, args.tenant, command)
+        change_id = await client.submit(store.nc, args.tenant, command, principal=who)
         if not args.wait:
             return change_id
         printer = None if args.json else _progress_printer()
-        return await client.wait_closed(store, args.tenant, change_id, within=args.timeout, on_event=printer)
+        return await queries.wait_closed(store.nc, args.tenant, change_id, principal=who, within=args.timeout,
+                                         on_event=printer)
 
     result = with_store(args, body)
     if isinstance(result, str):
@@ -162,7 +177,8 @@ def _outcome_text(status: client.ChangeStatus) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    status = with_store(args, lambda store: client.status(store, args.change_id, args.tenant))
+    status = with_store(args, lambda store: queries.ask_status(store.nc, args.tenant, args.change_id,
+                                                               principal=identity(args)))
     table = render_table(to_builtins(list(status.events)))
     emit(status, args, text=f"{_outcome_text(status)}\n\n{table}")
     return 0
@@ -171,7 +187,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     async def body(store: EventStore) -> int:
         seen = 0
-        async for stored in client.watch(store, args.tenant, args.change_id, from_start=args.from_start):
+        tenant = args.tenant or (ANY_TENANT if args.change_id else "default")
+        events = queries.follow(store.nc, tenant, principal=identity(args), change_id=args.change_id,
+                                from_start=args.from_start)
+        async for stored in events:
             e = client.line(stored)
             if args.json:
                 sys.stdout.write(json_dumps(stored.event) + "\n")
@@ -179,7 +198,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 sys.stdout.write(f"{e.ts} {stored.event.change_id[:8]} {e.phase:<9} {e.type:<22} {e.summary}\n")
             sys.stdout.flush()
             seen += 1
-            if args.count and seen >= args.count:
+            if (args.count and seen >= args.count) or (args.change_id and client.is_final(stored)):
                 break
         return 0
 
@@ -223,6 +242,9 @@ def register(sub: Any) -> None:
                    help="use this PostgreSQL (a superuser's postgresql:// DSN) instead of an embedded one")
     p.add_argument("--tls", action="store_true",
                    help="mTLS: make a CA under DIR/tls; NATS then refuses any client without one of its certificates")
+    p.add_argument("--access", metavar="FILE",
+                   help="roles per tenant (YAML/JSON; implies --tls): a certificate per person and service, and NATS "
+                        "lets each identity publish and subscribe only to what its roles allow")
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_up))
 
@@ -241,7 +263,7 @@ def register(sub: Any) -> None:
     p.add_argument("request", nargs="?", help="what to change, in words")
     p.add_argument("--file", metavar="SPEC", help="a declarative spec (YAML or JSON) instead of words")
     p.add_argument("--tenant", default="default", help="tenant (default: default)")
-    p.add_argument("--as", dest="as_user", metavar="USER", help="initiator (default: your user name)")
+    add_identity_option(p)
     p.add_argument("--source", default="api", choices=("chatops", "api", "ticket"))
     p.add_argument("--visibility", default="team", choices=("team", "org", "private"))
     p.add_argument("--env", default="dev", help="environment: dev, test, staging or prod")
@@ -257,16 +279,19 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("status", help="where a change stands, with its events")
     p.add_argument("change_id")
-    p.add_argument("--tenant", default="*", help="tenant (default: any)")
+    p.add_argument("--tenant", default=ANY_TENANT, help="tenant (default: the change's, looked up)")
+    add_identity_option(p)
     add_connection_options(p)
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_status))
 
     p = sub.add_parser("watch", help="stream events live (a tenant's, or one change's)")
     p.add_argument("change_id", nargs="?")
-    p.add_argument("--tenant", default="*", help="tenant (default: all you can see)")
+    p.add_argument("--tenant", default=None,
+                   help="tenant (default: the change's; without a change: `default`)")
     p.add_argument("--from-start", action="store_true", help="replay from the first event")
     p.add_argument("--count", type=int, default=0, help="stop after N events")
+    add_identity_option(p)
     add_connection_options(p)
     p.add_argument("--json", action="store_true", help="one JSON event per line")
     p.set_defaults(func=guarded(cmd_watch))

@@ -28,10 +28,12 @@ import anyio
 import msgspec
 
 from events.store import EventStore, StoredEvent
-from events.subjects import change_filter, command_subject
+from events.subjects import change_filter
 from services import app, client
+from services.errors import CommandRejected
 
 TENANT = "demo"
+INITIATOR = "demo-user"
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,22 +120,25 @@ async def _approve(store: EventStore, change_id: str, approvers: tuple[str, ...]
         if stored.event.type == "approval.requested":
             break
     for who in approvers:
-        body = {"change_id": change_id, "by": who, "reason": "reviewed in the demo"}
-        reply = await store.nc.request(command_subject(TENANT, "approve"), msgspec.json.encode(body), timeout=10)
-        answer = msgspec.json.decode(reply.data)
-        out.write(f"  {'':>7} upm approve {change_id[:8]}… --as {who}: {'ok' if answer.get('ok') else answer}\n")
+        body = {"change_id": change_id, "reason": "reviewed in the demo"}
+        try:
+            await client.command(store.nc, TENANT, "approve", body, principal=who)
+            answer = "ok"
+        except CommandRejected as err:
+            answer = f"refused: {err}"
+        out.write(f"  {'':>7} upm approve {change_id[:8]}… --as {who}: {answer}\n")
 
 
 async def _run(folder: Path, files: Path, out: TextIO, extras: tuple[str, ...]) -> list[Outcome]:
-    nc = await app.connect(app.resolve_url(None, str(folder)), data=str(folder))
+    nc = await app.connect(app.resolve_url(None, str(folder)), data=str(folder), identity=INITIATOR)
     store = EventStore(nc)
     results = []
     try:
         for n, scenario in enumerate(scenarios(files, extras), 1):
             out.write(f"\n[{n}] {scenario.title}\n")
-            command = {"initiator": "demo-user", "source": "chatops", "reason": "upm demo", **scenario.intent}
+            command = {"source": "chatops", "reason": "upm demo", **scenario.intent}
             started = time.perf_counter()
-            change_id = await client.submit(nc, TENANT, command)
+            change_id = await client.submit(nc, TENANT, command, principal=INITIATOR)
             out.write(f"  change {change_id}\n")
             async with anyio.create_task_group() as tg:
                 if scenario.approvers:

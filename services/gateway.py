@@ -1,12 +1,15 @@
-"""Command ingress: validates producers' commands and appends the events they stand for.
+"""Ingress for people: intents in, and the reads of :mod:`services.queries`.
 
-``upm.cmd.<tenant>.intent`` → ``intent.submitted`` (reply ``{"ok": true, "change_id": ...}``).
-Anything invalid gets a reply naming the field and the rule, and nothing is appended. Gateways
-share a queue group, so any number of them can run.
+``upm.cmd.<tenant>.intent.<principal>`` → ``intent.submitted`` (reply ``{"ok": true,
+"change_id": ...}``), if the principal may submit in that tenant (:mod:`services.access`); the
+initiator is the principal, never a body field. Anything invalid or not allowed gets a reply
+naming the field and the rule, and nothing is appended. Gateways share a queue group, so any
+number of them can run.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import anyio
@@ -18,7 +21,10 @@ from events.errors import InvalidEvent, StoreError
 from events.ids import new_id
 from events.model import IntentSubmitted
 from events.store import ChangeLog, EventStore, new_event
-from events.subjects import COMMAND_ROOT
+from events.subjects import command_filter, parse_caller_subject
+from services.access import Access, Forbidden, refusal
+from services.access import load as load_access
+from services.queries import Queries
 from services.runtime import utc_now
 
 log = logging.getLogger("upm.gateway")
@@ -26,27 +32,40 @@ QUEUE = "upm-gateway"
 
 
 class Gateway:
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, access: Access | None = None) -> None:
         self.nc = nc
         self.store = EventStore(nc)
+        self.access = access if access is not None else load_access()
+        self.queries = Queries(nc, self.access)
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
-        sub = await self.nc.subscribe(f"{COMMAND_ROOT}.*.intent", queue=QUEUE)
-        if ready is not None:
-            ready.set()
+        sub = await self.nc.subscribe(command_filter("intent"), queue=QUEUE)
         try:
-            async for msg in sub.messages:
-                await self.on_intent(msg)
+            async with anyio.create_task_group() as tg:
+                queries_ready = anyio.Event()
+                tg.start_soon(functools.partial(self.queries.run, ready=queries_ready))
+                await queries_ready.wait()
+                if ready is not None:
+                    ready.set()
+                async for msg in sub.messages:
+                    await self.on_intent(msg)
         finally:
             with anyio.CancelScope(shield=True):
                 await sub.unsubscribe()
 
     async def on_intent(self, msg: Msg) -> None:
-        tenant = msg.subject.split(".")[2]
+        tenant, _, principal = parse_caller_subject(msg.subject)
+        if not self.access.answers(msg.reply, principal):
+            log.warning("dropped an intent from %s with reply subject %r (not its inbox)", principal, msg.reply)
+            return
         try:
-            cmd = parse_intent(tenant, msg.data)
+            cmd = parse_intent(tenant, principal, msg.data)
+            self.access.require(principal, tenant, "intent")
         except InvalidEvent as err:
             await msg.respond(error_reply(err))
+            return
+        except Forbidden as err:
+            await msg.respond(refusal(err))
             return
         change_id = idempotent_change_id(tenant, cmd.idempotency_key) if cmd.idempotency_key else new_id()
         try:

@@ -16,6 +16,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from services.errors import ConfigError, ServerStartFailed
 from services.tls import Pki
@@ -36,11 +37,17 @@ def nats_server_binary() -> str:
     )
 
 
-def write_config(data_dir: Path, *, host: str = "127.0.0.1", port: int = -1, tls: Pki | None = None) -> Path:
+def write_config(
+    data_dir: Path, *, host: str = "127.0.0.1", port: int = -1, tls: Pki | None = None, authorization: str = ""
+) -> Path:
     """Write the embedded server's configuration under ``data_dir`` and return its path.
 
-    With ``tls`` every client must present a certificate from that CA; plaintext is refused.
+    With ``tls`` every client must present a certificate from that CA; plaintext is refused. With
+    ``authorization`` (a block from :func:`services.natsauth.authorization_block`) the certificate
+    also names the user, whose permissions the server enforces.
     """
+    if authorization and tls is None:
+        raise ConfigError("an authorization block needs TLS: users are the identities in client certificates")
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = data_dir / "jetstream"
     ports = data_dir / "ports"
@@ -57,7 +64,8 @@ def write_config(data_dir: Path, *, host: str = "127.0.0.1", port: int = -1, tls
                 f"  store_dir: {json.dumps(str(store))}",
                 "  sync_interval: always",
                 "}",
-                tls.server_block() if tls is not None else "",
+                tls.server_block(map_identities=bool(authorization)) if tls is not None else "",
+                authorization,
             ]
         )
     )
@@ -65,27 +73,38 @@ def write_config(data_dir: Path, *, host: str = "127.0.0.1", port: int = -1, tls
     return conf
 
 
+def private_log(path: Path) -> BinaryIO:
+    """``path`` opened for appending, readable by its owner only (logs hold commands' output)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 class EmbeddedNats:
     """A nats-server child process. ``start()`` returns once it accepts clients."""
 
-    def __init__(self, data_dir: Path, *, log_file: Path | None = None, tls: Pki | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, log_file: Path | None = None, tls: Pki | None = None, authorization: str = ""
+    ) -> None:
         self.data_dir = data_dir
         self.tls = tls
+        self.authorization = authorization
         self.log_file = log_file or data_dir / "nats-server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
     def start(self, timeout: float = 10.0, *, detach: bool = False) -> str:
-        conf = write_config(self.data_dir, tls=self.tls)
+        conf = write_config(self.data_dir, tls=self.tls, authorization=self.authorization)
         for stale in (self.data_dir / "ports").glob("*.ports"):
             stale.unlink()
-        with self.log_file.open("ab") as log:
+        with private_log(self.log_file) as log:
             self.process = subprocess.Popen(
                 [nats_server_binary(), "-c", str(conf)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=detach,
+                umask=0o077,  # its store and ports file: the owner's only
             )
         ports_file = self.data_dir / "ports" / f"nats-server_{self.process.pid}.ports"
         deadline = time.monotonic() + timeout

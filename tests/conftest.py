@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import nats
@@ -77,3 +79,49 @@ async def pipeline(
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+Host = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+async def host() -> AsyncIterator[Host]:
+    """``await host(service, ...)``: run hosted services (anything with ``run(ready=...)``) as tasks
+    of this process, each started once it says it is ready; all stopped when the test ends."""
+    tasks: list[asyncio.Future[None]] = []
+
+    async def start(*services: Any) -> None:
+        for service in services:
+            ready = anyio.Event()
+            tasks.append(asyncio.ensure_future(functools.partial(service.run, ready=ready)()))
+            with anyio.fail_after(10):
+                await ready.wait()
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+HttpGet = Callable[..., Awaitable[tuple[int, bytes]]]
+
+
+async def _http_get(port: int, path: str, token: str | None = None, method: str = "GET") -> tuple[int, bytes]:
+    async with await anyio.connect_tcp("127.0.0.1", port) as conn:
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        await conn.send(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+        raw = b""
+        with contextlib.suppress(anyio.EndOfStream):
+            while True:
+                raw += await conn.receive()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+@pytest.fixture
+def http_get() -> HttpGet:
+    """``await http_get(port, path, token=None, method="GET")``: ``(status, body)`` of one request
+    to a local HTTP server (``upm serve``)."""
+    return _http_get

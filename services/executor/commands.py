@@ -22,7 +22,9 @@ from events.errors import ConcurrencyConflict, InvalidEvent, StoreError
 from events.ids import new_id
 from events.model import ExecutionCancelled, ExecutionResumed, Payload, RollbackApproved
 from events.store import EventStore, new_event
-from events.subjects import COMMAND_ROOT
+from events.subjects import command_filter, parse_caller_subject
+from services.access import Access, Forbidden, initiator_of, refusal
+from services.access import load as load_access
 from services.executor.errors import CommandNotAllowed
 from services.executor.state import ChangeView
 from services.runtime import MAX_CONFLICT_RETRIES, utc_now
@@ -71,12 +73,13 @@ def decide(verb: str, view: ChangeView, cmd: ChangeCommand) -> Payload:
 class CommandService:
     """Answers resume / rollback / cancel requests (see the module docstring)."""
 
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, access: Access | None = None) -> None:
         self.nc = nc
         self.store = EventStore(nc)
+        self.access = access if access is not None else load_access()
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
-        subs = [await self.nc.subscribe(f"{COMMAND_ROOT}.*.{verb}", queue=QUEUE) for verb in VERBS]
+        subs = [await self.nc.subscribe(command_filter(verb), queue=QUEUE) for verb in VERBS]
         if ready is not None:
             ready.set()
         try:
@@ -90,16 +93,22 @@ class CommandService:
 
     async def _serve(self, sub: Subscription) -> None:
         async for msg in sub.messages:
+            principal = parse_caller_subject(msg.subject)[2]
+            if not self.access.answers(msg.reply, principal):
+                log.warning("dropped a command from %s with reply subject %r (not its inbox)", principal, msg.reply)
+                continue
             await msg.respond(await self.answer(msg))
 
     async def answer(self, msg: Msg) -> bytes:
         """The reply to one command message."""
-        _, _, tenant, verb = msg.subject.split(".", 3)
+        tenant, verb, principal = parse_caller_subject(msg.subject)
         try:
-            cmd = parse_change_command(tenant, verb, msg.data)
+            cmd = parse_change_command(tenant, verb, principal, msg.data)
             return await self._apply(tenant, verb, cmd)
         except InvalidEvent as err:
             return error_reply(err)
+        except Forbidden as err:
+            return refusal(err)
         except CommandNotAllowed as err:
             return error_reply(InvalidEvent(str(err), field="change_id", rule=err.rule))
         except StoreError as err:
@@ -109,6 +118,8 @@ class CommandService:
     async def _apply(self, tenant: str, verb: str, cmd: ChangeCommand) -> bytes:
         for attempt in range(MAX_CONFLICT_RETRIES):
             change = await self.store.read(tenant, cmd.change_id)
+            if change.events:  # RBAC on the caller's authenticated identity (cmd.by is the subject's principal)
+                self.access.require(cmd.by, tenant, verb, initiator=initiator_of([s.event for s in change.events]))
             payload = decide(verb, ChangeView.of([s.event for s in change.events]), cmd)
             origin = change.events[0].event
             event = new_event(payload, event_id=new_id(), change_id=cmd.change_id, tenant=tenant, ts=utc_now(),

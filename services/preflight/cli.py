@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats.errors
 
 from events.plan import Plan
 from events.store import EventStore
-from events.subjects import command_subject
-from services.commands import add_connection_options, fail, guarded, with_store
-from services.errors import CommandRejected, NotRunning
+from events.subjects import ANY_TENANT, command_subject
+from services import client, queries
+from services.commands import add_connection_options, add_identity_option, fail, guarded, identity, with_store
+from services.errors import CommandRejected
 from services.output import add_output_options, emit, render_table, to_builtins
 from services.preflight.config import load_config
 from services.preflight.errors import PolicyEvaluationError, PolicyLoadError
@@ -27,32 +27,21 @@ from services.preflight.trail import approval_trail
 from services.preflight.verdict import evaluate, policy_input
 
 
-async def _tenant_of(store: EventStore, change_id: str, tenant: str | None) -> str:
-    if tenant:
-        return tenant
-    log = await store.read("*", change_id)
-    if not log.events:
-        raise CommandRejected(f"no change {change_id} in the log", field="change_id", rule="exists")
-    return log.tenant
-
-
 def _command(verb: str, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"change_id": args.change_id, "by": args.as_user, "reason": args.reason}
+    body: dict[str, Any] = {"change_id": args.change_id, "reason": args.reason}
     if getattr(args, "plan_hash", None):
         body["plan_hash"] = args.plan_hash
     if getattr(args, "group", None):
         body["group"] = args.group
 
+    who = identity(args)
+
     async def send(store: EventStore) -> dict[str, Any]:
-        tenant = await _tenant_of(store, args.change_id, args.tenant)
-        try:
-            msg = await store.nc.request(command_subject(tenant, verb), msgspec.json.encode(body), timeout=10)
-        except nats.errors.NoRespondersError as exc:
-            raise NotRunning(f"no pre-flight service answers {verb} commands: is `upm up` running?") from exc
-        except nats.errors.TimeoutError as exc:
-            raise NotRunning(f"the pre-flight service did not answer the {verb} within 10s") from exc
-        reply: dict[str, Any] = msgspec.json.decode(msg.data)
-        return reply
+        tenant = args.tenant or await queries.tenant_of(store.nc, args.change_id, principal=who)
+        reply = await client.ask(store.nc, command_subject(tenant, verb, who), msgspec.json.encode(body),
+                                 within=10.0, what=f"{verb} commands")
+        decoded: dict[str, Any] = msgspec.json.decode(reply)
+        return decoded
 
     reply = with_store(args, send)
     if not reply.get("ok"):
@@ -79,10 +68,9 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 def cmd_approvals(args: argparse.Namespace) -> int:
     async def read(store: EventStore) -> list[Any]:
-        log = await store.read(args.tenant or "*", args.change_id)
-        if not log.events:
-            raise CommandRejected(f"no change {args.change_id} in the log", field="change_id", rule="exists")
-        return list(approval_trail([s.event for s in log.events]))
+        events = await queries.read_change(store.nc, args.tenant or ANY_TENANT, args.change_id,
+                                           principal=identity(args))
+        return list(approval_trail([s.event for s in events]))
 
     rows = with_store(args, read)
     emit(rows, args, text=render_table(to_builtins(rows)))
@@ -151,7 +139,7 @@ def register(sub: Any) -> None:
                              ("deny", cmd_deny, "deny a change (a denied change never executes)")):
         p = sub.add_parser(verb, help=what)
         p.add_argument("change_id")
-        p.add_argument("--as", dest="as_user", required=True, metavar="USER", help="who approves or denies")
+        add_identity_option(p)
         p.add_argument("--reason", default="", help="why (recorded in the approval trail)")
         if verb == "approve":
             p.add_argument("--plan-hash", help="the plan hash you reviewed (refused if it is not the current plan)")

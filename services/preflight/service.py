@@ -46,7 +46,9 @@ from events.model import (
     SloBreached,
 )
 from events.store import ChangeLog, EventStore, new_event
-from events.subjects import COMMAND_ROOT, type_filter
+from events.subjects import command_filter, parse_caller_subject, type_filter
+from services.access import Access, Forbidden, refusal
+from services.access import load as load_access
 from services.preflight import verdict as verdicts
 from services.preflight.checks import Runner, guarded_read, run_checks
 from services.preflight.config import PreflightConfig, load_config
@@ -130,6 +132,7 @@ class Preflight:
     config: PreflightConfig
     clock: Clock = utc_clock
     reads: Runner = guarded_read
+    access: Access = field(default_factory=load_access)
     slo: SloTracker = field(init=False)
 
     def __post_init__(self) -> None:
@@ -167,7 +170,7 @@ class Preflight:
 
     async def serve_commands(self, nc: NATS, *, ready: anyio.Event | None = None) -> None:
         store = EventStore(nc)
-        subs = [await nc.subscribe(f"{COMMAND_ROOT}.*.{verb}", queue=QUEUE) for verb in ("approve", "deny")]
+        subs = [await nc.subscribe(command_filter(verb), queue=QUEUE) for verb in ("approve", "deny")]
         if ready is not None:
             ready.set()
         try:
@@ -181,17 +184,22 @@ class Preflight:
 
     async def _consume(self, store: EventStore, sub: Subscription) -> None:
         async for msg in sub.messages:
+            principal = parse_caller_subject(msg.subject)[2]
+            if not self.access.answers(msg.reply, principal):
+                log.warning("dropped a command from %s with reply subject %r (not its inbox)", principal, msg.reply)
+                continue
             await msg.respond(await self.on_command(store, msg))
 
     async def on_command(self, store: EventStore, msg: Msg) -> bytes:
         """The reply to one approve/deny request (nothing is appended for a refusal)."""
-        parts = msg.subject.split(".")
-        tenant, verb = parts[2], parts[3]
+        tenant, verb, principal = parse_caller_subject(msg.subject)
         try:
-            cmd = parse_change_command(tenant, verb, msg.data)
+            cmd = parse_change_command(tenant, verb, principal, msg.data)
             return await self.apply_command(store, tenant, verb, cmd)
         except InvalidEvent as err:
             return error_reply(err)
+        except Forbidden as err:
+            return refusal(err)
         except ApprovalRefused as err:
             return error_reply(InvalidEvent(str(err), field=err.field, rule=err.rule))
         except StoreError as err:
@@ -204,6 +212,8 @@ class Preflight:
         for attempt in range(MAX_CONFLICT_RETRIES):
             change = await store.read(tenant, cmd.change_id)
             state = fold([s.event for s in change.events])
+            if change.events:  # RBAC on the caller's authenticated identity (cmd.by is the subject's principal)
+                self.access.require(cmd.by, tenant, verb, initiator=state.initiator)
             now = self.clock()
             payloads = decide_command(state, verb, cmd, self.config, now)
             events = [self._event(change, p, ids[i], cmd.by, now) for i, p in enumerate(payloads)]
@@ -311,9 +321,10 @@ class Host:
     the approve/deny subscriber and the release loop; ``run(ready=...)`` as ``upm service`` expects."""
 
     def __init__(self, nc: NATS, *, config: PreflightConfig | None = None, clock: Clock = utc_clock,
-                 reads: Runner = guarded_read, interval: float | None = None) -> None:
+                 reads: Runner = guarded_read, interval: float | None = None, access: Access | None = None) -> None:
         self.nc = nc
-        self.service = Preflight(config or load_config(), clock=clock, reads=reads)
+        self.service = Preflight(config or load_config(), clock=clock, reads=reads,
+                                 access=access if access is not None else load_access())
         self.interval = interval
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:

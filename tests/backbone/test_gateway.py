@@ -15,7 +15,7 @@ from events.commands import MAX_COMMAND_BYTES, parse_intent
 from events.errors import InvalidEvent
 from events.model import IntentSubmitted
 from events.store import EventStore
-from events.subjects import STREAM
+from events.subjects import STREAM, command_subject
 from services.gateway import Gateway
 
 
@@ -31,8 +31,8 @@ async def gateway(nc: NATS, store: EventStore) -> AsyncIterator[Gateway]:
         await task
 
 
-async def _send(nc: NATS, tenant: str, body: bytes) -> dict[str, object]:
-    reply = await nc.request(f"upm.cmd.{tenant}.intent", body, timeout=5)
+async def _send(nc: NATS, tenant: str, body: bytes, principal: str = "alice") -> dict[str, object]:
+    reply = await nc.request(command_subject(tenant, "intent", principal), body, timeout=5)
     decoded = msgspec.json.decode(reply.data)
     assert isinstance(decoded, dict)
     return decoded
@@ -62,7 +62,6 @@ async def test_a_valid_intent_is_appended_and_its_change_id_returned(
         ("acme", b"[1, 2]", "body", "schema"),
         ("acme", b'{"request": 42, "initiator": "alice"}', "request", "schema"),
         ("acme", b'{"request": "x", "initiator": ["alice"]}', "initiator", "schema"),
-        ("acme", b'{"request": "x"}', "initiator", "schema"),
         ("acme", b'{"request": "x", "initiator": "alice", "colour": "red"}', "colour", "schema"),
         ("ACME", b'{"request": "x", "initiator": "alice"}', "tenant", "tenant-name"),
         ("-acme", b'{"request": "x", "initiator": "alice"}', "tenant", "tenant-name"),
@@ -74,7 +73,6 @@ async def test_a_valid_intent_is_appended_and_its_change_id_returned(
         ("acme", b'{"request": "   ", "initiator": "alice"}', "request", "non-empty"),
         ("acme", b'{"request": "' + b"x" * 5000 + b'", "initiator": "alice"}', "request", "size"),
         ("acme", b'{"request": "x", "initiator": "' + b"a" * (MAX_COMMAND_BYTES + 1) + b'"}', "body", "size"),
-        ("acme", b'{"request": "x", "initiator": "al ice"}', "initiator", "name"),
         ("acme", b'{"request": "x", "initiator": "alice", "environment": "moon"}', "environment", "environment"),
         ("acme", b'{"request": "x", "initiator": "alice", "visibility": "public"}', "visibility", "schema"),
     ],
@@ -94,7 +92,27 @@ async def test_malformed_intents_get_a_clear_error_and_nothing_is_appended(
 
 def test_the_error_names_the_allowed_sources() -> None:
     with pytest.raises(InvalidEvent, match="chatops, api, ticket"):
-        parse_intent("acme", b'{"request": "x", "initiator": "a", "source": "email"}')
+        parse_intent("acme", "a", b'{"request": "x", "source": "email"}')
+
+
+async def test_the_initiator_is_the_caller_named_by_the_subject_not_the_body(
+    nc: NATS, store: EventStore, gateway: Gateway
+) -> None:
+    """Threat: a producer forges who asked by writing someone else's name into the body."""
+    reply = await _send(nc, "acme", b'{"request": "create directory /tmp/f", "initiator": "mallory"}', "alice")
+    event = (await store.read("acme", str(reply["change_id"]))).events[0].event
+    assert isinstance(event.payload, IntentSubmitted)
+    assert (event.actor, event.payload.initiator) == ("alice", "alice")
+
+
+async def test_a_caller_token_that_is_not_an_identity_is_refused(nc: NATS, store: EventStore,
+                                                                gateway: Gateway) -> None:
+    before = await _stored(store)
+    reply = await _send(nc, "acme", b'{"request": "x"}', "al@ice")
+    error = reply["error"]
+    assert isinstance(error, dict)
+    assert (reply["ok"], error["field"], error["rule"]) == (False, "caller", "identity")
+    assert await _stored(store) == before
 
 
 async def test_an_idempotency_key_maps_a_resubmission_to_the_same_change(

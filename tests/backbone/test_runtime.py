@@ -23,7 +23,7 @@ HERE = Path(__file__).parent
 
 async def _intent(nc: NATS, request: str, tenant: str = "acme") -> str:
     reply = await nc.request(
-        f"upm.cmd.{tenant}.intent", msgspec.json.encode({"request": request, "initiator": "alice"}), timeout=5
+        f"upm.cmd.{tenant}.intent.alice", msgspec.json.encode({"request": request}), timeout=5
     )
     body = msgspec.json.decode(reply.data)
     assert body["ok"], body

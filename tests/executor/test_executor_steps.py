@@ -173,10 +173,10 @@ async def test_the_command_service_refuses_what_is_invalid_or_not_allowed(
         await wait_for(store, change, "execution.completed")
         replies = {}
         for name, subject, body in (
-            ("json", "upm.cmd.acme.resume", b"{not json"),
-            ("schema", "upm.cmd.acme.rollback", b'{"change_id": "x", "by": "op"}'),
-            ("state", "upm.cmd.acme.resume", msgspec.json.encode({"change_id": change, "by": "op"})),
-            ("unknown", "upm.cmd.acme.cancel", msgspec.json.encode({"change_id": new_id(), "by": "op"})),
+            ("json", "upm.cmd.acme.resume.op", b"{not json"),
+            ("schema", "upm.cmd.acme.rollback.op", b'{"change_id": "x", "by": "op"}'),
+            ("state", "upm.cmd.acme.resume.op", msgspec.json.encode({"change_id": change, "by": "op"})),
+            ("unknown", "upm.cmd.acme.cancel.op", msgspec.json.encode({"change_id": new_id(), "by": "op"})),
         ):
             replies[name] = msgspec.json.decode((await nc.request(subject, body, timeout=5)).data)
     assert all(not r["ok"] for r in replies.values())

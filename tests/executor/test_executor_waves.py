@@ -80,7 +80,7 @@ async def test_three_waves_pause_on_red_health_resume_then_rollback_verified(
         assert [e.payload.wave for e in found if e.type == "wave.started"] == [0, 1]
         ready.touch()  # the operator fixes what the health check found, then resumes
         capfd.readouterr()
-        code = await upm(nats_server, "resume", change, "--as", "oncall", "--reason", "marker fixed")
+        code = await upm(nats_server, "resume", change, "--tenant", "acme", "--as", "oncall", "--reason", "marker fixed")
         assert code == 0, capfd.readouterr().err
         assert json.loads(capfd.readouterr().out)["command"] == "resume"
         found = await wait_for(store, change, "change.closed")
@@ -90,10 +90,10 @@ async def test_three_waves_pause_on_red_health_resume_then_rollback_verified(
         assert [e.payload.wave for e in found if e.type == "wave.started"] == [0, 1, 2]
         assert [e.type for e in found].count("step.started") == 3  # nothing ran twice
         assert "verification.passed" in kinds
-        code = await upm(nats_server, "resume", change, "--as", "oncall")
+        code = await upm(nats_server, "resume", change, "--tenant", "acme", "--as", "oncall")
         assert code == 2 and "not paused" in capfd.readouterr().err
         # the operator rolls the change back; the verifier checks the pre-change state
-        code = await upm(nats_server, "rollback", change, "--as", "oncall", "--reason", "bad release")
+        code = await upm(nats_server, "rollback", change, "--tenant", "acme", "--as", "oncall", "--reason", "bad release")
         assert code == 0, capfd.readouterr().err
 
         async def rollback_verified() -> list[object]:
@@ -103,7 +103,7 @@ async def test_three_waves_pause_on_red_health_resume_then_rollback_verified(
         with anyio.fail_after(30):
             while not await rollback_verified():  # noqa: ASYNC110 - polling state held by the server
                 await anyio.sleep(0.05)
-        code = await upm(nats_server, "rollback", change, "--as", "oncall")
+        code = await upm(nats_server, "rollback", change, "--tenant", "acme", "--as", "oncall")
         assert code == 2 and "already rolled-back" in capfd.readouterr().err
     found = await events(store, change)
     assert not any(p.exists() for p in paths)

@@ -73,8 +73,9 @@ async def test_approve_deny_and_the_trail_from_the_command_line(
         tasks.append(asyncio.ensure_future(functools.partial(service.run, ready=ready)()))
         await ready.wait()
     try:
-        change = await client.submit(nc, "acme", {"initiator": "alice", "environment": "prod",
-                                                   "request": f"Create directory {tmp_path / 'cli'} with mode 0750"})
+        change = await client.submit(nc, "acme", {"environment": "prod",
+                                                   "request": f"Create directory {tmp_path / 'cli'} with mode 0750"},
+                                     principal="alice")
         with anyio.fail_after(20):
             while "approval.requested" not in [  # noqa: ASYNC110 - polling the log
                 s.event.type for s in (await store.read("acme", change)).events

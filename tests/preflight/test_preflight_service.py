@@ -3,10 +3,7 @@ approvals over the bus, denials, revisions, windows on an injected clock, custom
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,32 +28,21 @@ Start = Callable[..., Awaitable[FakeClock]]
 
 
 @pytest.fixture
-async def upm(nc: NATS, store: EventStore) -> AsyncIterator[Start]:
+def upm(nc: NATS, store: EventStore, host: Callable[..., Awaitable[None]]) -> Start:
     """``await upm(config)``: the pipeline with pre-flight on ``config`` and an injected clock."""
-    tasks: list[asyncio.Future[None]] = []
 
     async def start(cfg: PreflightConfig | None = None, clock: FakeClock | None = None) -> FakeClock:
         clock = clock or FakeClock()
-        hosted: list[Any] = [Gateway(nc), Host(nc, config=cfg or config(), clock=clock, interval=0.05)]
-        hosted += [Runner(nc, app.PIPELINE[name]()) for name in ("planner", "executor", "verifier", "auditor")]
-        for service in hosted:
-            ready = anyio.Event()
-            tasks.append(asyncio.ensure_future(functools.partial(service.run, ready=ready)()))
-            with anyio.fail_after(10):
-                await ready.wait()
+        await host(Gateway(nc), Host(nc, config=cfg or config(), clock=clock, interval=0.05),
+                   *(Runner(nc, app.PIPELINE[name]()) for name in ("planner", "executor", "verifier", "auditor")))
         return clock
 
-    yield start
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return start
 
 
 async def _submit(store: EventStore, request: str, environment: str = "dev", initiator: str = "alice") -> str:
-    return await client.submit(store.nc, "acme", {"initiator": initiator, "request": request,
-                                                  "environment": environment})
+    return await client.submit(store.nc, "acme", {"request": request, "environment": environment},
+                               principal=initiator)
 
 
 async def _types(store: EventStore, change_id: str) -> list[str]:
@@ -71,8 +57,8 @@ async def _until(store: EventStore, change_id: str, event_type: str, within: flo
 
 
 async def _cmd(nc: NATS, verb: str, change_id: str, by: str, **extra: Any) -> dict[str, Any]:
-    body = {"change_id": change_id, "by": by, **extra}
-    reply = await nc.request(command_subject("acme", verb), msgspec.json.encode(body), timeout=10)
+    body = {"change_id": change_id, **extra}
+    reply = await nc.request(command_subject("acme", verb, by), msgspec.json.encode(body), timeout=10)
     decoded: dict[str, Any] = msgspec.json.decode(reply.data)
     return decoded
 
@@ -231,7 +217,7 @@ async def test_malformed_and_unknown_commands_are_refused_and_nothing_is_appende
     upm: Start, store: EventStore, nc: NATS
 ) -> None:
     await upm()
-    reply = await nc.request(command_subject("acme", "approve"), b"{not json", timeout=10)
+    reply = await nc.request(command_subject("acme", "approve", "bob"), b"{not json", timeout=10)
     assert msgspec.json.decode(reply.data)["error"]["rule"] == "json"
     missing = await _cmd(nc, "approve", new_id(), "bob")
     assert missing["ok"] is False and missing["error"]["rule"] == "exists"

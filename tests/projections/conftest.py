@@ -18,12 +18,13 @@ from nats.aio.client import Client as NATS
 
 from events.store import EventStore
 from projections.projector import Projector
+from services.access import Access
 
 
 @pytest.fixture
 async def projector(nc: NATS, store: EventStore, tmp_path: Path) -> AsyncIterator[Projector]:
-    """A projector task on the test's server, writing to ``tmp_path / "proj"``."""
-    p = Projector(nc, tmp_path / "proj", batch_max=500)
+    """A projector task on the test's server, writing to ``tmp_path / "proj"`` (open mode: no access file)."""
+    p = Projector(nc, tmp_path / "proj", batch_max=500, access=Access.open())
     ready = anyio.Event()
     task = asyncio.ensure_future(p.run(ready=ready))
     with anyio.fail_after(10):

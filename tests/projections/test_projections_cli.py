@@ -107,6 +107,7 @@ def test_sql_kpi_score_over_the_bus(capsys: pytest.CaptureFixture[str], world: d
 
 def test_evidence_download_verify_and_tamper(capsys: pytest.CaptureFixture[str], world: dict[str, str],
                                             tmp_path: Path) -> None:
+    wait_sql(capsys, world, 42)  # the projector answers evidence queries too
     target = tmp_path / "pack.tar"
     code, out, err = upm(capsys, "evidence", world["change"], "-o", str(target), "--nats", world["url"],
                          "--data", world["data"])

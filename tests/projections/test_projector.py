@@ -111,7 +111,8 @@ async def test_wait_gives_read_your_writes(projector: Projector, nc: NATS, store
     h = History()
     happy(h)
     last = await publish(store, h.records)
-    result = await sqlservice.query(nc, "acme", SqlRequest(sql="SELECT count(*), max(seq) FROM events", after_seq=last))
+    result = await sqlservice.query(nc, "acme", SqlRequest(sql="SELECT count(*), max(seq) FROM events", after_seq=last),
+                                    principal="alice")
     assert result.rows == [[len(h.records), last]]
     assert result.position >= last
     await projector.wait(last)

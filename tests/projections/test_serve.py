@@ -1,11 +1,14 @@
-"""`upm serve`: read-only permalinks scoped by a per-tenant token (real server, projector, witness)."""
+"""`upm serve` in open mode: permalinks scoped by a per-tenant token (real server, projector, witness).
+
+With an access file (token → identity) see tests/security/test_security_visibility.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -14,30 +17,23 @@ from nats.aio.client import Client as NATS
 from upm_history import History, happy, publish
 
 from events.store import EventStore
-from projections import evidence
+from projections import evidence, evidence_query
+from projections.errors import AccessDenied
 from projections.projector import Projector
-from projections.serve import Server
+from projections.serve import Server, parse_tokens
+from services.access import Access
 from services.auditor import Witness
 
-TOKENS = {"tok-acme": "acme", "tok-other": "other"}
+HttpGet = Callable[..., Awaitable[tuple[int, bytes]]]  # the http_get fixture (tests/conftest.py)
 
-
-async def get(port: int, path: str, token: str | None = None, method: str = "GET") -> tuple[int, bytes]:
-    async with await anyio.connect_tcp("127.0.0.1", port) as conn:
-        auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        await conn.send(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
-        raw = b""
-        with contextlib.suppress(anyio.EndOfStream):
-            while True:
-                raw += await conn.receive()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), body
+ACME, OTHER = "tok-acme-0123456789abcdef", "tok-other-0123456789abcdef"
+TOKENS = {ACME: "acme", OTHER: "other"}
 
 
 @pytest.fixture
 async def served(projector: Projector, nc: NATS, store: EventStore, tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
     witness = Witness(nc, tmp_path / "data", interval=60)
-    server = Server(nc, TOKENS)
+    server = Server(nc, parse_tokens(TOKENS, "test", Access.open()), Access.open())
     ready_w, ready_s = anyio.Event(), anyio.Event()
     tasks = [asyncio.ensure_future(witness.run(ready=ready_w)),
              asyncio.ensure_future(server.serve(port=0, ready=ready_s))]
@@ -57,26 +53,47 @@ async def served(projector: Projector, nc: NATS, store: EventStore, tmp_path: Pa
             await task
 
 
-async def test_permalinks_resolve_for_the_owning_tenant(served: tuple[int, str]) -> None:
+async def test_permalinks_resolve_for_the_owning_tenant(served: tuple[int, str], http_get: HttpGet) -> None:
     port, change_id = served
-    status, body = await get(port, f"/changes/{change_id}", "tok-acme")
+    status, body = await http_get(port, f"/changes/{change_id}", ACME)
     assert status == 200
     view = json.loads(body)
     assert view["change"]["outcome"] == "succeeded" and view["events"][0]["type"] == "intent.submitted"
-    status, pack = await get(port, f"/changes/{change_id}/evidence", "tok-acme")
+    status, pack = await http_get(port, f"/changes/{change_id}/evidence", ACME)
     assert status == 200 and evidence.verify_pack(pack).change_id == change_id
-    status, body = await get(port, "/kpi", "tok-acme")
+    status, body = await http_get(port, "/kpi", ACME)
     assert status == 200 and {r["kpi"] for r in json.loads(body)} >= {"change_success_pct"}
-    status, body = await get(port, "/score?since=2025-01-01T00:00:00", "tok-acme")
+    status, body = await http_get(port, "/score?since=2025-01-01T00:00:00", ACME)
     assert status == 200 and "row" in json.loads(body)
 
 
-async def test_other_tenants_and_strangers_are_refused(served: tuple[int, str]) -> None:
+async def test_other_tenants_and_strangers_are_refused(served: tuple[int, str], http_get: HttpGet) -> None:
     port, change_id = served
-    assert (await get(port, f"/changes/{change_id}", "tok-other"))[0] == 404
-    assert (await get(port, f"/changes/{change_id}/evidence", "tok-other"))[0] == 404
-    assert (await get(port, f"/changes/{change_id}"))[0] == 401
-    assert (await get(port, f"/changes/{change_id}", "forged"))[0] == 403
-    assert (await get(port, "/kpi", "tok-acme", method="POST"))[0] == 405
-    assert (await get(port, "/etc/passwd", "tok-acme"))[0] == 404
-    assert (await get(port, "/kpi?since=yesterday", "tok-acme"))[0] == 400
+    assert (await http_get(port, f"/changes/{change_id}", OTHER))[0] == 404
+    assert (await http_get(port, f"/changes/{change_id}/evidence", OTHER))[0] == 404
+    assert (await http_get(port, f"/changes/{change_id}"))[0] == 401
+    assert (await http_get(port, f"/changes/{change_id}", "forged"))[0] == 403
+    assert (await http_get(port, "/kpi", ACME, method="POST"))[0] == 405
+    assert (await http_get(port, "/etc/passwd", ACME))[0] == 404
+    assert (await http_get(port, "/kpi?since=yesterday", ACME))[0] == 400
+
+
+def test_a_malformed_tokens_file_says_what_to_write() -> None:
+    with pytest.raises(AccessDenied, match="non-empty JSON object mapping each token to a tenant"):
+        parse_tokens(["acme"], "tokens.json", Access.open())
+    with pytest.raises(AccessDenied, match="at least 16 characters"):
+        parse_tokens({"short": "acme"}, "tokens.json", Access.open())
+    with pytest.raises(AccessDenied, match=r"'Not A Tenant' is not a tenant name"):
+        parse_tokens({ACME: "Not A Tenant"}, "tokens.json", Access.open())
+
+
+async def test_a_pack_larger_than_a_message_comes_in_chunks(
+    served: tuple[int, str], nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, change_id = served
+    whole = await evidence_query.fetch(nc, change_id, principal="anyone")
+    monkeypatch.setattr(evidence_query, "HEADROOM", nc.max_payload - 1000)  # 1000-byte pieces
+    pieces = evidence_query.chunks(whole.data, 1000, whole.permalink, whole.object_name)
+    assert len(pieces) > 3 and b"".join(p for p, _ in pieces) == whole.data
+    chunked = await evidence_query.fetch(nc, change_id, principal="anyone", tenant="acme")
+    assert chunked == whole and evidence.verify_pack(chunked.data).change_id == change_id

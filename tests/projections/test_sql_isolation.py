@@ -10,10 +10,12 @@ from upm_history import History, happy, publish
 
 from events.store import EventStore
 from projections import sqlservice
-from projections.db import ProjectionDB
-from projections.errors import QueryFailed, QueryRejected, QueryTimeout
+from projections.db import ALL_TENANTS, ProjectionDB
+from projections.errors import AccessDenied, QueryFailed, QueryRejected, QueryTimeout
 from projections.projector import Projector
 from projections.sqlservice import SqlRequest
+from projections.visibility import VisibleSql
+from services.access import parse
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ async def two_tenants(projector: Projector, store: EventStore) -> Projector:
 
 
 async def ask(nc: NATS, sql: str, tenant: str = "acme", **kw: float) -> list[list[object]]:
-    return (await sqlservice.query(nc, tenant, SqlRequest(sql=sql, **kw))).rows  # type: ignore[arg-type]
+    return (await sqlservice.query(nc, tenant, SqlRequest(sql=sql, **kw), principal="alice")).rows  # type: ignore[arg-type]
 
 
 async def test_a_tenant_sees_only_its_rows_through_every_name(two_tenants: Projector, nc: NATS) -> None:
@@ -86,7 +88,8 @@ async def test_comments_do_not_smuggle_a_second_statement(two_tenants: Projector
 
 
 async def test_row_and_time_limits(two_tenants: Projector, nc: NATS) -> None:
-    result = await sqlservice.query(nc, "acme", SqlRequest(sql="SELECT * FROM range(5000)", max_rows=100))
+    result = await sqlservice.query(nc, "acme", SqlRequest(sql="SELECT * FROM range(5000)", max_rows=100),
+                                    principal="alice")
     assert (len(result.rows), result.truncated) == (100, True)
     with pytest.raises(QueryTimeout, match="longer than"):
         await ask(nc, "SELECT count(*) FROM range(100000000000) a, range(10) b WHERE a.range % 7 = b.range",
@@ -97,6 +100,7 @@ def test_offline_read_only_open_has_the_same_isolation(tmp_path: Path) -> None:
     h = History()
     happy(h, "acme")
     happy(h, "other")
+    hidden = h.change("acme", visibility="private").intent(50, initiator="alice")
     writer = ProjectionDB(tmp_path / "p")
     writer.ingest(h.records)
     writer.close()  # flushes the tenant files
@@ -105,4 +109,10 @@ def test_offline_read_only_open_has_the_same_isolation(tmp_path: Path) -> None:
     assert sqlservice.run_query(con, "SELECT DISTINCT tenant FROM events").rows == [["acme"]]
     with pytest.raises(QueryFailed, match=r"disabled by configuration|Permission"):
         sqlservice.run_query(con, f"SELECT * FROM read_csv('{tmp_path / 'p' / 'upm.duckdb'}')")
+    rules = parse({"tenants": {"acme": {"alice": ["requester"], "dave": ["requester"]}}}, "test")
+    sql = VisibleSql(db, rules)  # what `upm sql --offline` answers with: the same roles and visibility
+    count = SqlRequest(sql=f"SELECT count(*) FROM changes WHERE change_id = '{hidden.change_id}'")
+    assert [sql.answer("acme", who, count).rows for who in ("alice", "dave")] == [[[1]], [[0]]]
+    with pytest.raises(AccessDenied, match="for admins"):
+        sql.answer(ALL_TENANTS, "dave", count)
     db.close()

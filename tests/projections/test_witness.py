@@ -54,7 +54,7 @@ async def test_closed_changes_get_a_signed_pack_and_the_log_audits(
 
     await eventually(packs_published, 20)
     keys = signing.public_keys(tmp_path / "data")
-    info, pack = await client.latest_pack(store, bad.change_id)
+    info, pack = await client.pack_of(store, await store.read("*", bad.change_id))
     report = evidence.verify_pack(pack, keys)
     assert report.change_id == bad.change_id
     assert "rollback.evidence.json" in evidence.read_pack(pack)
@@ -88,4 +88,4 @@ async def test_a_change_without_a_pack_is_reported(store: EventStore) -> None:
     c = happy(h, published=False)
     await publish(store, h.records)
     with pytest.raises(EvidenceNotFound, match="no published evidence pack yet"):
-        await client.latest_pack(store, c.change_id)
+        await client.pack_of(store, await store.read("*", c.change_id))

@@ -15,6 +15,7 @@ import anyio
 import nats
 import nats.errors
 import pytest
+from cryptography import x509
 
 from services.natsserver import EmbeddedNats
 from services.tls import Pki, ensure_pki
@@ -115,3 +116,18 @@ def test_upm_up_with_tls_runs_changes_over_mtls_only(tmp_path: Path) -> None:
         anyio.run(anonymous)
     finally:
         assert _upm("down", "--data", str(data)).returncode == 0
+
+
+def test_stale_client_certificates_are_replaced(tmp_path: Path) -> None:
+    """Threat: a certificate the server no longer maps to its holder (issued by a CA since
+    replaced, or with an older subject) staying in use; `upm up` re-issues it."""
+    folder = tmp_path / "tls"
+    old = ensure_pki(folder, ["alice"]).cert("client-alice").read_bytes()
+    for path in (folder / "ca.key", folder / "ca.pem"):
+        path.unlink()
+    pki = ensure_pki(folder, ["alice"])
+    fresh = x509.load_pem_x509_certificate(pki.cert("client-alice").read_bytes())
+    assert pki.cert("client-alice").read_bytes() != old
+    fresh.verify_directly_issued_by(x509.load_pem_x509_certificate(pki.ca.read_bytes()))
+    assert fresh.subject.rfc4514_string() == "CN=alice,O=UPM"
+    assert ensure_pki(folder, ["alice"]).cert("client-alice").read_bytes() == pki.cert("client-alice").read_bytes()

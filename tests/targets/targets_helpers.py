@@ -21,20 +21,20 @@ DRIFT_INTERVAL = 6.0  # a pass must fit every read-back (an aws CLI start-up is 
 
 
 async def submit(store: EventStore, request: str, *, within: float = 90) -> client.ChangeStatus:
-    change_id = await client.submit(store.nc, "acme", {"request": request, "initiator": "alice"})
+    change_id = await client.submit(store.nc, "acme", {"request": request}, principal="alice")
     return await client.wait_closed(store, "acme", change_id, within=within)
 
 
 async def submit_approved(store: EventStore, request: str, eventually: Eventually) -> client.ChangeStatus:
     """Submit a change that needs an approver (a delete), approve it as bob, wait until it closes."""
-    change_id = await client.submit(store.nc, "acme", {"request": request, "initiator": "alice"})
+    change_id = await client.submit(store.nc, "acme", {"request": request}, principal="alice")
 
     async def asked() -> bool:
         return any(s.event.type == "approval.requested" for s in (await store.read("acme", change_id)).events)
 
     await eventually(asked, 30)
-    body = json.dumps({"change_id": change_id, "by": "bob", "reason": "reviewed"}).encode()
-    reply = json.loads((await store.nc.request(command_subject("acme", "approve"), body, timeout=10)).data)
+    body = json.dumps({"change_id": change_id, "reason": "reviewed"}).encode()
+    reply = json.loads((await store.nc.request(command_subject("acme", "approve", "bob"), body, timeout=10)).data)
     assert reply.get("ok"), reply
     return await client.wait_closed(store, "acme", change_id, within=90)
 

@@ -18,14 +18,7 @@ from targets_helpers import sql
 from events.store import EventStore
 from services import app, client
 from services.emulators import PgTarget
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+from services.processes import alive
 
 
 def upm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,7 +50,7 @@ async def test_up_with_aws_and_postgres_runs_a_change_on_each_and_down_stops_eve
     try:
         store = EventStore(nc)
         for request in ("Create S3 bucket up-bucket with encryption", "Create postgres database up_db"):
-            change_id = await client.submit(nc, "acme", {"request": request, "initiator": "alice"})
+            change_id = await client.submit(nc, "acme", {"request": request}, principal="alice")
             status = await client.wait_closed(store, "acme", change_id, within=90)
             assert status.outcome == "succeeded", (request, status.reason)
     finally:

@@ -27,7 +27,7 @@ def fast_drift_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def _submit(store: EventStore, request: str) -> client.ChangeStatus:
-    change_id = await client.submit(store.nc, "acme", {"request": request, "initiator": "alice"})
+    change_id = await client.submit(store.nc, "acme", {"request": request}, principal="alice")
     return await client.wait_closed(store, "acme", change_id, within=30)
 
 

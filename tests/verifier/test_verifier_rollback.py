@@ -56,8 +56,8 @@ def manual_rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def _submit(store: EventStore, target: Path) -> str:
-    return await client.submit(store.nc, "acme", {"request": f"Create directory {target} with mode 0750",
-                                                  "initiator": "alice"})
+    return await client.submit(store.nc, "acme", {"request": f"Create directory {target} with mode 0750"},
+                               principal="alice")
 
 
 async def test_a_failed_verification_is_rolled_back_automatically_and_the_restore_verified(
