@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -113,6 +114,7 @@ HOSTED: dict[str, Callable[[NATS], Hosted]] = {
 SERVICE_NAMES = tuple(HOSTED)
 STATE_FILE = "state.json"
 TLS_ENV = "UPM_TLS_DIR"
+CREDS_ENV = "NATS_CREDS"  # a NATS user's .creds file (JWT and nkey seed), for a server in operator mode
 SECURITY_OPEN = "open"  # no TLS, no access file: any local process may do anything as anyone
 SECURITY_TLS = "tls"  # client certificates required; identities not enforced
 SECURITY_ACCESS = "access"  # per-identity certificates and permissions enforced by NATS
@@ -188,25 +190,59 @@ async def connect(url: str, *, service: bool = False, data: str | None = None, i
     return await _open(url, identity, tls_context(identity, service, data), service=service)
 
 
+def _nats_credentials() -> str | None:
+    """The NATS credentials file ``NATS_CREDS`` names (a user JWT and its nkey seed, as ``nsc generate
+    creds`` writes it), checked to be one; ``None`` when unset."""
+    path = os.environ.get(CREDS_ENV)
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the NATS credentials file {path} ({CREDS_ENV}): {exc}; point {CREDS_ENV} at your "
+            f"NATS user's .creds file (e.g. from `nsc generate creds`), or unset it"
+        ) from exc
+    if "BEGIN NATS USER JWT" not in text or "BEGIN USER NKEY SEED" not in text:  # nats-py would hang on it
+        raise ConfigError(
+            f"{path} ({CREDS_ENV}) is not a NATS credentials file: it needs a user JWT block and a user nkey "
+            f"seed block; point {CREDS_ENV} at the .creds file `nsc generate creds` wrote, or unset it"
+        )
+    return path
+
+
 async def _open(url: str, identity: str, tls: ssl.SSLContext | None, *, service: bool = False) -> NATS:
     attempts = -1 if service else 1
-    last: list[Exception] = []  # the server's reason, which a failed connect replaces by "no servers"
+    creds = _nats_credentials()
+    # the server's reason, which a failed connect replaces by "no servers" (and a reset connection follows)
+    last: deque[Exception] = deque(maxlen=4)
     refusals = client.Refusals()
 
     async def on_error(exc: Exception) -> None:
-        last[:] = [exc]
+        last.append(exc)
         if not refusals.note(exc) or service:  # a CLI call reports a refused request itself
             nats_log.error("%s", exc)
 
     try:
         nc = await nats.connect(
             url, connect_timeout=5, max_reconnect_attempts=attempts, reconnect_time_wait=0.5 if service else 0.1,
-            tls=tls, inbox_prefix=inbox_prefix(identity), error_cb=on_error,
+            tls=tls, inbox_prefix=inbox_prefix(identity), error_cb=on_error, user_credentials=creds,
         )
         client.REFUSALS[nc] = refusals
         return nc
     except (OSError, nats.errors.Error) as exc:
         if any("authorization violation" in str(e).lower() for e in (exc, *last)):
+            if creds is not None:
+                raise ConfigError(
+                    f"NATS at {url} refused the user in {creds} ({CREDS_ENV}): the server does not trust its "
+                    f"account, or its JWT is forged, expired or revoked; get a current .creds file for this "
+                    f"server from its operator"
+                ) from exc
+            if tls is None:
+                raise ConfigError(
+                    f"NATS at {url} requires authentication: for a server in operator (JWT) mode set "
+                    f"{CREDS_ENV} to your NATS user's .creds file; for UPM's own server with TLS set {TLS_ENV}"
+                ) from exc
             raise ConfigError(
                 f"NATS at {url} refused identity {identity} (certificate {distinguished_name(identity)}): with an "
                 f"access file only its members and UPM's services may connect; act as a member with --as NAME or "
