@@ -18,7 +18,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 def _registrars() -> list[Register]:
     from projections import cli as projections_cli
-    from services import commands
+    from services import access_cli, commands
     from services.executor import cli as executor_cli
     from services.guard import cli as guard_cli
     from services.planner import cli as planner_cli
@@ -34,6 +34,7 @@ def _registrars() -> list[Register]:
         preflight_cli.register,
         executor_cli.register,
         projections_cli.register,
+        access_cli.register,
     ]
 
 
