@@ -217,7 +217,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     text = (
         "\n" + render_table(rows)
         + f"\n\nEvents are kept in {folder} (stream UPM_EVENTS, subjects upm.evt.{demo.TENANT}.<change_id>.>)."
-        + f"\nInspect them: upm up --data {folder} && upm status <change_id> --data {folder}; then upm down --data {folder}"
+        + f"\nInspect them: upm up --data {folder} --access {folder / 'demo-access.yaml'} && "
+        f"upm status <change_id> --as {demo.INITIATOR} --data {folder}; then upm down --data {folder}"
     )
     emit(rows, args, text=text)
     expected = demo.expected_outcomes(folder / "files", extras)

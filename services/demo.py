@@ -7,6 +7,12 @@ approved; one fails mid-change and what ran is rolled back automatically and ver
 each change's events as they happen, prints the outcomes and where the events are, and stops
 everything it started.
 
+It runs secure, as ``upm up --access`` does: an access file for tenant ``demo`` (a requester who
+submits, two approvers, another requester ``dave``, an auditor), a certificate per person and per
+service, and NATS permissions per identity. Each person acts on their own connection; the demo
+shows ``dave`` refused when he tries to approve (by the server: his roles give him no approve
+subject), and a private change invisible to him but visible to the auditor.
+
 With ``extras`` (``upm up --with`` names: ``aws``, ``postgres``) it also starts those targets and
 tells their stories: an S3 bucket with versioning and encryption created through the real aws CLI
 on a moto server, then a change whose IAM policy attachment fails and is rolled back; a database,
@@ -26,10 +32,10 @@ from typing import Any, TextIO
 
 import anyio
 import msgspec
+from nats.aio.client import Client as NATS
 
-from events.store import EventStore, StoredEvent
-from events.subjects import change_filter
-from services import app, client
+from events.store import StoredEvent
+from services import app, client, queries
 from services.errors import CommandRejected
 
 TENANT = "demo"
@@ -56,6 +62,14 @@ class Scenario(msgspec.Struct, frozen=True):
 
 
 DEMO_PREFLIGHT_CONFIG = "groups: {\"*\": {platform-owners: [bob, carol]}}\n"
+DEMO_ACCESS = (
+    "org: demo\n"
+    "tenants:\n"
+    f"  {TENANT}: {{{INITIATOR}: [requester], bob: [approver], carol: [approver], dave: [requester],"
+    " audrey: [auditor]}\n"
+)
+OUTSIDER = "dave"  # a requester of the tenant: may not approve, may not see others' private changes
+AUDITOR = "audrey"
 
 STORIES: dict[str, list[Scenario]] = {
     "aws": [
@@ -102,6 +116,9 @@ def _local(files: Path, app_dir: Path) -> list[Scenario]:
         Scenario("a step fails mid-change (a file is in the way): what ran is rolled back and verified",
                  {"request": f"Create directory {files / 'a-first'} and directory {files / 'z-blocked' / 'sub'}"},
                  "rolled_back"),
+        Scenario("a private change: invisible to another requester, visible to the auditor",
+                 {"request": f"Create directory {files / 'private'} with mode 0700", "visibility": "private"},
+                 "succeeded"),
     ]
 
 
@@ -114,38 +131,70 @@ def _progress(out: TextIO, started: float) -> Callable[[StoredEvent], None]:
     return show
 
 
-async def _approve(store: EventStore, change_id: str, approvers: tuple[str, ...], out: TextIO) -> None:
-    """Act as the approvers: once pre-flight asks, each approves with ``upm approve``'s command."""
-    async for stored in store.follow(change_filter(TENANT, change_id)):
+class People:
+    """One connection per person of the demo's access file, each with its own certificate."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.url = app.resolve_url(None, str(folder))
+        self.open: dict[str, NATS] = {}
+
+    async def __call__(self, who: str) -> NATS:
+        if who not in self.open:
+            self.open[who] = await app.connect(self.url, data=str(self.folder), identity=who)
+        return self.open[who]
+
+    async def close(self) -> None:
+        for conn in self.open.values():
+            await conn.close()
+
+
+async def _approve(people: People, change_id: str, approvers: tuple[str, ...], out: TextIO) -> None:
+    """Once pre-flight asks: an outsider tries to approve (and is refused), then each approver
+    approves with ``upm approve``'s command, on their own connection."""
+    async for stored in queries.follow(await people(approvers[0]), TENANT, principal=approvers[0],
+                                       change_id=change_id):
         if stored.event.type == "approval.requested":
             break
-    for who in approvers:
+    for who in (OUTSIDER, *approvers):
         body = {"change_id": change_id, "reason": "reviewed in the demo"}
         try:
-            await client.command(store.nc, TENANT, "approve", body, principal=who)
+            await client.command(await people(who), TENANT, "approve", body, principal=who)
             answer = "ok"
         except CommandRejected as err:
-            answer = f"refused: {err}"
+            answer = f"refused ({err.rule})"
         out.write(f"  {'':>7} upm approve {change_id[:8]}… --as {who}: {answer}\n")
 
 
+async def _private_checks(people: People, change_id: str, out: TextIO) -> None:
+    """Who sees a private change: not another requester, yes the auditor."""
+    for who in (OUTSIDER, AUDITOR):
+        try:
+            status = await queries.ask_status(await people(who), TENANT, change_id, principal=who)
+            answer = f"sees it ({status.outcome})"
+        except CommandRejected as err:
+            answer = f"refused ({err.rule}): {err}"
+        out.write(f"  {'':>7} upm status {change_id[:8]}… --as {who}: {answer}\n")
+
+
 async def _run(folder: Path, files: Path, out: TextIO, extras: tuple[str, ...]) -> list[Outcome]:
-    nc = await app.connect(app.resolve_url(None, str(folder)), data=str(folder), identity=INITIATOR)
-    store = EventStore(nc)
+    people = People(folder)
     results = []
     try:
+        me = await people(INITIATOR)
         for n, scenario in enumerate(scenarios(files, extras), 1):
             out.write(f"\n[{n}] {scenario.title}\n")
             command = {"source": "chatops", "reason": "upm demo", **scenario.intent}
             started = time.perf_counter()
-            change_id = await client.submit(nc, TENANT, command, principal=INITIATOR)
+            change_id = await client.submit(me, TENANT, command, principal=INITIATOR)
             out.write(f"  change {change_id}\n")
             async with anyio.create_task_group() as tg:
                 if scenario.approvers:
-                    tg.start_soon(_approve, store, change_id, scenario.approvers, out)
-                status = await client.wait_closed(
-                    store, TENANT, change_id, within=60, on_event=_progress(out, started)
-                )
+                    tg.start_soon(_approve, people, change_id, scenario.approvers, out)
+                status = await queries.wait_closed(me, TENANT, change_id, principal=INITIATOR, within=60,
+                                                   on_event=_progress(out, started))
+            if command.get("visibility") == "private":
+                await _private_checks(people, change_id, out)
             results.append(
                 Outcome(
                     title=scenario.title,
@@ -157,7 +206,7 @@ async def _run(folder: Path, files: Path, out: TextIO, extras: tuple[str, ...]) 
                 )
             )
     finally:
-        await nc.close()
+        await people.close()
     return results
 
 
@@ -172,11 +221,14 @@ def run_demo(folder: Path, out: TextIO = sys.stdout, extras: tuple[str, ...] = (
     config = folder / "preflight.yaml"
     config.write_text(DEMO_PREFLIGHT_CONFIG)
     os.environ["UPM_PREFLIGHT_CONFIG"] = str(config)  # the services `up` starts inherit it
+    access = folder / "demo-access.yaml"
+    access.write_text(DEMO_ACCESS)
     out.write(f"Starting UPM: embedded NATS JetStream + {', '.join(app.SERVICE_NAMES)} (one process each)\n")
     out.flush()
     started = time.perf_counter()
-    state = app.up(folder, extras=extras)
-    out.write(f"  up in {time.perf_counter() - started:.1f}s, NATS at {state['url']}, data in {folder}\n")
+    state = app.up(folder, extras=extras, access=access)
+    out.write(f"  up in {time.perf_counter() - started:.1f}s, NATS at {state['url']}, data in {folder}\n"
+              f"  security: {app.security_summary(state)}\n")
     for name, where in state.get("targets", {}).items():
         place = where.get("endpoint") or f"{where.get('host')}:{where.get('port')}"
         out.write(f"  {name} at {place}\n")

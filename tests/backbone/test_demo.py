@@ -20,6 +20,11 @@ def test_upm_demo_runs_every_story_and_stops_everything(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(done.stdout)
     assert [r["outcome"] for r in rows] == ["succeeded", "succeeded", "rejected", "rejected", "succeeded",
-                                            "rolled_back"]
+                                            "rolled_back", "succeeded"]
     assert "nothing left running" in done.stderr
+    assert "security: secure" in done.stderr  # it runs as `upm up --access` does
+    assert "--as dave: refused (server-refused)" in done.stderr  # a requester cannot approve
+    assert "--as bob: ok" in done.stderr and "--as carol: ok" in done.stderr
+    assert "--as dave: refused (visibility)" in done.stderr  # the private change, hidden from him
+    assert "--as audrey: sees it (succeeded)" in done.stderr  # and shown to the auditor
     assert not (tmp_path / "demo" / "state.json").exists()
