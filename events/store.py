@@ -68,6 +68,11 @@ class ChangeLog(msgspec.Struct):
     def head(self) -> str:
         return self.events[-1].event.hash if self.events else GENESIS
 
+    def trim(self) -> None:
+        """Forget all but the last event: enough to append (``last_seq``, ``head``) for a writer
+        that keeps a long-lived log open (a drift log, the log heads), so memory stays flat."""
+        del self.events[:-1]
+
     def ids(self) -> set[str]:
         return {s.event.id for s in self.events}
 
@@ -189,6 +194,23 @@ class EventStore:
         events = [StoredEvent(seq=seq, event=decode_event(data), data=data) for seq, data in records]
         found_tenant = events[0].event.tenant if events else tenant
         return ChangeLog(tenant=found_tenant, change_id=change_id, events=events)
+
+    async def read_tail(self, tenant: str, change_id: str) -> ChangeLog:
+        """A change with only its last event (or none): where to append, in one direct get,
+        however long the change is (see :meth:`ChangeLog.trim`)."""
+        subject = change_filter(tenant, change_id)
+        request = json.dumps({"last_by_subj": subject}).encode()
+        try:
+            msg = await self.nc.request(f"$JS.API.DIRECT.GET.{STREAM}", request, timeout=self.timeout)
+        except nats.errors.TimeoutError as exc:
+            raise StoreTimeout(f"reading the last event of {subject} timed out after {self.timeout}s") from exc
+        headers = msg.headers or {}
+        if headers.get("Status") == "404":
+            return ChangeLog(tenant=tenant, change_id=change_id)
+        if headers.get("Status"):
+            raise ServerRefused(f"direct get on {STREAM} refused: {headers['Status']} {headers.get('Description', '')}")
+        last = StoredEvent(seq=int(headers["Nats-Sequence"]), event=decode_event(msg.data), data=msg.data)
+        return ChangeLog(tenant=tenant, change_id=change_id, events=[last])
 
     async def read_raw(
         self, subject_filter: str, start_seq: int = 1, *, limit: int | None = None

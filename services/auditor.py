@@ -267,7 +267,7 @@ class Witness:
                 EVIDENCE_BUCKET, config=api.ObjectStoreConfig(storage=api.StorageType.FILE, description="UPM evidence")
             )
         caught_up_at = (await js.stream_info(STREAM)).state.last_seq
-        self._heads = await self.store.read(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
+        self._heads = await self.store.read_tail(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
         sub = await js.subscribe(f"{EVENT_ROOT}.>", ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL)
         if ready is not None:
             ready.set()
@@ -328,10 +328,11 @@ class Witness:
                 stored = await self.store.append(self._heads, [event])
                 break
             except ConcurrencyConflict:
-                self._heads = await self.store.read(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
+                self._heads = await self.store.read_tail(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
         else:
             raise ConcurrencyConflict(LOG_HEADS_CHANGE_ID, self._heads.last_seq, "too many concurrent head writers")
-        seq = stored[0].seq if stored else next(s.seq for s in self._heads.events if s.event.id == event.id)
+        seq = stored[0].seq if stored else self._heads.last_seq  # stored before: it is the log's last
+        self._heads.trim()  # heads are only appended: keep where to append, not their history
         self.head_size = max(self.head_size, payload.size)
         self._head = LogHead(seq=seq, size=payload.size, root=payload.root, signed_at=payload.signed_at,
                              key_id=payload.key_id, signature=payload.signature)

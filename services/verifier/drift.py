@@ -226,12 +226,13 @@ class DriftLoop:
         """Append to the tenant's drift log (re-reading it once on a concurrent write)."""
         change_id = idempotent_change_id(tenant, DRIFT_LOG_KEY)
         for _ in range(3):
-            log_ = self.logs.get(tenant) or await self.store.read(tenant, change_id)
+            log_ = self.logs.get(tenant) or await self.store.read_tail(tenant, change_id)
             self.logs[tenant] = log_
             event = new_event(payload, event_id=new_id(), change_id=change_id, tenant=tenant, ts=utc_now(),
                               actor=ACTOR, source="drift")
             try:
                 await self.store.append(log_, [event])
+                log_.trim()  # the drift log only grows: keep where to append, not its history
                 return
             except ConcurrencyConflict:
                 self.logs.pop(tenant, None)

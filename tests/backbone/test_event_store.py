@@ -144,3 +144,24 @@ async def test_follow_streams_events_as_they_are_stored(store: EventStore) -> No
             for i in range(3):
                 await store.append(log, [_event(cid, f"e{i}")])
     assert seen == [s.event.id for s in log.events]
+
+
+async def test_a_writer_keeps_appending_from_the_tail_of_a_long_change(store: EventStore) -> None:
+    """A long-lived writer (drift log, log heads) reads one event, trims after each append, and its
+    chain stays whole: memory flat, start-up one direct get, however long the change grows."""
+    cid = new_id()
+    assert (await store.read_tail("acme", cid)).events == []
+    full = ChangeLog("acme", cid)
+    await store.append(full, [_event(cid, f"create directory /tmp/{i}") for i in range(5)])
+    tail = await store.read_tail("acme", cid)
+    assert [s.seq for s in tail.events] == [full.last_seq] and tail.head == full.head
+    for i in range(3):
+        await store.append(tail, [_event(cid, f"create directory /tmp/more-{i}")])
+        tail.trim()
+        assert len(tail.events) == 1
+    other = ChangeLog("acme", cid)  # a stale writer still conflicts, as with a full log
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(other, [_event(cid)])
+    whole = await store.read("acme", cid)
+    assert len(whole.events) == 8 and whole.head == tail.head
+    assert chain.verify(cid, [(s.seq, s.data) for s in whole.events]) == tail.head
