@@ -125,6 +125,19 @@ class Batch:
 
 
 @dataclass(frozen=True, slots=True)
+class Supplement:
+    """A second read-back for what the type's own cannot show (a file's content digest beside its
+    ``stat``): one command over one or many resources (``read``, a :class:`Batch`), run after the
+    main read-back, only for resources it found and ``applies`` to (a regular file, not a FIFO a
+    digest would block on). Its fields join the main read-back's; a resource it should have
+    answered for and did not lacks them (so a desired value there shows as drift, never as a match).
+    """
+
+    read: Batch
+    applies: Callable[[Mapping[str, Any]], bool]
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceType:
     """Everything the planner, executor and verifier need to know about one kind of resource.
 
@@ -142,7 +155,7 @@ class ResourceType:
     - ``facet_of``/``facet_field``/``on_create``: this type owns one field of those parents.
     - ``monthly_cost`` (× the ``cost_unit`` field, e.g. AKS nodes), ``timeout_s``, ``cli`` (a pin).
     - ``batch``: how to read many of them back in one command (:func:`batch_readbacks`), if the
-      target's API allows it.
+      target's API allows it; ``supplement``: a second read-back for fields the first cannot show.
     """
 
     name: str
@@ -177,6 +190,7 @@ class ResourceType:
     cost_unit: str | None = None
     timeout_s: float = 60.0
     batch: Batch | None = None
+    supplement: Supplement | None = None
     doc: str = ""
 
     def spec(self, name: str) -> FieldSpec:
@@ -325,15 +339,19 @@ class _Texts:
 def batch_readbacks(rtype: ResourceType, resources: Sequence[tuple[str, str]]) -> list[tuple[Command, tuple[str, ...]]]:
     """The batch read-backs of ``resources`` (``(ident, target)`` pairs of ``rtype``): one command
     per group, with the idents it reads (none when the type cannot batch)."""
-    if rtype.batch is None:
-        return []
+    return [] if rtype.batch is None else grouped_readbacks(rtype.batch, resources)
+
+
+def grouped_readbacks(batch: Batch, resources: Sequence[tuple[str, str]]) -> list[tuple[Command, tuple[str, ...]]]:
+    """``batch``'s commands for ``resources`` (``(ident, target)`` pairs): one per group, with the
+    idents it reads."""
     groups: dict[str, list[str]] = {}
     for ident, target in resources:
-        groups.setdefault(rtype.batch.group(ident, target), []).append(ident)
+        groups.setdefault(batch.group(ident, target), []).append(ident)
     out = []
     for group, idents in sorted(groups.items()):
         members = tuple(dict.fromkeys(idents))
-        argv = rtype.batch.command(group, members)
+        argv = batch.command(group, members)
         out.append((Command(argv=argv, display=display(argv)), members))
     return out
 

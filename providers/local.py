@@ -7,25 +7,40 @@ Commands (argv, no shell):
 - file: ``install -m MODE /dev/stdin PATH`` with the content on the step's ``stdin`` (no shell,
   so no redirection); a content change is ``dd of=PATH status=none`` (truncates, then writes
   stdin); delete is ``rm -f PATH``. Re-running ``install`` is harmless, so a file's create has no
-  guard: its read-back (kind, mode, owner, size) cannot see a same-size content change.
+  guard. Its desired state holds the size and the sha256 of the bytes written (the content as
+  UTF-8, as stdin is fed); an empty file has no digest: size 0 already says it all.
 - symlink: ``ln -s TARGET PATH``; update ``ln -sfn TARGET PATH``; delete ``rm -f PATH``.
 
 Read-backs: ``stat -c %F:%a:%U[:%s] PATH`` (``:`` separated; no ``|`` in a plan, ever) and
-``readlink PATH``. The target of every local resource is ``local``.
+``readlink PATH``; a regular file's content is then read back as ``sha256sum -- PATH`` (the
+type's supplement), so an edit that keeps the size is drift too. Both batch: one ``stat`` and one
+``sha256sum`` over many paths. The target of every local resource is ``local``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from providers.base import Batch, CliPin, FieldSpec, Requirement, ResourceType, Vars, delimited, octal_mode
+from providers.base import (
+    Batch,
+    CliPin,
+    FieldSpec,
+    Requirement,
+    ResourceType,
+    Supplement,
+    Vars,
+    delimited,
+    octal_mode,
+)
 
 PROVIDER = "local"
 PIN = CliPin(
     name="coreutils",
-    binaries=("chmod", "chown", "dd", "install", "ln", "mkdir", "readlink", "rm", "rmdir", "stat"),
+    binaries=("chmod", "chown", "dd", "install", "ln", "mkdir", "readlink", "rm", "rmdir", "sha256sum", "stat"),
     version="9.1",
     version_argv=("stat", "--version"),
     version_pattern=r"\((?:GNU )?coreutils\) (\S+)",
@@ -46,9 +61,14 @@ def _path_problem(path: Any) -> str | None:
 def _derive(v: Vars) -> dict[str, Any]:
     content = v.get("content")
     out: dict[str, Any] = {"parent": posixpath.dirname(str(v.get("path", "/")))}
-    if content is not None:
-        out["size"] = len(str(content).encode())
-    return out
+    return out if content is None else out | _content_state(str(content))
+
+
+def _content_state(content: str) -> dict[str, Any]:
+    """The size and sha256 of the bytes a step writes (stdin is fed as UTF-8); none for an empty
+    file, whose size 0 already says it all."""
+    data = content.encode()
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} if data else {"size": 0}
 
 
 def _kind(text: str) -> str:
@@ -102,9 +122,30 @@ def _stat_batch(fmt: str, names: Sequence[str], convert: Mapping[str, Callable[[
     )
 
 
+_SHA256_LINE = re.compile(r"([0-9a-f]{64}) [ *](.*)")
+
+
+def _digest_batch() -> Batch:
+    """One ``sha256sum`` over many paths: each line is ``HEX  PATH``. A path it could not read (gone,
+    a directory) is named only on stderr, so it is left out: unknown, never a match."""
+
+    def parse(rc: int, stdout: str, idents: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        wanted = set(idents)
+        lines = (_SHA256_LINE.fullmatch(line) for line in stdout.split("\n"))
+        return {m[2]: {"sha256": m[1]} for m in lines if m is not None and m[2] in wanted}
+
+    return Batch(
+        group=lambda ident, target: "local",
+        command=lambda group, idents: ("sha256sum", "--", *idents),
+        parse=parse,
+    )
+
+
+_CONTENT = Supplement(read=_digest_batch(), applies=lambda observed: observed.get("kind") == "regular file")
 _PARENT = Requirement(type="local_directory", match={"path": "parent"}, skip=lambda v: v.get("parent") == "/")
 _STAT = ("stat", "-c", "%F:%a:%U", "{path}")
-_CONVERT = {"kind": _kind, "mode": octal_mode}
+_CONVERT: dict[str, Callable[[str], Any]] = {"kind": _kind, "mode": octal_mode}
+_SIZED: dict[str, Callable[[str], Any]] = {"kind": _kind, "size": int}
 
 DIRECTORY = ResourceType(
     name="local_directory",
@@ -146,13 +187,14 @@ FILE = ResourceType(
         _OWNER,
     ),
     summary=("mode",),
-    state=("mode", "size"),
+    state=("mode", "size", "sha256"),
     constants={"kind": "regular file"},
     create=("install", "-m", "{mode}", "/dev/stdin", "{path}"),
     delete=("rm", "-f", "{path}"),
     readback=("stat", "-c", "%F:%a:%U:%s", "{path}"),
-    parse=delimited(("kind", "mode", "owner", "size"), convert={**_CONVERT, "size": int}),
-    batch=_stat_batch("%F:%a:%U:%s", ("kind", "mode", "owner", "size"), {**_CONVERT, "size": int}),
+    parse=delimited(("kind", "mode", "owner", "size"), convert={**_CONVERT, **_SIZED}),
+    batch=_stat_batch("%F:%a:%U:%s", ("kind", "mode", "owner", "size"), {**_CONVERT, **_SIZED}),
+    supplement=_CONTENT,
     stdin_field="content",
     guarded=False,
     restorable=False,
@@ -229,11 +271,12 @@ CONTENT = ResourceType(
     provider=PROVIDER,
     cli=PIN.name,
     ident="{path}",
-    state=("size",),
+    state=("size", "sha256"),
     create=("dd", "of={path}", "status=none"),
-    readback=("stat", "-c", "%s", "{path}"),
-    parse=delimited(("size",), convert={"size": int}),
-    batch=_stat_batch("%s", ("size",), {"size": int}),
+    readback=("stat", "-c", "%F:%s", "{path}"),
+    parse=delimited(("kind", "size"), convert=_SIZED),
+    batch=_stat_batch("%F:%s", ("kind", "size"), _SIZED),
+    supplement=_CONTENT,
     stdin_field="content",
     guarded=False,
     derive=_derive,

@@ -27,6 +27,11 @@ def _differs(step: Step, observed: Observed, field: str) -> bool:
     return observed is not None and field in step.desired and observed.get(field) != step.desired[field]
 
 
+def _content_differs(step: Step, observed: Observed) -> bool:
+    """A file's content drifted: its size, or (same size) its sha256."""
+    return _differs(step, observed, "size") or _differs(step, observed, "sha256")
+
+
 def _with_settings(base: dict[str, Any], step: Step, *fields: str) -> dict[str, Any]:
     return base | {f: step.desired[f] for f in fields if f in step.desired}
 
@@ -49,7 +54,7 @@ def _file(step: Step, observed: Observed) -> dict[str, Any] | None:
         return None
     update = _with_settings(base | {"action": "update"}, step,
                             *[f for f in ("mode", "owner") if _differs(step, observed, f)])
-    if _differs(step, observed, "size") and step.stdin is not None:
+    if _content_differs(step, observed) and step.stdin is not None:
         update["content"] = step.stdin
     return update if len(update) > 3 else None
 
@@ -65,7 +70,8 @@ def _setting(field: str) -> Rule:
     """A facet (mode, owner, content) drifted: update that field of its resource."""
 
     def rule(step: Step, observed: Observed) -> dict[str, Any] | None:
-        if observed is None or not _differs(step, observed, "size" if field == "content" else field):
+        drifted = _content_differs(step, observed) if field == "content" else _differs(step, observed, field)
+        if not drifted:
             return None
         if field == "content":
             if step.stdin is None:

@@ -11,7 +11,7 @@ import functools
 import os
 import shlex
 import sysconfig
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ import anyio
 from events.model import StepAttempt, StepOutput
 from events.plan import Command, ResourceRef, Step
 from providers import CATALOG, PINS, compare, observe
-from providers.base import batch_readbacks
+from providers.base import Batch, ResourceType, batch_readbacks, grouped_readbacks
 from services.guard import (
     DEFAULT_PATH,
     DEFAULT_PINS,
@@ -185,6 +185,45 @@ async def run_command(
     return done.output
 
 
+Run = Callable[[Command], Awaitable[StepOutput]]
+"""Runs one read-only command (how, with which time-out and retries, is the caller's choice)."""
+
+
+async def supplement(
+    rtype: ResourceType, present: Sequence[tuple[str, str, Mapping[str, Any]]], run: Run
+) -> tuple[dict[str, dict[str, Any]], tuple[StepOutput, ...]]:
+    """What ``rtype``'s supplement read-back (a file's digest) adds to resources its main read-back
+    found (``(ident, target, observed)``), and the outputs of the commands that ran.
+
+    ident → the fields it adds: ``{}`` when the type has no supplement or it does not apply; an
+    ident it should have answered for and did not is left out.
+    """
+    spec = rtype.supplement
+    if spec is None:
+        return {ident: {} for ident, _, _ in present}, ()
+    extra: dict[str, dict[str, Any]] = {ident: {} for ident, _, seen in present if not spec.applies(seen)}
+    outputs = []
+    for command, idents in grouped_readbacks(spec.read, [(i, t) for i, t, seen in present if spec.applies(seen)]):
+        out = await run(command)
+        outputs.append(out)
+        parsed = spec.read.parse(out.rc, out.stdout, idents)
+        extra |= {ident: fields for ident, fields in parsed.items() if fields is not None}
+    return extra, tuple(outputs)
+
+
+async def observe_one(
+    ref: ResourceRef, command: Command, run: Run
+) -> tuple[tuple[StepOutput, ...], dict[str, Any] | None]:
+    """``ref`` read back with ``run``: its read-back ``command``, then its type's supplement when
+    the resource is there. Every output, and the observed fields (``None``: absent)."""
+    out = await run(command)
+    observed = observe(ref, out.rc, out.stdout)
+    if observed is None:
+        return (out,), None
+    extra, more = await supplement(CATALOG[ref.type], [(ref.name, ref.target, observed)], run)
+    return (out, *more), observed | extra.get(ref.name, {})
+
+
 async def read_back(
     ref: ResourceRef,
     command: Command,
@@ -194,16 +233,25 @@ async def read_back(
     secrets: tuple[str, ...] = (),
     pins: PinTable | None = None,
 ) -> dict[str, Any] | None:
-    """Observe a resource: its fields, or ``None`` when it does not exist."""
-    done = await execute(command, timeout_s=timeout_s, env=env, secrets=secrets, pins=pins)
-    return observe(ref, done.output.rc, done.output.stdout)
+    """Observe a resource (:func:`observe_one`): its fields, or ``None`` when it does not exist."""
+
+    async def run(cmd: Command) -> StepOutput:
+        return (await execute(cmd, timeout_s=timeout_s, env=env, secrets=secrets, pins=pins)).output
+
+    _, observed = await observe_one(ref, command, run)
+    return observed
 
 
 async def batch_observe(steps: Sequence[Step], *, timeout_s: float = 60.0) -> dict[int, dict[str, Any] | None]:
     """Read many resources back with one command per batchable group (one CLI start-up, one API
-    call), where the provider can: ``{index in steps: observed}`` for what the batches answered.
-    Types without a batch read-back, single resources and anything a batch left out are absent
-    from the result: read those one by one."""
+    call), where the provider can, plus one supplement command per group (a file's digest):
+    ``{index in steps: observed}`` for what the batches answered. Types without a batch read-back,
+    single resources and anything a batch left out are absent from the result: read those one by
+    one."""
+
+    async def run(cmd: Command) -> StepOutput:
+        return (await execute(cmd, timeout_s=timeout_s, max_attempts=2)).output
+
     by_type: dict[str, list[int]] = {}
     for i, step in enumerate(steps):
         by_type.setdefault(step.resource.type, []).append(i)
@@ -212,15 +260,24 @@ async def batch_observe(steps: Sequence[Step], *, timeout_s: float = 60.0) -> di
         rtype = CATALOG.get(type_name)
         if rtype is None or rtype.batch is None or len(indexes) < 2:
             continue
-        for command, idents in batch_readbacks(rtype, [(steps[i].resource.name, steps[i].target) for i in indexes]):
-            done = await execute(command, timeout_s=timeout_s, max_attempts=2)
-            parsed = rtype.batch.parse(done.output.rc, done.output.stdout, idents)
-            for i in indexes:
-                name = steps[i].resource.name
-                if name in parsed:
-                    fields = parsed[name]
-                    answered[i] = None if fields is None else {"exists": True, **fields}
+        targets = {steps[i].resource.name: steps[i].target for i in indexes}
+        for command, idents in batch_readbacks(rtype, list(targets.items())):
+            seen = await _read_batch(rtype, rtype.batch, command, idents, targets, run)
+            answered |= {i: seen[steps[i].resource.name] for i in indexes if steps[i].resource.name in seen}
     return answered
+
+
+async def _read_batch(
+    rtype: ResourceType, batch: Batch, command: Command, idents: Sequence[str], targets: Mapping[str, str], run: Run
+) -> dict[str, dict[str, Any] | None]:
+    """One batch read-back of ``idents`` and its supplement: ident → observed (``None``: absent),
+    for those both answered."""
+    out = await run(command)
+    parsed = batch.parse(out.rc, out.stdout, idents)
+    found = {ident: fields for ident, fields in parsed.items() if fields is not None}
+    extra, _ = await supplement(rtype, [(ident, targets[ident], fields) for ident, fields in found.items()], run)
+    absent: dict[str, dict[str, Any] | None] = {ident: None for ident, fields in parsed.items() if fields is None}
+    return absent | {ident: {"exists": True, **fields, **extra[ident]} for ident, fields in found.items() if ident in extra}
 
 
 async def observe_many(steps: Sequence[Step], *, concurrency: int = 16) -> list[dict[str, Any] | None]:

@@ -21,9 +21,9 @@ import anyio
 
 from events.model import Check, StepOutput
 from events.plan import Command, Plan, Prerequisite, Step
-from providers import CATALOG, compare, observe
+from providers import CATALOG, compare
 from services.preflight.config import PreflightConfig
-from services.steps import run_command
+from services.steps import observe_one, run_command
 
 CHECK_CONCURRENCY = 8
 UNRUNNABLE = (126, 127)
@@ -52,11 +52,11 @@ async def prerequisite(pre: Prerequisite, run: Runner = guarded_read) -> Check:
 async def dry_run(step: Step, run: Runner = guarded_read) -> Check:
     """What the step would do against the resource as read back now."""
     command = step.guard or step.readback
-    out = await run(command, step.target, step.timeout_s)
-    if out.rc in UNRUNNABLE:
+    outputs, observed = await observe_one(step.resource, command, lambda c: run(c, step.target, step.timeout_s))
+    unrunnable = next((out for out in outputs if out.rc in UNRUNNABLE), None)
+    if unrunnable is not None:
         return Check(name="dry-run", target=step.id, ok=True,
-                     detail=f"{step.action}: current state unknown ({out.stderr.strip()[:200]})")
-    observed = observe(step.resource, out.rc, out.stdout)
+                     detail=f"{step.action}: current state unknown ({unrunnable.stderr.strip()[:200]})")
     diffs = compare(step.desired, observed)
     if step.action == "delete":
         return Check(name="dry-run", target=step.id, ok=True, detail="delete" if observed is not None else "no-op: absent")

@@ -37,14 +37,16 @@ from events.model import (
     FieldDiff,
     IntentSubmitted,
     Payload,
+    StepOutput,
 )
+from events.plan import Command
 from events.store import ChangeLog, EventStore, new_event
 from events.subjects import type_filter
-from providers import compare, observe
+from providers import compare
 from providers.reconcile import reconcile_resource
 from services.guard import RateLimiter
 from services.runtime import utc_now
-from services.steps import batch_observe, run_command
+from services.steps import batch_observe, observe_one, run_command
 from services.verifier.config import DriftConfig
 from services.verifier.inventory import Inventory, Managed, apply
 
@@ -71,11 +73,16 @@ Reader = Callable[[Managed], Awaitable[tuple[bool, dict[str, Any] | None]]]
 
 
 async def read_resource(item: Managed) -> tuple[bool, dict[str, Any] | None]:
-    """``(answered, observed)``: run the resource's read-back through the guard."""
-    out = await run_command(item.step.readback, timeout_s=item.step.timeout_s, max_attempts=1)
-    if out.rc >= UNREADABLE_RC:
+    """``(answered, observed)``: run the resource's read-back (and its supplement, a file's digest)
+    through the guard; unanswered when any of them was refused or timed out."""
+
+    async def run(command: Command) -> StepOutput:
+        return await run_command(command, timeout_s=item.step.timeout_s, max_attempts=1)
+
+    outputs, observed = await observe_one(item.step.resource, item.step.readback, run)
+    if any(out.rc >= UNREADABLE_RC for out in outputs):
         return False, None
-    return True, observe(item.step.resource, out.rc, out.stdout)
+    return True, observed
 
 
 async def check(item: Managed, config: DriftConfig, read: Reader = read_resource) -> Reading:

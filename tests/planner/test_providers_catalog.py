@@ -9,11 +9,13 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 
 from events.plan import Command, ResourceRef, Step
 from providers import CATALOG, PINS, PROVIDERS, FieldDiff, compare, display, observe, pin_for
 from services.planner import CompileInput, compile_intent
+from services.steps import read_back
 
 
 def _run(cmd: Command, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -23,8 +25,8 @@ def _run(cmd: Command, stdin: str | None = None) -> subprocess.CompletedProcess[
 
 
 def _observed(step: Step) -> dict[str, object] | None:
-    out = _run(step.readback)
-    return observe(step.resource, out.returncode, out.stdout)
+    """What the verifier sees: the step's read-back, then its type's supplement (a file's digest)."""
+    return anyio.run(read_back, step.resource, step.readback)
 
 
 def _apply(step: Step) -> None:

@@ -32,6 +32,16 @@ def test_an_edited_file_gets_its_content_back_and_a_deleted_one_is_recreated() -
         "type": "local_file", "path": "/srv/app.conf", "mode": "0644", "content": "port=8080"}
 
 
+def test_a_same_size_edit_gets_the_content_back_and_an_untouched_file_nothing() -> None:
+    step = _step("Create file /srv/app.conf containing 'port=8080'")
+    same_size = {"exists": True, "kind": "regular file", "mode": "0644", "owner": "root", "size": 9,
+                 "sha256": "0" * 64}
+    assert reconcile_resource(step, same_size) == {
+        "type": "local_file", "path": "/srv/app.conf", "action": "update", "content": "port=8080"}
+    untouched = same_size | {"sha256": step.desired["sha256"]}
+    assert reconcile_resource(step, untouched) is None
+
+
 def test_a_directory_replaced_by_a_file_needs_a_person() -> None:
     step = _step("Create directory /srv/app")
     assert reconcile_resource(step, {"exists": True, "kind": "regular file", "mode": "0644"}) is None
