@@ -17,9 +17,9 @@ person p       P ``upm.cmd.<t>.<verb>.p`` for each tenant t and each verb p's ro
                replies, never with the name of a service's durable consumer
 upm-<service>  P its own event types on ``upm.evt.*.*.<type>`` (only ``upm-auditor`` may write
                ``_system``), the stream info and direct gets, its durable consumer or ordered
-               consumers, its object-store buckets; S the commands / queries it answers and P
-               replies to ``_INBOX.>`` (not ``allow_responses``, which would let a reply subject
-               the caller picks reach the JetStream API or any event subject)
+               consumers, its object-store and key-value buckets; S the commands / queries it
+               answers and P replies to ``_INBOX.>`` (not ``allow_responses``, which would let a
+               reply subject the caller picks reach the JetStream API or any event subject)
 upm-serve      P ``upm.qry.*.*.*`` and ``upm.sql.*.*`` (it asks for token holders)
 upm-admin      P the event stream's create and info (``upm up`` creates it before the services),
                and reading the whole log (direct gets, ordered consumers): the deployment's own
@@ -66,6 +66,7 @@ from projections.evidence import EVIDENCE_BUCKET
 from services.access import ACTION_ROLES, OWNER_ACTIONS, Access, service_identity
 from services.errors import ConfigError
 from services.executor.config import Output
+from services.executor.limits import RATES_BUCKET
 from services.tls import distinguished_name
 
 OUTPUTS_BUCKET = Output().bucket
@@ -94,6 +95,7 @@ class Needs:
     follows: bool = False  # ordered consumers over the whole event stream
     writes: tuple[str, ...] = ()  # object-store buckets it creates and writes
     reads: tuple[str, ...] = ()  # object-store buckets it reads
+    updates: tuple[str, ...] = ()  # key-value buckets it creates, reads and updates
 
 
 def _query_filter(verb: str) -> str:
@@ -126,6 +128,7 @@ def service_needs(outputs_bucket: str = OUTPUTS_BUCKET) -> dict[str, Needs]:
             answers=(command_filter("resume"), command_filter("rollback"), command_filter("cancel")),
             durable=True,
             writes=(outputs_bucket,),
+            updates=(RATES_BUCKET,),
         ),
         "verifier": Needs(
             emits=("verification.passed", "verification.failed", "rollback.planned", "rollback.approved",
@@ -165,6 +168,13 @@ def _bucket_read(bucket: str) -> tuple[str, ...]:
             _api("CONSUMER", "CREATE", stream), f"$JS.FC.{stream}.>")
 
 
+def _kv_update(bucket: str) -> tuple[str, ...]:
+    """nats-py's key-value store: info and create the bucket, direct gets of a key, puts."""
+    stream = f"KV_{bucket}"
+    return (_api("STREAM", "INFO", stream), _api("STREAM", "CREATE", stream), _api("DIRECT", "GET", stream, ">"),
+            f"$KV.{bucket}.>")
+
+
 def service_permissions(name: str, needs: Needs) -> Permissions:
     """The permissions of ``upm-<name>``."""
     identity = service_identity(name)
@@ -181,6 +191,8 @@ def service_permissions(name: str, needs: Needs) -> Permissions:
         publish += _bucket_write(bucket)
     for bucket in needs.reads:
         publish += [p for p in _bucket_read(bucket) if p not in publish]
+    for bucket in needs.updates:
+        publish += _kv_update(bucket)
     deny = (f"{EVENT_ROOT}.{SYSTEM_TENANT}.>",) if needs.emits and "log.head" not in needs.emits else ()
     subscribe = (f"{inbox_prefix(identity)}.>", *needs.answers, *needs.listens)
     return Permissions(publish=tuple(publish), subscribe=subscribe, publish_deny=deny)

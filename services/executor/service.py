@@ -54,7 +54,7 @@ from providers import compare
 from services.credentials import CredentialsBroker, IssuedCredentials, broker_for
 from services.executor.config import ExecutorConfig
 from services.executor.gates import anomaly, gate
-from services.executor.limits import RateLimits, blast_radius_violation
+from services.executor.limits import RateLimits, blast_radius_violation, rate_buckets
 from services.executor.outputs import OutputStore
 from services.executor.rollback import rollback_plan, undone_when_absent
 from services.executor.state import ChangeView, running_seconds
@@ -102,7 +102,7 @@ class Executor:
 
     def __init__(self, config: ExecutorConfig) -> None:
         self.config = config
-        self.rates = RateLimits(config.rates)
+        self.rates: RateLimits | None = None  # opened on the first step: the buckets are on the bus
         self.pins = config.pin_table()
         self.policy = config.guard_policy()
         token_store = config.credentials.token_store
@@ -195,7 +195,7 @@ class Executor:
                                             reason=f"guard read-back `{shown}` shows it is already done"),
                                 f"skip:{step.id}"))
             return None
-        await self.rates.step(ctx.input.tenant, step.target)
+        await self._rate(ctx, step)
         display = step.command.display
         await ctx.emit((StepStarted(step_id=step.id, index=step.index, command=display), f"start:{step.id}"))
         timeout = min(self.config.step_timeout(step.timeout_s), remaining)
@@ -337,7 +337,7 @@ class Executor:
                                                         reason=f"`{step.readback.display}` shows it already absent"),
                                     f"rb-skip:{step.id}"))
                 return None
-        await self.rates.step(ctx.input.tenant, step.target)
+        await self._rate(ctx, step)
         await ctx.emit((RollbackStepStarted(step_id=step.id, index=step.index, command=display), f"rb-start:{step.id}"))
         done = await self._exec(run, step, step.rollback, None, self.config.step_timeout(step.timeout_s))
         out = await self._bounded(ctx, done.output, f"{step.id}.{ctx.input.id}.rollback")
@@ -350,7 +350,15 @@ class Executor:
                         f"rb-done:{step.id}"))
         return None
 
-    # -- credentials and outputs ----------------------------------------------------------
+    # -- rates, credentials and outputs ----------------------------------------------------
+
+    async def _rate(self, ctx: Context, step: Step) -> None:
+        """Wait for the step's tokens from the tenant's and the target's buckets (shared by every
+        replica through the ``UPM_RATES`` key-value bucket, created on the first step if missing)."""
+        if self.rates is None:
+            opened = RateLimits(await rate_buckets(ctx.store.js), self.config.rates)
+            self.rates = self.rates or opened  # two first steps may both open it: keep one
+        await self.rates.step(ctx.input.tenant, step.target)
 
     async def _issue(self, run: _Run, steps: Sequence[Step]) -> None:
         """Short-lived credentials for each target the steps act on, recorded by reference."""

@@ -1,17 +1,32 @@
 """Limits enforced at execution: blast radius (even with pre-flight bypassed), rates with 10
-concurrent changes (measured from the step events' timestamps), and deadlines."""
+concurrent changes (measured from the step events' timestamps), rates shared by replicas through
+the ``UPM_RATES`` key-value bucket (the token-bucket arithmetic, skewed clocks, CAS conflicts),
+and deadlines."""
 
 from __future__ import annotations
 
+import math
+import re
+import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import anyio
+import msgspec
+import nats
+import nats.js.errors
 import pytest
 from executor_helpers import config, dirs_plan, events, make_tool, pins, running, submit, tool_plan, wait_for
 from nats.aio.client import Client as NATS
+from nats.js.kv import KeyValue
 
 from events.model import Event, ExecutionFailed, StepFailed, StepStarted
 from events.store import EventStore
+from services.executor.limits import RateLimits, bucket_key, rate_buckets
+from services.guard.ratelimit import Bucket, take
+from services.natsserver import EmbeddedNats
 
 
 def _failure(found: list[Event]) -> ExecutionFailed:
@@ -68,6 +83,109 @@ async def test_the_rate_limit_holds_across_10_concurrent_changes(
     # and the changes really ran concurrently: their steps interleave
     order = [c for _, c in stamps]
     assert len({tuple(order[i:i + 2]) for i in range(0, 10, 2)} - {(c, c) for c in changes}) > 0
+
+
+def test_a_bucket_refills_at_its_rate_up_to_its_burst() -> None:
+    assert take(None, 100.0, 4.0, 3) == (Bucket(2.0, 100.0), 0.0)  # a new bucket is full
+    assert take(Bucket(0.0, 100.0), 100.25, 4.0, 3) == (Bucket(0.0, 100.25), 0.0)  # 0.25 s · 4/s = 1 token
+    assert take(Bucket(0.0, 100.0), 1000.0, 4.0, 3) == (Bucket(2.0, 1000.0), 0.0)  # capped at the burst
+    assert take(Bucket(-1.0, 100.0), 100.0, 4.0, 3) == (Bucket(-2.0, 100.0), 0.5)  # reserved: due in 2 / 4 s
+
+
+def test_a_clock_behind_the_buckets_time_mints_no_tokens() -> None:
+    # written by a host 0.4 s ahead: this host refills nothing until its clock gets there
+    assert take(Bucket(0.0, 100.4), 100.0, 10.0, 5) == (Bucket(-1.0, 100.4), 0.1)
+    after, _ = take(Bucket(0.0, 100.4), 100.5, 10.0, 5)
+    assert after.tokens == pytest.approx(0.0) and after.at == 100.5  # 0.1 s since the bucket's time
+    # a clock far ahead of everyone holds back the refill by max_skew at most
+    assert take(Bucket(0.0, 5000.0), 100.0, 10.0, 5, max_skew=1.0) == (Bucket(-1.0, 101.0), 0.1)
+
+
+def test_bucket_keys_are_valid_and_distinct() -> None:
+    names = ["acme", "us-east-1", "arn:aws:eks:eu-west-1:1:cluster/a b", "a:", "a_3a", "é"]
+    keys = [bucket_key("target", n) for n in names]
+    assert keys[:2] == ["target.acme", "target.us-east-1"]
+    assert keys[2] == "target.arn_3aaws_3aeks_3aeu-west-1_3a1_3acluster_2fa_20b"
+    assert len(set(keys)) == len(keys) and all(re.fullmatch(r"[-_.a-zA-Z0-9]+", k) for k in keys)
+
+
+@pytest.fixture
+async def replicas(nc: NATS, nats_server: EmbeddedNats) -> AsyncIterator[tuple[KeyValue, KeyValue]]:
+    """The rates bucket as two executor replicas see it, each through its own connection."""
+    other = await nats.connect(nats_server.url)
+    try:
+        yield await rate_buckets(nc.jetstream()), await rate_buckets(other.jetstream())
+    finally:
+        await other.close()
+
+
+RATE_20 = config(rates={"steps_per_s_per_tenant": 20, "steps_per_s_per_target": 20, "burst": 1}).rates
+
+
+async def test_replicas_share_the_rate(replicas: tuple[KeyValue, KeyValue]) -> None:
+    limits = [RateLimits(kv, RATE_20) for kv in replicas]
+    start = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for each in limits:
+            for _ in range(20):  # concurrent takers in each replica, against each other's writes
+                tg.start_soon(each.step, "acme", "local")
+    elapsed = time.monotonic() - start
+    # 40 steps at 20/s, burst 1: the last is due 39/20 s after the first. With a bucket per process
+    # each replica would have taken its 20 in 19/20 s.
+    assert 39 / 20 - 0.05 <= elapsed < 6, elapsed
+
+
+async def test_clocks_apart_do_not_raise_the_rate(replicas: tuple[KeyValue, KeyValue]) -> None:
+    ahead = RateLimits(replicas[0], RATE_20, clock=lambda: time.time() + 0.05)
+    behind = RateLimits(replicas[1], RATE_20, clock=lambda: time.time() - 0.05)
+    start = time.monotonic()
+    for _ in range(20):  # in turns: each take sees the other clock's last write
+        await ahead.step("acme", "local")
+        await behind.step("acme", "local")
+    elapsed = time.monotonic() - start
+    # crediting the 0.1 s between the clocks on each turn would be 2 tokens a turn: done in ~1 s
+    assert 39 / 20 - 0.1 <= elapsed < 6, elapsed
+
+
+async def test_a_stale_deleted_or_garbled_bucket_is_read_again(
+    replicas: tuple[KeyValue, KeyValue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first_kv, second_kv = replicas
+    conflicts: list[str] = []
+    update = first_kv.update
+
+    async def counted(key: str, value: bytes, last: int | None = None, **options: Any) -> int:
+        try:
+            return await update(key, value, last=last, **options)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            conflicts.append(key)
+            raise
+
+    monkeypatch.setattr(first_kv, "update", counted)
+    cfg = config(rates={"steps_per_s_per_tenant": 0.01, "steps_per_s_per_target": 0.01, "burst": 3}).rates
+    first, second = RateLimits(first_kv, cfg), RateLimits(second_kv, cfg)
+
+    async def tokens(key: str) -> float:
+        return msgspec.json.decode((await second_kv.get(key)).value or b"", type=Bucket).tokens
+
+    assert [await first.step("acme", "local"), await second.step("acme", "local")] == [0.0, 0.0]
+    assert conflicts == []
+    assert await first.step("acme", "local") == 0.0  # its revision is stale: re-read, take the last token
+    assert sorted(conflicts) == ["target.local", "tenant.acme"]
+    assert await tokens("tenant.acme") == pytest.approx(0.0, abs=0.01)
+    await second_kv.delete("tenant.acme")  # an operator deleted it, or garbled it: it starts full again
+    await second_kv.put("target.local", b"not a bucket")
+    assert await first.step("acme", "local") == 0.0
+    assert await tokens("tenant.acme") == await tokens("target.local") == pytest.approx(2.0, abs=0.01)
+
+
+async def test_an_unlimited_rate_has_no_bucket(replicas: tuple[KeyValue, KeyValue]) -> None:
+    kv = replicas[0]
+    cfg = config(rates={"steps_per_s_per_tenant": math.inf, "targets": {"fast": math.inf}}).rates
+    limits = RateLimits(kv, cfg)
+    for target in ("fast", "local"):
+        assert await limits.step("acme", target) == 0.0
+    assert await kv.keys() == ["target.local"]
 
 
 async def test_deadlines_stop_a_slow_change_and_a_slow_step(nc: NATS, store: EventStore, tmp_path: Path) -> None:
