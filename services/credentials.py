@@ -17,9 +17,13 @@ Brokers by kind:
   the broker's own identity, allowed the services the aws provider drives, assumed with STS for
   ``ttl_s`` (clamped to STS's 900–3600 s); steps get ``AWS_ACCESS_KEY_ID``,
   ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``. Revoking puts a deny-everything policy on the
-  role, which refuses the session at once. Its own identity is the usual AWS environment of the
-  executor process (``upm up --with aws`` gives it the moto server's root user); the endpoint is
-  ``UPM_AWS_ENDPOINT`` (none: real AWS).
+  role, which refuses the session at once, and tags it ``upm:revoked-at`` (epoch seconds). At most
+  once per ``SWEEP_EVERY_S``, ``issue`` first sweeps (best effort) the ``upm-chg-`` roles no session
+  can still use: revoked more than ``keep_s`` (``STS_MAX_S``) ago, or never revoked (a run that
+  crashed and was not resumed, an issue that failed half-way) and created more than ``STS_MAX_S`` +
+  ``keep_s`` ago, since a role is assumed once, when it is created, for at most ``STS_MAX_S``.
+  Its own identity is the usual AWS environment of the executor process (``upm up --with aws``
+  gives it the moto server's root user); the endpoint is ``UPM_AWS_ENDPOINT`` (none: real AWS).
 - ``postgres`` (:class:`PostgresBroker`): per change and target, a login role ``upm_c_…`` with a
   random password, ``VALID UNTIL`` now + ``ttl_s``, member of ``upm_operator``, which the session
   acts as (``PGOPTIONS=-c role=upm_operator``) so that what it creates outlives it; revoking drops
@@ -49,6 +53,8 @@ import anyio
 
 from services.emulators import AWS_ENDPOINT, AWS_REGION, DEFAULT_REGION, PG_OPERATOR, POSTGRES_DSN, psql_dsn
 from services.errors import ConfigError, UpmServiceError
+
+log = logging.getLogger(__name__)
 
 
 class CredentialsUnavailable(UpmServiceError):
@@ -168,6 +174,8 @@ _CHANGE_ROLE_POLICY = {
 }
 _REVOKED_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}
 STS_MIN_S, STS_MAX_S = 900, 3600
+ROLE_PREFIX, REVOKED_AT_TAG = "upm-chg-", "upm:revoked-at"
+SWEEP_EVERY_S, SWEEP_MAX_ROLES = 600.0, 50  # how often issue sweeps; how many old roles one sweep examines
 
 
 def _short(tenant: str, change_id: str, target: str) -> str:
@@ -179,11 +187,15 @@ class StsBroker:
 
     kind = "sts"
 
-    def __init__(self, *, endpoint: str | None, region: str) -> None:
+    def __init__(self, *, endpoint: str | None, region: str, keep_s: float = STS_MAX_S,
+                 sweep_every_s: float = SWEEP_EVERY_S) -> None:
         self.endpoint = endpoint
         self.region = region
+        self.keep_s = keep_s  # how long a revoked role is kept before a sweep deletes it
+        self.sweep_every_s = sweep_every_s
         self._principal: str | None = None
         self._session: Any = None
+        self._swept_at: float | None = None  # time.monotonic() of this instance's last sweep
         # botocore logs whole response bodies at DEBUG, AssumeRole's secrets included: never here.
         logging.getLogger("botocore").setLevel(logging.INFO)
 
@@ -209,7 +221,8 @@ class StsBroker:
             ) from exc
 
     async def issue(self, *, tenant: str, change_id: str, target: str, ttl_s: float) -> IssuedCredentials:
-        role = f"upm-chg-{_short(tenant, change_id, target)}"
+        await self._sweep_now_and_then()
+        role = f"{ROLE_PREFIX}{_short(tenant, change_id, target)}"
         duration = int(min(max(ttl_s, STS_MIN_S), STS_MAX_S))
         iam, sts = self._client("iam"), self._client("sts")
         if self._principal is None:
@@ -240,8 +253,74 @@ class StsBroker:
     async def revoke(self, ref: str) -> None:
         role = ref.removeprefix("sts:")
         iam = self._client("iam")
-        await self._call(f"revoke the role {role}", lambda: iam.put_role_policy(
-            RoleName=role, PolicyName="upm-revoked", PolicyDocument=json.dumps(_REVOKED_POLICY)))
+
+        def deny() -> None:
+            try:
+                iam.put_role_policy(RoleName=role, PolicyName="upm-revoked", PolicyDocument=json.dumps(_REVOKED_POLICY))
+                iam.tag_role(RoleName=role, Tags=[{"Key": REVOKED_AT_TAG, "Value": str(int(time.time()))}])
+            except iam.exceptions.NoSuchEntityException:  # swept already: no session of it works
+                log.info("the sts role %s is already deleted: nothing to revoke", role)
+
+        await self._call(f"revoke the role {role}", deny)
+
+    async def _sweep_now_and_then(self) -> None:
+        """Sweep if this instance has not for ``sweep_every_s``; a failure is logged, never raised."""
+        moment = time.monotonic()
+        if self._swept_at is not None and moment - self._swept_at < self.sweep_every_s:
+            return
+        self._swept_at = moment  # claimed first: concurrent issues do not sweep twice
+        try:
+            await self.sweep(time.time())
+        except CredentialsUnavailable as exc:
+            log.warning("the sts broker skipped sweeping its old roles (issuing goes on): %s", exc)
+
+    async def sweep(self, now: float) -> list[str]:
+        """Delete the ``upm-chg-`` roles no session can use any more at ``now`` (epoch seconds), at
+        most ``SWEEP_MAX_ROLES`` examined; return the names deleted. A role that cannot be deleted is
+        logged and skipped; a failure to list the roles raises :class:`CredentialsUnavailable`."""
+        iam = self._client("iam")
+        old = await self._call("list its roles", lambda: self._old_roles(iam, now))
+        deleted = [role for role, created in old.items()
+                   if await anyio.to_thread.run_sync(self._sweep_role, iam, role, created, now)]
+        if deleted:
+            log.info("the sts broker deleted %d old role(s): %s", len(deleted), ", ".join(deleted))
+        return deleted
+
+    def _old_roles(self, iam: Any, now: float) -> dict[str, float]:
+        """The broker's roles created more than ``keep_s`` ago (one revoked since is not old enough),
+        with their creation time."""
+        old: dict[str, float] = {}
+        for page in iam.get_paginator("list_roles").paginate():
+            for role in page["Roles"]:
+                created = role["CreateDate"].timestamp()
+                if role["RoleName"].startswith(ROLE_PREFIX) and now - created > self.keep_s:
+                    old[role["RoleName"]] = created
+                    if len(old) == SWEEP_MAX_ROLES:
+                        return old
+        return old
+
+    def _sweep_role(self, iam: Any, role: str, created: float, now: float) -> bool:
+        """Delete ``role`` (its inline policies first) if it is past its keep; True if deleted."""
+        try:
+            tags = {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=role)["Tags"]}
+            if not self._expired(tags, created, now):
+                return False
+            for page in iam.get_paginator("list_role_policies").paginate(RoleName=role):
+                for policy in page["PolicyNames"]:
+                    iam.delete_role_policy(RoleName=role, PolicyName=policy)
+            iam.delete_role(RoleName=role)
+        except iam.exceptions.NoSuchEntityException:
+            log.info("the sts role %s was deleted meanwhile", role)
+            return False
+        except Exception as exc:  # botocore raises many unrelated types; the next role may still go
+            log.warning("the sts broker could not delete its old role %s: %s: %s", role, type(exc).__name__, exc)
+            return False
+        return True
+
+    def _expired(self, tags: Mapping[str, str], created: float, now: float) -> bool:
+        if REVOKED_AT_TAG in tags:
+            return now - float(tags[REVOKED_AT_TAG]) > self.keep_s
+        return now - created > STS_MAX_S + self.keep_s  # never revoked: its one session has expired
 
 
 class PostgresBroker:
