@@ -311,7 +311,8 @@ def up(
     ones instead) and one process per service; wait until ready.
 
     With ``tls`` the embedded server requires client certificates from a CA made under
-    ``<folder>/tls``; services connect as ``services``, the CLI as ``cli`` (``UPM_TLS_DIR``).
+    ``<folder>/tls``; each service connects with its own (``upm-<service>``), the CLI with ``cli``
+    (``UPM_TLS_DIR``).
     With ``access`` (an access file; implies ``tls``) it is copied to ``<folder>``, every person in it and
     every service gets its own certificate, and the server enforces each identity's permissions
     (:mod:`services.natsauth`); services get ``UPM_ACCESS``. ``state["security"]`` says which.
@@ -349,7 +350,8 @@ def up(
         authorization = natsauth.authorization_block(users)
         pki: Pki | None = ensure_pki(folder / "tls", (*acl.principals(), *identities()))
     else:
-        pki = ensure_pki(folder / "tls", ("services", "cli")) if tls else None
+        # each service its own certificate; the CLI shares `cli` (without an access file, names are not checked)
+        pki = ensure_pki(folder / "tls", ("services", "cli", *identities())) if tls else None
     if pki is not None:
         state["tls_dir"] = str(pki.folder)
         service_env[TLS_ENV] = str(pki.folder)

@@ -17,6 +17,7 @@ import nats.errors
 import pytest
 from cryptography import x509
 
+from services import app
 from services.natsserver import EmbeddedNats
 from services.tls import Pki, ensure_pki
 
@@ -105,6 +106,8 @@ def test_upm_up_with_tls_runs_changes_over_mtls_only(tmp_path: Path) -> None:
     try:
         state = json.loads(up.stdout)
         assert state["tls_dir"] == str(data / "tls")
+        pki = Pki(data / "tls")
+        assert all(pki.has_client(identity) for identity in app.identities())  # one per service
         target = tmp_path / "over-tls"
         done = _upm("submit", f"Create directory {target} with mode 0750", "--wait", "--json", "--data", str(data))
         assert done.returncode == 0, done.stderr
