@@ -4,10 +4,8 @@ as ``services.cli`` will once wired)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import functools
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -63,43 +61,32 @@ def test_policy_test_names_a_broken_file(tmp_path: Path, capsys: pytest.CaptureF
 
 
 async def test_approve_deny_and_the_trail_from_the_command_line(
-    nats_server: EmbeddedNats, nc: NATS, store: EventStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    nats_server: EmbeddedNats, nc: NATS, store: EventStore, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    host: Callable[..., Awaitable[None]],
 ) -> None:
-    hosted = [Gateway(nc), Host(nc, config=config(), interval=0.05),
-              *(Runner(nc, app.PIPELINE[n]()) for n in ("planner", "executor", "verifier", "auditor"))]
-    tasks = []
-    for service in hosted:
-        ready = anyio.Event()
-        tasks.append(asyncio.ensure_future(functools.partial(service.run, ready=ready)()))
-        await ready.wait()
-    try:
-        change = await client.submit(nc, "acme", {"environment": "prod",
-                                                   "request": f"Create directory {tmp_path / 'cli'} with mode 0750"},
-                                     principal="alice")
-        with anyio.fail_after(20):
-            while "approval.requested" not in [  # noqa: ASYNC110 - polling the log
-                s.event.type for s in (await store.read("acme", change)).events
-            ]:
-                await anyio.sleep(0.05)
-        url = ("--nats", nats_server.url)
+    await host(Gateway(nc), Host(nc, config=config(), interval=0.05),
+               *(Runner(nc, app.PIPELINE[n]()) for n in ("planner", "executor", "verifier", "auditor")))
+    change = await client.submit(nc, "acme", {"environment": "prod",
+                                               "request": f"Create directory {tmp_path / 'cli'} with mode 0750"},
+                                 principal="alice")
+    with anyio.fail_after(20):
+        while "approval.requested" not in [  # noqa: ASYNC110 - polling the log
+            s.event.type for s in (await store.read("acme", change)).events
+        ]:
+            await anyio.sleep(0.05)
+    url = ("--nats", nats_server.url)
 
-        def cli(*argv: str) -> int:
-            return upm(*argv, *url)
+    def cli(*argv: str) -> int:
+        return upm(*argv, *url)
 
-        assert await anyio.to_thread.run_sync(cli, "approve", change, "--as", "alice") == 2
-        assert "separation of duties" in capsys.readouterr().err
-        assert await anyio.to_thread.run_sync(cli, "approve", change, "--as", "bob", "--reason", "ok") == 0
-        assert "awaiting-approval" in capsys.readouterr().out
-        assert await anyio.to_thread.run_sync(cli, "deny", change, "--as", "carol", "--json") == 0
-        assert json.loads(capsys.readouterr().out)["state"] == "denied"
-        assert await anyio.to_thread.run_sync(cli, "approvals", change, "--json") == 0
-        trail = json.loads(capsys.readouterr().out)
-        assert [(t["event"], t["who"]) for t in trail] == [
-            ("approval.requested", "policy"), ("approval.granted", "bob"), ("approval.denied", "carol")]
-        assert trail[1]["reason"] == "ok" and trail[1]["group"] == "platform-owners"
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    assert await anyio.to_thread.run_sync(cli, "approve", change, "--as", "alice") == 2
+    assert "separation of duties" in capsys.readouterr().err
+    assert await anyio.to_thread.run_sync(cli, "approve", change, "--as", "bob", "--reason", "ok") == 0
+    assert "awaiting-approval" in capsys.readouterr().out
+    assert await anyio.to_thread.run_sync(cli, "deny", change, "--as", "carol", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "denied"
+    assert await anyio.to_thread.run_sync(cli, "approvals", change, "--json") == 0
+    trail = json.loads(capsys.readouterr().out)
+    assert [(t["event"], t["who"]) for t in trail] == [
+        ("approval.requested", "policy"), ("approval.granted", "bob"), ("approval.denied", "carol")]
+    assert trail[1]["reason"] == "ok" and trail[1]["group"] == "platform-owners"

@@ -7,12 +7,9 @@ package (a regular package wins over this folder, which would only be a namespac
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import anyio
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -20,16 +17,12 @@ from events.store import EventStore
 from projections.projector import Projector
 from services.access import Access
 
+Host = Callable[..., Awaitable[None]]  # the host fixture (tests/conftest.py)
+
 
 @pytest.fixture
-async def projector(nc: NATS, store: EventStore, tmp_path: Path) -> AsyncIterator[Projector]:
+async def projector(nc: NATS, store: EventStore, tmp_path: Path, host: Host) -> Projector:
     """A projector task on the test's server, writing to ``tmp_path / "proj"`` (open mode: no access file)."""
     p = Projector(nc, tmp_path / "proj", batch_max=500, access=Access.open())
-    ready = anyio.Event()
-    task = asyncio.ensure_future(p.run(ready=ready))
-    with anyio.fail_after(10):
-        await ready.wait()
-    yield p
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await host(p)
+    return p

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -24,16 +22,10 @@ Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 
 
 @pytest.fixture
-async def witness(nc: NATS, store: EventStore, tmp_path: Path) -> AsyncIterator[Witness]:
+async def witness(nc: NATS, store: EventStore, tmp_path: Path, host: Callable[..., Awaitable[None]]) -> Witness:
     w = Witness(nc, tmp_path / "data", interval=0.3)
-    ready = anyio.Event()
-    task = asyncio.ensure_future(w.run(ready=ready))
-    with anyio.fail_after(10):
-        await ready.wait()
-    yield w
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await host(w)
+    return w
 
 
 async def published(store: EventStore, change_id: str) -> list[EvidencePublished]:
