@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import anyio
 import msgspec
@@ -52,7 +52,7 @@ VERBS = ("status", "events")
 MAX_WAIT_S = 30.0
 MAX_EVENTS = 5000
 CONCURRENT = 256
-OWNERS_KEPT = 100_000
+ORIGINS_KEPT = 100_000
 _SETTLE_S = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)  # a woken reader retries while the store catches up
 
 
@@ -72,6 +72,14 @@ class EventsQuery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Item(msgspec.Struct, frozen=True):
     seq: int
     event: msgspec.Raw
+
+
+class Origin(NamedTuple):
+    """Where a change lives and who may see it: its tenant, visibility and initiator."""
+
+    tenant: str
+    visibility: str
+    initiator: str
 
 
 class EventsReply(msgspec.Struct, frozen=True):
@@ -117,7 +125,7 @@ class Queries:
         self.nc = nc
         self.store = EventStore(nc)
         self.access = access
-        self.owners: OrderedDict[tuple[str, str], str] = OrderedDict()  # (tenant, change) → initiator
+        self.origins: OrderedDict[str, Origin] = OrderedDict()  # change id → Origin (they never change)
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
         subs = [await self.nc.subscribe(f"{QUERY_ROOT}.*.{verb}.*", queue=QUEUE) for verb in VERBS]
@@ -171,12 +179,33 @@ class Queries:
 
     async def _visible_change(self, tenant: str, change_id: str, principal: str) -> ChangeLog:
         change = await self.store.read("*" if tenant == ANY_TENANT else tenant, change_id)
-        if not change.events:
-            raise Forbidden(f"no change {change_id} in tenant {tenant} that {principal} may see", rule="visibility")
-        origin = change.events[0].event
-        self.access.require_visible(principal, change.tenant, change_id, origin.visibility,
-                                    initiator_of([s.event for s in change.events]))
+        self._require_visible(self._remember(change) if change.events else None, tenant, change_id, principal)
         return change
+
+    def _require_visible(self, origin: Origin | None, tenant: str, change_id: str, principal: str) -> Origin:
+        if origin is None:
+            raise Forbidden(f"no change {change_id} in tenant {tenant} that {principal} may see", rule="visibility")
+        self.access.require_visible(principal, origin.tenant, change_id, origin.visibility, origin.initiator)
+        return origin
+
+    def _remember(self, change: ChangeLog) -> Origin:
+        """Where a change lives and who may see it (fixed by its first events), for later polls."""
+        origin = Origin(change.tenant, change.events[0].event.visibility,
+                        initiator_of([s.event for s in change.events]))
+        self.origins[change.change_id] = origin
+        if len(self.origins) > ORIGINS_KEPT:
+            self.origins.popitem(last=False)
+        return origin
+
+    async def _origin(self, tenant: str, change_id: str) -> Origin | None:
+        """The change's origin (cached; one read the first time), ``None`` if ``tenant`` has no such change."""
+        origin = self.origins.get(change_id)
+        if origin is None:
+            change = await self.store.read("*" if tenant == ANY_TENANT else tenant, change_id)
+            if not change.events:
+                return None
+            origin = self._remember(change)
+        return origin if tenant in (ANY_TENANT, origin.tenant) else None
 
     async def events(self, tenant: str, principal: str, query: EventsQuery) -> EventsReply:
         """Events after ``query.after_seq`` the caller may see, waiting up to ``wait_s`` for some."""
@@ -186,15 +215,16 @@ class Queries:
             info = await self.store.js.stream_info(STREAM)
             query = msgspec.structs.replace(query, after_seq=int(info.state.last_seq))
         if query.change_id is not None:
-            change = await self._visible_change(tenant, query.change_id, principal)
-            subject = change_filter(change.tenant, query.change_id)
+            origin = self._require_visible(await self._origin(tenant, query.change_id), tenant, query.change_id,
+                                           principal)
+            subject = change_filter(origin.tenant, query.change_id)
 
             async def read_change() -> Records:
                 records = await self.store.read_raw(subject, query.after_seq + 1, limit=limit)
                 return records[:limit]
 
             records = await self._long_poll(subject, read_change, wait_s)
-            return EventsReply(tenant=change.tenant, events=[Item(s, msgspec.Raw(d)) for s, d in records],
+            return EventsReply(tenant=origin.tenant, events=[Item(s, msgspec.Raw(d)) for s, d in records],
                                last_seq=records[-1][0] if records else query.after_seq)
         if not self.access.roles(principal, tenant) and not self.access.tenants_of(principal):
             raise Forbidden(f"{principal} is not a member of tenant {tenant} nor of its org; roles are set in "
@@ -235,16 +265,8 @@ class Queries:
         event = decode_event(data)
         if event.visibility != "private" or self.access.sees_everything(principal, tenant):
             return self.access.can_see(principal, tenant, event.visibility, "")
-        return self.access.can_see(principal, tenant, "private", await self._initiator(tenant, event.change_id))
-
-    async def _initiator(self, tenant: str, change_id: str) -> str:
-        key = (tenant, change_id)
-        if key not in self.owners:
-            change = await self.store.read(tenant, change_id)
-            self.owners[key] = initiator_of([s.event for s in change.events])
-            if len(self.owners) > OWNERS_KEPT:
-                self.owners.popitem(last=False)
-        return self.owners[key]
+        origin = await self._origin(tenant, event.change_id)
+        return origin is not None and self.access.can_see(principal, tenant, "private", origin.initiator)
 
 
 # -- the asking side (the CLI, or any client) ------------------------------------------------
