@@ -27,7 +27,7 @@ from nats.aio.subscription import Subscription
 from nats.js import api
 
 from events.store import EventStore, map_error
-from events.subjects import EVENT_ROOT, INBOX_ROOT, QUERY_ROOT, SQL_ROOT
+from events.subjects import EVENT_ROOT, QUERY_ROOT, SQL_ROOT
 from projections import evidence_query
 from projections.db import ProjectionDB
 from projections.errors import ProjectionError, QueryTimeout
@@ -150,7 +150,7 @@ class Projector:
 
     async def _serve(self, sub: Subscription, handle: Callable[[Msg], Coroutine[Any, Any, None]], tg: TaskGroup) -> None:
         async for msg in sub.messages:
-            if msg.reply.startswith(f"{INBOX_ROOT}."):  # answers go to inboxes only (see services.natsauth)
+            if self.access.caller(msg.subject, msg.reply) is not None:  # the caller's own inbox only
                 tg.start_soon(handle, msg)
 
     async def _answer(self, msg: Msg) -> None:

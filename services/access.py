@@ -36,6 +36,7 @@ machine, the demo); ``upm up`` says so when it starts.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,10 +50,12 @@ from events.subjects import INBOX_ROOT, inbox_prefix, is_principal, is_producer_
 from services.configfile import read_mapping
 from services.errors import ConfigError, UpmServiceError
 
+log = logging.getLogger("upm.access")
 ENV_VAR = "UPM_ACCESS"
 IDENTITY_ENV = "UPM_IDENTITY"
 ROLES = ("requester", "approver", "operator", "auditor", "admin")
 SERVICE_PREFIX = "upm-"  # identities of UPM's own services: upm-planner, upm-executor, ...
+ASKER = f"{SERVICE_PREFIX}serve"  # `upm serve`: asks (queries, SQL) on behalf of the token holders it checked
 _EVERYONE = frozenset(ROLES)
 _SEE_PRIVATE = frozenset({"approver", "operator", "auditor", "admin"})
 ACTION_ROLES: dict[str, frozenset[str]] = {
@@ -145,12 +148,25 @@ class Access:
         The reply subject is the caller's choice and the server does not check it: an answer sent
         to an event subject would be stored in someone's log, one sent to another person's inbox
         would spoof their reply, and a JetStream delivery (``$JS.ACK.…``) is no request at all.
-        So only the caller's own inbox counts (any ``_INBOX.`` in open mode, where nobody's
-        identity is authenticated anyway); anything else is dropped without acting.
+        So only the caller's own inbox counts, or that of :data:`ASKER`, which asks on behalf of the
+        people it authenticated (any ``_INBOX.`` in open mode, where nobody's identity is
+        authenticated anyway); anything else is dropped without acting.
         """
         if not reply:
             return False
-        return reply.startswith(f"{inbox_prefix(principal)}." if self.enforced else f"{INBOX_ROOT}.")
+        if not self.enforced:
+            return reply.startswith(f"{INBOX_ROOT}.")
+        return any(reply.startswith(f"{inbox_prefix(who)}.") for who in (principal, ASKER))
+
+    def caller(self, subject: str, reply: str | None) -> str | None:
+        """The caller of a request (the last token of its subject) when it may be acted on (see
+        :meth:`answers`); ``None``, logged, when it must be dropped."""
+        principal = subject.rsplit(".", 1)[-1]
+        if self.answers(reply, principal):
+            return principal
+        log.warning("dropped a request on %s from %s: its reply subject %r is not the caller's inbox",
+                    subject, principal, reply)
+        return None
 
     def require_visible(self, principal: str, tenant: str, change_id: str, visibility: str, initiator: str) -> None:
         """Raise :class:`Forbidden` (worded like a missing change: existence is not leaked) unless visible."""

@@ -54,10 +54,9 @@ class Gateway:
                 await sub.unsubscribe()
 
     async def on_intent(self, msg: Msg) -> None:
-        tenant, _, principal = parse_caller_subject(msg.subject)
-        if not self.access.answers(msg.reply, principal):
-            log.warning("dropped an intent from %s with reply subject %r (not its inbox)", principal, msg.reply)
+        if self.access.caller(msg.subject, msg.reply) is None:
             return
+        tenant, _, principal = parse_caller_subject(msg.subject)
         try:
             cmd = parse_intent(tenant, principal, msg.data)
             self.access.require(principal, tenant, "intent")

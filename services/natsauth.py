@@ -63,14 +63,14 @@ from events.subjects import (
 )
 from projections.db import ALL_TENANTS
 from projections.evidence import EVIDENCE_BUCKET
-from services.access import ACTION_ROLES, OWNER_ACTIONS, Access, service_identity
+from services.access import ACTION_ROLES, ASKER, OWNER_ACTIONS, Access, service_identity
 from services.errors import ConfigError
 from services.executor.config import Output
 from services.executor.limits import RATES_BUCKET
 from services.tls import distinguished_name
 
 OUTPUTS_BUCKET = Output().bucket
-SERVE = service_identity("serve")
+SERVE = ASKER
 ADMIN = service_identity("admin")
 API = "$JS.API"
 

@@ -143,9 +143,7 @@ class Queries:
 
     async def _serve(self, sub: Subscription, tg: TaskGroup, slots: anyio.Semaphore) -> None:
         async for msg in sub.messages:  # each answer in its own task: long polls must not queue the rest
-            principal = parse_caller_subject(msg.subject)[2]
-            if not self.access.answers(msg.reply, principal):
-                log.warning("dropped a query from %s with reply subject %r (not its inbox)", principal, msg.reply)
+            if self.access.caller(msg.subject, msg.reply) is None:
                 continue
             await slots.acquire()
             tg.start_soon(self._respond, msg, slots)

@@ -184,9 +184,7 @@ class Preflight:
 
     async def _consume(self, store: EventStore, sub: Subscription) -> None:
         async for msg in sub.messages:
-            principal = parse_caller_subject(msg.subject)[2]
-            if not self.access.answers(msg.reply, principal):
-                log.warning("dropped a command from %s with reply subject %r (not its inbox)", principal, msg.reply)
+            if self.access.caller(msg.subject, msg.reply) is None:
                 continue
             await msg.respond(await self.on_command(store, msg))
 

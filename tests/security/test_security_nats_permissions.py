@@ -119,9 +119,12 @@ async def _messages(listener: Client, subject: str, act: Callable[[], Awaitable[
 
     sub = await listener.nc.subscribe(subject, cb=collect)
     await listener.nc.flush()
-    await act()
+    await act()  # the sender flushed: the server routed what it accepted before this returns
     await anyio.sleep(0.1)
-    await listener.nc.flush()
+    await listener.nc.flush()  # all of it has reached the listener's client
+    with anyio.fail_after(5):
+        while sub.pending_msgs:  # noqa: ASYNC110 - until the callback has taken every one
+            await anyio.sleep(0.01)
     await sub.unsubscribe()
     return got
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 import msgspec
+import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client as NATS
@@ -25,15 +26,16 @@ from nats.aio.client import Client as NATS
 from events.ids import new_id
 from events.model import ChangeClosed, IntentSubmitted
 from events.store import ChangeLog, EventStore, new_event
-from events.subjects import sql_subject
+from events.subjects import inbox_prefix, sql_subject
 from projections import evidence, evidence_query, schema, sqlservice
 from projections.errors import AccessDenied
 from projections.projector import Projector
 from projections.serve import Server, parse_tokens
 from projections.sqlservice import SqlRequest
 from projections.visibility import CHANGE_FREE
-from services.access import parse
+from services.access import ASKER, parse
 from services.auditor import Witness
+from services.natsserver import EmbeddedNats
 from services.runtime import utc_now
 
 HttpGet = Callable[..., Awaitable[tuple[int, bytes]]]  # the http_get fixture (tests/conftest.py)
@@ -53,6 +55,7 @@ TOKENS = {f"token-of-{who}-0123456789": who for who in ("alice", "dave", "audrey
 @dataclass
 class World:
     nc: NATS
+    url: str
     store: EventStore
     projector: Projector
     folder: Path
@@ -80,7 +83,17 @@ async def change(store: EventStore, tenant: str, initiator: str, visibility: str
 
 
 @pytest.fixture
-async def world(nc: NATS, store: EventStore, tmp_path: Path) -> AsyncIterator[World]:
+async def asker(nats_server: EmbeddedNats) -> AsyncIterator[NATS]:
+    """The connection that asks on behalf of everyone, as `upm serve` does: its replies arrive
+    under its own inbox (``_INBOX.upm-serve``), the only foreign inbox the services answer."""
+    conn = await nats.connect(nats_server.url, inbox_prefix=inbox_prefix(ASKER))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def world(nats_server: EmbeddedNats, nc: NATS, asker: NATS, store: EventStore,
+                tmp_path: Path) -> AsyncIterator[World]:
     projector = Projector(nc, tmp_path / "proj", batch_max=500, access=ACCESS)
     witness = Witness(nc, tmp_path / "data", interval=60)
     ready = [anyio.Event(), anyio.Event()]
@@ -95,7 +108,7 @@ async def world(nc: NATS, store: EventStore, tmp_path: Path) -> AsyncIterator[Wo
         while witness.published < 4:  # noqa: ASYNC110 - polling the witness's counter
             await anyio.sleep(0.02)
     await projector.wait((await store.js.stream_info("UPM_EVENTS")).state.last_seq)
-    yield World(nc, store, projector, tmp_path / "proj", private, team, org, globex)
+    yield World(asker, nats_server.url, store, projector, tmp_path / "proj", private, team, org, globex)
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -303,3 +316,9 @@ async def test_answers_go_to_inboxes_only(world: World) -> None:
             await sub.next_msg(timeout=0.3)
         await sub.unsubscribe()
     assert (await world.nc.request(sql_subject("acme", "dave"), body, timeout=10)).data  # an inbox is answered
+    stranger = await nats.connect(world.url)
+    try:  # an inbox that is neither dave's nor the asker's: another person's reply would be spoofed
+        with pytest.raises(nats.errors.TimeoutError):
+            await stranger.request(sql_subject("acme", "dave"), body, timeout=0.5)
+    finally:
+        await stranger.close()
