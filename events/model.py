@@ -17,7 +17,7 @@ from events.plan import Command, Plan
 Phase = Literal["plan", "preflight", "execute", "verify", "audit"]
 Source = Literal["chatops", "api", "ticket", "drift"]
 Visibility = Literal["team", "org", "private"]
-Outcome = Literal["succeeded", "failed", "rejected", "denied", "rolled_back", "cancelled"]
+Outcome = Literal["succeeded", "failed", "rejected", "denied", "rolled_back", "cancelled", "stalled"]
 
 PHASES: tuple[Phase, ...] = ("plan", "preflight", "execute", "verify", "audit")
 SOURCES: tuple[Source, ...] = ("chatops", "api", "ticket", "drift")
@@ -550,6 +550,23 @@ class ChangeClosed(Payload, tag="change.closed", frozen=True, kw_only=True):
     chain_head: str
 
 
+class ChangeStalled(Payload, tag="change.stalled", frozen=True, kw_only=True):
+    """The watchdog found the change making no progress: ``status`` is where it stopped, ``since``
+    the time of its last event (``last_event_id``, of type ``last_type``). ``action`` says what
+    the watchdog did: ``redrive`` asks the owning service to finish its step again (every service
+    consumes this event and decides from the change's state whether the next step is its own);
+    ``close`` gives up (``change.closed`` with outcome ``stalled`` follows)."""
+
+    PHASE = "audit"
+    status: str
+    since: str
+    last_event_id: str
+    last_type: str
+    waited_s: float
+    action: Literal["redrive", "close"] = "redrive"
+    attempt: int = 1
+
+
 class ChainVerificationFailed(Payload, tag="chain.broken", frozen=True, kw_only=True):
     """The auditor found the change's hash chain broken at ``event_id``."""
 
@@ -646,6 +663,7 @@ AnyPayload = (
     | DriftResolved
     | DriftScanned
     | ChangeClosed
+    | ChangeStalled
     | ChainVerificationFailed
     | SloBreached
     | PlanRecompiled

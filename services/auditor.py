@@ -1,8 +1,8 @@
 """The auditor service: re-verifies a finished change's hash chain and closes it; its witness
 keeps the Merkle tree over every event, signs log heads and publishes evidence packs.
 
-A terminal event (see :func:`outcome_of`: rejected, denied, cancelled, succeeded, rolled back,
-failed) → the whole change is re-read from the stream, its chain verified from the stored
+A terminal event (the lifecycle's ``ended`` status: rejected, denied, cancelled, succeeded,
+rolled back, failed, stalled) → the whole change is re-read from the stream, its chain verified from the stored
 bytes, and ``change.closed`` (outcome, reason, event count, chain head) or ``chain.broken``
 (naming the first bad event) is appended.
 """
@@ -27,16 +27,17 @@ from events import chain, merkle, signing
 from events.codec import decode_event
 from events.errors import ChainBroken, ConcurrencyConflict
 from events.ids import derive_id
+from events.lifecycle import fold
 from events.model import (
     ApprovalDenied,
     ChainVerificationFailed,
     ChangeClosed,
+    ChangeStalled,
     Event,
     EvidencePublished,
     ExecutionCancelled,
     IntentSubmitted,
     LogHeadSigned,
-    Outcome,
     Payload,
     PlanCompiled,
     PlanRecompiled,
@@ -53,11 +54,13 @@ from events.subjects import EVENT_ROOT, LOG_HEADS_CHANGE_ID, STREAM, SYSTEM_TENA
 from projections import evidence
 from projections.evidence import EVIDENCE_BUCKET, LogHead
 from services.runtime import MAX_CONFLICT_RETRIES, Context, Handler, ServiceSpec
+from services.watchdog import Deadlines, Watchdog
 
 NAME = "auditor"
 RECOMPILE_TIMEOUT_S = 30.0
 
 CLOSING_TYPES: tuple[type[Payload], ...] = (
+    ChangeStalled,
     PlanRejected,
     PreflightFailed,
     ApprovalDenied,
@@ -69,64 +72,17 @@ CLOSING_TYPES: tuple[type[Payload], ...] = (
 )
 
 
-def outcome_of(payload: Payload) -> Outcome | None:
-    """The outcome a terminal event closes its change with; ``None`` when the change goes on.
-
-    A failed verification or execution is not terminal by itself: the verifier always follows it
-    with ``rollback.planned``. A plan with nothing to undo closes the change as failed; otherwise
-    the rollback (automatic, or an operator's) ends it as ``rolled_back`` once its restored state
-    is verified, or ``failed``.
-    """
-    match payload:
-        case PlanRejected() | PreflightFailed():
-            return "rejected"
-        case ApprovalDenied():
-            return "denied"
-        case ExecutionCancelled():
-            return "cancelled"
-        case VerificationPassed(scope="change"):
-            return "succeeded"
-        case VerificationPassed(scope="rollback"):
-            return "rolled_back"
-        case VerificationFailed(scope="rollback") | RollbackFailed():
-            return "failed"
-        case RollbackPlanned(commands=()):
-            return "failed"
-        case _:
-            return None
-
-
-def reason_of(payload: Payload, stored: Sequence[StoredEvent]) -> str:
-    """Why the change ended, in one line (empty for a success)."""
-    match payload:
-        case PlanRejected(reason=reason) | RollbackPlanned(reason=reason):
-            return reason
-        case RollbackFailed(reason=reason):
-            return f"rollback failed: {reason}"
-        case PreflightFailed(reasons=reasons):
-            return "; ".join(reasons)
-        case ApprovalDenied(approver=who, reason=reason) | ExecutionCancelled(by=who, reason=reason):
-            return f"{type_of(payload)} by {who}" + (f": {reason}" if reason else "")
-        case VerificationFailed(diff=diff):
-            return "; ".join(f"{d.resource} {d.field}: {d.desired!r} → {d.observed!r}" for d in diff)
-        case VerificationPassed(scope="rollback"):
-            planned = [s.event.payload for s in stored if isinstance(s.event.payload, RollbackPlanned)]
-            return f"rolled back after: {planned[-1].reason}" if planned else "rolled back"
-        case _:
-            return ""
-
-
 def decide(stored: Sequence[StoredEvent], event: Event) -> list[Payload]:
-    """Close the change on a terminal event, after re-verifying its chain from stored bytes."""
-    outcome = outcome_of(event.payload)
-    if outcome is None or any(isinstance(s.event.payload, ChangeClosed) for s in stored):
+    """Close the change once its lifecycle has ended (:mod:`events.lifecycle`), after re-verifying
+    its chain from the stored bytes."""
+    state = fold(s.event for s in stored)
+    if state.status != "ended" or state.outcome is None:
         return []
     try:
         head = chain.verify(event.change_id, [(s.seq, s.data) for s in stored])
     except ChainBroken as broken:
         return [ChainVerificationFailed(event_id=broken.event_id, seq=broken.seq, reason=broken.reason)]
-    reason = reason_of(event.payload, stored)
-    return [ChangeClosed(outcome=outcome, reason=reason, events=len(stored), chain_head=head)]
+    return [ChangeClosed(outcome=state.outcome, reason=state.reason, events=len(stored), chain_head=head)]
 
 
 class Recompiler:
@@ -233,7 +189,8 @@ def data_folder(explicit: Path | str | None = None) -> Path:
 class Witness:
     """The auditor's second task: an ordered follower of the whole stream from sequence 1.
 
-    It keeps the RFC 6962 tree over every stored event, appends a signed ``log.head`` (tenant
+    It runs the stall watchdog (:mod:`services.watchdog`) over every open change, keeps the
+    RFC 6962 tree over every stored event, appends a signed ``log.head`` (tenant
     ``_system``, change ``LOG_HEADS_CHANGE_ID``) every ``interval`` seconds when events arrived,
     and, once caught up, for every closed change without a current pack: signs a head, builds
     the pack (:func:`projections.evidence.pack_from_log`, pure), stores it in the object store
@@ -242,8 +199,10 @@ class Witness:
     witness re-derives the same records.
     """
 
-    def __init__(self, nc: NATS, data_dir: Path | str | None = None, *, interval: float = HEAD_INTERVAL_S) -> None:
+    def __init__(self, nc: NATS, data_dir: Path | str | None = None, *, interval: float = HEAD_INTERVAL_S,
+                 deadlines: Deadlines | None = None) -> None:
         self.store = EventStore(nc)
+        self.watchdog = Watchdog(self.store, deadlines)
         self.signer = signing.load_or_create(data_folder(data_dir))
         self.interval = interval
         self.tree = merkle.MerkleTree()
@@ -274,6 +233,7 @@ class Witness:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._tick)
+                tg.start_soon(self._watch)
                 if caught_up_at == 0:
                     self._caught_up = True
                 async for msg in sub.messages:
@@ -294,6 +254,7 @@ class Witness:
         except (msgspec.ValidationError, msgspec.DecodeError):
             self.content_size = self.tree.size
             return
+        self.watchdog.observe(event)
         if isinstance(event.payload, LogHeadSigned):
             self.head_size = max(self.head_size, event.payload.size)
             self._head = LogHead(seq=seq, size=event.payload.size, root=event.payload.root,
@@ -316,6 +277,13 @@ class Witness:
             await anyio.sleep(self.interval)
             if self._caught_up and self.content_size > self.head_size:
                 await self.sign_head()
+
+    async def _watch(self) -> None:
+        """The stall watchdog's rounds, once the follower has caught up with the stream."""
+        while True:
+            await anyio.sleep(self.watchdog.deadlines.check_every_s)
+            if self._caught_up:
+                await self.watchdog.check()
 
     async def sign_head(self) -> LogHead:
         """Append a signed head of the tree as it is now (unless one of this size is stored)."""

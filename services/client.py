@@ -17,6 +17,7 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 
+from events.lifecycle import fold
 from events.model import (
     ApprovalDenied,
     ApprovalGranted,
@@ -24,6 +25,7 @@ from events.model import (
     ChainVerificationFailed,
     ChangeApproved,
     ChangeClosed,
+    ChangeStalled,
     Event,
     ExecutionFailed,
     PlanCompiled,
@@ -43,29 +45,6 @@ from events.model import (
 from events.store import ChangeLog, EventStore, StoredEvent
 from events.subjects import change_filter, command_subject
 from services.errors import CommandRejected, NotRunning
-
-STATE_AFTER: dict[str, str] = {
-    "intent.submitted": "planning",
-    "plan.compiled": "preflight",
-    "preflight.passed": "approving",
-    "approval.requested": "awaiting-approval",
-    "approval.granted": "awaiting-approval",
-    "change.scheduled": "scheduled",
-    "change.approved": "approved",
-    "execution.started": "executing",
-    "step.started": "executing",
-    "step.completed": "executing",
-    "step.skipped": "executing",
-    "execution.completed": "verifying",
-    "execution.paused": "paused",
-    "execution.resumed": "executing",
-    "execution.failed": "failed",
-    "verification.failed": "awaiting-rollback",
-    "rollback.planned": "awaiting-rollback",
-    "rollback.approved": "rolling-back",
-    "rollback.started": "rolling-back",
-    "rollback.completed": "verifying-rollback",
-}
 
 
 class EventLine(msgspec.Struct, frozen=True, kw_only=True):
@@ -208,6 +187,9 @@ def summary(event: Event) -> str:
             return f"{lane} lane" + (f": {rule}" if rule else "") + (f" ({', '.join(approvers)})" if approvers else "")
         case ChangeClosed(outcome=outcome, events=n):
             return f"{outcome} after {n} events"
+        case ChangeStalled(status=where, since=since, action=action, attempt=attempt):
+            done = "given up" if action == "close" else f"re-driven (attempt {attempt})"
+            return f"no progress while {where} since {since}: {done}"
         case ChainVerificationFailed(event_id=eid, reason=reason):
             return f"chain broken at {eid}: {reason}"
         case _:
@@ -222,14 +204,12 @@ def line(stored: StoredEvent) -> EventLine:
 def status_of(log: ChangeLog) -> ChangeStatus:
     """Where a change stands, from its events."""
     events = [s.event for s in log.events]
-    closed = next((e.payload for e in reversed(events) if isinstance(e.payload, ChangeClosed)), None)
-    if closed is not None:
-        state, outcome, reason = "closed", closed.outcome, closed.reason
-    elif any(isinstance(e.payload, ChainVerificationFailed) for e in events):
-        state, outcome, reason = "chain-broken", None, summary(events[-1])
-    else:
-        state = next((STATE_AFTER[e.type] for e in reversed(events) if e.type in STATE_AFTER), "unknown")
-        outcome, reason = None, ""
+    lifecycle = fold(events)
+    state, outcome, reason = lifecycle.status, None, ""
+    if state == "closed":
+        outcome, reason = lifecycle.outcome, lifecycle.reason
+    elif state == "chain-broken":
+        reason = summary(events[-1])
     return ChangeStatus(
         change_id=log.change_id,
         tenant=log.tenant,

@@ -136,7 +136,8 @@ def service_needs(outputs_bucket: str = OUTPUTS_BUCKET) -> dict[str, Needs]:
             durable=True,
         ),
         "auditor": Needs(
-            emits=("change.closed", "chain.broken", "plan.recompiled", "evidence.published", "log.head"),
+            emits=("change.closed", "change.stalled", "chain.broken", "plan.recompiled", "evidence.published",
+                   "log.head"),
             durable=True,
             follows=True,
             writes=(EVIDENCE_BUCKET,),

@@ -28,6 +28,7 @@ from nats.js import api
 from events.codec import decode_event
 from events.errors import ConcurrencyConflict
 from events.ids import derive_id
+from events.lifecycle import ChangeState, fold
 from events.model import Event, Payload, type_of
 from events.store import ChangeLog, EventStore, map_error, new_event
 from events.subjects import STREAM, type_filter
@@ -52,13 +53,27 @@ class Context:
     input: Event
     clock: Callable[[], str] = utc_now
     appended: list[Event] = field(default_factory=list)
+    _state: ChangeState | None = None
+
+    @property
+    def state(self) -> ChangeState:
+        """The change's lifecycle state as stored, evolved with every event this handler appends."""
+        if self._state is None:
+            self._state = fold(s.event for s in self.log.events)
+        return self._state
 
     def event(self, payload: Payload, key: str | None = None) -> Event:
         """An event for ``payload`` whose id is derived from the input event and ``key``."""
+        return self.derived(payload, self.input.id, key or type_of(payload))
+
+    def derived(self, payload: Payload, origin_id: str, key: str) -> Event:
+        """An event for ``payload`` whose id is derived from the event ``origin_id`` and ``key``:
+        a decision's later events derive from its first, so whichever path finishes the decision
+        (the original handler, a redelivery, the watchdog's nudge) writes the same ids."""
         origin = self.log.events[0].event if self.log.events else self.input
         return new_event(
             payload,
-            event_id=derive_id(self.input.id, key or type_of(payload)),
+            event_id=derive_id(origin_id, key),
             change_id=self.input.change_id,
             tenant=self.input.tenant,
             ts=self.clock(),
@@ -67,19 +82,27 @@ class Context:
             visibility=origin.visibility,
         )
 
-    async def emit(self, *items: Payload | tuple[Payload, str]) -> None:
-        """Append payloads (optionally with id keys) in order; re-reads and retries on conflict."""
-        events = [self.event(*i) if isinstance(i, tuple) else self.event(i) for i in items]
+    async def emit(self, *items: Payload | tuple[Payload, str] | Event) -> None:
+        """Append payloads (optionally with id keys) or built events in order; re-reads and retries
+        on conflict (events already stored under their ids are not written twice)."""
+        events = [i if isinstance(i, Event) else self.event(*i) if isinstance(i, tuple) else self.event(i)
+                  for i in items]
         for attempt in range(MAX_CONFLICT_RETRIES):
+            before = len(self.log.events)
             try:
-                await self.store.append(self.log, events)
+                stored = await self.store.append(self.log, events)
                 self.appended.extend(events)
+                if self._state is not None and len(self.log.events) == before + len(stored):
+                    self._state = fold((s.event for s in stored), self._state)
+                else:
+                    self._state = None  # someone else's events came in between: fold again when asked
                 return
             except ConcurrencyConflict:
                 if attempt == MAX_CONFLICT_RETRIES - 1:
                     raise
                 await anyio.sleep(min(0.2, 0.005 * 2**attempt))
                 self.log = await self.store.read(self.log.tenant, self.log.change_id)
+                self._state = None
 
 
 Handler = Callable[[Context, list[Event], Event], Awaitable[None]]

@@ -16,7 +16,7 @@ from services.executor.service import Executor
 from services.runtime import ServiceSpec
 
 NAME = "executor"
-CONSUMES = ("change.approved", "execution.resumed", "rollback.approved")
+CONSUMES = ("change.approved", "execution.resumed", "rollback.approved", "change.stalled")
 
 
 def spec(config: ExecutorConfig | None = None) -> ServiceSpec:

@@ -20,13 +20,13 @@ from nats.aio.subscription import Subscription
 from events.commands import ChangeCommand, error_reply, ok_reply, parse_change_command
 from events.errors import ConcurrencyConflict, InvalidEvent, StoreError
 from events.ids import new_id
+from events.lifecycle import ChangeState, fold
 from events.model import ExecutionCancelled, ExecutionResumed, Payload, RollbackApproved
 from events.store import EventStore, new_event
 from events.subjects import command_filter, parse_caller_subject
 from services.access import Access, Forbidden, initiator_of, refusal
 from services.access import load as load_access
 from services.executor.errors import CommandNotAllowed
-from services.executor.state import ChangeView
 from services.runtime import MAX_CONFLICT_RETRIES, utc_now
 
 log = logging.getLogger("upm.executor.commands")
@@ -34,12 +34,12 @@ QUEUE = "upm-executor-commands"
 VERBS = ("resume", "rollback", "cancel")
 
 
-def decide(verb: str, view: ChangeView, cmd: ChangeCommand) -> Payload:
+def decide(verb: str, state: ChangeState, cmd: ChangeCommand) -> Payload:
     """The event an allowed command appends (raises :class:`CommandNotAllowed` otherwise)."""
-    if not view.events:
+    if state.status == "unknown":
         raise CommandNotAllowed(f"no change {cmd.change_id} in the log of this tenant", rule="exists")
-    plan_hash = view.plan_hash
-    status = view.status
+    plan_hash = state.approved_hash
+    status = state.status
     if not plan_hash:
         raise CommandNotAllowed(f"change {cmd.change_id} was never approved; nothing to {verb}", rule="state")
     if verb == "resume":
@@ -50,20 +50,21 @@ def decide(verb: str, view: ChangeView, cmd: ChangeCommand) -> Payload:
             )
         return ExecutionResumed(plan_hash=plan_hash, by=cmd.by, reason=cmd.reason)
     if verb == "cancel":
-        if view.closed is not None or status not in ("approved", "executing", "paused"):
+        if state.ever_closed or status not in ("approved", "executing", "paused"):
             raise CommandNotAllowed(
                 f"change {cmd.change_id} is {status}; only an approved, executing or paused change can be "
                 "cancelled", rule="closed",
             )
         return ExecutionCancelled(plan_hash=plan_hash, by=cmd.by, reason=cmd.reason)
-    if status in ("rolling-back", "rolled-back"):
-        raise CommandNotAllowed(f"change {cmd.change_id} is already {status}", rule="already-rolled-back")
+    if status in ("rolling-back", "verifying-rollback") or state.outcome == "rolled_back":
+        shown = "rolled back" if state.outcome == "rolled_back" else status
+        raise CommandNotAllowed(f"change {cmd.change_id} is already {shown}", rule="already-rolled-back")
     if status in ("approved", "executing"):
         raise CommandNotAllowed(
             f"change {cmd.change_id} is still {status}; cancel it first (`upm cancel`), then roll it back",
             rule="executing",
         )
-    if not view.completed_steps():
+    if not state.forward.completed:
         raise CommandNotAllowed(
             f"nothing to roll back: no step of change {cmd.change_id} completed", rule="nothing-to-roll-back"
         )
@@ -118,7 +119,7 @@ class CommandService:
             change = await self.store.read(tenant, cmd.change_id)
             if change.events:  # RBAC on the caller's authenticated identity (cmd.by is the subject's principal)
                 self.access.require(cmd.by, tenant, verb, initiator=initiator_of([s.event for s in change.events]))
-            payload = decide(verb, ChangeView.of([s.event for s in change.events]), cmd)
+            payload = decide(verb, fold(s.event for s in change.events), cmd)
             origin = change.events[0].event
             event = new_event(payload, event_id=new_id(), change_id=cmd.change_id, tenant=tenant, ts=utc_now(),
                               actor=cmd.by, source=origin.source, visibility=origin.visibility)

@@ -17,17 +17,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import anyio
+import msgspec
 
+from events.lifecycle import Direction
 from events.model import (
     ChangeApproved,
+    ChangeStalled,
     Check,
     CredentialsIssued,
     CredentialsRevoked,
     Event,
-    ExecutionCancelled,
     ExecutionCompleted,
     ExecutionFailed,
-    ExecutionPaused,
     ExecutionResumed,
     ExecutionStarted,
     Payload,
@@ -35,30 +36,37 @@ from events.model import (
     RollbackCompleted,
     RollbackFailed,
     RollbackStarted,
-    RollbackStepCompleted,
-    RollbackStepFailed,
-    RollbackStepSkipped,
-    RollbackStepStarted,
     StepCompleted,
     StepFailed,
     StepOutput,
     StepRetried,
-    StepSkipped,
-    StepStarted,
     TlsFallbackUsed,
-    WaveCompleted,
     WaveStarted,
 )
 from events.plan import Command, Plan, Step
 from providers import compare
-from services.credentials import CredentialsBroker, IssuedCredentials, broker_for
+from services.credentials import CredentialsBroker, CredentialsUnavailable, IssuedCredentials, broker_for
 from services.executor.config import ExecutorConfig
-from services.executor.gates import anomaly, gate
-from services.executor.limits import RateLimits, blast_radius_violation, rate_buckets
+from services.executor.decide import (
+    WAYS,
+    Action,
+    Finish,
+    Gate,
+    Observed,
+    OpenWave,
+    Probe,
+    ProbeStep,
+    Run,
+    Skip,
+    Start,
+    Way,
+    gate_outcome,
+    next_action,
+    steps_of,
+)
+from services.executor.limits import RateLimits, rate_buckets
 from services.executor.outputs import OutputStore
-from services.executor.rollback import rollback_plan, undone_when_absent
-from services.executor.state import ChangeView, running_seconds
-from services.executor.waves import WaveRun, is_progressive, waves_of
+from services.executor.waves import WaveRun, waves_of
 from services.guard import Redactor
 from services.runtime import Context
 from services.steps import Executed, already_done, execute, read_back
@@ -72,16 +80,17 @@ def _now() -> datetime:
 
 @dataclass
 class _Run:
-    """One handling of one input event: its context, plan and the credentials it holds."""
+    """One run of one trigger: its context, plan, direction and the credentials it holds."""
 
     ctx: Context
     plan: Plan
+    way: Way
+    trigger: str
     started: float = field(default_factory=time.perf_counter)
     creds: dict[str, IssuedCredentials] = field(default_factory=dict)
     redactor: Redactor = field(default_factory=Redactor)
-
-    def view(self) -> ChangeView:
-        return ChangeView.of([s.event for s in self.ctx.log.events])
+    issued: bool = False
+    started_at: str = ""
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -92,9 +101,6 @@ class _Run:
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(s for c in self.creds.values() for s in c.secrets)
-
-    def cancelled(self) -> bool:
-        return any(isinstance(s.event.payload, ExecutionCancelled) for s in self.ctx.log.events)
 
 
 class Executor:
@@ -114,115 +120,121 @@ class Executor:
         self._outputs: OutputStore | None = None
 
     async def handle(self, ctx: Context, history: list[Event], event: Event) -> None:
+        state = ctx.state
         match event.payload:
             case ChangeApproved(plan_hash=plan_hash) | ExecutionResumed(plan_hash=plan_hash):
-                await self.execute(ctx, event, plan_hash)
+                await self.drive(ctx, "forward", plan_hash)
             case RollbackApproved(plan_hash=plan_hash):
-                await self.roll_back(ctx, plan_hash)
+                await self.drive(ctx, "rollback", plan_hash)
+            case ChangeStalled() if state.status in ("approved", "executing"):
+                await self.drive(ctx, "forward", state.approved_hash)
+            case ChangeStalled() if state.status == "rolling-back":
+                await self.drive(ctx, "rollback", state.approved_hash)
 
-    # -- forward ------------------------------------------------------------------------
-
-    async def execute(self, ctx: Context, event: Event, plan_hash: str) -> None:
-        view = ChangeView.of([s.event for s in ctx.log.events])
-        plan = view.plan(plan_hash)
+    async def drive(self, ctx: Context, direction: Direction, plan_hash: str) -> None:
+        """Perform :func:`next_action` until the run ends (one loop for forward and rollback)."""
+        plan = ctx.state.plan_for(plan_hash)
         if plan is None:
-            await ctx.emit(ExecutionFailed(plan_hash=plan_hash, step_id="", rule="no-plan", duration_ms=0.0,
-                                           reason=f"no compiled plan with hash {plan_hash} in the change; nothing was run"))
+            owner = ctx.state.trigger if direction == "forward" else ctx.state.rollback_trigger
+            if owner == ctx.input.id:
+                await ctx.emit(_no_plan(direction, plan_hash, ctx.state.failed_at))
             return
-        trigger = view.latest_trigger()
-        if trigger is None or trigger.id != event.id or view.status not in ("approved", "executing"):
-            return  # a newer approval or resume owns the run, or the execution is over or paused
-        run = _Run(ctx, plan)
-        if view.first(ExecutionStarted) is None:
-            refused = blast_radius_violation(plan, self.config.limits)
-            if refused is not None:
-                await ctx.emit(ExecutionFailed(plan_hash=plan_hash, step_id="", reason=refused,
-                                               duration_ms=0.0, rule="blast-radius"))
-                return
-            await ctx.emit(ExecutionStarted(plan_hash=plan_hash, steps=len(plan.steps),
-                                            waves=max(1, len(waves_of(plan)))))
+        run = _Run(ctx, plan, WAYS[direction], ctx.input.id)
+        seen = Observed(outputs=_outputs_since(ctx, plan, run.trigger) if direction == "forward" else {})
         try:
-            await self._issue(run, [s for s in plan.steps if s.id not in view.finished_steps()])
-            end = await self._waves(run)
-            if end is not None:
-                await ctx.emit(end)
+            while True:
+                action = next_action(ctx.state, plan, direction, self.config, _now(), seen, trigger=run.trigger)
+                if isinstance(action, Finish):
+                    if action.payload is not None:
+                        await ctx.emit(self._closing(run, action.payload))
+                    return
+                try:
+                    await self._perform(run, action, seen)
+                except CredentialsUnavailable as err:  # a terminal failure, never a silent retry loop
+                    await ctx.emit(self._closing(run, _no_credentials(direction, plan, str(err), ctx.state.failed_at)))
+                    return
         finally:
             with anyio.CancelScope(shield=True):
                 await self._revoke(run)
 
-    async def _waves(self, run: _Run) -> Payload | None:
-        """Run every unfinished wave; the closing event (None: stop without one)."""
-        plan, progressive = run.plan, is_progressive(run.plan)
-        for wave in waves_of(plan):
-            view = run.view()
-            finished = view.finished_steps()
-            if all(s.id in finished for s in wave.steps) and (not progressive or wave.index in view.waves_gated()):
-                continue
-            if progressive and wave.index not in view.waves_started():
-                await run.ctx.emit((WaveStarted(wave=wave.index, targets=wave.targets), f"wave-start:{wave.index}"))
-            outputs = _outputs_of(view, wave, since=run.ctx.input.id)
-            for step in wave.steps:
-                if step.id in run.view().finished_steps():
-                    continue
-                if run.cancelled():
-                    return None
-                stop = await self._step(run, wave, step, outputs)
-                if stop is not None:
-                    return stop
-            if progressive:
-                stop = await self._gate(run, wave, outputs)
-                if stop is not None:
-                    return stop
-        return ExecutionCompleted(plan_hash=plan.hash, duration_ms=run.elapsed_ms())
+    async def _perform(self, run: _Run, action: Action, seen: Observed) -> None:
+        ctx, plan, way = run.ctx, run.plan, run.way
+        match action:
+            case Start() if way.direction == "forward":
+                await ctx.emit(ExecutionStarted(plan_hash=plan.hash, steps=len(plan.steps),
+                                                waves=max(1, len(waves_of(plan)))))
+            case Start():
+                undo = steps_of(ctx.state, plan, "rollback")
+                await ctx.emit((RollbackStarted(plan_hash=plan.hash, steps=len(undo)), "rb-started"))
+            case OpenWave(wave=wave):
+                await ctx.emit((WaveStarted(wave=wave.index, targets=wave.targets), f"wave-start:{wave.index}"))
+            case ProbeStep(step=step, command=command):
+                await self._issue_once(run)
+                seen.probes[step.id] = await self._probe(run, step, command)
+            case Skip(step=step, recovered=True):
+                shown = way.probe(step)
+                out = StepOutput(rc=0, stdout=f"outcome unknown after a restart; `{shown.display if shown else ''}` "
+                                              f"shows it {'done' if way.direction == 'forward' else 'undone'}")
+                await ctx.emit((way.completed(step_id=step.id, index=step.index, command=way.command(step).display,
+                                              output=out, recovered=True), way.key("done", step)))
+            case Skip(step=step):
+                shown = way.probe(step)
+                reason = (f"guard read-back `{shown.display}` shows it is already done" if way.direction == "forward"
+                          else f"`{shown.display}` shows it already absent") if shown else "already done"
+                await ctx.emit((way.skipped(step_id=step.id, index=step.index, reason=reason), way.key("skip", step)))
+            case Run(step=step, timeout_s=timeout_s, at_deadline=at_deadline):
+                await self._run_step(run, step, timeout_s, at_deadline, seen)
+            case Gate(wave=wave):
+                await self._gate(run, wave, seen)
 
-    async def _step(self, run: _Run, wave: WaveRun, step: Step, outputs: list[StepOutput]) -> Payload | None:
-        ctx, plan_hash = run.ctx, run.plan.hash
-        remaining = self.config.deadlines.change_timeout_s - running_seconds(run.view().events, _now())
-        if remaining <= 0:
-            return ExecutionFailed(
-                plan_hash=plan_hash, step_id=step.id, rule="deadline", duration_ms=run.elapsed_ms(),
-                reason=f"the change ran longer than its deadline of {self.config.deadlines.change_timeout_s:g}s "
-                       f"before step {step.id}; raise deadlines.change_timeout_s or split the change")
-        in_doubt = run.view().in_doubt(step.id)
-        if await already_done(step, env=run.env(step), secrets=run.secrets(), pins=self.pins):
-            shown = step.guard.display if step.guard else ""
-            if in_doubt:
-                out = StepOutput(rc=0, stdout=f"outcome unknown after a restart; `{shown}` shows it done")
-                await ctx.emit((StepCompleted(step_id=step.id, index=step.index, command=step.command.display,
-                                              output=out, recovered=True), f"done:{step.id}"))
-            else:
-                await ctx.emit((StepSkipped(step_id=step.id, index=step.index,
-                                            reason=f"guard read-back `{shown}` shows it is already done"),
-                                f"skip:{step.id}"))
-            return None
+    async def _run_step(self, run: _Run, step: Step, timeout_s: float, at_deadline: bool, seen: Observed) -> None:
+        ctx, way = run.ctx, run.way
+        await self._issue_once(run)
         await self._rate(ctx, step)
-        display = step.command.display
-        await ctx.emit((StepStarted(step_id=step.id, index=step.index, command=display), f"start:{step.id}"))
-        timeout = min(self.config.step_timeout(step.timeout_s), remaining)
-        done = await self._exec(run, step, step.command, step.stdin, timeout)
-        out = await self._bounded(ctx, done.output, f"{step.id}.{ctx.input.id}")
-        await self._attempts(run, step, done)
-        outputs.append(out)
+        command = way.command(step)
+        display = command.display
+        await ctx.emit((way.started(step_id=step.id, index=step.index, command=display), way.key("start", step)))
+        done = await self._exec(run, step, command, way.stdin(step), timeout_s)
+        suffix = "" if way.direction == "forward" else ".rollback"
+        out = await self._bounded(ctx, done.output, f"{step.id}.{ctx.input.id}{suffix}")
+        if way.direction == "forward":
+            await self._attempts(run, step, done)
+            seen.outputs.setdefault(step.wave, []).append(out)
         if out.rc != 0:
             error = f"`{display}` exited {out.rc}: {out.stderr.strip()[-500:]}"
-            await ctx.emit((StepFailed(step_id=step.id, index=step.index, command=display, output=out,
-                                       error=error), f"fail:{step.id}"))
-            if out.tries and out.tries[-1].timed_out and timeout >= remaining:
-                return ExecutionFailed(
-                    plan_hash=plan_hash, step_id=step.id, rule="deadline", duration_ms=run.elapsed_ms(),
-                    reason=f"step {step.id} was stopped at the change's deadline of "
-                           f"{self.config.deadlines.change_timeout_s:g}s; raise deadlines.change_timeout_s "
-                           "or split the change")
-            if self.config.anomalies.on_step_failure == "pause":
-                return ExecutionPaused(plan_hash=plan_hash, reason=f"step {step.id} failed: {error}",
-                                       wave=wave.index, anomaly="step-failed")
-            return ExecutionFailed(plan_hash=plan_hash, step_id=step.id, reason=error, duration_ms=run.elapsed_ms())
-        await ctx.emit((StepCompleted(step_id=step.id, index=step.index, command=display, output=out),
-                        f"done:{step.id}"))
-        verdict = anomaly(outputs, self.config.anomalies)
-        if not verdict.ok:
-            return ExecutionPaused(plan_hash=plan_hash, reason=verdict.reason, wave=wave.index, anomaly=verdict.anomaly)
-        return None
+            await ctx.emit((way.failed(step_id=step.id, index=step.index, command=display, output=out, error=error),
+                            way.key("fail", step)))
+            seen.failed, seen.error = step.id, error
+            seen.at_deadline = at_deadline and bool(out.tries) and out.tries[-1].timed_out
+            return
+        await ctx.emit((way.completed(step_id=step.id, index=step.index, command=display, output=out),
+                        way.key("done", step)))
+
+    def _closing(self, run: _Run, payload: Payload) -> Payload:
+        """The run's closing event with what only the shell knows: durations and times."""
+        ctx = run.ctx
+        match payload:
+            case ExecutionCompleted() | ExecutionFailed():
+                return msgspec.structs.replace(payload, duration_ms=run.elapsed_ms())
+            case RollbackCompleted():
+                return msgspec.structs.replace(payload, duration_ms=run.elapsed_ms(), steps=len(
+                    steps_of(ctx.state, run.plan, "rollback")), started_at=_rollback_started_at(ctx),
+                    finished_at=ctx.clock(), failed_at=ctx.state.failed_at)
+            case RollbackFailed():
+                return msgspec.structs.replace(payload, duration_ms=run.elapsed_ms(),
+                                               started_at=_rollback_started_at(ctx))
+            case _:
+                return payload
+
+    async def _probe(self, run: _Run, step: Step, command: Command) -> Probe:
+        """Whether the step is already in its target state (forward: the guard shows it done;
+        rollback: the created resource reads back absent)."""
+        if run.way.direction == "forward":
+            done = await already_done(step, env=run.env(step), secrets=run.secrets(), pins=self.pins)
+            return "done" if done else "not-done"
+        seen = await read_back(step.resource, command, timeout_s=step.timeout_s, env=run.env(step),
+                               secrets=run.secrets(), pins=self.pins)
+        return "done" if seen is None else "not-done"
 
     async def _exec(self, run: _Run, step: Step, command: Command, stdin: str | None, timeout_s: float) -> Executed:
         return await execute(
@@ -251,18 +263,14 @@ class Executor:
         if items:
             await run.ctx.emit(*items)
 
-    async def _gate(self, run: _Run, wave: WaveRun, outputs: list[StepOutput]) -> Payload | None:
+    async def _gate(self, run: _Run, wave: WaveRun, seen: Observed) -> None:
         if self.config.gates.bake_s > 0:
             await anyio.sleep(self.config.gates.bake_s)
         checks = await self._health(run, wave.steps)
-        verdict = gate(checks, outputs, self.config.gates)
-        await run.ctx.emit((WaveCompleted(wave=wave.index, healthy=verdict.ok, checks=tuple(checks),
-                                          reason=verdict.reason, error_ratio=round(verdict.error_ratio, 4)),
-                            f"wave-done:{wave.index}"))
-        if verdict.ok:
-            return None
-        return ExecutionPaused(plan_hash=run.plan.hash, reason=f"wave {wave.name}: {verdict.reason}",
-                               wave=wave.index, anomaly=verdict.anomaly)
+        completed, paused = gate_outcome(run.plan, wave, checks, seen.outputs.get(wave.index, []), self.config)
+        await run.ctx.emit((completed, f"wave-done:{wave.index}"))
+        if paused is not None:
+            await run.ctx.emit(paused)
 
     async def _health(self, run: _Run, steps: Sequence[Step]) -> list[Check]:
         """Each resource's health: its health command, else its read-back against ``desired``."""
@@ -284,72 +292,6 @@ class Executor:
             checks.append(Check(name="readback", target=step.resource.key, ok=not delta, detail=detail))
         return checks
 
-    # -- rollback -----------------------------------------------------------------------
-
-    async def roll_back(self, ctx: Context, plan_hash: str) -> None:
-        view = ChangeView.of([s.event for s in ctx.log.events])
-        if view.rollback_ended_after(ctx.input.id):
-            return  # a redelivery: this approval's rollback already ended (a newer one may retry it)
-        plan = view.plan(plan_hash)
-        if plan is None:
-            await ctx.emit(RollbackFailed(plan_hash=plan_hash, step_id="", duration_ms=0.0, failed_at=view.failed_at,
-                                          reason=f"no compiled plan with hash {plan_hash} in the change"))
-            return
-        run = _Run(ctx, plan)
-        undo = rollback_plan(plan, view)
-        await ctx.emit((RollbackStarted(plan_hash=plan_hash, steps=len(undo)), "rb-started"))
-        started_at = next(s.event.ts for s in ctx.log.events if isinstance(s.event.payload, RollbackStarted))
-        try:
-            await self._issue(run, [u.step for u in undo])
-            for item in undo:
-                step = item.step
-                if step.id in run.view().rollback_finished():
-                    continue
-                failed = await self._undo(run, step)
-                if failed is not None:
-                    await ctx.emit(RollbackFailed(plan_hash=plan_hash, step_id=step.id, reason=failed,
-                                                  duration_ms=run.elapsed_ms(), started_at=started_at,
-                                                  failed_at=view.failed_at))
-                    return
-            await ctx.emit(RollbackCompleted(plan_hash=plan_hash, duration_ms=run.elapsed_ms(), steps=len(undo),
-                                             started_at=started_at, finished_at=ctx.clock(),
-                                             failed_at=view.failed_at))
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._revoke(run)
-
-    async def _undo(self, run: _Run, step: Step) -> str | None:
-        """Undo one completed step; the failure reason, or None."""
-        ctx = run.ctx
-        assert step.rollback is not None
-        display = step.rollback.display
-        if undone_when_absent(step):
-            seen = await read_back(step.resource, step.readback, timeout_s=step.timeout_s, env=run.env(step),
-                                   secrets=run.secrets(), pins=self.pins)
-            if seen is None:
-                if run.view().rollback_in_doubt(step.id):
-                    out = StepOutput(rc=0, stdout=f"outcome unknown after a restart; `{step.readback.display}` "
-                                                  "shows it undone")
-                    await ctx.emit((RollbackStepCompleted(step_id=step.id, index=step.index, command=display,
-                                                          output=out, recovered=True), f"rb-done:{step.id}"))
-                else:
-                    await ctx.emit((RollbackStepSkipped(step_id=step.id, index=step.index,
-                                                        reason=f"`{step.readback.display}` shows it already absent"),
-                                    f"rb-skip:{step.id}"))
-                return None
-        await self._rate(ctx, step)
-        await ctx.emit((RollbackStepStarted(step_id=step.id, index=step.index, command=display), f"rb-start:{step.id}"))
-        done = await self._exec(run, step, step.rollback, None, self.config.step_timeout(step.timeout_s))
-        out = await self._bounded(ctx, done.output, f"{step.id}.{ctx.input.id}.rollback")
-        if out.rc != 0:
-            error = f"`{display}` exited {out.rc}: {out.stderr.strip()[-500:]}"
-            await ctx.emit((RollbackStepFailed(step_id=step.id, index=step.index, command=display, output=out,
-                                               error=error), f"rb-fail:{step.id}"))
-            return error
-        await ctx.emit((RollbackStepCompleted(step_id=step.id, index=step.index, command=display, output=out),
-                        f"rb-done:{step.id}"))
-        return None
-
     # -- rates, credentials and outputs ----------------------------------------------------
 
     async def _rate(self, ctx: Context, step: Step) -> None:
@@ -360,8 +302,14 @@ class Executor:
             self.rates = self.rates or opened  # two first steps may both open it: keep one
         await self.rates.step(ctx.input.tenant, step.target)
 
-    async def _issue(self, run: _Run, steps: Sequence[Step]) -> None:
-        """Short-lived credentials for each target the steps act on, recorded by reference."""
+    async def _issue_once(self, run: _Run) -> None:
+        """Short-lived credentials for each target the run's unfinished steps act on, recorded by
+        reference (once per run, before its first read-back or step)."""
+        if run.issued:
+            return
+        run.issued = True
+        finished = run.ctx.state.progress(run.way.direction).finished
+        steps = [s for _, s in steps_of(run.ctx.state, run.plan, run.way.direction) if s.id not in finished]
         ctx = run.ctx
         targets = dict.fromkeys((s.resource.provider, s.target) for s in steps)
         for provider, target in targets:
@@ -380,7 +328,7 @@ class Executor:
 
     async def _revoke(self, run: _Run) -> None:
         """Revoke every credential of the change still open (this run's, and a crashed run's)."""
-        for issued in run.view().open_credentials():
+        for issued in run.ctx.state.credentials:
             broker = self.by_kind.get(issued.kind)
             if broker is None:
                 log.warning("no %s broker configured to revoke %s; it expires at %s",
@@ -396,11 +344,32 @@ class Executor:
         return await self._outputs.bounded(out, f"{ctx.input.tenant}/{ctx.input.change_id}/{name}")
 
 
-def _outputs_of(view: ChangeView, wave: WaveRun, *, since: str) -> list[StepOutput]:
-    """The outputs of the wave's steps recorded since the event ``since`` (what anomalies and
-    gates count: an operator's resume starts a new count)."""
-    ids = {s.id for s in wave.steps}
-    events = list(view.events)
-    start = next((i for i, e in enumerate(events) if e.id == since), 0)
-    return [e.payload.output for e in events[start:]
-            if isinstance(e.payload, (StepCompleted, StepFailed)) and e.payload.step_id in ids]
+def _outputs_since(ctx: Context, plan: Plan, trigger: str) -> dict[int, list[StepOutput]]:
+    """The outputs of forward steps recorded since the event ``trigger``, per wave (what anomalies
+    and gates count: an operator's resume starts a new count)."""
+    waves = {s.id: s.wave for s in plan.steps}
+    events = [s.event for s in ctx.log.events]
+    start = next((i for i, e in enumerate(events) if e.id == trigger), len(events))
+    outputs: dict[int, list[StepOutput]] = {}
+    for e in events[start:]:
+        if isinstance(e.payload, (StepCompleted, StepFailed)) and e.payload.step_id in waves:
+            outputs.setdefault(waves[e.payload.step_id], []).append(e.payload.output)
+    return outputs
+
+
+def _rollback_started_at(ctx: Context) -> str:
+    return next((s.event.ts for s in reversed(ctx.log.events) if isinstance(s.event.payload, RollbackStarted)), "")
+
+
+def _no_credentials(direction: Direction, plan: Plan, error: str, failed_at: str) -> Payload:
+    reason = f"no credentials for the change's targets, so nothing more was run: {error}"
+    if direction == "forward":
+        return ExecutionFailed(plan_hash=plan.hash, step_id="", rule="credentials", duration_ms=0.0, reason=reason)
+    return RollbackFailed(plan_hash=plan.hash, step_id="", duration_ms=0.0, failed_at=failed_at, reason=reason)
+
+
+def _no_plan(direction: Direction, plan_hash: str, failed_at: str) -> Payload:
+    reason = f"no compiled plan with hash {plan_hash} in the change; nothing was run"
+    if direction == "forward":
+        return ExecutionFailed(plan_hash=plan_hash, step_id="", rule="no-plan", duration_ms=0.0, reason=reason)
+    return RollbackFailed(plan_hash=plan_hash, step_id="", duration_ms=0.0, failed_at=failed_at, reason=reason)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from events.model import Event, IntentSubmitted, Payload, PlanCompiled, PlanRejected
+from events.model import ChangeStalled, Event, IntentSubmitted, Payload, PlanCompiled, PlanRejected, type_of
 from services.planner import CompileInput, PlanError, PlannerConfig, compile_intent
 from services.planner.config import DEFAULT_CONFIG
-from services.runtime import ServiceSpec, pure
+from services.runtime import Context, Handler, ServiceSpec, pure
 
 NAME = "planner"
 
@@ -38,9 +38,24 @@ def decide(history: Sequence[Event], event: Event, config: PlannerConfig = DEFAU
             return []
 
 
+def make_handler(config: PlannerConfig) -> Handler:
+    """Compile each intent; on the watchdog's nudge, compile the intent a crash left uncompiled
+    (ids derived from that intent, as its first compile would have written them)."""
+    compile_each = pure(lambda history, event: decide(history, event, config))
+
+    async def handle(ctx: Context, history: list[Event], event: Event) -> None:
+        if not isinstance(event.payload, ChangeStalled):
+            await compile_each(ctx, history, event)
+            return
+        if ctx.state.status != "planning":
+            return
+        events = [s.event for s in ctx.log.events]
+        at = max(i for i, e in enumerate(events) if isinstance(e.payload, IntentSubmitted))
+        intent = events[at]
+        await ctx.emit(*(ctx.derived(p, intent.id, type_of(p)) for p in decide(events[:at], intent, config)))
+
+    return handle
+
+
 def spec(config: PlannerConfig = DEFAULT_CONFIG) -> ServiceSpec:
-    return ServiceSpec(
-        name=NAME,
-        consumes=("intent.submitted",),
-        handle=pure(lambda history, event: decide(history, event, config)),
-    )
+    return ServiceSpec(name=NAME, consumes=("intent.submitted", "change.stalled"), handle=make_handler(config))

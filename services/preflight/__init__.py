@@ -14,13 +14,12 @@ three (``Host(nc).run(ready=...)``, the shape ``services.app.HOSTED`` expects).
 from __future__ import annotations
 
 from services.preflight.config import PreflightConfig, load_config, parse_config
-from services.preflight.core import ChangeState, decide_command, decide_preflight, decide_release, fold
+from services.preflight.core import decide_command, decide_pending, decide_preflight, decide_release
 from services.preflight.service import NAME, Host, Preflight, assess, run, spec
 from services.preflight.trail import TrailEntry, approval_trail
 
 __all__ = [
     "NAME",
-    "ChangeState",
     "Host",
     "Preflight",
     "PreflightConfig",
@@ -28,9 +27,9 @@ __all__ = [
     "approval_trail",
     "assess",
     "decide_command",
+    "decide_pending",
     "decide_preflight",
     "decide_release",
-    "fold",
     "load_config",
     "parse_config",
     "run",

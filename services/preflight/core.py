@@ -17,24 +17,22 @@ distinct people, never the initiator, each a member of a group the requirement n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from events.commands import ChangeCommand
+from events.lifecycle import ChangeState, parse_ts
 from events.model import (
     ApprovalDenied,
     ApprovalGranted,
     ApprovalRequested,
     ChangeApproved,
-    ChangeClosed,
     ChangeScheduled,
     Check,
-    Event,
-    IntentSubmitted,
     Payload,
-    PlanCompiled,
     PolicyEvaluated,
     PreflightFailed,
     PreflightPassed,
@@ -44,113 +42,12 @@ from events.model import (
 from events.plan import Plan
 from services.preflight.config import PreflightConfig
 from services.preflight.errors import ApprovalRefused
-from services.preflight.verdict import Verdict
-
-Status = Literal[
-    "unknown", "planning", "preflight", "failed", "awaiting-approval", "scheduled", "approved", "denied", "closed"
-]
-
-
-def parse_ts(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+from services.preflight.policy import ApprovalRule
+from services.preflight.verdict import Verdict, verdict_of
 
 
 def iso(when: datetime) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class ChangeState:
-    """What pre-flight knows about one change (its current plan revision only)."""
-
-    tenant: str = ""
-    change_id: str = ""
-    initiator: str = ""
-    environment: str = "dev"
-    plan: Plan | None = None
-    revision: int = 0
-    passed: PreflightPassed | None = None
-    failed: bool = False
-    requests: tuple[ApprovalRequested, ...] = ()
-    grants: tuple[str, ...] = ()  # approvers of the current revision, in order
-    denied: ApprovalDenied | None = None
-    scheduled: ChangeScheduled | None = None
-    approved: bool = False
-    closed: bool = False
-    scheduled_event: str = ""
-    events: int = 0
-    auto_rule: str = ""
-
-    @property
-    def plan_hash(self) -> str:
-        return self.plan.hash if self.plan is not None else ""
-
-    @property
-    def status(self) -> Status:
-        if self.denied is not None:  # a denial stays the reason, also once the auditor closed the change
-            return "denied"
-        if self.closed:
-            return "closed"
-        if not self.events:
-            return "unknown"
-        if self.plan is None:
-            return "planning"
-        if self.failed:
-            return "failed"
-        if self.denied is not None:
-            return "denied"
-        if self.approved:
-            return "approved"
-        if self.scheduled is not None:
-            return "scheduled"
-        if self.passed is None:
-            return "preflight"
-        return "awaiting-approval"
-
-
-def fold(events: Sequence[Event]) -> ChangeState:
-    """The state of a change from its events, in order."""
-    s = ChangeState()
-    for event in events:
-        s = _apply(s, event)
-    return s
-
-
-def _apply(s: ChangeState, event: Event) -> ChangeState:
-    base = dict(s.__dict__, tenant=event.tenant, change_id=event.change_id, events=s.events + 1)
-    match event.payload:
-        case IntentSubmitted(initiator=initiator, environment=environment):
-            base.update(initiator=initiator, environment=environment)
-        case PlanCompiled(plan=plan, revision=revision):
-            base.update(plan=plan, revision=revision, passed=None, failed=False, requests=(), grants=(), denied=None,
-                        scheduled=None, approved=False, scheduled_event="", auto_rule="")
-        case PreflightPassed(plan_hash=h) as passed if h == s.plan_hash:
-            base.update(passed=passed, auto_rule=_auto_rule(passed.policy))
-        case PreflightFailed(plan_hash=h) if h == s.plan_hash:
-            base.update(failed=True)
-        case ApprovalRequested(plan_hash=h) as req if h == s.plan_hash:
-            base.update(requests=(*s.requests, req))
-        case ApprovalGranted(plan_hash=h, approver=who) if h == s.plan_hash:
-            base.update(grants=(*s.grants, who))
-        case ApprovalDenied(plan_hash=h) as denied if h == s.plan_hash:
-            base.update(denied=denied)
-        case ChangeScheduled(plan_hash=h) as scheduled if h == s.plan_hash:
-            base.update(scheduled=scheduled, scheduled_event=event.id)
-        case ChangeApproved(plan_hash=h) if h == s.plan_hash:
-            base.update(approved=True)
-        case ChangeClosed():
-            base.update(closed=True)
-        case _:
-            pass
-    return ChangeState(**base)
-
-
-def _auto_rule(records: Sequence[PolicyEvaluated]) -> str:
-    for record in records:
-        for rule in record.output.get("auto_approve", []):
-            if isinstance(rule, dict):
-                return f"{rule.get('rule', '')}: {rule.get('message', '')}".rstrip(": ")
-    return ""
 
 
 # -- pre-flight ---------------------------------------------------------------------------
@@ -199,13 +96,7 @@ def decide_preflight(a: Assessment, config: PreflightConfig, now: datetime) -> l
         if isinstance(release[0], PreflightFailed):
             return fail(*release[0].reasons)
         return [passed, *release]
-    expires = iso(now + config.approval_expiry)
-    requests = [
-        ApprovalRequested(plan_hash=plan_hash, groups=r.groups, required=r.count, reason=r.message, rule=r.rule,
-                          expires_at=expires)
-        for r in verdict.requirements()
-    ]
-    return [passed, *requests]
+    return [passed, *approval_requests(verdict.requirements(), plan_hash, config, now)]
 
 
 def window_requirement(verdict: Verdict, config: PreflightConfig, environment: str) -> WindowRequirement | None:
@@ -300,6 +191,8 @@ def decide_command(
         raise ApprovalRefused(
             f"the approval request expired at {expired[0]}; resubmit the change to ask again",
             field="change_id", rule="expired")
+    if cmd.by in state.grants and state.approval is None and satisfied(state, members):
+        return _approve(state, config, now)  # a crash fell between the grant and the release: finish it
     if cmd.by in state.grants:
         raise ApprovalRefused(f"{cmd.by} already approved plan {state.plan_hash}; one person counts once",
                               field="by", rule="duplicate-approver")
@@ -314,14 +207,44 @@ def decide_command(
             field="by", rule="group-membership")
     group = cmd.group or min(eligible)
     grant = ApprovalGranted(plan_hash=state.plan_hash, approver=cmd.by, group=group, reason=cmd.reason)
-    after = ChangeState(**dict(state.__dict__, grants=(*state.grants, cmd.by)))
+    after = dataclasses.replace(state, grants=(*state.grants, cmd.by))
     if not satisfied(after, members):
         return [grant]
-    approvers = tuple(sorted(set(after.grants) - {state.initiator}))
+    return [grant, *_approve(after, config, now)]
+
+
+def _approve(state: ChangeState, config: PreflightConfig, now: datetime) -> list[Payload]:
+    """The release of a change whose approvals are met (``change.approved``, or its schedule)."""
+    approvers = tuple(sorted(set(state.grants) - {state.initiator}))
     rule = ", ".join(r.rule for r in state.requests)
     window = state.passed.window if state.passed is not None else None
-    return [grant, *_release(window, config, now, lane="manual", rule=rule, approvers=approvers,
-                             plan_hash=state.plan_hash)]
+    return _release(window, config, now, lane="manual", rule=rule, approvers=approvers, plan_hash=state.plan_hash)
+
+
+def decide_pending(state: ChangeState, config: PreflightConfig, now: datetime) -> list[Payload]:
+    """What pre-flight still owes a change it already decided on, when a crash cut its decision
+    short (seen on a redelivered ``plan.compiled``, a grant, or the watchdog's nudge): the approval
+    requests of a manual pass, the release of an auto-lane pass or of met approvals. Rebuilt from
+    what ``preflight.passed`` recorded, never evaluated again. Nothing when nothing is owed."""
+    passed = state.passed
+    if state.status not in ("approving", "awaiting-approval") or passed is None or state.approval is not None:
+        return []
+    if passed.lane == "auto":
+        return _release(passed.window, config, now, lane="auto", rule=state.auto_rule, approvers=(),
+                        plan_hash=state.plan_hash)
+    asked = {r.rule for r in state.requests}
+    missing = [r for r in verdict_of(passed.policy).requirements() if r.rule not in asked]
+    if missing:
+        return list(approval_requests(missing, state.plan_hash, config, now))
+    return _approve(state, config, now) if satisfied(state, config.group_members(state.tenant)) else []
+
+
+def approval_requests(
+    requirements: Sequence[ApprovalRule], plan_hash: str, config: PreflightConfig, now: datetime
+) -> tuple[ApprovalRequested, ...]:
+    expires = iso(now + config.approval_expiry)
+    return tuple(ApprovalRequested(plan_hash=plan_hash, groups=r.groups, required=r.count, reason=r.message,
+                                   rule=r.rule, expires_at=expires) for r in requirements)
 
 
 def _check_open(state: ChangeState, verb: str, cmd: ChangeCommand) -> None:
@@ -332,19 +255,29 @@ def _check_open(state: ChangeState, verb: str, cmd: ChangeCommand) -> None:
         raise ApprovalRefused(
             f"plan {cmd.plan_hash} is not the change's current plan (revision {state.revision} is "
             f"{state.plan_hash}); review the new revision and {verb} that", field="plan_hash", rule="stale-plan")
+    if state.denied is not None:
+        raise ApprovalRefused(f"cannot {verb} change {cmd.change_id}: the change was denied by "
+                              f"{state.denied.approver}; a denied change never executes", rule="denied")
+    if state.preflight_failed:
+        raise ApprovalRefused(f"cannot {verb} change {cmd.change_id}: pre-flight failed on the current plan; "
+                              "nothing can be approved", rule="failed")
+    if status == "scheduled":
+        if verb == "approve":
+            raise ApprovalRefused(f"change {cmd.change_id} is already approved and waits for its window",
+                                  rule=status)
+        return
     reasons = {
-        "closed": "the change is closed",
-        "planning": "the change has no compiled plan yet",
-        "preflight": "pre-flight has not finished on the current plan",
-        "failed": "pre-flight failed on the current plan; nothing can be approved",
-        "denied": f"the change was denied by {state.denied.approver if state.denied else ''}; a denied change "
-                  "never executes",
-        "approved": "the change is already approved",
+        "planning": ("the change has no compiled plan yet", "planning"),
+        "preflight": ("pre-flight has not finished on the current plan", "preflight"),
     }
     if status in reasons:
-        raise ApprovalRefused(f"cannot {verb} change {cmd.change_id}: {reasons[status]}", rule=status)
-    if status == "scheduled" and verb == "approve":
-        raise ApprovalRefused(f"change {cmd.change_id} is already approved and waits for its window", rule=status)
+        reason, rule = reasons[status]
+        raise ApprovalRefused(f"cannot {verb} change {cmd.change_id}: {reason}", rule=rule)
+    if state.approval is not None:
+        raise ApprovalRefused(f"cannot {verb} change {cmd.change_id}: the change is already approved",
+                              rule="approved")
+    if status not in ("approving", "awaiting-approval"):
+        raise ApprovalRefused(f"cannot {verb} change {cmd.change_id}: the change is closed", rule="closed")
 
 
 # -- release ------------------------------------------------------------------------------

@@ -32,9 +32,11 @@ from events.codec import decode_event
 from events.commands import ChangeCommand, error_reply, parse_change_command
 from events.errors import ConcurrencyConflict, InvalidEvent, StoreError
 from events.ids import derive_id, new_id
+from events.lifecycle import ChangeState, fold, parse_ts
 from events.model import (
     ApprovalDenied,
     ApprovalGranted,
+    ApprovalRequested,
     ChangeApproved,
     ChangeScheduled,
     Check,
@@ -55,11 +57,10 @@ from services.preflight.config import PreflightConfig, load_config
 from services.preflight.core import (
     Assessment,
     decide_command,
+    decide_pending,
     decide_preflight,
     decide_release,
-    fold,
     iso,
-    parse_ts,
 )
 from services.preflight.errors import ApprovalRefused, PolicyEvaluationError, PolicyLoadError
 from services.preflight.risk import Subject, score
@@ -141,30 +142,46 @@ class Preflight:
         verdicts.packs_for(self.config, "*")  # a broken default pack stops the service at start
 
     def spec(self) -> ServiceSpec:
-        return ServiceSpec(name=NAME, consumes=("plan.compiled",), handle=self.handle)
+        return ServiceSpec(name=NAME, consumes=("plan.compiled", "approval.granted", "change.stalled"),
+                           handle=self.handle)
 
-    # -- plan.compiled ---------------------------------------------------------------------
+    # -- plan.compiled, and finishing a decision a crash cut short --------------------------
 
     async def handle(self, ctx: Context, history: list[Event], event: Event) -> None:
-        if not isinstance(event.payload, PlanCompiled):
+        stored = ctx.state
+        if isinstance(event.payload, PlanCompiled) and stored.revision != event.payload.revision:
+            return  # superseded by a newer revision
+        if stored.status != "preflight":
+            await self._finish(ctx, stored)  # a grant, a nudge, or a redelivery after a crash mid-decision
             return
+        events = [s.event for s in ctx.log.events]
+        at = max(i for i, e in enumerate(events) if isinstance(e.payload, PlanCompiled))
+        event, history = events[at], events[:at]  # the revision to decide on (also when nudged)
+        assert isinstance(event.payload, PlanCompiled)
         state = fold([*history, event])
-        stored = fold([s.event for s in ctx.log.events])
-        if state.closed or stored.revision != state.revision or stored.passed is not None or stored.failed:
-            return  # closed, superseded by a newer revision, or already decided (a redelivery)
         subject = Subject(tenant=event.tenant, change_id=event.change_id, environment=state.environment,
                           initiator=state.initiator, plan=event.payload.plan, revision=event.payload.revision)
         started = time.perf_counter()
         checks = await run_checks(subject.plan, subject.tenant, self.config, self.reads)
         payloads = assess(subject, checks, self.config, self.clock(), (time.perf_counter() - started) * 1000)
         duration = next((p.duration_ms for p in payloads if isinstance(p, (PreflightPassed, PreflightFailed))), 0.0)
-        items: list[Payload | tuple[Payload, str]] = []
+        items: list[Payload | tuple[Payload, str] | Event] = []
         p95 = self.slo.observe(duration)
         if p95 is not None:
             items.append(SloBreached(phase="preflight", metric="preflight_p95_ms", value_ms=round(p95, 3),
                                      target_ms=self.config.slo.p95_ms))
-        items += [(p, f"{p.__struct_config__.tag}:{i}") for i, p in enumerate(payloads)]
+        decision = ctx.derived(payloads[0], event.id, f"{_tag(payloads[0])}:0")
+        items += [decision, *_following(ctx, decision.id, payloads[1:])]
         await ctx.emit(*items)
+
+    async def _finish(self, ctx: Context, state: ChangeState) -> None:
+        """Append what pre-flight still owes the change (:func:`decide_pending`), with the ids the
+        interrupted decision would have used."""
+        payloads = decide_pending(state, self.config, self.clock())
+        if payloads:
+            asks = isinstance(payloads[0], ApprovalRequested) or not state.requests
+            origin = state.passed_event if asks else state.last_grant_event
+            await ctx.emit(*_following(ctx, origin, payloads))
 
     # -- approve / deny --------------------------------------------------------------------
 
@@ -205,15 +222,21 @@ class Preflight:
             return error_reply(InvalidEvent(f"not stored: {err}; retry", field="store", rule="unavailable"))
 
     async def apply_command(self, store: EventStore, tenant: str, verb: str, cmd: ChangeCommand) -> bytes:
-        """Decide on the change as stored and append; re-read and re-decide on a conflict."""
-        ids = [new_id() for _ in range(4)]
+        """Decide on the change as stored and append; re-read and re-decide on a conflict. A release
+        that follows a grant derives its id from the grant (as :meth:`_finish` does), so a crash
+        between the two is finished by whoever comes next, once."""
+        decision_id = new_id()
         for attempt in range(MAX_CONFLICT_RETRIES):
             change = await store.read(tenant, cmd.change_id)
-            state = fold([s.event for s in change.events])
+            state = fold(s.event for s in change.events)
             if change.events:  # RBAC on the caller's authenticated identity (cmd.by is the subject's principal)
                 self.access.require(cmd.by, tenant, verb, initiator=state.initiator)
             now = self.clock()
             payloads = decide_command(state, verb, cmd, self.config, now)
+            first = decision_id if isinstance(payloads[0], (ApprovalGranted, ApprovalDenied)) else None
+            origin = first or state.last_grant_event
+            ids = [first] if first else []
+            ids += [derive_id(origin, f"{_tag(p)}:{i}") for i, p in enumerate(payloads[len(ids):])]
             events = [self._event(change, p, ids[i], cmd.by, now) for i, p in enumerate(payloads)]
             try:
                 await store.append(change, events)
@@ -253,7 +276,7 @@ class Preflight:
             if parse_ts(release_at) > now:
                 continue
             change = await store.read(tenant, change_id)
-            state = fold([s.event for s in change.events])
+            state = fold(s.event for s in change.events)
             if state.status != "scheduled":
                 pending.pop((tenant, change_id), None)
                 continue
@@ -266,6 +289,17 @@ class Preflight:
             except ConcurrencyConflict:
                 continue  # someone appended meanwhile: re-read on the next pass
             pending.pop((tenant, change_id), None)
+
+
+def _tag(payload: Payload) -> str:
+    tag = payload.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def _following(ctx: Context, origin_id: str, payloads: list[Payload]) -> list[Event]:
+    """The events that follow a decision's first (``origin_id``), ids derived from it by position."""
+    return [ctx.derived(p, origin_id, f"{_tag(p)}:{i}") for i, p in enumerate(payloads)]
 
 
 def _outcome(cmd: ChangeCommand, plan_hash: str, payloads: list[Payload]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ pack requires an approval and one allows it, and the strictest window rule.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from events.model import PolicyEvaluated, RiskAssessment, Violation
 from events.plan import Plan
 from providers import CATALOG
 from services.preflight.config import PreflightConfig
-from services.preflight.policy import ApprovalRule, LaneRule, PolicyPack, WindowRule, load_pack
+from services.preflight.policy import ApprovalRule, LaneRule, PackOutput, PolicyPack, WindowRule, load_pack
 from services.preflight.risk import Subject, is_destructive, targets_of, window_open
 
 FALLBACK_RULE = ApprovalRule(
@@ -130,12 +131,7 @@ def evaluate(
     records = []
     for pack in packs:
         out, raw = pack.evaluate(document)
-        merged = Verdict(
-            violations=merged.violations + out.deny,
-            approvals=merged.approvals + out.approval,
-            auto=merged.auto + out.auto_approve,
-            windows=merged.windows + out.window,
-        )
+        merged = _merge(merged, out)
         records.append(
             PolicyEvaluated(
                 plan_hash=plan_hash,
@@ -153,6 +149,20 @@ def evaluate(
             )
         )
     return merged, tuple(records)
+
+
+def _merge(verdict: Verdict, out: PackOutput) -> Verdict:
+    return Verdict(violations=verdict.violations + out.deny, approvals=verdict.approvals + out.approval,
+                   auto=verdict.auto + out.auto_approve, windows=verdict.windows + out.window)
+
+
+def verdict_of(records: Sequence[PolicyEvaluated]) -> Verdict:
+    """The merged verdict again, from the decision records stored on ``preflight.passed`` (what
+    pre-flight uses to finish a decision a crash cut short, without evaluating anything again)."""
+    merged = Verdict()
+    for record in records:
+        merged = _merge(merged, msgspec.convert(record.output, PackOutput))
+    return merged
 
 
 def _sample(environment: str, level: str, resources: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,11 +16,11 @@ from events.model import (
     Event,
     ExecutionCompleted,
     ExecutionFailed,
-    IntentSubmitted,
     Payload,
     RollbackCompleted,
     VerificationFailed,
     VerificationPassed,
+    type_of,
 )
 from events.plan import Step
 from services.runtime import Context, ServiceSpec
@@ -39,47 +39,59 @@ async def verify(
     return core.verdict(targets, observed, round((time.perf_counter() - started) * 1000, 3), scope)
 
 
-def environment_of(history: Sequence[Event]) -> str:
-    intent = next((e.payload for e in history if isinstance(e.payload, IntentSubmitted)), None)
-    return intent.environment if intent is not None else "dev"
-
-
 def make_handler(config: VerifierConfig) -> Any:
     async def handle(ctx: Context, history: list[Event], event: Event) -> None:
-        out: list[Payload] = []
-        automatic = config.rolls_back_automatically(environment_of(history))
-        match event.payload:
-            case ExecutionCompleted(plan_hash=plan_hash):
-                plan = core.plan_named(history, plan_hash)
-                if plan is None:
-                    return
-                result = await verify(core.change_targets(plan), "change")
-                out.append(result)
-                if isinstance(result, VerificationFailed):
-                    reason = "verification failed: " + "; ".join(
-                        f"{d.resource} {d.field}" for d in result.diff)
-                    out += core.plan_rollback(plan, history, reason, automatic=automatic)
-                out += core.slo_breach(result.duration_ms, config.verify_slo_ms)
-            case ExecutionFailed(plan_hash=plan_hash, reason=reason):
-                plan = core.plan_named(history, plan_hash)
-                if plan is None:
-                    return
-                out += core.plan_rollback(plan, history, f"execution failed: {reason}", automatic=automatic)
-            case RollbackCompleted(plan_hash=plan_hash):
-                plan = core.plan_named(history, plan_hash)
-                if plan is None:
-                    return
-                out.append(await verify(core.rollback_targets(plan, history), "rollback"))
-            case _:
-                return
-        await ctx.emit(*out)
+        await step(ctx, config)
 
     return handle
+
+
+async def step(ctx: Context, config: VerifierConfig) -> None:
+    """Do what the verifier owes the change now, by its lifecycle status — whatever delivered it
+    (its trigger, a redelivery, or the watchdog's nudge). Every event's id derives from the
+    event that made the step due, so finishing a step a crash cut short writes each event once
+    (the store skips ids already in the log)."""
+    state = ctx.state
+    events = [s.event for s in ctx.log.events]
+    automatic = config.rolls_back_automatically(state.environment)
+    plan = state.approved_plan
+    if plan is None or state.status not in ("verifying", "rollback-planning", "verifying-rollback"):
+        return
+    origin = _last(events, ExecutionCompleted, ExecutionFailed, RollbackCompleted)
+    if origin is None:
+        return
+    out: list[Payload] = []
+    match origin.payload:
+        case ExecutionCompleted() if state.status == "verifying":
+            result = await verify(core.change_targets(plan), "change")
+            out.append(result)
+            if isinstance(result, VerificationFailed):
+                out += core.plan_rollback(plan, events, failure_reason(result), automatic=automatic)
+            out += core.slo_breach(result.duration_ms, config.verify_slo_ms)
+        case ExecutionCompleted():  # verified as failed; its rollback plan was cut short
+            failed = _last(events, VerificationFailed)
+            assert failed is not None and isinstance(failed.payload, VerificationFailed)
+            out += core.plan_rollback(plan, events, failure_reason(failed.payload), automatic=automatic)
+        case ExecutionFailed(reason=reason):
+            out += core.plan_rollback(plan, events, f"execution failed: {reason}", automatic=automatic)
+        case RollbackCompleted() if state.status == "verifying-rollback":
+            out.append(await verify(core.rollback_targets(plan, events), "rollback"))
+        case _:
+            return
+    await ctx.emit(*(ctx.derived(p, origin.id, type_of(p)) for p in out))
+
+
+def failure_reason(result: VerificationFailed) -> str:
+    return "verification failed: " + "; ".join(f"{d.resource} {d.field}" for d in result.diff)
+
+
+def _last(events: Sequence[Event], *kinds: type[Payload]) -> Event | None:
+    return next((e for e in reversed(events) if isinstance(e.payload, kinds)), None)
 
 
 def spec(config: VerifierConfig | None = None) -> ServiceSpec:
     return ServiceSpec(
         name=NAME,
-        consumes=("execution.completed", "execution.failed", "rollback.completed"),
+        consumes=("execution.completed", "execution.failed", "rollback.completed", "change.stalled"),
         handle=make_handler(config or load()),
     )

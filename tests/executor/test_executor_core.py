@@ -11,6 +11,7 @@ from executor_helpers import dirs_plan
 
 from events.commands import ChangeCommand
 from events.ids import new_id
+from events.lifecycle import fold
 from events.model import (
     ChangeApproved,
     Check,
@@ -39,11 +40,10 @@ from events.plan import Plan
 from events.store import new_event
 from services.executor.commands import decide
 from services.executor.config import DEFAULT, Anomalies, Gates, Limits, load_config, parse_config
+from services.executor.decide import steps_of
 from services.executor.errors import CommandNotAllowed, ExecutorConfigInvalid
 from services.executor.gates import anomaly, gate
 from services.executor.limits import blast_radius_violation
-from services.executor.rollback import rollback_plan
-from services.executor.state import ChangeView, running_seconds
 from services.executor.waves import is_progressive, waves_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -105,13 +105,14 @@ def test_anomalies_pause_on_a_retry_spike_or_a_failure_ratio() -> None:
 def test_rollback_undoes_only_completed_steps_latest_first() -> None:
     plan = _plan(3)
     a, b, c = plan.steps
-    view = ChangeView.of(_events(
+    state = fold(_events(
         PlanCompiled(plan=plan, compile_ms=1), ChangeApproved(plan_hash=plan.hash, lane="auto"),
         StepCompleted(step_id=a.id, index=0, command="", output=_ok()),
         StepSkipped(step_id=b.id, index=1, reason="done"),
         StepCompleted(step_id=c.id, index=2, command="", output=_ok()),
     ))
-    assert [(u.step.id, u.command.display) for u in rollback_plan(plan, view)] == [
+    undo = [step for _, step in steps_of(state, plan, "rollback")]
+    assert [(u.id, u.rollback.display if u.rollback else "") for u in undo] == [
         (c.id, f"rmdir {c.resource.name}"), (a.id, f"rmdir {a.resource.name}")]
 
 
@@ -119,22 +120,24 @@ def test_state_from_events() -> None:
     plan = _plan(2)
     a, b = plan.steps
     base = [PlanCompiled(plan=plan, compile_ms=1), ChangeApproved(plan_hash=plan.hash, lane="auto")]
-    view = ChangeView.of(_events(*base, ExecutionStarted(plan_hash=plan.hash, steps=2),
-                                 StepStarted(step_id=a.id, index=0, command="")))
-    assert view.status == "executing" and view.in_doubt(a.id) and not view.in_doubt(b.id)
-    assert view.plan(plan.hash) == plan and view.plan("sha256:other") is None
-    failed = ChangeView.of([*view.events, *_events(StepFailed(step_id=a.id, index=0, command="", output=_ok(),
-                                                              error="x"))])
-    assert not failed.in_doubt(a.id)
-    paused = ChangeView.of(_events(*base, ExecutionStarted(plan_hash=plan.hash, steps=2),
-                                   ExecutionPaused(plan_hash=plan.hash, reason="red", wave=1)))
+    running = _events(*base, ExecutionStarted(plan_hash=plan.hash, steps=2),
+                      StepStarted(step_id=a.id, index=0, command=""))
+    view = fold(running)
+    assert view.status == "executing" and a.id in view.forward.in_doubt and b.id not in view.forward.in_doubt
+    assert view.plan_for(plan.hash) == plan and view.plan_for("sha256:other") is None
+    failed = fold(_events(StepFailed(step_id=a.id, index=0, command="", output=_ok(), error="x")), view)
+    assert a.id not in failed.forward.in_doubt
+    paused_events = _events(*base, ExecutionStarted(plan_hash=plan.hash, steps=2),
+                            ExecutionPaused(plan_hash=plan.hash, reason="red", wave=1))
+    paused = fold(paused_events)
     assert paused.status == "paused" and paused.failed_at
-    resumed = ChangeView.of([*paused.events, *_events(ExecutionResumed(plan_hash=plan.hash, by="op"))])
-    assert resumed.status == "executing" and resumed.latest_trigger() == resumed.events[-1]
-    creds = ChangeView.of(_events(CredentialsIssued(target="local", kind="token", ref="r1", expires_at="x"),
-                                  CredentialsIssued(target="local", kind="token", ref="r2", expires_at="x"),
-                                  CredentialsRevoked(target="local", ref="r1")))
-    assert [c.ref for c in creds.open_credentials()] == ["r2"]
+    resume = _events(ExecutionResumed(plan_hash=plan.hash, by="op"))
+    resumed = fold(resume, paused)
+    assert resumed.status == "executing" and resumed.trigger == resume[0].id
+    creds = fold(_events(CredentialsIssued(target="local", kind="token", ref="r1", expires_at="x"),
+                         CredentialsIssued(target="local", kind="token", ref="r2", expires_at="x"),
+                         CredentialsRevoked(target="local", ref="r1")))
+    assert [c.ref for c in creds.credentials] == ["r2"]
 
 
 def test_the_deadline_counts_running_time_only() -> None:
@@ -142,7 +145,7 @@ def test_the_deadline_counts_running_time_only() -> None:
     events = _events(ExecutionStarted(plan_hash=plan.hash, steps=1), ExecutionPaused(plan_hash=plan.hash, reason=""),
                      ExecutionResumed(plan_hash=plan.hash, by="op"), step_s=10)
     # ran 0→10 s, paused 10→20 s, running again since 20 s
-    assert running_seconds(events, T0 + timedelta(seconds=25)) == pytest.approx(15.0)
+    assert fold(events).running_seconds(T0 + timedelta(seconds=25)) == pytest.approx(15.0)
 
 
 @pytest.mark.parametrize(("verb", "payloads", "rule"), [
@@ -163,8 +166,8 @@ def test_commands_the_state_refuses(verb: str, payloads: list[str], rule: str) -
         "rollback": RollbackApproved(plan_hash=plan.hash, lane="manual", by="op"),
         "rolled": RollbackCompleted(plan_hash=plan.hash, duration_ms=1),
     }
-    view = ChangeView.of(_events(PlanCompiled(plan=plan, compile_ms=1), ChangeApproved(plan_hash=plan.hash, lane="auto"),
-                                 *(named[p] for p in payloads)))
+    view = fold(_events(PlanCompiled(plan=plan, compile_ms=1), ChangeApproved(plan_hash=plan.hash, lane="auto"),
+                        *(named[p] for p in payloads)))
     with pytest.raises(CommandNotAllowed) as refused:
         decide(verb, view, ChangeCommand(change_id=CHANGE, by="op"))
     assert refused.value.rule == rule
@@ -173,16 +176,16 @@ def test_commands_the_state_refuses(verb: str, payloads: list[str], rule: str) -
 def test_commands_the_state_allows() -> None:
     plan = _plan(1)
     step = plan.steps[0]
-    paused = ChangeView.of(_events(PlanCompiled(plan=plan, compile_ms=1), ChangeApproved(plan_hash=plan.hash, lane="auto"),
-                                   ExecutionStarted(plan_hash=plan.hash, steps=1),
-                                   StepCompleted(step_id=step.id, index=0, command="", output=_ok()),
-                                   ExecutionPaused(plan_hash=plan.hash, reason="red")))
+    paused = fold(_events(PlanCompiled(plan=plan, compile_ms=1), ChangeApproved(plan_hash=plan.hash, lane="auto"),
+                          ExecutionStarted(plan_hash=plan.hash, steps=1),
+                          StepCompleted(step_id=step.id, index=0, command="", output=_ok()),
+                          ExecutionPaused(plan_hash=plan.hash, reason="red")))
     cmd = ChangeCommand(change_id=CHANGE, by="op", reason="why")
     assert decide("resume", paused, cmd) == ExecutionResumed(plan_hash=plan.hash, by="op", reason="why")
     assert decide("rollback", paused, cmd) == RollbackApproved(plan_hash=plan.hash, lane="manual", by="op", reason="why")
     assert decide("cancel", paused, cmd) == ExecutionCancelled(plan_hash=plan.hash, by="op", reason="why")
     with pytest.raises(CommandNotAllowed, match="no change"):
-        decide("resume", ChangeView.of([]), cmd)
+        decide("resume", fold([]), cmd)
 
 
 def test_the_configuration_file_and_its_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,10 +208,11 @@ def test_a_rollback_in_doubt_and_a_rollback_already_ended() -> None:
     plan = _plan(1)
     step = plan.steps[0]
     approved = _events(RollbackApproved(plan_hash=plan.hash, lane="auto", by="policy"))
-    view = ChangeView.of([*approved, *_events(RollbackStepStarted(step_id=step.id, index=0, command=""))])
-    assert view.rollback_in_doubt(step.id) and not view.rollback_ended_after(approved[0].id)
-    ended = ChangeView.of([*view.events, *_events(RollbackFailed(plan_hash=plan.hash, step_id=step.id, reason="x",
-                                                                  duration_ms=1))])
-    assert ended.rollback_ended_after(approved[0].id) and ended.status == "rollback-failed"
+    view = fold([*approved, *_events(RollbackStepStarted(step_id=step.id, index=0, command=""))])
+    assert step.id in view.rollback.in_doubt and not view.rollback_ended
+    assert view.rollback_trigger == approved[0].id
+    ended = fold(_events(RollbackFailed(plan_hash=plan.hash, step_id=step.id, reason="x", duration_ms=1)), view)
+    assert ended.rollback_ended and (ended.status, ended.outcome) == ("ended", "failed")
     retry = _events(RollbackApproved(plan_hash=plan.hash, lane="manual", by="op"))
-    assert not ChangeView.of([*ended.events, *retry]).rollback_ended_after(retry[0].id)
+    again = fold(retry, ended)
+    assert not again.rollback_ended and again.rollback_trigger == retry[0].id and again.status == "rolling-back"

@@ -182,6 +182,6 @@ async def test_the_command_service_refuses_what_is_invalid_or_not_allowed(
     assert all(not r["ok"] for r in replies.values())
     assert replies["json"]["error"]["rule"] == "json"
     assert replies["schema"]["error"]["field"] == "change_id"
-    assert replies["state"]["error"]["rule"] == "not-paused" and "completed" in replies["state"]["error"]["message"]
+    assert replies["state"]["error"]["rule"] == "not-paused" and "verifying" in replies["state"]["error"]["message"]
     assert replies["unknown"]["error"]["rule"] == "exists"
     assert (await types(store, change))[-1] == "execution.completed"  # nothing was appended

@@ -104,7 +104,7 @@ async def test_three_waves_pause_on_red_health_resume_then_rollback_verified(
             while not await rollback_verified():  # noqa: ASYNC110 - polling state held by the server
                 await anyio.sleep(0.05)
         code = await upm(nats_server, "rollback", change, "--tenant", "acme", "--as", "oncall")
-        assert code == 2 and "already rolled-back" in capfd.readouterr().err
+        assert code == 2 and "already rolled back" in capfd.readouterr().err
     found = await events(store, change)
     assert not any(p.exists() for p in paths)
     undone = [e.payload.step_id for e in found if isinstance(e.payload, RollbackStepCompleted)]

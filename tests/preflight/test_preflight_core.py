@@ -16,6 +16,7 @@ from preflight_helpers import (
     plan_of,
 )
 
+from events.lifecycle import fold
 from events.model import (
     ApprovalDenied,
     ApprovalGranted,
@@ -29,7 +30,7 @@ from events.model import (
     PreflightFailed,
     PreflightPassed,
 )
-from services.preflight import assess, decide_command, decide_release, fold
+from services.preflight import assess, decide_command, decide_release
 from services.preflight.config import PreflightConfig
 from services.preflight.errors import ApprovalRefused
 from services.preflight.risk import Subject
@@ -127,7 +128,7 @@ def test_a_deny_wins_and_a_denied_change_never_executes() -> None:
     with pytest.raises(ApprovalRefused, match="denied by dave") as err:
         _approve(events, cfg, "carol")
     assert err.value.rule == "denied"
-    assert fold(events).status == "denied"
+    assert (fold(events).status, fold(events).outcome) == ("ended", "denied")
     assert not any(isinstance(e.payload, ChangeApproved) for e in events)
 
 
