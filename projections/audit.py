@@ -203,6 +203,7 @@ def _check_stream_heads(
 ) -> int:
     checked = 0
     previous: _Head | None = None
+    beyond: list[_Head] = []
     for head in heads:
         where = f"signed log head {head.event_id} (stream sequence {head.seq}, size {head.size})"
 
@@ -215,8 +216,7 @@ def _check_stream_heads(
             fault("head-size", f"{where} claims events not stored before it")
             continue
         if head.size > tree.size:
-            fault("head-size", f"{where} covers {head.size} events, but only the first {tree.size} are readable in order; "
-                               "its root cannot be recomputed (see the missing sequences)")
+            beyond.append(head)
             continue
         if roots[head.size].hex() != head.root:
             ok = False
@@ -244,6 +244,15 @@ def _check_stream_heads(
         if ok:
             verified.append((head.size, head.root))
             previous = head
+    if beyond:
+        newest = max(beyond, key=lambda h: h.size)
+        others = f" (and {len(beyond) - 1} older heads in the stream)" if len(beyond) > 1 else ""
+        problems.append(Problem(
+            check="head-size", first=newest.seq, last=newest.seq, event_id=newest.event_id,
+            message=f"signed log head {newest.event_id} (stream sequence {newest.seq}, size {newest.size}) covers "
+                    f"{newest.size} events, but only the first {tree.size} are readable in order{others}: their roots "
+                    "cannot be recomputed; see the missing sequences",
+        ))
     return checked
 
 
