@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import msgspec
 from nats.aio.client import Client as NATS
 
 from events import signing
 from events.store import EventStore
 from events.subjects import ANY_TENANT
-from projections import client, evidence, evidence_query, kpi, reports, serve
+from projections import audit, client, evidence, evidence_query, heads, kpi, reports, serve
 from projections.db import ALL_TENANTS, ProjectionDB
 from projections.errors import (
     AccessDenied,
@@ -32,7 +33,7 @@ from projections.errors import (
     ProjectionUnavailable,
     QueryRejected,
 )
-from projections.sqlservice import DEFAULT_ROWS, DEFAULT_TIMEOUT_S
+from projections.sqlservice import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, MAX_ROWS
 from projections.visibility import VisibleSql
 from services import access, app
 from services.commands import add_connection_options, add_identity_option, fail
@@ -210,13 +211,54 @@ def _with_store(args: argparse.Namespace, body: Callable[[EventStore], Awaitable
     return anyio.run(main)
 
 
+def head_pin(text: str) -> tuple[int, str]:
+    """``--expect-head SIZE:ROOT`` (what `upm audit verify` prints as the newest verified head)."""
+    size, _, root = text.partition(":")
+    if not size.isdigit() or int(size) < 1 or len(root) != 64 or any(c not in "0123456789abcdef" for c in root):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a head: give SIZE:ROOT, e.g. 1200:<64 hex digits>, as "
+                                         "`upm audit verify` printed it")
+    return int(size), root
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     keys = trusted_keys(args) or {}
-    report = _with_store(args, lambda store: client.audit_stream(store, keys, require_signatures=args.require_signatures))
+    known = heads.read(app.data_dir(args.data))
+    known += [audit.KnownHead(size=size, root=root, origin="--expect-head") for size, root in args.expect_head or []]
+    report = _with_store(args, lambda store: client.audit_stream(store, keys, require_signatures=args.require_signatures,
+                                                                 known=known))
+    if report.problems:
+        names, unnamed = _names(args, audit.unreadable(report))
+        if args.json:
+            emit({**to_builtins(report), "names": sorted(names.values(), key=lambda n: n.seq), "unnamed": unnamed},
+                 args)
+        return fail(f"verification failed: {audit.render(report, names, unnamed)}", 1)
     emit(report, args, text=f"log OK: {report.events} events, {report.changes} hash chains, {report.heads} signed "
-                            f"heads ({report.heads_signature_checked} signatures checked); latest head size "
-                            f"{report.head_size} root {report.head_root[:16]}…")
+                            f"heads in the stream ({report.heads_signature_checked} signatures checked), {len(known)} "
+                            f"kept outside it\nnewest verified head: {report.newest_head or 'none yet'}"
+                            + (" (pin it: --expect-head SIZE:ROOT)" if report.newest_head else ""))
     return 0
+
+
+def _names(args: argparse.Namespace, unreadable: list[tuple[int, int]]) -> tuple[dict[int, audit.EventName], str]:
+    """What the projection recorded at the ``unreadable`` sequences (over the bus, else the file read-only),
+    and, when it cannot be asked, why."""
+    if not unreadable:
+        return {}, ""
+    lookup = argparse.Namespace(**{**vars(args), "all_tenants": True, "tenant": ALL_TENANTS,
+                                   "timeout": DEFAULT_TIMEOUT_S, "max_rows": MAX_ROWS})
+
+    async def body(ask: reports.Ask) -> dict[int, audit.EventName]:
+        names: dict[int, audit.EventName] = {}
+        for first, last in unreadable:
+            for row in reports.records(await ask(audit.names_query(first, last))):
+                name = msgspec.convert(row, audit.EventName)
+                names[name.seq] = name
+        return names
+
+    try:
+        return with_asker(lookup, body), ""
+    except (ProjectionError, NotRunning, ConfigError) as err:
+        return {}, f"the projection could not be read ({err})"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -292,9 +334,14 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("audit", help="tamper evidence of the whole log")
     audit_sub = p.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
-    v = audit_sub.add_parser("verify", help="re-verify every hash chain and every signed log head from the stream")
+    v = audit_sub.add_parser("verify", help="re-verify every hash chain and every signed log head from the stream, "
+                                            "against the heads kept in the data folder and any pinned ones")
     v.add_argument("--public-key", action="append", metavar="HEX", help="trust this ed25519 key (repeatable)")
     v.add_argument("--require-signatures", action="store_true", help="fail on a head signed by an unknown key")
+    v.add_argument("--expect-head", action="append", type=head_pin, metavar="SIZE:ROOT",
+                   help="a head you pinned (as printed by an earlier verify): the log must still have it (repeatable)")
+    v.add_argument("--offline", action="store_true", help="name lost events from the projection file, not the bus")
+    v.add_argument("--db", metavar="DIR", help="projection folder naming lost events (default: <data>/projections)")
     add_identity_option(v)
     add_connection_options(v)
     add_output_options(v)

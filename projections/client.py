@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import nats.js.errors
 
 from events.model import EvidencePublished
 from events.store import ChangeLog, EventStore
-from events.subjects import EVENT_ROOT
+from events.subjects import EVENT_ROOT, STREAM
 from projections import audit
 from projections.errors import EvidenceNotFound
 from projections.evidence import EVIDENCE_BUCKET
@@ -40,8 +40,12 @@ async def pack_of(store: EventStore, log: ChangeLog) -> tuple[EvidencePublished,
 
 
 async def audit_stream(
-    store: EventStore, public_keys: Mapping[str, str] | None = None, *, require_signatures: bool = False
+    store: EventStore, public_keys: Mapping[str, str] | None = None, *, require_signatures: bool = False,
+    known: Sequence[audit.KnownHead] = (),
 ) -> audit.AuditReport:
-    """`upm audit verify`: read every stored event, verify chains and heads."""
+    """`upm audit verify`: read every stored event, check chains and heads against the stream's own
+    last sequence and the ``known`` heads; the report lists every problem (see :func:`audit.check_log`)."""
+    last_seq = (await store.js.stream_info(STREAM)).state.last_seq
     records = await store.read_raw(f"{EVENT_ROOT}.>")
-    return audit.verify_log(records, public_keys, require_signatures=require_signatures)
+    return audit.check_log(records, public_keys, require_signatures=require_signatures, stream_last_seq=last_seq,
+                           known=known)

@@ -8,7 +8,7 @@
     ├── ProjectionUnavailable           no projector answered and no database file can be opened
     ├── EvidenceNotFound                no evidence pack is stored for that change
     ├── EvidenceInvalid                 a pack does not verify (names the file or the check)
-    ├── AuditFailed                     `upm audit verify` found a broken chain or an inconsistent head
+    ├── AuditFailed                     `upm audit verify` found missing events, a broken chain, a head it fails
     └── AccessDenied                    the caller may not read that: role, visibility, or `upm serve` token
 
 Signing-key problems are ``events.signing.SigningKeyError`` (the auditor raises them too).

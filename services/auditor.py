@@ -51,7 +51,7 @@ from events.model import (
 )
 from events.store import ChangeLog, EventStore, StoredEvent, new_event
 from events.subjects import EVENT_ROOT, LOG_HEADS_CHANGE_ID, STREAM, SYSTEM_TENANT
-from projections import evidence
+from projections import evidence, heads
 from projections.evidence import EVIDENCE_BUCKET, LogHead
 from services.runtime import MAX_CONFLICT_RETRIES, Context, Handler, ServiceSpec
 from services.watchdog import Deadlines, Watchdog
@@ -191,7 +191,8 @@ class Witness:
 
     It runs the stall watchdog (:mod:`services.watchdog`) over every open change, keeps the
     RFC 6962 tree over every stored event, appends a signed ``log.head`` (tenant
-    ``_system``, change ``LOG_HEADS_CHANGE_ID``) every ``interval`` seconds when events arrived,
+    ``_system``, change ``LOG_HEADS_CHANGE_ID``) every ``interval`` seconds when events arrived
+    (each also written to ``<data>/heads/log-heads.jsonl``, outside the stream),
     and, once caught up, for every closed change without a current pack: signs a head, builds
     the pack (:func:`projections.evidence.pack_from_log`, pure), stores it in the object store
     ``UPM_EVIDENCE`` and appends ``evidence.published`` to the change. Heads and packs carry
@@ -203,7 +204,8 @@ class Witness:
                  deadlines: Deadlines | None = None) -> None:
         self.store = EventStore(nc)
         self.watchdog = Watchdog(self.store, deadlines)
-        self.signer = signing.load_or_create(data_folder(data_dir))
+        self.data_dir = data_folder(data_dir)
+        self.signer = signing.load_or_create(self.data_dir)
         self.interval = interval
         self.tree = merkle.MerkleTree()
         self.content_size = 0
@@ -286,7 +288,8 @@ class Witness:
                 await self.watchdog.check()
 
     async def sign_head(self) -> LogHead:
-        """Append a signed head of the tree as it is now (unless one of this size is stored)."""
+        """Append a signed head of the tree as it is now (unless one of this size is stored), and keep
+        it in the data folder too (:mod:`projections.heads`): a truncated stream cannot take it along."""
         payload = evidence.sign_head(self.signer, self.tree, self.last_ts)
         event = new_event(payload, event_id=derive_id(LOG_HEADS_CHANGE_ID, f"head-{payload.size}"),
                           change_id=LOG_HEADS_CHANGE_ID, tenant=SYSTEM_TENANT, ts=payload.signed_at,
@@ -304,6 +307,7 @@ class Witness:
         self.head_size = max(self.head_size, payload.size)
         self._head = LogHead(seq=seq, size=payload.size, root=payload.root, signed_at=payload.signed_at,
                              key_id=payload.key_id, signature=payload.signature)
+        await anyio.to_thread.run_sync(heads.append, self.data_dir, self._head)
         return self._head
 
     async def flush(self) -> None:

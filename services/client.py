@@ -17,6 +17,8 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 
+from events import chain
+from events.errors import ChainBroken
 from events.lifecycle import fold
 from events.model import (
     ApprovalDenied,
@@ -64,6 +66,7 @@ class ChangeStatus(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     subject: str
     events: tuple[EventLine, ...]
+    chain: str = "ok"  # or "broken — <where and why>" (see chain_of)
 
 
 async def submit(nc: NATS, tenant: str, command: dict[str, Any], *, principal: str, within: float = 10.0) -> str:
@@ -218,7 +221,22 @@ def status_of(log: ChangeLog) -> ChangeStatus:
         reason=reason,
         subject=change_filter(log.tenant, log.change_id),
         events=tuple(line(s) for s in log.events),
+        chain=chain_of(log, lifecycle.chain_broken),
     )
+
+
+def chain_of(log: ChangeLog, reported: ChainVerificationFailed | None) -> str:
+    """``ok``, or ``broken — …``: the auditor's latest ``chain.broken`` on the change (``reported``), else the
+    chain checked here from the stored bytes, so an event lost or altered on disk shows even where no auditor
+    looked yet."""
+    if reported is not None:
+        return f"broken — the auditor found it broken at event {reported.event_id}: {reported.reason}"
+    try:
+        chain.verify(log.change_id, [(s.seq, s.data) for s in log.events])
+    except ChainBroken as broken:
+        return (f"broken — at event {broken.event_id} (stream sequence {broken.seq}): {broken.reason}; an event of "
+                "this change is missing from the stream or was altered, run `upm audit verify` to name it")
+    return "ok"
 
 
 async def status(store: EventStore, change_id: str, tenant: str = "*") -> ChangeStatus:

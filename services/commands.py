@@ -173,6 +173,8 @@ def _outcome_text(status: client.ChangeStatus) -> str:
     text = f"change {status.change_id}: {status.outcome or status.state}"
     if status.reason:
         text += f"\n  reason: {status.reason}"
+    if status.chain != "ok":
+        text += f"\n  chain: {status.chain}"
     return text + f"\n  events: {status.subject}"
 
 

@@ -12,7 +12,7 @@ from upm_history import History, failed, happy, ts
 from events import merkle, signing
 from events.codec import decode_event
 from events.subjects import LOG_HEADS_CHANGE_ID, SYSTEM_TENANT
-from projections import audit, evidence, neutral
+from projections import audit, evidence, heads, neutral
 from projections.errors import AuditFailed, EvidenceInvalid
 
 SPEC_EXAMPLE = json.loads((Path(__file__).parent / "spec_neutral_event.json").read_text())
@@ -189,3 +189,53 @@ def test_the_validator_names_what_is_wrong() -> None:
     assert "/provisioning_event/intent: missing required field 'tenant'" in errors
     assert any(e.startswith("/provisioning_event/phase:") for e in errors)
     assert "/provisioning_event/execution/steps/0/rc: expected integer, got str" in errors
+
+
+def test_an_undecodable_record_is_named_from_the_projection_or_said_to_be_unnamed() -> None:
+    h = History()
+    c = happy(h)
+    seq, data = h.records[2]
+    victim = decode_event(data)
+    damaged = [*h.records[:2], (seq, data[:40] + b"\xff" + data[41:]), *h.records[3:]]
+    report = audit.check_log(damaged)
+    decode = next(p for p in report.problems if p.check == "decode")
+    assert (decode.first, decode.last) == (seq, seq)
+    names = {seq: audit.EventName(seq=seq, tenant="acme", change_id=c.change_id, event_id=victim.id, type=victim.type)}
+    assert f"sequence {seq}: change {c.change_id} (acme), event {victim.id} ({victim.type})" in audit.render(
+        report, names, "")
+    assert f"sequence {seq}: cannot be named, no projection here" in audit.render(report, {}, "no projection here")
+
+
+def test_known_heads_catch_a_truncated_or_rewritten_log(signer: signing.Signer) -> None:
+    h = History()
+    happy(h)
+    head = sign_head(h, signer)
+    kept = audit.KnownHead(size=head.size, root=head.root, origin="kept", seq=head.seq, signed_at=head.signed_at,
+                           key_id=head.key_id, signature=head.signature)
+    keys = {signer.key_id: signer.public_hex}
+    assert audit.check_log(h.records, keys, known=[kept]).newest_head == audit.pin(head.size, head.root)
+
+    truncated = audit.check_log(h.records[:3], keys, stream_last_seq=3, known=[kept])
+    missing = truncated.problems[0]
+    assert (missing.check, missing.first, missing.last) == ("missing", 4, head.seq)
+    assert f"sequences 4–{head.seq} are missing: the stream ends at sequence 3" in missing.message
+    assert [p.check for p in truncated.problems[1:]] == ["head-size"]
+
+    wrong = audit.KnownHead(size=head.size, root="0" * 64, origin="--expect-head")
+    with pytest.raises(AuditFailed) as err:
+        audit.verify_log(h.records, keys, known=[kept, wrong])
+    assert err.value.check == "head-root" and "(--expect-head)" in str(err.value)
+
+
+def test_the_heads_file_skips_a_torn_last_line_and_refuses_an_edited_one(signer: signing.Signer,
+                                                                        tmp_path: Path) -> None:
+    h = History()
+    happy(h)
+    head = sign_head(h, signer)
+    heads.append(tmp_path, head)
+    with heads.path(tmp_path).open("ab") as out:
+        out.write(b'{"seq": 9, "si')  # a crash mid-write
+    assert [(k.size, k.root) for k in heads.read(tmp_path)] == [(head.size, head.root)]
+    heads.path(tmp_path).write_bytes(b"not a head\n")
+    with pytest.raises(AuditFailed, match="line 1 is not a signed head"):
+        heads.read(tmp_path)

@@ -55,6 +55,7 @@ async def test_closed_changes_get_a_signed_pack_and_the_log_audits(
     heads = await store.read(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
     assert heads.events and all(isinstance(s.event.payload, LogHeadSigned) for s in heads.events)
     audited = await client.audit_stream(store, keys, require_signatures=True)
+    assert audited.problems == []
     assert audited.heads == len(heads.events)
     assert audited.heads_signature_checked == audited.heads
 
