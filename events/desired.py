@@ -36,8 +36,12 @@ from events.model import (
     ChangeClosed,
     Event,
     ExecutionCompleted,
+    ExecutionStarted,
     IntentSubmitted,
     PlanCompiled,
+    RollbackCompleted,
+    RollbackFailed,
+    RollbackStarted,
     RollbackStepCompleted,
     RollbackStepSkipped,
 )
@@ -71,6 +75,7 @@ class _Open(msgspec.Struct, frozen=True, kw_only=True):
 
     environment: str = "dev"
     plans: Mapping[str, Plan] = msgspec.field(default_factory=dict)
+    started: str = ""
     executed: str = ""
 
 
@@ -81,6 +86,7 @@ class Inventory(msgspec.Struct, frozen=True, kw_only=True):
     resources: Mapping[str, Resource] = msgspec.field(default_factory=dict)
     open: Mapping[tuple[str, str], _Open] = msgspec.field(default_factory=dict)
     undo: Mapping[tuple[str, str], Mapping[str, Before]] = msgspec.field(default_factory=dict)
+    rolling_back: frozenset[tuple[str, str]] = frozenset()
 
 
 EMPTY = Inventory()
@@ -102,6 +108,19 @@ def owned_by(inventory: Inventory, tenant: str) -> list[Resource]:
     return [r for k, r in sorted(inventory.resources.items()) if tenant in ("*", r.owner)]
 
 
+def in_change(inventory: Inventory) -> set[str]:
+    """Keys of the resources a change is acting on: one that started executing and has not closed,
+    or a rollback of a closed change that is running. Their state is in flux until then (and
+    then the fold says what they should be)."""
+    executing = {
+        resource_key(step)
+        for opened in inventory.open.values()
+        if opened.started in opened.plans
+        for step in opened.plans[opened.started].steps
+    }
+    return executing | {key for change in inventory.rolling_back for key, _ in inventory.undo[change].values()}
+
+
 def fold(events: Iterable[Event], inventory: Inventory = EMPTY) -> Inventory:
     """``inventory`` with ``events`` (in log order) applied."""
     for event in events:
@@ -119,6 +138,8 @@ def evolve(inventory: Inventory, event: Event) -> Inventory:
         case PlanCompiled(plan=plan):
             was = opened or _Open()
             return _reopen(inventory, change, msgspec.structs.replace(was, plans={**was.plans, plan.hash: plan}))
+        case ExecutionStarted(plan_hash=plan_hash) if opened is not None:
+            return _reopen(inventory, change, msgspec.structs.replace(opened, started=plan_hash))
         case ExecutionCompleted(plan_hash=plan_hash) if opened is not None:
             return _reopen(inventory, change, msgspec.structs.replace(opened, executed=plan_hash))
         case ChangeClosed(outcome=outcome) if opened is not None:
@@ -128,6 +149,10 @@ def evolve(inventory: Inventory, event: Event) -> Inventory:
                 return msgspec.structs.replace(inventory, open=still_open)
             resources, before = _apply(inventory.resources, executed, event, opened.environment)
             return Inventory(resources=resources, open=still_open, undo={**inventory.undo, change: before})
+        case RollbackStarted() if change in inventory.undo:
+            return msgspec.structs.replace(inventory, rolling_back=inventory.rolling_back | {change})
+        case RollbackCompleted() | RollbackFailed() if change in inventory.rolling_back:
+            return msgspec.structs.replace(inventory, rolling_back=inventory.rolling_back - {change})
         case RollbackStepCompleted(step_id=step_id) | RollbackStepSkipped(step_id=step_id):
             found = inventory.undo.get(change, {}).get(step_id)
             if found is None:

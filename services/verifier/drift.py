@@ -2,7 +2,8 @@
 
 A loop follows the log, folds it into the desired-state inventory (:mod:`events.desired`: what
 the log says should exist now, after every update, delete and rollback), and reads back every
-managed resource once per interval — jittered, rate-limited, bounded in concurrency — and compares it with its baseline.
+managed resource once per interval (but those a change is executing on: they are judged once it
+closes) — jittered, rate-limited, bounded in concurrency — and compares it with its baseline.
 A drifted or failed read-back is read again (``confirm_retries``) before it counts, so a
 transient failure is never reported as drift. Per resource and policy it then only alarms
 (``drift.detected``) or also opens a reconcile change of source ``drift`` that goes through the
@@ -28,7 +29,7 @@ from nats.aio.client import Client as NATS
 
 from events.codec import digest
 from events.commands import idempotent_change_id
-from events.desired import EMPTY, Inventory, evolve
+from events.desired import EMPTY, Inventory, evolve, in_change, resource_key
 from events.errors import ConcurrencyConflict
 from events.ids import new_id
 from events.model import (
@@ -179,7 +180,8 @@ class DriftLoop:
 
     async def scan_tenant(self, tenant: str) -> DriftScanned:
         """One pass over ``tenant``'s managed resources; appends what it found."""
-        items = managed(self.inventory, tenant)
+        acting = in_change(self.inventory)  # a change is on it: judged once it closes
+        items = [m for m in managed(self.inventory, tenant) if resource_key(m.step) not in acting]
         started = time.perf_counter()
         readings = await scan(items, self.config, read=self.read)
         by_key = {m.key: m for m in items}
