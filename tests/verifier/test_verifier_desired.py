@@ -149,13 +149,15 @@ async def test_a_rolled_back_create_is_not_re_created(
     assert [p.managed for p in recorded if isinstance(p, DriftScanned)][-1] == 0
 
 
-async def test_a_deleted_directory_is_not_re_created(
+async def test_a_deleted_directory_is_not_re_created_nor_any_setting_of_it_watched(
     pipeline: EventStore, tmp_path: Path, eventually: Eventually
 ) -> None:
     target = tmp_path / "d"
     await _run(pipeline, f"Create directory {target} with mode 0750")
+    await _run(pipeline, f"Change mode of directory {target} to 0700")
     await _run(pipeline, f"Delete directory {target}")
     recorded = await _passes(pipeline, eventually)
     assert not target.exists()
     assert not [p for p in recorded if isinstance(p, DriftDetected)]
     assert await _reconcile_changes(pipeline) == 0
+    assert [p.managed for p in recorded if isinstance(p, DriftScanned)][-1] == 0
