@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from events.desired import EMPTY, Inventory, evolve, fold, owned_by, owner_of, resource_key
+from events.desired import EMPTY, Inventory, evolve, fold, in_change, owned_by, owner_of, resource_key
 from events.model import (
     ChangeClosed,
     DriftScanned,
     Event,
     ExecutionCompleted,
+    ExecutionStarted,
     IntentSubmitted,
     Payload,
     PlanCompiled,
@@ -253,3 +254,19 @@ def test_the_fold_is_incremental_and_never_mutates_its_input() -> None:
     inventory: Inventory = fold(log.events)
     assert evolve(inventory, drift_record) is inventory
     assert fold([]) is EMPTY
+
+
+def test_resources_a_change_or_a_rollback_is_acting_on_are_in_change() -> None:
+    log = Log()
+    created = log.succeeded("Create directory /srv/a with mode 0750")
+    assert in_change(fold(log.events)) == set()
+    change = log._run("Change mode of directory /srv/a to 0700", "acme", "api")
+    plan = log.plans[change]
+    executing = log.events[:-len(plan.steps) - 1]  # up to the plan: approved, not yet running
+    assert in_change(fold(executing)) == set()
+    started = Event(id="01a2190a-0000-7000-8000-888888888888", change_id=change, tenant="acme", phase="execute",
+                    ts="t", actor="x", source="api", payload=ExecutionStarted(plan_hash=plan.hash, steps=1))
+    assert in_change(fold([*executing, started])) == {DIR}
+    log.operator_rollback(created)
+    rolling = [e for e in log.events if not isinstance(e.payload, RollbackCompleted | VerificationPassed)]
+    assert DIR in in_change(fold(rolling))
