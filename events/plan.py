@@ -48,7 +48,9 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     resource; ``desired`` is the field → value state it compares with the parsed read-back
     (``{"exists": False}`` for a delete). ``stdin`` is data fed to the command (there is no shell
     and no redirection). ``implied`` steps were added by the planner (e.g. the resource group an
-    AKS cluster needs): they are guarded and are not undone by the rollback plan.
+    AKS cluster needs): they are guarded and are not undone by the rollback plan. ``parent`` is
+    set on a facet step (one that sets a field of another resource: a directory's mode, a bucket's
+    versioning): the key of that resource, whose desired state the step's fields belong to.
     """
 
     id: str
@@ -70,6 +72,7 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     stdin: str | None = None
     implied: bool = False
     description: str = ""
+    parent: str = ""
 
 
 class Prerequisite(msgspec.Struct, frozen=True, kw_only=True):

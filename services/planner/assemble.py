@@ -192,6 +192,7 @@ def _step(node: Node, index: int, depends_on: tuple[str, ...]) -> Step:
         stdin=str(v[rtype.stdin_field]) if rtype.stdin_field and node.action != "delete" else None,
         implied=node.implied,
         description=node.label,
+        parent=node.parent or "",
     )
 
 

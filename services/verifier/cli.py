@@ -1,7 +1,8 @@
 """``upm verify ID`` (re-run a change's verification now) and ``upm drift`` (drift per resource).
 
-Both read the log for what should be, read the resources back from where the command runs
-(through the same guarded runner as the services), print a report, and record nothing.
+Both fold the log into the desired-state inventory (:mod:`events.desired`) for what should be
+now, read the resources back from where the command runs (through the same guarded runner as the
+services), print a report, and record nothing.
 Exit 0 when everything matches, 1 when something does not.
 """
 
@@ -10,17 +11,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from events.codec import decode_event
 from events.model import ExecutionCompleted, VerificationPassed
 from events.store import EventStore
-from events.subjects import type_filter
 from services.commands import add_connection_options, add_identity_option, guarded, with_store
 from services.errors import CommandRejected
 from services.output import add_output_options, emit, render_table, to_builtins
 from services.verifier import core
 from services.verifier.config import load
 from services.verifier.drift import scan
-from services.verifier.inventory import Inventory, apply
+from services.verifier.inventory import from_log, managed
 from services.verifier.service import verify
 
 
@@ -32,7 +31,7 @@ async def _verify(store: EventStore, change_id: str, tenant: str) -> Any:
     if plan is None:
         raise CommandRejected(f"change {change_id} has not executed a plan: nothing to verify", field="change_id",
                               rule="executed")
-    return await verify(core.change_targets(plan), "change")
+    return await verify(core.current_targets(plan, (await from_log(store, tenant)).resources), "change")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -45,19 +44,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if isinstance(report, VerificationPassed) else 1
 
 
-async def inventory_from_log(store: EventStore, tenant: str) -> Inventory:
-    """The inventory rebuilt from every closed change of ``tenant`` (``*``: all tenants)."""
-    inventory: Inventory = {}
-    for _, data in await store.read_raw(type_filter("change.closed", tenant)):
-        closed = decode_event(data)
-        change = await store.read(closed.tenant, closed.change_id)
-        apply(inventory, [s.event for s in change.events])
-    return inventory
-
-
 async def _drift(store: EventStore, tenant: str) -> list[dict[str, Any]]:
-    inventory = await inventory_from_log(store, tenant)
-    items = [m for managed in inventory.values() for m in managed.values()]
+    items = managed(await from_log(store, tenant), tenant)
     readings = {r.key: r for r in await scan(items, load().drift)}
     rows = []
     for item in sorted(items, key=lambda m: (m.tenant, m.key)):
@@ -79,7 +67,9 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("verify", help="re-run a change's verification now (read-backs vs its plan)")
+    p = sub.add_parser(
+        "verify", help="re-run a change's verification now (read-backs vs the desired state the log holds now)"
+    )
     p.add_argument("change_id")
     p.add_argument("--tenant", default="*", help="tenant (default: any)")
     add_identity_option(p)

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from events.codec import digest
+from events.desired import Resource, resource_key
 from events.model import (
     Check,
     Event,
@@ -105,6 +106,21 @@ def verdict(
 def change_targets(plan: Plan) -> list[tuple[Step, Mapping[str, Any] | None]]:
     """What verifying a change compares: each resource's final desired state."""
     return [(s, s.desired) for s in final_steps(plan)]
+
+
+def current_targets(plan: Plan, desired: Mapping[str, Resource]) -> list[tuple[Step, Mapping[str, Any] | None]]:
+    """What verifying a change again later compares: each resource it touched at the desired state
+    the log holds now (:mod:`events.desired`: later updates, deletes and rollbacks included), every
+    check of it. A resource no longer desired is left out, unless this change deleted it (then it
+    must still be absent)."""
+    out: dict[str, tuple[Step, Mapping[str, Any] | None]] = {}
+    for step in final_steps(plan):
+        found = desired.get(resource_key(step))
+        if found is not None:
+            out |= {c.resource.key: (c, c.desired) for c in found.checks}
+        elif step.action == "delete":
+            out[step.resource.key] = (step, step.desired)
+    return list(out.values())
 
 
 def rollback_targets(plan: Plan, history: Sequence[Event]) -> list[tuple[Step, Mapping[str, Any] | None]]:

@@ -1,7 +1,9 @@
 """Continuous drift reconciliation.
 
-A loop reads back every managed resource (the :mod:`inventory`, rebuilt from the log) once per
-interval — jittered, rate-limited, bounded in concurrency — and compares it with its baseline.
+A loop follows the log, folds it into the desired-state inventory (:mod:`events.desired`: what
+the log says should exist now, after every update, delete and rollback), and reads back every
+managed resource once per interval (but those a change is executing on: they are judged once it
+closes) — jittered, rate-limited, bounded in concurrency — and compares it with its baseline.
 A drifted or failed read-back is read again (``confirm_retries``) before it counts, so a
 transient failure is never reported as drift. Per resource and policy it then only alarms
 (``drift.detected``) or also opens a reconcile change of source ``drift`` that goes through the
@@ -27,6 +29,7 @@ from nats.aio.client import Client as NATS
 
 from events.codec import digest
 from events.commands import idempotent_change_id
+from events.desired import EMPTY, Inventory, evolve, in_change, resource_key
 from events.errors import ConcurrencyConflict
 from events.ids import new_id
 from events.model import (
@@ -41,14 +44,14 @@ from events.model import (
 )
 from events.plan import Command
 from events.store import ChangeLog, EventStore, new_event
-from events.subjects import type_filter
+from events.subjects import tenant_filter
 from providers import compare
 from providers.reconcile import reconcile_resource
 from services.guard import RateLimiter
 from services.runtime import utc_now
 from services.steps import batch_observe, observe_one, run_command
 from services.verifier.config import DriftConfig
-from services.verifier.inventory import Inventory, Managed, apply
+from services.verifier.inventory import Managed, managed
 
 log = logging.getLogger("upm.drift")
 NAME = "drift"
@@ -142,7 +145,8 @@ class DriftLoop:
         self.store = EventStore(nc)
         self.config = config
         self.read = read
-        self.inventory: Inventory = {}
+        self.inventory: Inventory = EMPTY
+        self.tenants: set[str] = set()
         self.logs: dict[str, ChangeLog] = {}
         self.reported: dict[tuple[str, str], str] = {}
         self.reconciling: dict[str, tuple[str, str]] = {}
@@ -150,20 +154,21 @@ class DriftLoop:
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._follow_closures)
+            tg.start_soon(self._follow_log)
             if ready is not None:
                 ready.set()
             while True:
                 await anyio.sleep(self.config.interval_s * (1 + random.uniform(-1, 1) * self.config.jitter))
-                for tenant in sorted(self.inventory):
+                for tenant in sorted(self.tenants):
                     await self.scan_tenant(tenant)
 
-    async def _follow_closures(self) -> None:
-        async for stored in self.store.follow(type_filter("change.closed")):
-            change = await self.store.read(stored.event.tenant, stored.event.change_id)
-            events = [s.event for s in change.events]
-            apply(self.inventory, events)
-            await self._resolve(stored.event.tenant, stored.event.change_id, stored.event.payload)
+    async def _follow_log(self) -> None:
+        """Fold every event, in log order, into the inventory; resolve reconciles as they close."""
+        async for stored in self.store.follow(tenant_filter("*")):
+            self.inventory = evolve(self.inventory, stored.event)
+            if isinstance(stored.event.payload, ChangeClosed):
+                self.tenants |= {r.owner for r in self.inventory.resources.values()}
+                await self._resolve(stored.event.tenant, stored.event.change_id, stored.event.payload)
 
     async def _resolve(self, tenant: str, change_id: str, closed: Any) -> None:
         for key, (t, reconcile_id) in list(self.reconciling.items()):
@@ -175,7 +180,8 @@ class DriftLoop:
 
     async def scan_tenant(self, tenant: str) -> DriftScanned:
         """One pass over ``tenant``'s managed resources; appends what it found."""
-        items = sorted(self.inventory.get(tenant, {}).values(), key=lambda m: m.key)
+        acting = in_change(self.inventory)  # a change is on it: judged once it closes
+        items = [m for m in managed(self.inventory, tenant) if resource_key(m.step) not in acting]
         started = time.perf_counter()
         readings = await scan(items, self.config, read=self.read)
         by_key = {m.key: m for m in items}

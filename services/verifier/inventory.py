@@ -1,24 +1,24 @@
-"""The inventory: every managed resource's baseline, derived from the log alone.
+"""The verifier's view of the desired-state inventory (:mod:`events.desired`): what to read back.
 
-Pure. A change that closed ``succeeded`` sets the baseline of each resource it touched to its
-final desired state (a delete removes it). Nothing else changes the inventory: a change that
-failed or was rolled back never set a baseline (its skipped steps touched resources that were
-already managed). So the inventory can be rebuilt at any time by replaying closed changes.
+A thin adapter. :func:`managed` lists one :class:`Managed` per read-back check of each desired
+resource; :func:`from_log` rebuilds the inventory by folding the log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import msgspec
 
-from events.model import ChangeClosed, Event, ExecutionCompleted, IntentSubmitted
+from events.codec import decode_event
+from events.desired import Inventory, fold, owned_by
 from events.plan import Step
-from services.verifier import core
+from events.store import EventStore
+from events.subjects import tenant_filter
 
 
 class Managed(msgspec.Struct, frozen=True, kw_only=True):
-    """One managed resource: the step holding its baseline, and the change that set it."""
+    """One read-back of a managed resource: the step that observes it, with its desired fields.
+
+    ``tenant`` owns the resource; ``change_id`` last set its desired state."""
 
     tenant: str
     key: str
@@ -27,27 +27,20 @@ class Managed(msgspec.Struct, frozen=True, kw_only=True):
     step: Step
 
 
-Inventory = dict[str, dict[str, Managed]]
+def managed(inventory: Inventory, tenant: str) -> list[Managed]:
+    """Every check of ``tenant``'s resources (``*``: everyone's), by key."""
+    return sorted(
+        (
+            Managed(tenant=r.owner, key=check.resource.key, change_id=r.change_id, environment=r.environment,
+                    step=check)
+            for r in owned_by(inventory, tenant)
+            for check in r.checks
+        ),
+        key=lambda m: (m.tenant, m.key),
+    )
 
 
-def apply(inventory: Inventory, change: Sequence[Event]) -> list[str]:
-    """Fold one closed change into ``inventory``; return the keys it set or removed."""
-    closed = next((e.payload for e in reversed(change) if isinstance(e.payload, ChangeClosed)), None)
-    if closed is None or not change:
-        return []
-    tenant, change_id = change[0].tenant, change[0].change_id
-    intent = next((e.payload for e in change if isinstance(e.payload, IntentSubmitted)), None)
-    environment = intent.environment if intent else "dev"
-    managed = inventory.setdefault(tenant, {})
-    touched: list[str] = []
-    if closed.outcome == "succeeded":
-        executed = next((e.payload for e in reversed(change) if isinstance(e.payload, ExecutionCompleted)), None)
-        plan = core.plan_named(change, executed.plan_hash) if executed else None
-        for step in core.final_steps(plan) if plan else []:
-            key = step.resource.key
-            if step.desired.get("exists", True) is False:
-                managed.pop(key, None)
-            else:
-                managed[key] = Managed(tenant=tenant, key=key, change_id=change_id, environment=environment, step=step)
-            touched.append(key)
-    return touched
+async def from_log(store: EventStore, tenant: str = "*") -> Inventory:
+    """The inventory folded from every stored event of ``tenant`` (``*``: all tenants)."""
+    return fold(decode_event(data) for _, data in await store.read_raw(tenant_filter(tenant)))
+

@@ -35,7 +35,7 @@ from services.verifier import core
 from services.verifier.cli import _drift
 from services.verifier.config import DriftConfig
 from services.verifier.drift import DRIFT_LOG_KEY, DriftLoop, check, scan
-from services.verifier.inventory import Managed
+from services.verifier.inventory import Managed, from_log
 from services.verifier.service import verify
 
 FAST = DriftConfig(interval_s=30, confirm_retries=1, confirm_backoff_s=0.01, rate_per_s=1000, concurrency=8,
@@ -168,7 +168,7 @@ async def test_upm_drift_and_the_drift_loop_report_the_edited_file(
     assert rows[edited]["diff"] == f"sha256: {AAAA!r} → {BBBB!r}"
 
     loop = DriftLoop(store.nc, FAST)
-    loop.inventory = {"acme": {m.key: m for m in _managed(plan)}}
+    loop.inventory = await from_log(store)
     summary = await loop.scan_tenant("acme")
     assert (summary.checked, summary.drifted) == (2, 1)
     log = await store.read("acme", idempotent_change_id("acme", DRIFT_LOG_KEY))

@@ -1,12 +1,9 @@
-"""The verifier's pure core and inventory, without fixtures: plans compiled for real."""
+"""The verifier's pure core, without fixtures: plans compiled for real."""
 
 from __future__ import annotations
 
 from events.model import (
-    ChangeClosed,
     Event,
-    ExecutionCompleted,
-    IntentSubmitted,
     Payload,
     PlanCompiled,
     RollbackApproved,
@@ -22,7 +19,6 @@ from events.plan import Plan
 from events.store import new_event
 from services.planner import CompileInput, compile_intent
 from services.verifier import core
-from services.verifier.inventory import Inventory, apply
 
 CID = "01a2190a-0000-7000-8000-000000000001"
 
@@ -96,31 +92,3 @@ def test_a_slow_verification_breaches_its_slo() -> None:
     assert core.slo_breach(10.0, 1200.0) == []
     [breach] = core.slo_breach(1500.0, 1200.0)
     assert isinstance(breach, SloBreached) and breach.phase == "verify"
-
-
-def test_the_inventory_holds_what_succeeded_and_drops_what_was_deleted() -> None:
-    created = _plan("Create directory /srv/a and directory /srv/b")
-    inventory: Inventory = {}
-    apply(inventory, _events(
-        IntentSubmitted(request="x", initiator="a", environment="prod"),
-        PlanCompiled(plan=created, compile_ms=1),
-        ExecutionCompleted(plan_hash=created.hash, duration_ms=1),
-        ChangeClosed(outcome="succeeded", events=3, chain_head="h"),
-    ))
-    assert sorted(inventory["acme"]) == sorted(s.resource.key for s in created.steps)
-    assert {m.environment for m in inventory["acme"].values()} == {"prod"}
-    deleted = _plan("Delete directory /srv/a")
-    apply(inventory, _events(
-        PlanCompiled(plan=deleted, compile_ms=1),
-        ExecutionCompleted(plan_hash=deleted.hash, duration_ms=1),
-        ChangeClosed(outcome="succeeded", events=3, chain_head="h"),
-        change_id="01a2190a-0000-7000-8000-0000000000ff",
-    ))
-    assert sorted(inventory["acme"]) == ["local_directory:local:/srv/b"]
-
-
-def test_a_failed_change_sets_no_baseline() -> None:
-    plan = _plan("Create directory /srv/a")
-    inventory: Inventory = {}
-    apply(inventory, _events(PlanCompiled(plan=plan, compile_ms=1), ChangeClosed(outcome="failed", events=2, chain_head="h")))
-    assert inventory.get("acme", {}) == {}

@@ -80,5 +80,5 @@ async def test_out_of_band_changes_are_detected_and_reconciled_through_the_pipel
     assert conf.read_text() == "port=8080"
 
     scans = [p for p in await _drift_log(pipeline) if isinstance(p, DriftScanned)]
-    # The reconcile of the mode added the mode setting itself to the inventory: 3 managed keys.
-    assert scans and scans[-1].managed == 3 and scans[-1].checked == scans[-1].managed
+    # The reconcile of the mode set the directory's mode: still one baseline per resource, 2 managed.
+    assert scans and scans[-1].managed == 2 and scans[-1].checked == scans[-1].managed
