@@ -129,11 +129,13 @@ def intent_from_args(args: argparse.Namespace) -> dict[str, Any]:
         command["request"] = args.request
     else:
         from services.planner import PlanError, load_spec
+        from services.planner.errors import SecretRefused
 
         try:
             command["spec"] = load_spec(Path(args.file))
         except PlanError as err:
-            raise CommandRejected(str(err), field="file", rule="spec") from err
+            rule = "secret" if isinstance(err, SecretRefused) else "spec"
+            raise CommandRejected(str(err), field="file", rule=rule) from None
     for key in ("variant", "window", "idempotency_key"):
         if getattr(args, key):
             command[key] = getattr(args, key)
