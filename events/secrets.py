@@ -43,6 +43,10 @@ WHOLE_REFERENCE = re.compile(rf"secret:({_NAME})")
 EMBEDDED_REFERENCE = re.compile(rf"\$\{{secret:({_NAME})\}}")
 """A reference inside text: ``${secret:NAME}``."""
 
+RESOLVED_AT_RUN_TIME = "<from the resolved secret references>"
+"""A desired-state value a plan cannot know (a file's size and sha256 when its content references
+a secret): the verifier computes it from the resolved content (``services.secrets.resolved_desired``)."""
+
 HOW_TO_REFERENCE = (
     "Secrets are never stored by UPM: put the value in the executor's secret store (the environment "
     "variable UPM_SECRET_<NAME>, or a file <NAME> in its secrets directory) and reference it: "
@@ -145,6 +149,15 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("a bearer token", _hint("bearer"), re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{8,}=*)"), _bearer),
     _Rule("basic-auth credentials", _hint("basic"), re.compile(r"(?i)\bbasic\s+([A-Za-z0-9+/]{8,}={0,2})"), _basic),
     _Rule(
+        "an AWS secret access key",
+        None,
+        re.compile(
+            r"(?<![A-Za-z0-9/+=._-])(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
+            r"(?=[A-Za-z0-9/+]{0,39}[0-9])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=._-])"
+        ),
+        _always,
+    ),
+    _Rule(
         "a password/secret/token/api-key pair",
         _hint("pass", "pwd", "secret", "token", "key", "credential"),
         re.compile(
@@ -152,15 +165,6 @@ _RULES: tuple[_Rule, ...] = (
             r"(?P<value>'[^'\n]*'|\"[^\"\n]*\"|[^\s'\",;&]+)"
         ),
         _pair,
-    ),
-    _Rule(
-        "an AWS secret access key",
-        None,
-        re.compile(
-            r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]{0,39}[A-Z])(?=[A-Za-z0-9/+]{0,39}[a-z])"
-            r"(?=[A-Za-z0-9/+]{0,39}[0-9])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
-        ),
-        _always,
     ),
     _Rule(
         "a password hash",

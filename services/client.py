@@ -92,7 +92,7 @@ class ChangeStatus(msgspec.Struct, frozen=True, kw_only=True):
 async def submit(nc: NATS, tenant: str, command: dict[str, Any], *, principal: str, within: float = 10.0) -> str:
     """Send ``principal``'s intent; return its change id, or raise :class:`CommandRejected` with the reason
     (a secret in it is refused here, before anything is sent)."""
-    _refuse_secrets(command, INTENT_TEXT_FIELDS)
+    refuse_secrets_locally(command, INTENT_TEXT_FIELDS)
     body = await request(nc, command_subject(tenant, "intent", principal), command, within=within, what="intents")
     return str(body["change_id"])
 
@@ -101,7 +101,7 @@ async def command(nc: NATS, tenant: str, verb: str, body: dict[str, Any], *, pri
                   within: float = 10.0) -> dict[str, Any]:
     """Send ``principal``'s ``verb`` (approve, deny, resume, rollback, cancel) about a change (a secret
     in it is refused here, before anything is sent)."""
-    _refuse_secrets(body, CHANGE_TEXT_FIELDS)
+    refuse_secrets_locally(body, CHANGE_TEXT_FIELDS)
     return await request(nc, command_subject(tenant, verb, principal), body, within=within, what=f"`{verb}` commands")
 
 
@@ -111,7 +111,8 @@ async def request(nc: NATS, subject: str, body: dict[str, Any], *, within: float
     return raise_for_reply(await ask(nc, subject, msgspec.json.encode(body), within=within, what=what))
 
 
-def _refuse_secrets(body: dict[str, Any], fields: tuple[str, ...]) -> None:
+def refuse_secrets_locally(body: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """:class:`CommandRejected` (rule ``secret``) when ``fields`` of ``body`` hold a secret: nothing is sent."""
     try:
         refuse_secrets_in(body, fields)
     except InvalidEvent as err:

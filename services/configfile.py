@@ -27,13 +27,16 @@ def read_text(path: str | Path, *, what: str, error: type[Exception]) -> str:
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         raise error(f"cannot read {what} {file}: {exc.strerror or exc}; check the path") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise error(f"{what} {file} is not a regular file; give the path of a YAML or JSON file")
         if info.st_size > MAX_FILE_BYTES:
             raise error(f"{what} {file} has {info.st_size} bytes; the limit is {MAX_FILE_BYTES}: split it")
-        data = handle.read(MAX_FILE_BYTES + 1)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
     if len(data) > MAX_FILE_BYTES:
         raise error(f"{what} {file} is larger than {MAX_FILE_BYTES} bytes: split it")
     try:

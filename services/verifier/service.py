@@ -24,6 +24,7 @@ from events.model import (
 )
 from events.plan import Step
 from services.runtime import Context, ServiceSpec
+from services.secrets import resolved_desired
 from services.steps import observe_many
 from services.verifier import core
 from services.verifier.config import VerifierConfig, load
@@ -53,7 +54,9 @@ def make_handler(config: VerifierConfig) -> Any:
                 plan = core.plan_named(history, plan_hash)
                 if plan is None:
                     return
-                result = await verify(core.change_targets(plan), "change")
+                resolver = config.secrets.resolver()
+                targets = [(step, resolved_desired(step, resolver)) for step, _ in core.change_targets(plan)]
+                result = await verify(targets, "change")
                 out.append(result)
                 if isinstance(result, VerificationFailed):
                     reason = "verification failed: " + "; ".join(
