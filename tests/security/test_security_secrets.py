@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -360,3 +361,29 @@ async def test_an_unresolvable_reference_fails_the_step_naming_it_and_where_it_w
     done = await execute(install, stdin="secret:OPEN", resolver=resolver)
     assert done.output.rc == 0 and path.read_text() == leaked
 
+
+
+def test_the_plan_holds_no_digest_of_a_secret_and_verification_compares_the_resolved_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Threat: the plan pinning the digest of the reference text (so verification could never
+    pass), or verification silently skipping the content. The plan leaves size and sha256 to
+    run time; the verifier's (and drift's) desired state is the digest of the resolved content,
+    and an unresolvable reference makes it say so instead of matching anything."""
+    from events.secrets import RESOLVED_AT_RUN_TIME
+    from services.planner import CompileInput, compile_intent
+    from services.secrets import resolved_desired
+
+    content = "password=${secret:DB_PASS}\n"
+    plan = compile_intent(CompileInput(spec={"resources": [{"type": "local_file", "path": "/tmp/upm-ref", "content": content}]}))
+    step = plan.steps[0]
+    assert step.stdin == content
+    assert (step.desired["size"], step.desired["sha256"]) == (RESOLVED_AT_RUN_TIME, RESOLVED_AT_RUN_TIME)
+    value = "v-" + secrets.token_hex(12)
+    monkeypatch.setenv("UPM_SECRET_DB_PASS", value)
+    resolved = resolved_desired(step, SecretsConfig().resolver())
+    data = f"password={value}\n".encode()
+    assert resolved["sha256"] == hashlib.sha256(data).hexdigest() and resolved["size"] == len(data)
+    monkeypatch.delenv("UPM_SECRET_DB_PASS")
+    unresolved = resolved_desired(step, SecretsConfig().resolver())
+    assert "secret:DB_PASS" in unresolved["sha256"] and "UPM_SECRET_DB_PASS" in unresolved["sha256"]
