@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
 from events.errors import InvalidEvent
 from events.model import PRODUCER_SOURCES, VISIBILITIES, Source, Visibility
+from events.secrets import refuse_secrets
 from events.subjects import CHANGE_ID_RE, is_principal, is_producer_tenant
 
 MAX_COMMAND_BYTES = 64 * 1024
@@ -86,8 +88,21 @@ def parse_intent(tenant: str, principal: str, data: bytes) -> IntentCommand:
     except msgspec.DecodeError as exc:
         raise _reject(f"the command is not valid JSON: {exc}. Send one JSON object.", "body", "json") from exc
     cmd = msgspec.structs.replace(cmd, initiator=principal)
+    refuse_secrets_in(msgspec.structs.asdict(cmd), INTENT_TEXT_FIELDS)
     _check_intent(cmd)
     return cmd
+
+
+INTENT_TEXT_FIELDS = ("request", "spec", "reason", "window", "variant", "environment", "idempotency_key")
+"""The fields of an intent a person writes freely: each is scanned for secrets."""
+CHANGE_TEXT_FIELDS = ("reason", "group")
+"""The same for approve, deny, resume, rollback and cancel."""
+
+
+def refuse_secrets_in(body: Mapping[str, Any], fields: tuple[str, ...]) -> None:
+    """Raise :class:`InvalidEvent` (rule ``secret``) if one of ``fields`` of ``body`` holds a secret:
+    the gateway and the command handlers before anything is appended, the CLI before sending."""
+    refuse_secrets({name: body.get(name) for name in fields})
 
 
 def parse_change_command(tenant: str, verb: str, principal: str, data: bytes) -> ChangeCommand:
@@ -103,6 +118,7 @@ def parse_change_command(tenant: str, verb: str, principal: str, data: bytes) ->
     if not CHANGE_ID_RE.match(cmd.change_id):
         raise _reject(f"change_id {cmd.change_id!r} is not a change id (a UUID)", "change_id", "uuid")
     cmd = msgspec.structs.replace(cmd, by=principal)
+    refuse_secrets_in(msgspec.structs.asdict(cmd), CHANGE_TEXT_FIELDS)
     if len(cmd.reason) > MAX_REQUEST_CHARS:
         raise _reject(f"'reason' is longer than {MAX_REQUEST_CHARS} characters", "reason", "size")
     if cmd.plan_hash is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", cmd.plan_hash):

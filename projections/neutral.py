@@ -34,6 +34,7 @@ from events.model import (
     VerificationPassed,
 )
 from events.plan import Plan
+from events.secrets import references
 
 PIPE_ALLOW_LIST = ["grep", "jq", "wc", "head", "tail", "cut", "sort", "uniq"]
 MASKED = re.compile(r"(?:(?:Authorization|Proxy-Authorization): (?:Bearer |Basic )?|Bearer )?[^\s\"'=:]*[=:]?\*\*\*")
@@ -104,7 +105,8 @@ def render(events: Sequence[Event]) -> dict[str, Any]:
     rollback_cmds = [c.display for c in planned[-1].commands] if planned else [
         c.display for c in (plan.rollback if plan else ())]
     exec_steps = [s for s in (_step(e) for e in events) if s is not None]
-    redactions = sorted({m.group(0) for s in exec_steps for m in MASKED.finditer(f"{s['cmd']}\n{s.get('stdout', '')}")})
+    redactions = sorted({m.group(0) for s in exec_steps for m in MASKED.finditer(f"{s['cmd']}\n{s.get('stdout', '')}")}
+                        | {f"secret:{name}" for s in steps for name in references(s.stdin or "")})
     return {
         "provisioning_event": {
             "id": first.id,

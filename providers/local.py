@@ -8,7 +8,10 @@ Commands (argv, no shell):
   so no redirection); a content change is ``dd of=PATH status=none`` (truncates, then writes
   stdin); delete is ``rm -f PATH``. Re-running ``install`` is harmless, so a file's create has no
   guard. Its desired state holds the size and the sha256 of the bytes written (the content as
-  UTF-8, as stdin is fed); an empty file has no digest: size 0 already says it all.
+  UTF-8, as stdin is fed); an empty file has no digest: size 0 already says it all. Content may
+  reference secrets (``${secret:NAME}``, or ``secret:NAME`` as the whole content): the plan holds
+  the reference, the executor feeds the resolved value, and the size and digest are compared
+  from the resolved value at verification (``services.secrets``).
 - symlink: ``ln -s TARGET PATH``; update ``ln -sfn TARGET PATH``; delete ``rm -f PATH``.
 
 Read-backs: ``stat -c %F:%a:%U[:%s] PATH`` (``:`` separated; no ``|`` in a plan, ever) and
@@ -25,6 +28,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from events.secrets import RESOLVED_AT_RUN_TIME, references
 from providers.base import (
     Batch,
     CliPin,
@@ -66,7 +70,10 @@ def _derive(v: Vars) -> dict[str, Any]:
 
 def _content_state(content: str) -> dict[str, Any]:
     """The size and sha256 of the bytes a step writes (stdin is fed as UTF-8); none for an empty
-    file, whose size 0 already says it all."""
+    file, whose size 0 already says it all. Content that references a secret is known only once
+    the executor resolved it: both are then :data:`RESOLVED_AT_RUN_TIME` in the plan."""
+    if references(content):
+        return {"size": RESOLVED_AT_RUN_TIME, "sha256": RESOLVED_AT_RUN_TIME}
     data = content.encode()
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} if data else {"size": 0}
 

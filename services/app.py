@@ -99,7 +99,8 @@ def _executor(nc: NATS) -> Hosted:
 
 
 def _drift(nc: NATS) -> Hosted:
-    return DriftLoop(nc, verifier_config.load().drift)
+    config = verifier_config.load()
+    return DriftLoop(nc, config.drift, secrets=config.secrets.resolver())
 
 
 HOSTED: dict[str, Callable[[NATS], Hosted]] = {

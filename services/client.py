@@ -18,7 +18,8 @@ import nats.errors
 from nats.aio.client import Client as NATS
 
 from events import chain
-from events.errors import ChainBroken
+from events.commands import CHANGE_TEXT_FIELDS, INTENT_TEXT_FIELDS, refuse_secrets_in
+from events.errors import ChainBroken, InvalidEvent
 from events.lifecycle import fold
 from events.model import (
     ApprovalDenied,
@@ -70,14 +71,18 @@ class ChangeStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def submit(nc: NATS, tenant: str, command: dict[str, Any], *, principal: str, within: float = 10.0) -> str:
-    """Send ``principal``'s intent; return its change id, or raise :class:`CommandRejected` with the reason."""
+    """Send ``principal``'s intent; return its change id, or raise :class:`CommandRejected` with the reason
+    (a secret in it is refused here, before anything is sent)."""
+    refuse_secrets_locally(command, INTENT_TEXT_FIELDS)
     body = await request(nc, command_subject(tenant, "intent", principal), command, within=within, what="intents")
     return str(body["change_id"])
 
 
 async def command(nc: NATS, tenant: str, verb: str, body: dict[str, Any], *, principal: str,
                   within: float = 10.0) -> dict[str, Any]:
-    """Send ``principal``'s ``verb`` (approve, deny, resume, rollback, cancel) about a change."""
+    """Send ``principal``'s ``verb`` (approve, deny, resume, rollback, cancel) about a change (a secret
+    in it is refused here, before anything is sent)."""
+    refuse_secrets_locally(body, CHANGE_TEXT_FIELDS)
     return await request(nc, command_subject(tenant, verb, principal), body, within=within, what=f"`{verb}` commands")
 
 
@@ -85,6 +90,14 @@ async def request(nc: NATS, subject: str, body: dict[str, Any], *, within: float
                   what: str = "this request") -> dict[str, Any]:
     """Ask on ``subject``; the ``{"ok": true, ...}`` reply, or :class:`CommandRejected` with its reason."""
     return raise_for_reply(await ask(nc, subject, msgspec.json.encode(body), within=within, what=what))
+
+
+def refuse_secrets_locally(body: dict[str, Any], fields: tuple[str, ...]) -> None:
+    """:class:`CommandRejected` (rule ``secret``) when ``fields`` of ``body`` hold a secret: nothing is sent."""
+    try:
+        refuse_secrets_in(body, fields)
+    except InvalidEvent as err:
+        raise CommandRejected(str(err), field=err.field, rule=err.rule) from None
 
 
 class Refusals:

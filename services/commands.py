@@ -128,12 +128,15 @@ def intent_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.request is not None:
         command["request"] = args.request
     else:
-        from services.planner import PlanError, load_spec
+        from services.planner import PlanError, load_spec, spec_to_intent
+        from services.planner.errors import SecretRefused
 
         try:
             command["spec"] = load_spec(Path(args.file))
+            spec_to_intent(command["spec"])  # not a spec (e.g. /etc/passwd): refused here, never sent
         except PlanError as err:
-            raise CommandRejected(str(err), field="file", rule="spec") from err
+            rule = "secret" if isinstance(err, SecretRefused) else "spec"
+            raise CommandRejected(str(err), field="file", rule=rule) from None
     for key in ("variant", "window", "idempotency_key"):
         if getattr(args, key):
             command[key] = getattr(args, key)

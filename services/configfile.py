@@ -1,25 +1,61 @@
 """Reading a YAML or JSON document that must hold a mapping: configuration files and specs.
 
 One reader for every such file, so they all fail the same clear way: which file, what is wrong
-(unreadable, not YAML/JSON and where, not a mapping), and what to do.
+(not a regular file, larger than :data:`MAX_FILE_BYTES`, not UTF-8 text, not YAML/JSON and where,
+not a mapping), and what to do. ``check_text`` sees the text before it is parsed (a spec's
+secret scan), so a parse error can never be the first place its content shows up.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import yaml
 
+MAX_FILE_BYTES = 1024 * 1024
 
-def read_mapping(path: str | Path, *, what: str, error: type[Exception]) -> dict[str, Any]:
-    """The mapping in a YAML or JSON file (JSON by ``.json`` suffix), or ``error`` saying why not."""
+
+def read_text(path: str | Path, *, what: str, error: type[Exception]) -> str:
+    """The UTF-8 text of a regular file of at most :data:`MAX_FILE_BYTES`, or ``error`` saying why not."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         raise error(f"cannot read {what} {file}: {exc.strerror or exc}; check the path") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{what} {file} is not a regular file; give the path of a YAML or JSON file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise error(f"{what} {file} has {info.st_size} bytes; the limit is {MAX_FILE_BYTES}: split it")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise error(f"{what} {file} is larger than {MAX_FILE_BYTES} bytes: split it")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{what} {file} is not UTF-8 text; give a YAML or JSON file") from None
+    if "\0" in text:
+        raise error(f"{what} {file} holds NUL bytes, so it is not a text file; give a YAML or JSON file")
+    return text
+
+
+def read_mapping(
+    path: str | Path, *, what: str, error: type[Exception], check_text: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """The mapping in a YAML or JSON file (JSON by ``.json`` suffix), or ``error`` saying why not."""
+    file = Path(path)
+    text = read_text(file, what=what, error=error)
+    if check_text is not None:
+        check_text(text)
     try:
         doc = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:

@@ -37,6 +37,7 @@ from services.guard import (
     RunSpec,
     run,
 )
+from services.secrets import SecretResolver, UnresolvedSecret, resolve_stdin
 
 
 @functools.cache
@@ -142,12 +143,20 @@ async def execute(
     secrets: tuple[str, ...] = (),
     pins: PinTable | None = None,
     policy: GuardPolicy = DEFAULT_POLICY,
+    resolver: SecretResolver | None = None,
 ) -> Executed:
     """Run one command under the guard-rails; a refused command becomes rc 126 with the reason.
 
     ``env`` is added to the minimal step environment (credentials go there, never in argv) and
     ``secrets`` are masked everywhere in what is returned; ``pins`` extends :func:`pin_table`.
+    Secret references in ``stdin`` are resolved with ``resolver`` right before it is fed, and
+    their values masked like ``secrets``; one that cannot be resolved is rc 127, naming it.
     """
+    try:
+        stdin, resolved = resolve_stdin(stdin, resolver)
+    except UnresolvedSecret as err:
+        return Executed(StepOutput(rc=127, stderr=f"could not run: {err}"))
+    secrets = (*secrets, *resolved)
     full_env = step_env() | dict(env or {})
     spec = RunSpec(
         timeout_s=timeout_s,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from events.commands import CHANGE_TEXT_FIELDS
 from events.store import EventStore
 from services import client, queries
 from services.commands import add_connection_options, add_identity_option, guarded, identity, with_store
@@ -24,6 +25,7 @@ HELP = {
 def _handler(verb: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         body = {"change_id": args.change_id, "reason": args.reason}
+        client.refuse_secrets_locally(body, CHANGE_TEXT_FIELDS)
         who = identity(args)
 
         async def send(store: EventStore) -> dict[str, Any]:

@@ -15,6 +15,7 @@ every section and field is optional, and the embedded defaults below run ``upm d
     output:     {event_bytes: 4096, bucket: UPM_OUTPUTS}
     credentials: {ttl_s: 900, brokers: {local: none}, token_store: null}
     service:    {concurrency: 8, ack_wait_s: 30}
+    secrets:    {env: true, dir: null}   # UPM_SECRET_<NAME>, then <dir>/<NAME> (0600): services/secrets.py
     pins: []    # extra pinned CLIs: {binary, version, version_args, pattern}
 """
 
@@ -29,6 +30,7 @@ import msgspec
 from services.configfile import read_mapping
 from services.executor.errors import ExecutorConfigInvalid
 from services.guard import GuardPolicy, Pin, PinTable
+from services.secrets import SecretsConfig
 from services.steps import pin_table
 
 ENV_VAR = "UPM_EXECUTOR_CONFIG"
@@ -113,6 +115,7 @@ class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     output: Output = Output()
     credentials: Credentials = Credentials()
     service: Service = Service()
+    secrets: SecretsConfig = SecretsConfig()
     pins: tuple[Pin, ...] = ()
 
     def __post_init__(self) -> None:

@@ -111,6 +111,7 @@ class Executor:
         self.rates: RateLimits | None = None  # opened on the first step: the buckets are on the bus
         self.pins = config.pin_table()
         self.policy = config.guard_policy()
+        self.secrets = config.secrets.resolver()
         token_store = config.credentials.token_store
         self.brokers: dict[str, CredentialsBroker] = {
             provider: broker_for(kind, token_store=token_store)
@@ -248,6 +249,7 @@ class Executor:
             secrets=run.secrets(),
             pins=self.pins,
             policy=self.policy,
+            resolver=self.secrets,
         )
 
     async def _attempts(self, run: _Run, step: Step, done: Executed) -> None:

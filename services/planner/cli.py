@@ -14,12 +14,14 @@ from typing import Any
 
 import msgspec
 
+from events.errors import InvalidEvent
 from events.plan import Plan
+from events.secrets import refuse_secrets
 from services.output import add_output_options, emit
 from services.planner.compiler import CompileInput, compile_intent
 from services.planner.config import DEFAULT_CONFIG, PlannerConfig, load_config
 from services.planner.diff import diff_plans
-from services.planner.errors import PlanError, SpecError
+from services.planner.errors import PlanError, SecretRefused, SpecError
 from services.planner.export import export_graph
 from services.planner.model import VARIANTS
 from services.planner.render import render_diff, render_plan, render_simulation
@@ -91,6 +93,10 @@ def _input(args: argparse.Namespace) -> CompileInput:
         "window": args.window,
         "variant": args.variant,
     }
+    try:
+        refuse_secrets({"request": request, "reason": args.reason, "window": args.window, "variant": args.variant})
+    except InvalidEvent as err:
+        raise SecretRefused(str(err)) from None
     if args.file:
         return CompileInput(spec=load_spec(args.file), **common)
     return CompileInput(request=request, **common)

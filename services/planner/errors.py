@@ -4,6 +4,7 @@
 
     PlanError                    nothing was compiled; .message says what to change
     ├── InputError               neither or both of request / spec, or a bad window
+    │   └── SecretRefused        the request, reason or spec file holds a secret (never echoed)
     ├── SpecError                a spec file or spec document is unreadable or malformed
     ├── ConfigError              a planner configuration file is unreadable or malformed
     ├── UnknownResourceType      a resource type (or phrase) the catalog does not know
@@ -33,6 +34,10 @@ class PlanError(Exception):
 
 class InputError(PlanError):
     """The compile input itself is unusable."""
+
+
+class SecretRefused(InputError):
+    """The input holds what looks like a secret; the message names where and the kind, never the value."""
 
 
 class SpecError(PlanError):

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from events.plan import Action
+from events.secrets import Finding, find_secret, refusal
 from providers import CATALOG
 from services.configfile import read_mapping
-from services.planner.errors import PlanError, SpecError
+from services.planner.errors import PlanError, SecretRefused, SpecError
 from services.planner.model import Intent, ResourceIntent
 
 _TOP = ("resources", "variant", "targets", "initiator", "reason", "window", "request")
@@ -43,8 +44,17 @@ def read_document(path: str | Path, *, what: str, error: type[PlanError]) -> dic
 
 
 def load_spec(path: str | Path) -> dict[str, Any]:
-    """A spec document from a YAML or JSON file (see the module docstring for the format)."""
-    return read_document(path, what="spec file", error=SpecError)
+    """A spec document from a YAML or JSON file (see the module docstring for the format): a
+    regular UTF-8 text file of at most 1 MiB, holding no secret (scanned line by line before
+    it is parsed; :class:`SecretRefused` names the line and the kind, never the value)."""
+
+    def no_secrets(text: str) -> None:
+        for number, line in enumerate(text.splitlines(), start=1):
+            kind = find_secret(line)
+            if kind:
+                raise SecretRefused(refusal(Finding(f"spec file {path} line {number}", kind)))
+
+    return read_mapping(path, what="spec file", error=SpecError, check_text=no_secrets)
 
 
 def spec_to_intent(spec: Mapping[str, Any]) -> Intent:

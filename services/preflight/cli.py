@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from events.commands import CHANGE_TEXT_FIELDS
 from events.plan import Plan
 from events.store import EventStore
 from events.subjects import ANY_TENANT, command_subject
@@ -33,7 +34,7 @@ def _command(verb: str, args: argparse.Namespace) -> int:
         body["plan_hash"] = args.plan_hash
     if getattr(args, "group", None):
         body["group"] = args.group
-
+    client.refuse_secrets_locally(body, CHANGE_TEXT_FIELDS)
     who = identity(args)
 
     async def send(store: EventStore) -> dict[str, Any]:

@@ -13,6 +13,7 @@ Loaded from YAML or JSON (``UPM_VERIFIER_CONFIG`` or a path); every key has a de
       confirm_backoff_s: 0.2
       mode: reconcile                   # reconcile | alarm
       modes: {"local_file:*": alarm}    # per resource key (shell-style patterns), first match wins
+    secrets: {env: true, dir: null}     # to compare files whose content references a secret (services/secrets.py)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import msgspec
 
 from services.configfile import read_mapping
 from services.errors import ConfigError
+from services.secrets import SecretsConfig
 
 DriftMode = Literal["reconcile", "alarm"]
 
@@ -57,6 +59,7 @@ class VerifierConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     auto_rollback: dict[str, bool] = msgspec.field(default_factory=dict)
     verify_slo_ms: float = 1200.0
     drift: DriftConfig = DriftConfig()
+    secrets: SecretsConfig = SecretsConfig()
 
     def rolls_back_automatically(self, environment: str) -> bool:
         return self.auto_rollback.get(environment, True)

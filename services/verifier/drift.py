@@ -49,6 +49,7 @@ from providers import compare
 from providers.reconcile import reconcile_resource
 from services.guard import RateLimiter
 from services.runtime import utc_now
+from services.secrets import SecretResolver, SecretsConfig, resolved_desired
 from services.steps import batch_observe, observe_one, run_command
 from services.verifier.config import DriftConfig
 from services.verifier.inventory import Managed, managed
@@ -141,10 +142,12 @@ def current_hash(item: Managed, observed: dict[str, Any] | None) -> str:
 class DriftLoop:
     """Keeps the inventory from the log and scans it every interval (see the module docstring)."""
 
-    def __init__(self, nc: NATS, config: DriftConfig, *, read: Reader = read_resource) -> None:
+    def __init__(self, nc: NATS, config: DriftConfig, *, read: Reader = read_resource,
+                 secrets: SecretResolver | None = None) -> None:
         self.store = EventStore(nc)
         self.config = config
         self.read = read
+        self.secrets = secrets or SecretsConfig().resolver()
         self.inventory: Inventory = EMPTY
         self.tenants: set[str] = set()
         self.logs: dict[str, ChangeLog] = {}
@@ -181,7 +184,7 @@ class DriftLoop:
     async def scan_tenant(self, tenant: str) -> DriftScanned:
         """One pass over ``tenant``'s managed resources; appends what it found."""
         acting = in_change(self.inventory)  # a change is on it: judged once it closes
-        items = [m for m in managed(self.inventory, tenant) if resource_key(m.step) not in acting]
+        items = [self._resolved(m) for m in managed(self.inventory, tenant) if resource_key(m.step) not in acting]
         started = time.perf_counter()
         readings = await scan(items, self.config, read=self.read)
         by_key = {m.key: m for m in items}
@@ -199,6 +202,14 @@ class DriftLoop:
         self.scans += 1
         await self._record(tenant, summary)
         return summary
+
+    def _resolved(self, item: Managed) -> Managed:
+        """``item`` with the desired fields its plan left to run time (a file whose content
+        references a secret) computed from the resolved references (:mod:`services.secrets`)."""
+        desired = resolved_desired(item.step, self.secrets)
+        if desired == item.step.desired:
+            return item
+        return msgspec.structs.replace(item, step=msgspec.structs.replace(item.step, desired=desired))
 
     async def _drifted(self, item: Managed, reading: Reading) -> None:
         now_hash = current_hash(item, reading.observed)

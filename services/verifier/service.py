@@ -24,6 +24,7 @@ from events.model import (
 )
 from events.plan import Step
 from services.runtime import Context, ServiceSpec
+from services.secrets import resolved_desired
 from services.steps import observe_many
 from services.verifier import core
 from services.verifier.config import VerifierConfig, load
@@ -63,7 +64,9 @@ async def step(ctx: Context, config: VerifierConfig) -> None:
     out: list[Payload] = []
     match origin.payload:
         case ExecutionCompleted() if state.status == "verifying":
-            result = await verify(core.change_targets(plan), "change")
+            resolver = config.secrets.resolver()
+            targets = [(s, resolved_desired(s, resolver)) for s, _ in core.change_targets(plan)]
+            result = await verify(targets, "change")
             out.append(result)
             if isinstance(result, VerificationFailed):
                 out += core.plan_rollback(plan, events, failure_reason(result), automatic=automatic)
