@@ -107,6 +107,14 @@ ACTIVE: frozenset[Status] = frozenset({
 WAITING: frozenset[Status] = frozenset({"awaiting-approval", "scheduled", "paused", "awaiting-rollback"})
 """Statuses in which the change waits for people (or its maintenance window)."""
 
+NEUTRAL: frozenset[str] = frozenset({
+    "policy.evaluated", "step.retried", "tls.fallback", "credentials.issued", "credentials.revoked",
+    "drift.detected", "drift.resolved", "drift.scanned", "slo.breached", "plan.recompiled", "evidence.published",
+    "log.head",
+})
+"""Event types that never change a change's status or outcome (a reader that only wants those
+may skip them)."""
+
 PHASE_OF: dict[Status, Phase] = {
     "unknown": "plan", "planning": "plan", "preflight": "preflight", "approving": "preflight",
     "awaiting-approval": "preflight", "scheduled": "preflight", "approved": "execute", "executing": "execute",

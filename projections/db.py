@@ -31,6 +31,7 @@ import msgspec
 from events.subjects import is_tenant
 from projections import ingest, schema
 from projections.errors import ProjectionUnavailable
+from projections.lifecycle import Lifecycles
 
 MAIN_FILE = "upm.duckdb"
 TENANT_DIR = "tenants"
@@ -85,6 +86,7 @@ class ProjectionDB:
             )
         self.main = open_file(self.folder / MAIN_FILE, read_only=read_only)
         self._tenants: dict[str, duckdb.DuckDBPyConnection] = {}
+        self._lifecycles: dict[str, Lifecycles] = defaultdict(Lifecycles)  # per file: "" is the main one
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._buffers: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
@@ -134,7 +136,7 @@ class ProjectionDB:
                 self._buffers[_tenant_of(data).tenant].append((seq, data))
             self._buffered += len(records)
             buffered = self._buffered
-        seq = ingest.ingest(self.main, records)
+        seq = ingest.ingest(self.main, records, self._lifecycles[""])
         in_flight = self._background is not None and not self._background.done()
         if buffered >= TENANT_FLUSH and not in_flight:
             self._background = self._pool.submit(self.flush_all)
@@ -149,7 +151,7 @@ class ProjectionDB:
                 batch = self._buffers.pop(tenant, [])
                 self._buffered -= len(batch)
             if batch:
-                ingest.ingest(self.tenant(tenant), batch)
+                ingest.ingest(self.tenant(tenant), batch, self._lifecycles[tenant])
 
     def flush_all(self) -> None:
         """Write every tenant's buffered records, then record that the tenant files are complete
@@ -161,7 +163,7 @@ class ProjectionDB:
             if not batches:
                 return
             for name in sorted(batches):
-                ingest.ingest(self.tenant(name), batches[name])
+                ingest.ingest(self.tenant(name), batches[name], self._lifecycles[name])
             through = max(batch[-1][0] for batch in batches.values())
             cur = self.main.cursor()
             try:

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 
 import duckdb
 
+from projections import lifecycle
+from projections.lifecycle import Lifecycles
+
 POSITION = "upm"
 
 _ENVELOPE = (
@@ -248,10 +251,14 @@ def position(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
-def apply_batch(con: duckdb.DuckDBPyConnection, records: Sequence[tuple[int, bytes]]) -> int:
+def apply_batch(
+    con: duckdb.DuckDBPyConnection, records: Sequence[tuple[int, bytes]], lifecycles: Lifecycles | None = None
+) -> int:
     """Write ``records`` above the stored position and move the position; no transaction control.
 
-    Returns the new position. Callers run it inside a transaction (see :func:`ingest`).
+    ``lifecycles`` holds this file's open changes across batches (:mod:`projections.lifecycle`;
+    without one, open changes are loaded back from the file). Returns the new position. Callers
+    run it inside a transaction (see :func:`ingest`).
     """
     lo = position(con)
     fresh = [(seq, data) for seq, data in records if seq > lo]
@@ -261,15 +268,18 @@ def apply_batch(con: duckdb.DuckDBPyConnection, records: Sequence[tuple[int, byt
     con.execute(_EVENTS, {"seqs": [s for s, _ in fresh], "docs": [d.decode() for _, d in fresh], "lo": lo})
     for sql in DERIVED:
         con.execute(sql, {"lo": lo, "hi": hi})
+    lifecycle.write(con, (lifecycles or Lifecycles()).evolve(con, fresh, lo))
     con.execute("INSERT OR REPLACE INTO projector_position VALUES (?, ?)", [POSITION, hi])
     return hi
 
 
-def ingest(con: duckdb.DuckDBPyConnection, records: Sequence[tuple[int, bytes]]) -> int:
+def ingest(
+    con: duckdb.DuckDBPyConnection, records: Sequence[tuple[int, bytes]], lifecycles: Lifecycles | None = None
+) -> int:
     """Apply one batch in one transaction (rows and position together); return the position."""
     con.execute("BEGIN TRANSACTION")
     try:
-        seq = apply_batch(con, records)
+        seq = apply_batch(con, records, lifecycles)
     except BaseException:
         con.execute("ROLLBACK")
         raise

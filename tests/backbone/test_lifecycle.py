@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from lifecycle_cases import PLAN, SAMPLES, STEP, change_events
 
-from events.lifecycle import ACTIVE, STATUSES, WAITING, ChangeState, evolve, fold
+from events.lifecycle import ACTIVE, NEUTRAL, STATUSES, WAITING, ChangeState, evolve, fold
 from events.model import PAYLOAD_TYPES, ChangeClosed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,3 +145,11 @@ def test_no_status_is_derived_anywhere_else() -> None:
         text = (ROOT / name).read_text()
         offenders += [f"{name}: {m.group(0)}" for m in patterns.finditer(text)]
     assert offenders == []
+
+
+@pytest.mark.parametrize("neutral", sorted(NEUTRAL))
+def test_neutral_event_types_never_change_status_or_outcome(neutral: str) -> None:
+    for names in {names for names, _, _ in TABLE if names}:
+        before = fold(_events(names))
+        after = fold(change_events(neutral), before)
+        assert (after.status, after.outcome) == (before.status, before.outcome), names

@@ -17,15 +17,16 @@ import duckdb
 import nats
 
 from projections import ingest
+from projections.lifecycle import Lifecycles
 from projections.projector import Projector
 
 original = ingest.apply_batch
 writes = 0
 
 
-def dying(con: duckdb.DuckDBPyConnection, records: list[tuple[int, bytes]]) -> int:
+def dying(con: duckdb.DuckDBPyConnection, records: list[tuple[int, bytes]], lifecycles: Lifecycles | None = None) -> int:
     global writes
-    seq = original(con, records)  # rows written, transaction still open
+    seq = original(con, records, lifecycles)  # rows written, transaction still open
     writes += 1
     if 0 < int(sys.argv[3]) <= writes:
         os.kill(os.getpid(), signal.SIGKILL)

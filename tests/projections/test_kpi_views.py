@@ -67,6 +67,13 @@ def test_change_success(tmp_path: Path) -> None:
     assert figures(tmp_path, h)["change_success_pct"] == 75.0
 
 
+def test_a_change_closed_stalled_counts_as_not_successful(tmp_path: Path) -> None:
+    h = History()
+    happy(h, at=0)
+    h.change().intent(20).compiled(21).preflight(22).close(30, "stalled")  # approved, never executed
+    assert figures(tmp_path, h)["change_success_pct"] == 50.0
+
+
 def test_change_success_when_all_failed(tmp_path: Path) -> None:
     h = History()
     failed(h, at=0)
