@@ -107,8 +107,10 @@ def reason_of(payload: Payload, stored: Sequence[StoredEvent]) -> str:
             return "; ".join(reasons)
         case ApprovalDenied(approver=who, reason=reason) | ExecutionCancelled(by=who, reason=reason):
             return f"{type_of(payload)} by {who}" + (f": {reason}" if reason else "")
-        case VerificationFailed(diff=diff):
-            return "; ".join(f"{d.resource} {d.field}: {d.desired!r} → {d.observed!r}" for d in diff)
+        case VerificationFailed(diff=diff, checks=checks):
+            diffed = {d.resource for d in diff}
+            return "; ".join([f"{d.resource} {d.field}: {d.desired!r} → {d.observed!r}" for d in diff]
+                             + [c.detail for c in checks if not c.ok and c.target not in diffed])
         case VerificationPassed(scope="rollback"):
             planned = [s.event.payload for s in stored if isinstance(s.event.payload, RollbackPlanned)]
             return f"rolled back after: {planned[-1].reason}" if planned else "rolled back"

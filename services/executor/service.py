@@ -50,7 +50,7 @@ from events.model import (
     WaveStarted,
 )
 from events.plan import Command, Plan, Step
-from providers import compare
+from providers import Absent, Unknown, compare
 from services.credentials import CredentialsBroker, IssuedCredentials, broker_for
 from services.executor.config import ExecutorConfig
 from services.executor.gates import anomaly, gate
@@ -279,7 +279,11 @@ class Executor:
                 continue
             seen = await read_back(step.resource, step.readback, timeout_s=step.timeout_s, env=run.env(step),
                                    secrets=run.secrets(), pins=self.pins)
-            delta = compare(step.desired, seen)
+            if isinstance(seen, Unknown):
+                checks.append(Check(name="readback", target=step.resource.key, ok=False,
+                                    detail=f"could not read back {step.resource.key}: {seen.reason}"))
+                continue
+            delta = compare(step.desired, seen.fields)
             detail = "; ".join(f"{d.field}: {d.desired!r} → {d.observed!r}" for d in delta) or "matches"
             checks.append(Check(name="readback", target=step.resource.key, ok=not delta, detail=detail))
         return checks
@@ -319,14 +323,22 @@ class Executor:
                 await self._revoke(run)
 
     async def _undo(self, run: _Run, step: Step) -> str | None:
-        """Undo one completed step; the failure reason, or None."""
+        """Undo one completed step; the failure reason, or None.
+
+        Skipped only when its read-back proves the resource absent. An unknown read-back (a refused
+        certificate, an unreachable target) proves nothing, so the inverse runs: it either undoes
+        the step or fails on the same fault, failing the rollback honestly (its error then says why
+        the read-back could not tell)."""
         ctx = run.ctx
         assert step.rollback is not None
         display = step.rollback.display
+        unread = ""
         if undone_when_absent(step):
             seen = await read_back(step.resource, step.readback, timeout_s=step.timeout_s, env=run.env(step),
                                    secrets=run.secrets(), pins=self.pins)
-            if seen is None:
+            if isinstance(seen, Unknown):
+                unread = f" (its read-back could not tell whether it was already undone: {seen.reason})"
+            elif isinstance(seen, Absent):
                 if run.view().rollback_in_doubt(step.id):
                     out = StepOutput(rc=0, stdout=f"outcome unknown after a restart; `{step.readback.display}` "
                                                   "shows it undone")
@@ -342,7 +354,7 @@ class Executor:
         done = await self._exec(run, step, step.rollback, None, self.config.step_timeout(step.timeout_s))
         out = await self._bounded(ctx, done.output, f"{step.id}.{ctx.input.id}.rollback")
         if out.rc != 0:
-            error = f"`{display}` exited {out.rc}: {out.stderr.strip()[-500:]}"
+            error = f"`{display}` exited {out.rc}: {out.stderr.strip()[-500:]}{unread}"
             await ctx.emit((RollbackStepFailed(step_id=step.id, index=step.index, command=display, output=out,
                                                error=error), f"rb-fail:{step.id}"))
             return error

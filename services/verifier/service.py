@@ -56,9 +56,7 @@ def make_handler(config: VerifierConfig) -> Any:
                 result = await verify(core.change_targets(plan), "change")
                 out.append(result)
                 if isinstance(result, VerificationFailed):
-                    reason = "verification failed: " + "; ".join(
-                        f"{d.resource} {d.field}" for d in result.diff)
-                    out += core.plan_rollback(plan, history, reason, automatic=automatic)
+                    out += core.plan_rollback(plan, history, core.failure_reason(result), automatic=automatic)
                 out += core.slo_breach(result.duration_ms, config.verify_slo_ms)
             case ExecutionFailed(plan_hash=plan_hash, reason=reason):
                 plan = core.plan_named(history, plan_hash)
