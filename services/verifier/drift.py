@@ -182,7 +182,7 @@ class DriftLoop:
             if reading.status == "drifted":
                 await self._drifted(by_key[reading.key], reading)
             elif reading.status == "unknown":
-                log.warning("drift: could not read back %s (tenant %s): %s", reading.key, tenant, reading.reason)
+                log.warning("drift: could not read back %s: %s (tenant %s)", reading.key, reading.reason, tenant)
         summary = DriftScanned(
             managed=len(items),
             checked=sum(r.status != "unknown" for r in readings),
