@@ -90,7 +90,7 @@ _KINDS: tuple[tuple[Kind, str], ...] = (
     ("auth", r"(?i)password authentication failed|permission denied|access ?denied|\(AccessDenied\w*\)|"
              r"InvalidClientTokenId|UnrecognizedClientException|SignatureDoesNotMatch|ExpiredToken|"
              r"InvalidAccessKeyId|\(403\)|Forbidden|Unauthorized|AuthorizationFailed|AuthenticationFailed|"
-             r"Please run 'az login'|no pg_hba\.conf entry|role \"[^\"]*\" does not exist"),
+             r"Please run 'az login'|must be logged in|no pg_hba\.conf entry|role \"[^\"]*\" does not exist"),
     ("refused", r"(?i)connection refused|ECONNREFUSED|was refused"),
     ("unreachable", r"(?i)could not connect to the endpoint|could not translate host name|name or service not "
                     r"known|temporary failure in name resolution|no route to host|network is unreachable|"
