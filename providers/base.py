@@ -135,7 +135,7 @@ class Supplement:
     ``stat``): one command over one or many resources (``read``, a :class:`Batch`), run after the
     main read-back, only for resources it found and ``applies`` to (a regular file, not a FIFO a
     digest would block on). Its fields join the main read-back's; a resource it should have
-    answered for and did not is unknown (:func:`services.steps.supplement`), never a match or drift.
+    answered for and did not is unknown, never a match or drift.
     """
 
     read: Batch
