@@ -60,7 +60,6 @@ from events.model import (
     ExecutionPaused,
     ExecutionResumed,
     ExecutionStarted,
-    FieldDiff,
     IntentSubmitted,
     Outcome,
     Phase,
@@ -281,9 +280,12 @@ def auto_rule(records: Iterable[PolicyEvaluated]) -> str:
     return ""
 
 
-def diff_text(diff: Iterable[FieldDiff]) -> str:
-    """A verification's differences in one line."""
-    return "; ".join(f"{d.resource} {d.field}: {d.desired!r} → {d.observed!r}" for d in diff)
+def failure_text(failed: VerificationFailed) -> str:
+    """What a failed verification found, in one line: each difference, and each check that failed
+    without one (a resource that could not be read back says why)."""
+    diffed = {d.resource for d in failed.diff}
+    return "; ".join([f"{d.resource} {d.field}: {d.desired!r} → {d.observed!r}" for d in failed.diff]
+                     + [c.detail for c in failed.checks if not c.ok and c.target not in diffed])
 
 
 def evolve(s: ChangeState, event: Event) -> ChangeState:
@@ -350,8 +352,8 @@ def evolve(s: ChangeState, event: Event) -> ChangeState:
                         else "rolled back")
         case VerificationFailed(scope="change"):
             return r(s, status="rollback-planning", failed_at=s.failed_at or event.ts)
-        case VerificationFailed(scope="rollback", diff=diff):
-            return _end(s, "failed", diff_text(diff))
+        case VerificationFailed(scope="rollback") as p:
+            return _end(s, "failed", failure_text(p))
         case RollbackPlanned(commands=(), reason=reason):
             return _end(r(s, rollback_reason=reason), "failed", reason)
         case RollbackPlanned(automatic=automatic, reason=reason):

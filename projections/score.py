@@ -7,7 +7,9 @@ overall level is the lowest phase level, then capped by the evidence gates:
 
 * plan diff + approval trail + execution logs not exportable (no published pack holding a
   compiled plan, an approval and step logs) → cap at L2;
-* no rollback evidence (no rollback run that completed and was not refuted) → cap at L3.
+* no rollback evidence (no rollback run that completed and whose restored state was then read back
+  and matched: a passing rollback-scope verification; one never verified, or whose read-back failed
+  or could not answer, is no evidence) → cap at L3.
 
 For each phase the score names what keeps it from the next level. :func:`score` is pure.
 """
@@ -213,7 +215,8 @@ def gates(facts: Facts) -> list[Gate]:
              met=bool(facts.get("exportable_trail")),
              reason="no published evidence pack holds a plan, its approval trail and its execution log"),
         Gate(name="rollback evidence", cap=3, met=bool(facts.get("rollback_evidence")),
-             reason="no executed rollback completed (and survived its verification)"),
+             reason="no executed rollback completed and had its restored state read back and matched "
+                    "(a passing rollback-scope verification)"),
     ]
 
 

@@ -2,28 +2,34 @@
 
 ``CATALOG`` maps a type name (``az_aks``, ``local_directory``…) to its :class:`ResourceType`;
 ``PINS`` maps a CLI name (``Step.cli``) to its :class:`CliPin`. The executor and verifier use
-:func:`observe` to parse a read-back and :func:`compare` to diff it against ``Step.desired``.
+:func:`observe` to judge a read-back (:class:`Present` / :class:`Absent` / :class:`Unknown`, see
+:mod:`providers.readback`) and :func:`compare` to diff what was found against ``Step.desired``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from events.plan import ResourceRef
 from providers import aws, azure, k8s, local, postgres
 from providers.base import CliPin, FieldDiff, FieldSpec, Requirement, ResourceType, compare, display
+from providers.readback import Absent, Known, Observed, Present, Unknown
 
 __all__ = [
     "CATALOG",
     "PINS",
     "PROVIDERS",
     "TARGET_RULES",
+    "Absent",
     "CliPin",
     "FieldDiff",
     "FieldSpec",
+    "Known",
+    "Observed",
+    "Present",
     "Requirement",
     "ResourceType",
+    "Unknown",
     "compare",
     "display",
     "facets_of",
@@ -67,11 +73,10 @@ def facets_of(type_name: str) -> tuple[ResourceType, ...]:
     return _FACETS.get(type_name, ())
 
 
-def observe(ref: ResourceRef, rc: int, stdout: str) -> dict[str, Any] | None:
-    """Parse the output of ``ref``'s read-back into observed fields (with ``exists: True``);
-    ``None`` = the resource is absent."""
+def observe(ref: ResourceRef, rc: int, stdout: str, stderr: str = "", *, timed_out: bool = False) -> Observed:
+    """What ``ref``'s read-back (its exit status and output) says: present with its fields (and
+    ``exists: True``), absent (proven by its type's rule), or unknown (with the reason)."""
     rtype = CATALOG.get(ref.type)
     if rtype is None:
         raise KeyError(f"unknown resource type {ref.type!r}; known: {', '.join(sorted(CATALOG))}")
-    fields = rtype.parse(rc, stdout, ref.name)
-    return None if fields is None else {"exists": True, **fields}
+    return rtype.read(rc, stdout, stderr, ref.name, timed_out=timed_out)

@@ -7,6 +7,12 @@ executor supplies them through the environment. An S3 bucket's settings are face
 on by default; bucket existence is read back for many buckets at once by one ``list-buckets``
 (:data:`BUCKETS_LISTED`). SQS queue URLs are derived from the configured account id
 (``PlannerConfig.aws_account_id``), since a plan cannot capture one command's output for another.
+
+A failed read-back proves absence only by the service's not-found error code in awscli's
+``An error occurred (CODE) when calling …`` (:func:`not_found`): ``404``/``NoSuchBucket``,
+``NoSuchEntity``, ``AWS.SimpleQueueService.NonExistentQueue``/``QueueDoesNotExist``,
+``ResourceNotFoundException``, and for a bucket setting its "not configured" code. A certificate,
+credential, connection or throttling failure leaves the resource unknown.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from providers.base import (
     json_fields,
     rc_exists,
 )
+from providers.readback import Absence
 
 PROVIDER = "aws"
 GLOBAL = "global"
@@ -93,24 +100,30 @@ def _policy_doc(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _attached(rc: int, stdout: str, ident: str) -> dict[str, Any] | None:
-    if rc != 0:
-        return None
+def not_found(*codes: str) -> Absence:
+    """Absence proven by one of the service's error ``codes`` in awscli's error line."""
+    return Absence(tuple(rf"An error occurred \({re.escape(code)}\) when calling" for code in codes))
+
+
+_NO_BUCKET = ("NoSuchBucket",)
+
+
+def _attached(stdout: str, ident: str) -> dict[str, Any] | None:
     arn = ident.split(":", 1)[1]
-    try:
-        policies = json.loads(stdout).get("AttachedPolicies", [])
-    except (json.JSONDecodeError, AttributeError):
-        return None
+    policies = json.loads(stdout)["AttachedPolicies"]
     return {} if any(p.get("PolicyArn") == arn for p in policies) else None
 
 
 def _listed(rc: int, stdout: str, idents: Sequence[str]) -> dict[str, dict[str, Any] | None]:
-    """Which of ``idents`` one ``list-buckets`` shows (nothing known when it failed)."""
+    """Which of ``idents`` one ``list-buckets`` shows; nothing known when it failed or answered
+    anything but a list of names (each bucket is then read back on its own, which says why)."""
     try:
-        names = set(json.loads(stdout) or []) if rc == 0 else None
-    except (json.JSONDecodeError, TypeError):
+        names = json.loads(stdout) if rc == 0 else None
+    except json.JSONDecodeError:
         names = None
-    return {} if names is None else {ident: ({} if ident in names else None) for ident in idents}
+    if not isinstance(names, list):
+        return {}
+    return {ident: ({} if ident in names else None) for ident in idents}
 
 
 # One ListBuckets call answers for every bucket of the account, in every region.
@@ -166,6 +179,7 @@ BUCKET = ResourceType(
     delete=_s3("delete-bucket"),
     readback=_s3("head-bucket"),
     parse=rc_exists,
+    absent=not_found("404", *_NO_BUCKET),
     batch=BUCKETS_LISTED,
     derive=_bucket_vars,
     monthly_cost=1.0,
@@ -175,8 +189,10 @@ BUCKET = ResourceType(
 
 
 def _bucket_facet(
-    name: str, field: str, put: Template, delete: Template, read: str, parse: Any
+    name: str, field: str, put: Template, delete: Template, read: str, parse: Any, *unset: str
 ) -> ResourceType:
+    """A setting of a bucket; absent when the bucket is, or when the service says it is not set
+    (``unset`` error codes)."""
     return ResourceType(
         name=name,
         provider=PROVIDER,
@@ -187,6 +203,7 @@ def _bucket_facet(
         delete=delete,
         readback=_s3_read(read),
         parse=parse,
+        absent=not_found(*_NO_BUCKET, *unset),
         derive=_bucket_vars,
         facet_of=("aws_s3_bucket",),
         facet_field=field,
@@ -228,6 +245,7 @@ BUCKET_FACETS = (
                 )
             }
         ),
+        "ServerSideEncryptionConfigurationNotFoundError",
     ),
     _bucket_facet(
         "aws_s3_bucket_tagging",
@@ -236,6 +254,7 @@ BUCKET_FACETS = (
         _s3("delete-bucket-tagging"),
         "get-bucket-tagging",
         json_fields({"tags": ("TagSet",)}, {"tags": _tags}),
+        "NoSuchTagSet",
     ),
     _bucket_facet(
         "aws_s3_public_access_block",
@@ -250,6 +269,7 @@ BUCKET_FACETS = (
         json_fields(
             {"public_access_block": ("PublicAccessBlockConfiguration",)}, {"public_access_block": _all_true}
         ),
+        "NoSuchPublicAccessBlockConfiguration",
     ),
 )
 
@@ -308,6 +328,7 @@ ROLE = ResourceType(
             )
         },
     ),
+    absent=not_found("NoSuchEntity"),
     derive=_role_vars,
     fixed_target=GLOBAL,
     doc="an IAM role assumable by one AWS service (global: target 'global')",
@@ -336,6 +357,7 @@ ATTACHMENT = ResourceType(
     delete=("aws", "iam", "detach-role-policy", "--role-name", "{role}", "--policy-arn", "{policy_arn}"),
     readback=("aws", "iam", "list-attached-role-policies", "--role-name", "{role}", "--output", "json"),
     parse=_attached,
+    absent=not_found("NoSuchEntity"),
     requires=(Requirement(type="aws_iam_role", match={"name": "role"}),),
     fixed_target=GLOBAL,
     doc="a managed policy attached to an IAM role",
@@ -406,6 +428,7 @@ QUEUE = ResourceType(
     parse=json_fields(
         {"visibility_timeout": ("Attributes", "VisibilityTimeout")}, {"visibility_timeout": int}
     ),
+    absent=not_found("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"),
     derive=_regional,
     monthly_cost=0.4,
     doc="an SQS queue",
@@ -468,6 +491,7 @@ TABLE = ResourceType(
         "json",
     ),
     parse=json_fields({"hash_key": ("Table", "KeySchema", 0, "AttributeName")}),
+    absent=not_found("ResourceNotFoundException"),
     health=("aws", "dynamodb", "wait", "table-exists", "--table-name", "{name}", "--region", "{region}"),
     derive=_regional,
     monthly_cost=1.25,

@@ -6,6 +6,10 @@ location, and the planner adds an ``az group create`` step for it, guarded by ``
 and never deleted by the rollback plan (the group may have existed before, or hold more).
 The SSH public key comes from ``PlannerConfig.ssh_public_key``. Deletes carry no ``--yes``
 (as in the spec): the executor runs ``az`` with ``AZURE_CORE_DISABLE_CONFIRM_PROMPT=true``.
+
+A failed read-back proves absence only by ARM's ``(ResourceNotFound)`` / ``(ResourceGroupNotFound)``
+error codes (a cluster whose group is gone is gone too); a login, network or certificate failure
+leaves the resource unknown.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from providers.base import CliPin, FieldSpec, Requirement, ResourceType, Vars, json_fields
+from providers.readback import Absence
 
 PROVIDER = "azure"
 PIN = CliPin(
@@ -38,6 +43,7 @@ _LOCATION = FieldSpec(
     nl_keys=("location",),
     doc="the Azure region",
 )
+_NOT_FOUND = Absence((r"\((?:ResourceNotFound|ResourceGroupNotFound)\)", r"Code: (?:ResourceNotFound|ResourceGroupNotFound)\b"))
 _GROUP_RULE = "1 to 90 letters, digits, - _ . ( ), not ending in '.'"
 
 GROUP = ResourceType(
@@ -57,6 +63,7 @@ GROUP = ResourceType(
     delete=("az", "group", "delete", "--name", "{name}"),
     readback=("az", "group", "show", "--name", "{name}", "--output", "json"),
     parse=json_fields({"location": ("location",)}),
+    absent=_NOT_FOUND,
     doc="a resource group",
 )
 
@@ -142,6 +149,7 @@ AKS = ResourceType(
         "json",
     ),
     parse=json_fields({"node_count": ("agentPoolProfiles", 0, "count"), "state": ("provisioningState",)}),
+    absent=_NOT_FOUND,
     health=(
         "az",
         "aks",

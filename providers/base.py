@@ -27,11 +27,15 @@ import msgspec
 
 from events.plan import Command
 from providers.errors import InvalidValue, MissingField, UnknownField
+from providers.readback import NEVER, Absence, Absent, Observed, Present, Unknown, unknown
 
 Token = str | tuple[str, ...]
 Template = tuple[Token, ...]
 Vars = Mapping[str, Any]
-Parser = Callable[[int, str, str], "dict[str, Any] | None"]
+Parser = Callable[[str, str], "dict[str, Any] | None"]
+"""``(stdout, ident)`` of a read-back that succeeded → the observed fields; ``None`` when the answer
+shows the resource absent (no row); raises ``ValueError`` (or ``TypeError``…) on output it cannot
+read, which makes the read-back unknown."""
 Kind = Literal["str", "int", "bool", "map", "choice"]
 
 _FIELD_NAMES: dict[str, tuple[str, ...]] = {}
@@ -115,8 +119,9 @@ class Batch:
 
     ``group(ident, target)`` says which resources one command can read together (a region, a
     database); ``command(group, idents)`` is that command's argv; ``parse(rc, stdout, idents)`` maps
-    each ident it learnt about to its observed fields (``None`` = absent). An ident left out (or
-    every ident, when the command failed) is unknown: read it back on its own.
+    each ident its answer proves something about to its observed fields (``None`` = proven absent:
+    the answer lists what exists and it is not there). An ident left out (or every ident, when the
+    command failed) is unknown: read it back on its own, which says why.
     """
 
     group: Callable[[str, str], str]
@@ -130,7 +135,7 @@ class Supplement:
     ``stat``): one command over one or many resources (``read``, a :class:`Batch`), run after the
     main read-back, only for resources it found and ``applies`` to (a regular file, not a FIFO a
     digest would block on). Its fields join the main read-back's; a resource it should have
-    answered for and did not lacks them (so a desired value there shows as drift, never as a match).
+    answered for and did not is unknown, never a match or drift.
     """
 
     read: Batch
@@ -145,7 +150,9 @@ class ResourceType:
       ``nouns``: its natural-language names; ``nl_in``: the field "in X" sets (``@target``: the
       target, e.g. an AWS region); ``summary``: fields shown in the plan's resource list.
     - ``state``/``constants``: what a read-back must show (``Step.desired``); ``parse`` turns a
-      read-back's ``(rc, stdout, name)`` into observed fields, ``None`` when absent.
+      successful read-back's ``(stdout, name)`` into observed fields (``None``: the answer shows it
+      absent); ``absent`` says which failures prove it absent (a not-found error code), any other
+      failure leaves it unknown (:meth:`read`, :mod:`providers.readback`).
     - ``create``/``update``/``delete``/``readback``/``health``/``exists`` templates; ``undo`` is the
       inverse of an update (often needing a ``previous_*`` value); ``restorable`` says whether a
       delete can be undone by re-creating; ``guarded`` whether the read-back can prove a step done.
@@ -164,6 +171,7 @@ class ResourceType:
     ident: str
     readback: Template
     parse: Parser
+    absent: Absence = NEVER
     fields: tuple[FieldSpec, ...] = ()
     nouns: tuple[str, ...] = ()
     nl_in: str | None = None
@@ -192,6 +200,24 @@ class ResourceType:
     batch: Batch | None = None
     supplement: Supplement | None = None
     doc: str = ""
+
+    def read(self, rc: int, stdout: str, stderr: str, ident: str, *, timed_out: bool = False) -> Observed:
+        """What one read-back of ``ident`` says: present (fields, with ``exists: True``), absent
+        (a successful answer showing none, or a failure this type declares proof of absence), or
+        unknown (any other failure, output it cannot read)."""
+        if timed_out or rc != 0:
+            return self.failed(rc, stderr, timed_out=timed_out)
+        try:
+            fields = self.parse(stdout, ident)
+        except (ValueError, TypeError, AttributeError, LookupError) as err:
+            return Unknown(rc=0, kind="error", summary=f"could not parse the read-back's output ({err})")
+        return Absent("the answer shows none") if fields is None else Present({"exists": True, **fields})
+
+    def failed(self, rc: int, stderr: str, *, timed_out: bool = False) -> Absent | Unknown:
+        """What a failed read-back (or existence check) of this type says: absent only when its
+        stderr carries this type's proof of absence (:attr:`absent`)."""
+        proof = None if timed_out else self.absent.proof(rc, stderr)
+        return unknown(rc, stderr, timed_out=timed_out) if proof is None else Absent(proof)
 
     def spec(self, name: str) -> FieldSpec:
         """The field named ``name`` (``KeyError`` when the type has none)."""
@@ -405,24 +431,20 @@ def compare(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> l
     ]
 
 
-def rc_exists(rc: int, stdout: str, ident: str) -> dict[str, Any] | None:
-    """Parser for read-backs whose exit status alone says whether the resource exists."""
-    return {} if rc == 0 else None
+def rc_exists(stdout: str, ident: str) -> dict[str, Any] | None:
+    """Parser for read-backs whose success alone shows the resource exists (whether a failure
+    proves it absent is the type's :class:`Absence`)."""
+    return {}
 
 
 def json_fields(
     paths: Mapping[str, tuple[str | int, ...]],
     convert: Mapping[str, Callable[[Any], Any]] | None = None,
 ) -> Parser:
-    """A parser that reads ``field ← value at path`` from a JSON read-back (rc≠0 → absent)."""
+    """A parser that reads ``field ← value at path`` from a JSON read-back (invalid JSON: unknown)."""
 
-    def parse(rc: int, stdout: str, ident: str) -> dict[str, Any] | None:
-        if rc != 0:
-            return None
-        try:
-            doc = json.loads(stdout) if stdout.strip() else {}
-        except json.JSONDecodeError:
-            return None
+    def parse(stdout: str, ident: str) -> dict[str, Any] | None:
+        doc = json.loads(stdout) if stdout.strip() else {}
         out: dict[str, Any] = {}
         for name, path in paths.items():
             value = _at(doc, path)
@@ -437,11 +459,11 @@ def json_fields(
 def delimited(
     names: Sequence[str], sep: str = ":", convert: Mapping[str, Callable[[str], Any]] | None = None
 ) -> Parser:
-    """A parser for one ``a<sep>b<sep>c`` line (rc≠0 or no output → absent)."""
+    """A parser for one ``a<sep>b<sep>c`` line (no output: the answer shows none, e.g. no row)."""
 
-    def parse(rc: int, stdout: str, ident: str) -> dict[str, Any] | None:
+    def parse(stdout: str, ident: str) -> dict[str, Any] | None:
         line = stdout.strip().splitlines()[0] if stdout.strip() else ""
-        if rc != 0 or not line:
+        if not line:
             return None
         parts = line.split(sep, len(names) - 1)
         out: dict[str, Any] = {}

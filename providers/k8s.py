@@ -5,6 +5,10 @@ The binary is the versioned name ``kubectl-1.29``. The target is a cluster conte
 any other target adds ``--context TARGET``. A deployment's image and replica count are facets
 (``kubectl-1.29 set image`` / ``scale``); an image change is undone with ``rollout undo``.
 ``k8s_service_selector`` is the switch step of a blue-green rollout.
+
+A failed read-back proves absence only by the API server's ``Error from server (NotFound)`` (the
+object, or its namespace, is not there); an unreachable cluster, a refused certificate or token,
+or a ``Forbidden`` leave the resource unknown.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from providers.base import CliPin, FieldSpec, Requirement, ResourceType, Template, Vars, json_fields
+from providers.readback import Absence
 
 PROVIDER = "k8s"
 KUBECTL = "kubectl-1.29"
@@ -27,6 +32,7 @@ _LABEL_RULE = "a DNS label: lowercase letters, digits and '-', at most 63, start
 _CTX = ("--context", "{context}")
 _NS = ("-n", "{namespace}")
 _ALWAYS_THERE = frozenset({"default", "kube-system", "kube-public"})
+_NOT_FOUND = Absence((r"Error from server \(NotFound\)",))
 
 
 def _vars(v: Vars) -> dict[str, Any]:
@@ -74,6 +80,7 @@ NAMESPACE = ResourceType(
     delete=kubectl("delete", "ns", "{name}"),
     readback=kubectl("get", "namespace", "{name}", "-o", "json"),
     parse=json_fields({"phase": ("status", "phase")}),
+    absent=_NOT_FOUND,
     derive=_vars,
     cluster_bound=True,
     doc="a namespace",
@@ -125,6 +132,7 @@ DEPLOYMENT = ResourceType(
     delete=kubectl("delete", "deployment", "{name}", _NS),
     readback=_DEPLOY_READ,
     parse=_DEPLOY_PARSE,
+    absent=_NOT_FOUND,
     health=_ROLLOUT,
     derive=_vars,
     requires=(_IN_NAMESPACE,),
@@ -145,6 +153,7 @@ def _deployment_facet(name: str, field: str, apply: Template, undo: Template) ->
         undo=undo,
         readback=_DEPLOY_READ,
         parse=_DEPLOY_PARSE,
+        absent=_NOT_FOUND,
         health=_ROLLOUT,
         derive=_vars,
         facet_of=("k8s_deployment",),
@@ -187,6 +196,7 @@ CONFIGMAP = ResourceType(
     delete=kubectl("delete", "configmap", "{name}", _NS),
     readback=kubectl("get", "configmap", "{name}", _NS, "-o", "json"),
     parse=json_fields({"data": ("data",)}, {"data": lambda d: d or {}}),
+    absent=_NOT_FOUND,
     derive=_vars,
     requires=(_IN_NAMESPACE,),
     cluster_bound=True,
@@ -208,6 +218,7 @@ SERVICE_SELECTOR = ResourceType(
     undo=kubectl("patch", "service", "{name}", _NS, "-p", "{previous_patch}"),
     readback=kubectl("get", "service", "{name}", _NS, "-o", "json"),
     parse=json_fields({"app": ("spec", "selector", "app")}),
+    absent=_NOT_FOUND,
     derive=_vars,
     cluster_bound=True,
     doc="the app selector of a service: the switch of a blue-green rollout",

@@ -15,9 +15,12 @@ Commands (argv, no shell):
 - symlink: ``ln -s TARGET PATH``; update ``ln -sfn TARGET PATH``; delete ``rm -f PATH``.
 
 Read-backs: ``stat -c %F:%a:%U[:%s] PATH`` (``:`` separated; no ``|`` in a plan, ever) and
-``readlink PATH``; a regular file's content is then read back as ``sha256sum -- PATH`` (the
+``readlink -v PATH``; a regular file's content is then read back as ``sha256sum -- PATH`` (the
 type's supplement), so an edit that keeps the size is drift too. Both batch: one ``stat`` and one
-``sha256sum`` over many paths. The target of every local resource is ``local``.
+``sha256sum`` over many paths. Only exit 1 with "No such file or directory" or "Not a directory"
+proves a path absent (``readlink -v`` also says "Invalid argument": not a symlink); "Permission
+denied" and anything else leave it unknown (plain ``readlink`` fails silently, hence ``-v``). The
+target of every local resource is ``local``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from providers.base import (
     delimited,
     octal_mode,
 )
+from providers.readback import Absence
 
 PROVIDER = "local"
 PIN = CliPin(
@@ -148,6 +152,9 @@ def _digest_batch() -> Batch:
     )
 
 
+_GONE = ("No such file or directory", "Not a directory")
+_MISSING = Absence(_GONE, rcs=frozenset({1}))
+_NOT_A_LINK = Absence((*_GONE, "Invalid argument"), rcs=frozenset({1}))
 _CONTENT = Supplement(read=_digest_batch(), applies=lambda observed: observed.get("kind") == "regular file")
 _PARENT = Requirement(type="local_directory", match={"path": "parent"}, skip=lambda v: v.get("parent") == "/")
 _STAT = ("stat", "-c", "%F:%a:%U", "{path}")
@@ -168,6 +175,7 @@ DIRECTORY = ResourceType(
     delete=("rmdir", "{path}"),
     readback=_STAT,
     parse=delimited(("kind", "mode", "owner"), convert=_CONVERT),
+    absent=_MISSING,
     batch=_stat_batch("%F:%a:%U", ("kind", "mode", "owner"), _CONVERT),
     derive=_derive,
     requires=(_PARENT,),
@@ -200,6 +208,7 @@ FILE = ResourceType(
     delete=("rm", "-f", "{path}"),
     readback=("stat", "-c", "%F:%a:%U:%s", "{path}"),
     parse=delimited(("kind", "mode", "owner", "size"), convert={**_CONVERT, **_SIZED}),
+    absent=_MISSING,
     batch=_stat_batch("%F:%a:%U:%s", ("kind", "mode", "owner", "size"), {**_CONVERT, **_SIZED}),
     supplement=_CONTENT,
     stdin_field="content",
@@ -232,8 +241,9 @@ SYMLINK = ResourceType(
     create=("ln", "-s", "{target}", "{path}"),
     update=("ln", "-sfn", "{target}", "{path}"),
     delete=("rm", "-f", "{path}"),
-    readback=("readlink", "{path}"),
+    readback=("readlink", "-v", "{path}"),
     parse=delimited(("target",)),
+    absent=_NOT_A_LINK,
     derive=_derive,
     requires=(_PARENT,),
     timeout_s=10.0,
@@ -249,6 +259,7 @@ MODE = ResourceType(
     create=("chmod", "{mode}", "{path}"),
     readback=("stat", "-c", "%a", "{path}"),
     parse=delimited(("mode",), convert={"mode": octal_mode}),
+    absent=_MISSING,
     batch=_stat_batch("%a", ("mode",), {"mode": octal_mode}),
     facet_of=("local_directory", "local_file"),
     facet_field="mode",
@@ -265,6 +276,7 @@ OWNER = ResourceType(
     create=("chown", "{owner}", "{path}"),
     readback=("stat", "-c", "%U", "{path}"),
     parse=delimited(("owner",)),
+    absent=_MISSING,
     batch=_stat_batch("%U", ("owner",), {}),
     facet_of=("local_directory", "local_file"),
     facet_field="owner",
@@ -282,6 +294,7 @@ CONTENT = ResourceType(
     create=("dd", "of={path}", "status=none"),
     readback=("stat", "-c", "%F:%s", "{path}"),
     parse=delimited(("kind", "size"), convert=_SIZED),
+    absent=_MISSING,
     batch=_stat_batch("%F:%s", ("kind", "size"), _SIZED),
     supplement=_CONTENT,
     stdin_field="content",

@@ -6,6 +6,11 @@ reference), never from the plan. Identifiers are restricted to lowercase SQL ide
 quoting is ever needed and no value can inject SQL. Read-backs use ``-A -t`` (unaligned, tuples
 only: ``a|b``); existence checks for prerequisites divide by the row count, so psql exits non-zero
 when the object is missing.
+
+Absence is proven by an answer: a read-back query that ran and returned no row, an existence
+check's "division by zero", or, for what lives in a database (schema, grant), the server saying
+that database does not exist. A connection that failed (refused, a password refused, a time-out)
+proves nothing: the resource is unknown.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from providers.base import Batch, CliPin, FieldSpec, Requirement, ResourceType, Template, Vars, delimited
+from providers.readback import Absence
 
 PROVIDER = "postgres"
 PIN = CliPin(
@@ -42,6 +48,9 @@ def _ident(name: str, doc: str, *keys: str) -> FieldSpec:
     return FieldSpec(name=name, required=name != "owner", pattern=_IDENT, rule=_RULE, nl_keys=keys, doc=doc)
 
 
+_NO_ROW = r"ERROR:  division by zero"  # an existence check: 1 / count(*) of no row
+_EXISTS = Absence((_NO_ROW,))
+_IN_DATABASE = Absence((_NO_ROW, r'FATAL:  database "[a-z0-9_]+" does not exist'))
 _PRIVILEGES = {"read": "SELECT", "write": "SELECT, INSERT, UPDATE, DELETE", "all": "ALL PRIVILEGES"}
 _CHECKED = {"read": "SELECT", "write": "INSERT", "all": "TRUNCATE"}
 
@@ -72,6 +81,7 @@ DATABASE = ResourceType(
     readback=_query("postgres", _DB_ROW),
     exists=_query("postgres", "SELECT 1 / count(*) FROM pg_database WHERE datname = '{name}'"),
     parse=_DB_PARSE,
+    absent=_EXISTS,
     timeout_s=120.0,
     doc="a database (its owner is a facet)",
 )
@@ -110,6 +120,7 @@ ROLE = ResourceType(
     readback=_query("postgres", "SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname = '{name}'"),
     exists=_query("postgres", "SELECT 1 / count(*) FROM pg_roles WHERE rolname = '{name}'"),
     parse=delimited(("name", "login"), sep="|", convert={"login": lambda s: s == "t"}),
+    absent=_EXISTS,
     derive=_login_vars,
     doc="a role (no password in a plan: set one through a credential reference)",
 )
@@ -130,6 +141,7 @@ SCHEMA = ResourceType(
     readback=_query("{database}", "SELECT nspname FROM pg_namespace WHERE nspname = '{name}'"),
     exists=_query("{database}", "SELECT 1 / count(*) FROM pg_namespace WHERE nspname = '{name}'"),
     parse=delimited(("name",)),
+    absent=_IN_DATABASE,
     requires=(Requirement(type="pg_database", match={"name": "database"}),),
     doc="a schema in a database",
 )
@@ -166,8 +178,11 @@ def _held(rc: int, stdout: str, idents: Sequence[str]) -> dict[str, dict[str, An
     return {ident: ({} if rows[ident] == "t" else None) for ident in idents if ident in rows}
 
 
-def _grant_held(rc: int, stdout: str, ident: str) -> dict[str, Any] | None:
-    return {} if rc == 0 and stdout.strip() == "t" else None
+def _grant_held(stdout: str, ident: str) -> dict[str, Any] | None:
+    answer = stdout.strip()
+    if answer not in ("t", "f"):
+        raise ValueError(f"expected t or f, got {answer[:80]!r}")
+    return {} if answer == "t" else None
 
 
 GRANTS_HELD = Batch(
@@ -211,6 +226,7 @@ GRANT = ResourceType(
         _grants_held(["('{role}@{database}.{schema}:{privilege}', '{role}', '{schema}', '{checked}')"], ident=False),
     ),
     parse=_grant_held,
+    absent=_IN_DATABASE,
     batch=GRANTS_HELD,
     derive=_grant_vars,
     requires=(

@@ -19,8 +19,9 @@ import anyio
 
 from events.model import StepAttempt, StepOutput
 from events.plan import Command, ResourceRef, Step
-from providers import CATALOG, PINS, compare, observe
+from providers import CATALOG, PINS, Absent, Known, Observed, Present, Unknown, compare, observe
 from providers.base import Batch, ResourceType, batch_readbacks, grouped_readbacks
+from providers.readback import unknown
 from services.guard import (
     DEFAULT_PATH,
     DEFAULT_PINS,
@@ -198,39 +199,67 @@ Run = Callable[[Command], Awaitable[StepOutput]]
 """Runs one read-only command (how, with which time-out and retries, is the caller's choice)."""
 
 
+def timed_out(out: StepOutput) -> bool:
+    """Whether the command's last attempt was stopped by its time-out."""
+    return bool(out.tries) and out.tries[-1].timed_out
+
+
+def observed_by(ref: ResourceRef, out: StepOutput) -> Observed:
+    """What ``ref``'s read-back output says: present, absent (proven) or unknown (why)."""
+    return observe(ref, out.rc, out.stdout, out.stderr, timed_out=timed_out(out))
+
+
 async def supplement(
     rtype: ResourceType, present: Sequence[tuple[str, str, Mapping[str, Any]]], run: Run
-) -> tuple[dict[str, dict[str, Any]], tuple[StepOutput, ...]]:
+) -> tuple[dict[str, dict[str, Any] | Unknown], tuple[StepOutput, ...]]:
     """What ``rtype``'s supplement read-back (a file's digest) adds to resources its main read-back
     found (``(ident, target, observed)``), and the outputs of the commands that ran.
 
-    ident → the fields it adds: ``{}`` when the type has no supplement or it does not apply; an
-    ident it should have answered for and did not is left out.
+    ident → the fields it adds (``{}`` when the type has no supplement or it does not apply), or
+    :class:`Unknown` when the supplement should have answered for it and did not (a file it may not
+    read, or that changed while it was read): never a match, never drift.
     """
     spec = rtype.supplement
     if spec is None:
         return {ident: {} for ident, _, _ in present}, ()
-    extra: dict[str, dict[str, Any]] = {ident: {} for ident, _, seen in present if not spec.applies(seen)}
+    extra: dict[str, dict[str, Any] | Unknown] = {
+        ident: {} for ident, _, seen in present if not spec.applies(seen)
+    }
     outputs = []
     for command, idents in grouped_readbacks(spec.read, [(i, t) for i, t, seen in present if spec.applies(seen)]):
         out = await run(command)
         outputs.append(out)
         parsed = spec.read.parse(out.rc, out.stdout, idents)
-        extra |= {ident: fields for ident, fields in parsed.items() if fields is not None}
+        for ident in idents:
+            fields = parsed.get(ident)
+            extra[ident] = fields if fields is not None else _unanswered(ident, out)
     return extra, tuple(outputs)
 
 
-async def observe_one(
-    ref: ResourceRef, command: Command, run: Run
-) -> tuple[tuple[StepOutput, ...], dict[str, Any] | None]:
+def _unanswered(ident: str, out: StepOutput) -> Unknown:
+    """Why a supplement did not answer for ``ident``: its stderr line naming it, else its stderr."""
+    if out.rc == 0 and not timed_out(out):
+        return Unknown(rc=0, kind="error", summary=f"the content read-back's answer did not name {ident}")
+    named = [line for line in out.stderr.splitlines() if ident in line]
+    return unknown(out.rc, "\n".join(named) or out.stderr, timed_out=timed_out(out))
+
+
+def with_supplement(observed: Present, extra: dict[str, Any] | Unknown | None) -> Known | Unknown:
+    """A present resource with its supplement's fields, or unknown when the supplement did not answer."""
+    if isinstance(extra, Unknown):
+        return extra
+    return Present(observed.fields | (extra or {}))
+
+
+async def observe_one(ref: ResourceRef, command: Command, run: Run) -> tuple[tuple[StepOutput, ...], Observed]:
     """``ref`` read back with ``run``: its read-back ``command``, then its type's supplement when
-    the resource is there. Every output, and the observed fields (``None``: absent)."""
+    the resource is there. Every output, and what they say (present / absent / unknown)."""
     out = await run(command)
-    observed = observe(ref, out.rc, out.stdout)
-    if observed is None:
-        return (out,), None
-    extra, more = await supplement(CATALOG[ref.type], [(ref.name, ref.target, observed)], run)
-    return (out, *more), observed | extra.get(ref.name, {})
+    observed = observed_by(ref, out)
+    if not isinstance(observed, Present):
+        return (out,), observed
+    extra, more = await supplement(CATALOG[ref.type], [(ref.name, ref.target, observed.fields)], run)
+    return (out, *more), with_supplement(observed, extra.get(ref.name))
 
 
 async def read_back(
@@ -241,8 +270,8 @@ async def read_back(
     env: Mapping[str, str] | None = None,
     secrets: tuple[str, ...] = (),
     pins: PinTable | None = None,
-) -> dict[str, Any] | None:
-    """Observe a resource (:func:`observe_one`): its fields, or ``None`` when it does not exist."""
+) -> Observed:
+    """Observe a resource (:func:`observe_one`): present, absent, or unknown with the reason."""
 
     async def run(cmd: Command) -> StepOutput:
         return (await execute(cmd, timeout_s=timeout_s, env=env, secrets=secrets, pins=pins)).output
@@ -251,12 +280,12 @@ async def read_back(
     return observed
 
 
-async def batch_observe(steps: Sequence[Step], *, timeout_s: float = 60.0) -> dict[int, dict[str, Any] | None]:
+async def batch_observe(steps: Sequence[Step], *, timeout_s: float = 60.0) -> dict[int, Known]:
     """Read many resources back with one command per batchable group (one CLI start-up, one API
     call), where the provider can, plus one supplement command per group (a file's digest):
-    ``{index in steps: observed}`` for what the batches answered. Types without a batch read-back,
-    single resources and anything a batch left out are absent from the result: read those one by
-    one."""
+    ``{index in steps: present or absent}`` for what the batches answered. Types without a batch
+    read-back, single resources and anything a batch left out (it failed, or could not tell) are
+    not in the result: read those one by one, which says why they are unknown."""
 
     async def run(cmd: Command) -> StepOutput:
         return (await execute(cmd, timeout_s=timeout_s, max_attempts=2)).output
@@ -264,7 +293,7 @@ async def batch_observe(steps: Sequence[Step], *, timeout_s: float = 60.0) -> di
     by_type: dict[str, list[int]] = {}
     for i, step in enumerate(steps):
         by_type.setdefault(step.resource.type, []).append(i)
-    answered: dict[int, dict[str, Any] | None] = {}
+    answered: dict[int, Known] = {}
     for type_name, indexes in sorted(by_type.items()):
         rtype = CATALOG.get(type_name)
         if rtype is None or rtype.batch is None or len(indexes) < 2:
@@ -278,21 +307,27 @@ async def batch_observe(steps: Sequence[Step], *, timeout_s: float = 60.0) -> di
 
 async def _read_batch(
     rtype: ResourceType, batch: Batch, command: Command, idents: Sequence[str], targets: Mapping[str, str], run: Run
-) -> dict[str, dict[str, Any] | None]:
-    """One batch read-back of ``idents`` and its supplement: ident → observed (``None``: absent),
-    for those both answered."""
+) -> dict[str, Known]:
+    """One batch read-back of ``idents`` and its supplement: ident → present or absent, for those
+    both answered."""
     out = await run(command)
     parsed = batch.parse(out.rc, out.stdout, idents)
-    found = {ident: fields for ident, fields in parsed.items() if fields is not None}
-    extra, _ = await supplement(rtype, [(ident, targets[ident], fields) for ident, fields in found.items()], run)
-    absent: dict[str, dict[str, Any] | None] = {ident: None for ident, fields in parsed.items() if fields is None}
-    return absent | {ident: {"exists": True, **fields, **extra[ident]} for ident, fields in found.items() if ident in extra}
+    found = {ident: Present({"exists": True, **fields}) for ident, fields in parsed.items() if fields is not None}
+    extra, _ = await supplement(rtype, [(ident, targets[ident], seen.fields) for ident, seen in found.items()], run)
+    answered: dict[str, Known] = {ident: Absent("not in the batch's answer") for ident, fields in parsed.items()
+                                  if fields is None}
+    for ident, seen in found.items():
+        full = with_supplement(seen, extra.get(ident))
+        if not isinstance(full, Unknown):
+            answered[ident] = full
+    return answered
 
 
-async def observe_many(steps: Sequence[Step], *, concurrency: int = 16) -> list[dict[str, Any] | None]:
+async def observe_many(steps: Sequence[Step], *, concurrency: int = 16) -> list[Observed]:
     """Every step's resource read back: batched where the provider allows, the rest in parallel."""
     answered = await batch_observe(steps)
-    results: list[dict[str, Any] | None] = [answered.get(i) for i in range(len(steps))]
+    unread = Unknown(rc=0, kind="error", summary="not read back")
+    results: list[Observed] = [answered.get(i, unread) for i in range(len(steps))]
     limiter = anyio.CapacityLimiter(concurrency)
 
     async def one(i: int, step: Step) -> None:
@@ -313,10 +348,11 @@ async def already_done(
     secrets: tuple[str, ...] = (),
     pins: PinTable | None = None,
 ) -> bool:
-    """Whether the step's guard read-back already shows its desired state."""
+    """Whether the step's guard read-back shows its desired state; an unknown read-back never does
+    (the step runs, and fails on its own if the target cannot be reached)."""
     if step.guard is None:
         return False
     observed = await read_back(
         step.resource, step.guard, timeout_s=step.timeout_s, env=env, secrets=secrets, pins=pins
     )
-    return not compare(step.desired, observed)
+    return not isinstance(observed, Unknown) and not compare(step.desired, observed.fields)

@@ -143,6 +143,7 @@ class Observed:
     step that failed (with its error, and whether it was stopped at the change's deadline)."""
 
     probes: dict[str, Probe] = field(default_factory=dict)
+    unread: dict[str, str] = field(default_factory=dict)  # step → why its probe could not tell
     outputs: dict[int, list[StepOutput]] = field(default_factory=dict)
     failed: str = ""
     error: str = ""

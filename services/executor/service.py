@@ -44,7 +44,7 @@ from events.model import (
     WaveStarted,
 )
 from events.plan import Command, Plan, Step
-from providers import compare
+from providers import Absent, Unknown, compare
 from services.credentials import CredentialsBroker, CredentialsUnavailable, IssuedCredentials, broker_for
 from services.executor.config import ExecutorConfig
 from services.executor.decide import (
@@ -171,7 +171,7 @@ class Executor:
                 await ctx.emit((WaveStarted(wave=wave.index, targets=wave.targets), f"wave-start:{wave.index}"))
             case ProbeStep(step=step, command=command):
                 await self._issue_once(run)
-                seen.probes[step.id] = await self._probe(run, step, command)
+                seen.probes[step.id] = await self._probe(run, step, command, seen)
             case Skip(step=step, recovered=True):
                 shown = way.probe(step)
                 out = StepOutput(rc=0, stdout=f"outcome unknown after a restart; `{shown.display if shown else ''}` "
@@ -203,6 +203,8 @@ class Executor:
             seen.outputs.setdefault(step.wave, []).append(out)
         if out.rc != 0:
             error = f"`{display}` exited {out.rc}: {out.stderr.strip()[-500:]}"
+            if step.id in seen.unread:
+                error += f" ({seen.unread[step.id]})"
             await ctx.emit((way.failed(step_id=step.id, index=step.index, command=display, output=out, error=error),
                             way.key("fail", step)))
             seen.failed, seen.error = step.id, error
@@ -227,15 +229,19 @@ class Executor:
             case _:
                 return payload
 
-    async def _probe(self, run: _Run, step: Step, command: Command) -> Probe:
+    async def _probe(self, run: _Run, step: Step, command: Command, seen: Observed) -> Probe:
         """Whether the step is already in its target state (forward: the guard shows it done;
-        rollback: the created resource reads back absent)."""
+        rollback: the created resource reads back absent). A read-back that cannot tell (unknown)
+        proves nothing, so the step runs: it either does its work or fails on the same fault, and
+        its error then also says why the read-back could not tell."""
         if run.way.direction == "forward":
             done = await already_done(step, env=run.env(step), secrets=run.secrets(), pins=self.pins)
             return "done" if done else "not-done"
-        seen = await read_back(step.resource, command, timeout_s=step.timeout_s, env=run.env(step),
-                               secrets=run.secrets(), pins=self.pins)
-        return "done" if seen is None else "not-done"
+        found = await read_back(step.resource, command, timeout_s=step.timeout_s, env=run.env(step),
+                                secrets=run.secrets(), pins=self.pins)
+        if isinstance(found, Unknown):
+            seen.unread[step.id] = f"its read-back could not tell whether it was already undone: {found.reason}"
+        return "done" if isinstance(found, Absent) else "not-done"
 
     async def _exec(self, run: _Run, step: Step, command: Command, stdin: str | None, timeout_s: float) -> Executed:
         return await execute(
@@ -289,7 +295,11 @@ class Executor:
                 continue
             seen = await read_back(step.resource, step.readback, timeout_s=step.timeout_s, env=run.env(step),
                                    secrets=run.secrets(), pins=self.pins)
-            delta = compare(step.desired, seen)
+            if isinstance(seen, Unknown):
+                checks.append(Check(name="readback", target=step.resource.key, ok=False,
+                                    detail=f"could not read back {step.resource.key}: {seen.reason}"))
+                continue
+            delta = compare(step.desired, seen.fields)
             detail = "; ".join(f"{d.field}: {d.desired!r} → {d.observed!r}" for d in delta) or "matches"
             checks.append(Check(name="readback", target=step.resource.key, ok=not delta, detail=detail))
         return checks

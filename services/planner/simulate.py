@@ -1,7 +1,7 @@
 """The simulation report: what each step of a plan would do against an observed state (a dry run).
 
-``observed`` maps ``ResourceRef.key`` to the observed fields (as :func:`providers.observe`
-returns them; a state snapshot file holds the same mapping) or ``None`` for absent; a key that is
+``observed`` maps ``ResourceRef.key`` to the observed fields (a present read-back's
+``fields``, see :func:`providers.observe`; a state snapshot file holds the same mapping) or ``None`` for absent; a key that is
 not in the mapping is absent too. A facet step (e.g. S3 versioning) falls back to its parent's
 entry, so one snapshot entry per resource suffices. Nothing is run and nothing is mutated.
 """

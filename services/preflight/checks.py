@@ -1,11 +1,13 @@
 """Checks before any mutation: prerequisites, the dry run (conflicts), quotas.
 
 * **exists** — each ``resources_needed`` entry's check command (a read-back, through the guarded
-  runner); a missing one names the resource and how to provide it.
+  runner); a missing one names the resource and how to provide it; one the check could not read
+  (a refused certificate or password, an unreachable target) fails as "could not check", with why.
 * **dry-run** — each step's guard read-back compared with its desired state: ``create``,
   ``no-op`` (already done), ``delete``, or a failure: a resource to be created that already exists
   and differs from the plan (a conflict), or an update of something absent (blocked). A read-back
-  whose CLI cannot run here is reported as unknown and does not fail.
+  that cannot answer (its CLI cannot run here, the target refused it) is reported as unknown, with
+  why, and does not fail: never as absent.
 * **quota** — resources of each type the plan creates against the tenant's configured quota (pure).
 
 Read-backs run concurrently (``CHECK_CONCURRENCY`` at a time).
@@ -21,12 +23,12 @@ import anyio
 
 from events.model import Check, StepOutput
 from events.plan import Command, Plan, Prerequisite, Step
-from providers import CATALOG, compare
+from providers import CATALOG, Unknown, compare
+from providers.readback import unknown
 from services.preflight.config import PreflightConfig
-from services.steps import observe_one, run_command
+from services.steps import observe_one, run_command, timed_out
 
 CHECK_CONCURRENCY = 8
-UNRUNNABLE = (126, 127)
 Runner = Callable[[Command, str, float], Awaitable[StepOutput]]
 
 
@@ -39,24 +41,27 @@ async def prerequisite(pre: Prerequisite, run: Runner = guarded_read) -> Check:
     out = await run(pre.check, pre.resource.target, 30.0)
     if out.rc == 0:
         return Check(name="exists", target=pre.resource.key, ok=True, detail="exists")
-    why = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exited {out.rc}"
-    return Check(
-        name="exists",
-        target=pre.resource.key,
-        ok=False,
-        detail=f"missing prerequisite {pre.resource.type} {pre.resource.name} on {pre.resource.target}: {pre.hint} "
-               f"(check `{pre.check.display}`: {why})",
-    )
+    rtype = CATALOG.get(pre.resource.type)
+    seen = (rtype.failed(out.rc, out.stderr, timed_out=timed_out(out)) if rtype is not None
+            else unknown(out.rc, out.stderr, timed_out=timed_out(out)))
+    what = f"{pre.resource.type} {pre.resource.name} on {pre.resource.target}"
+    if isinstance(seen, Unknown):
+        detail = (f"could not check prerequisite {what}: {seen.reason} (check `{pre.check.display}`); "
+                  f"fix access to the target and retry. {pre.hint}")
+    else:
+        detail = f"missing prerequisite {what}: {pre.hint} (check `{pre.check.display}`: {seen.proof})"
+    return Check(name="exists", target=pre.resource.key, ok=False, detail=detail)
 
 
 async def dry_run(step: Step, run: Runner = guarded_read) -> Check:
     """What the step would do against the resource as read back now."""
     command = step.guard or step.readback
-    outputs, observed = await observe_one(step.resource, command, lambda c: run(c, step.target, step.timeout_s))
-    unrunnable = next((out for out in outputs if out.rc in UNRUNNABLE), None)
-    if unrunnable is not None:
+    _, seen = await observe_one(step.resource, command, lambda c: run(c, step.target, step.timeout_s))
+    if isinstance(seen, Unknown):
         return Check(name="dry-run", target=step.id, ok=True,
-                     detail=f"{step.action}: current state unknown ({unrunnable.stderr.strip()[:200]})")
+                     detail=f"{step.action}: current state unknown (could not read back {step.resource.key}: "
+                            f"{seen.reason})")
+    observed = seen.fields
     diffs = compare(step.desired, observed)
     if step.action == "delete":
         return Check(name="dry-run", target=step.id, ok=True, detail="delete" if observed is not None else "no-op: absent")

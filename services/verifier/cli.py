@@ -54,7 +54,8 @@ async def _drift(store: EventStore, tenant: str) -> list[dict[str, Any]]:
             "tenant": item.tenant,
             "resource": item.key,
             "status": reading.status if reading else "not checked",
-            "diff": "; ".join(f"{d.field}: {d.desired!r} → {d.observed!r}" for d in reading.diff) if reading else "",
+            "diff": (reading.reason or "; ".join(f"{d.field}: {d.desired!r} → {d.observed!r}" for d in reading.diff))
+            if reading else "",
             "baseline_change": item.change_id,
         })
     return rows

@@ -24,10 +24,9 @@ from events.model import (
     VerificationPassed,
 )
 from events.plan import Plan, Step, undo_steps
-from providers import compare
+from providers import Observed, Unknown, compare
 
 Scope = Literal["change", "rollback"]
-Observed = dict[str, Any] | None
 
 
 def plan_named(history: Sequence[Event], plan_hash: str) -> Plan | None:
@@ -76,7 +75,11 @@ def verdict(
     duration_ms: float,
     scope: Scope = "change",
 ) -> VerificationPassed | VerificationFailed:
-    """Compare each ``(step, desired)`` with what was observed; ``desired=None`` is not checkable."""
+    """Compare each ``(step, desired)`` with what was observed; ``desired=None`` is not checkable.
+
+    A resource whose read-back is unknown fails its check ("could not read back KEY: why") with no
+    diff: nothing was observed, so nothing is claimed about it (its current state hashes as
+    ``"unknown"``)."""
     checks: list[Check] = []
     diffs: list[FieldDiff] = []
     baseline: dict[str, Any] = {}
@@ -86,14 +89,19 @@ def verdict(
         if desired is None:
             checks.append(Check(name="undo", target=key, ok=True, detail=f"`{step.rollback.display if step.rollback else ''}` succeeded; prior value not recorded"))
             continue
-        delta = compare(desired, seen)
         baseline[key] = dict(desired)
-        current[key] = None if seen is None else {f: seen.get(f) for f in desired}
+        if isinstance(seen, Unknown):
+            current[key] = "unknown"
+            checks.append(Check(name="readback", target=key, ok=False, detail=f"could not read back {key}: {seen.reason}"))
+            continue
+        fields = seen.fields
+        delta = compare(desired, fields)
+        current[key] = None if fields is None else {f: fields.get(f) for f in desired}
         detail = "; ".join(f"{d.field}: {d.desired!r} → {d.observed!r}" for d in delta) or "matches"
         checks.append(Check(name="readback", target=key, ok=not delta, detail=detail))
         diffs += [FieldDiff(resource=key, field=d.field, desired=d.desired, observed=d.observed) for d in delta]
     base, now = digest(baseline), digest(current)
-    if diffs:
+    if not all(c.ok for c in checks):
         return VerificationFailed(
             checks=tuple(checks), diff=tuple(diffs), baseline_hash=base, current_hash=now,
             duration_ms=duration_ms, scope=scope,
@@ -101,6 +109,15 @@ def verdict(
     return VerificationPassed(
         checks=tuple(checks), baseline_hash=base, current_hash=now, duration_ms=duration_ms, scope=scope
     )
+
+
+def failure_reason(result: VerificationFailed) -> str:
+    """Why a verification failed, in one line: the fields that differ, and the failed checks with no
+    diff (a resource it could not read back)."""
+    differ = [f"{d.resource} {d.field}" for d in result.diff]
+    diffed = {d.resource for d in result.diff}
+    unread = [c.detail for c in result.checks if not c.ok and c.target not in diffed]
+    return "verification failed: " + "; ".join(differ + unread)
 
 
 def change_targets(plan: Plan) -> list[tuple[Step, Mapping[str, Any] | None]]:

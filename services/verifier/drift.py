@@ -45,7 +45,7 @@ from events.model import (
 from events.plan import Command
 from events.store import ChangeLog, EventStore, new_event
 from events.subjects import tenant_filter
-from providers import compare
+from providers import Known, Observed, Unknown, compare
 from providers.reconcile import reconcile_resource
 from services.guard import RateLimiter
 from services.runtime import utc_now
@@ -58,7 +58,6 @@ log = logging.getLogger("upm.drift")
 NAME = "drift"
 DRIFT_LOG_KEY = "upm-drift-log"
 ACTOR = "verifier"
-UNREADABLE_RC = 124  # the guard's refusals (126/127) and time-outs mean: no answer, not absent
 
 Status = Literal["ok", "drifted", "unknown"]
 
@@ -71,22 +70,21 @@ class Reading(msgspec.Struct, frozen=True, kw_only=True):
     observed: dict[str, Any] | None = None
     diff: tuple[FieldDiff, ...] = ()
     reads: int = 1
+    reason: str = ""
 
 
-Reader = Callable[[Managed], Awaitable[tuple[bool, dict[str, Any] | None]]]
+Reader = Callable[[Managed], Awaitable[Observed]]
 
 
-async def read_resource(item: Managed) -> tuple[bool, dict[str, Any] | None]:
-    """``(answered, observed)``: run the resource's read-back (and its supplement, a file's digest)
-    through the guard; unanswered when any of them was refused or timed out."""
+async def read_resource(item: Managed) -> Observed:
+    """Run the resource's read-back (and its supplement, a file's digest) through the guard:
+    present, absent (proven), or unknown (refused, timed out, a target that did not answer)."""
 
     async def run(command: Command) -> StepOutput:
         return await run_command(command, timeout_s=item.step.timeout_s, max_attempts=1)
 
-    outputs, observed = await observe_one(item.step.resource, item.step.readback, run)
-    if any(out.rc >= UNREADABLE_RC for out in outputs):
-        return False, None
-    return True, observed
+    _, observed = await observe_one(item.step.resource, item.step.readback, run)
+    return observed
 
 
 async def check(item: Managed, config: DriftConfig, read: Reader = read_resource) -> Reading:
@@ -94,13 +92,14 @@ async def check(item: Managed, config: DriftConfig, read: Reader = read_resource
     reads = 0
     while True:
         reads += 1
-        answered, observed = await read(item)
-        delta = compare(item.step.desired, observed) if answered else []
-        if answered and not delta:
+        seen = await read(item)
+        observed = None if isinstance(seen, Unknown) else seen.fields
+        delta = [] if isinstance(seen, Unknown) else compare(item.step.desired, observed)
+        if not isinstance(seen, Unknown) and not delta:
             return Reading(key=item.key, status="ok", observed=observed, reads=reads)
         if reads > config.confirm_retries:
-            if not answered:
-                return Reading(key=item.key, status="unknown", reads=reads)
+            if isinstance(seen, Unknown):
+                return Reading(key=item.key, status="unknown", reads=reads, reason=seen.reason)
             diff = tuple(FieldDiff(resource=item.key, field=d.field, desired=d.desired, observed=d.observed)
                          for d in delta)
             return Reading(key=item.key, status="drifted", observed=observed, diff=diff, reads=reads)
@@ -115,9 +114,9 @@ async def scan(
     limiter = anyio.CapacityLimiter(config.concurrency)
     pacing = RateLimiter(config.rate_per_s, burst=max(1, config.concurrency))
 
-    async def one(item: Managed, prefetched: dict[str, Any] | None, batched: bool) -> None:
-        if batched and not compare(item.step.desired, prefetched):
-            results.append(Reading(key=item.key, status="ok", observed=prefetched))
+    async def one(item: Managed, prefetched: Known | None) -> None:
+        if prefetched is not None and not compare(item.step.desired, prefetched.fields):
+            results.append(Reading(key=item.key, status="ok", observed=prefetched.fields))
             return
         async with limiter:  # not batchable, or drifted in the batch: read it on its own, confirmed
             await pacing.acquire(item.tenant)
@@ -127,7 +126,7 @@ async def scan(
         answered = await batch_observe([m.step for m in items]) if read is read_resource else {}
         async with anyio.create_task_group() as tg:
             for i, item in enumerate(items):
-                tg.start_soon(one, item, answered.get(i), i in answered)
+                tg.start_soon(one, item, answered.get(i))
     return sorted(results, key=lambda r: r.key)
 
 
@@ -191,6 +190,8 @@ class DriftLoop:
         for reading in readings:
             if reading.status == "drifted":
                 await self._drifted(by_key[reading.key], reading)
+            elif reading.status == "unknown":
+                log.warning("drift: could not read back %s: %s (tenant %s)", reading.key, reading.reason, tenant)
         summary = DriftScanned(
             managed=len(items),
             checked=sum(r.status != "unknown" for r in readings),

@@ -69,12 +69,12 @@ async def step(ctx: Context, config: VerifierConfig) -> None:
             result = await verify(targets, "change")
             out.append(result)
             if isinstance(result, VerificationFailed):
-                out += core.plan_rollback(plan, events, failure_reason(result), automatic=automatic)
+                out += core.plan_rollback(plan, events, core.failure_reason(result), automatic=automatic)
             out += core.slo_breach(result.duration_ms, config.verify_slo_ms)
         case ExecutionCompleted():  # verified as failed; its rollback plan was cut short
             failed = _last(events, VerificationFailed)
             assert failed is not None and isinstance(failed.payload, VerificationFailed)
-            out += core.plan_rollback(plan, events, failure_reason(failed.payload), automatic=automatic)
+            out += core.plan_rollback(plan, events, core.failure_reason(failed.payload), automatic=automatic)
         case ExecutionFailed(reason=reason):
             out += core.plan_rollback(plan, events, f"execution failed: {reason}", automatic=automatic)
         case RollbackCompleted() if state.status == "verifying-rollback":
@@ -82,10 +82,6 @@ async def step(ctx: Context, config: VerifierConfig) -> None:
         case _:
             return
     await ctx.emit(*(ctx.derived(p, origin.id, type_of(p)) for p in out))
-
-
-def failure_reason(result: VerificationFailed) -> str:
-    return "verification failed: " + "; ".join(f"{d.resource} {d.field}" for d in result.diff)
 
 
 def _last(events: Sequence[Event], *kinds: type[Payload]) -> Event | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import anyio
 import msgspec
+import pytest
 from executor_helpers import (
     append,
     config,
@@ -32,6 +33,9 @@ from events.model import (
     StepRetried,
 )
 from events.store import EventStore
+from services.emulators import free_port
+from services.planner import CompileInput, compile_intent
+from services.steps import already_done
 
 
 async def test_a_single_wave_change_keeps_the_plain_event_sequence(nc: NATS, store: EventStore, tmp_path: Path) -> None:
@@ -185,3 +189,13 @@ async def test_the_command_service_refuses_what_is_invalid_or_not_allowed(
     assert replies["state"]["error"]["rule"] == "not-paused" and "verifying" in replies["state"]["error"]["message"]
     assert replies["unknown"]["error"]["rule"] == "exists"
     assert (await types(store, change))[-1] == "execution.completed"  # nothing was appended
+
+
+async def test_a_delete_is_not_skipped_as_done_when_its_guard_cannot_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delete's guard shows it done when the resource is absent; the real psql against a port with
+    nothing listening proves nothing, so the delete must run (and fail on its own), never be skipped."""
+    monkeypatch.setenv("UPM_PG_HOST", "127.0.0.1")
+    monkeypatch.setenv("UPM_PG_PORT", str(free_port()))
+    [step] = compile_intent(CompileInput(request="Delete postgres role auditor")).steps
+    assert step.desired == {"exists": False} and step.guard is not None
+    assert not await already_done(step)

@@ -13,7 +13,19 @@ import anyio
 import pytest
 
 from events.plan import Command, ResourceRef, Step
-from providers import CATALOG, PINS, PROVIDERS, FieldDiff, compare, display, observe, pin_for
+from providers import (
+    CATALOG,
+    PINS,
+    PROVIDERS,
+    Absent,
+    FieldDiff,
+    Present,
+    Unknown,
+    compare,
+    display,
+    observe,
+    pin_for,
+)
 from services.planner import CompileInput, compile_intent
 from services.steps import read_back
 
@@ -26,7 +38,9 @@ def _run(cmd: Command, stdin: str | None = None) -> subprocess.CompletedProcess[
 
 def _observed(step: Step) -> dict[str, object] | None:
     """What the verifier sees: the step's read-back, then its type's supplement (a file's digest)."""
-    return anyio.run(read_back, step.resource, step.readback)
+    seen = anyio.run(read_back, step.resource, step.readback)
+    assert not isinstance(seen, Unknown), seen
+    return seen.fields
 
 
 def _apply(step: Step) -> None:
@@ -97,62 +111,63 @@ def test_observe_parses_each_providers_read_back() -> None:
             provider=CATALOG[type_name].provider, type=type_name, name=name, target="t", key="k"
         )
 
-    assert observe(ref("local_directory", "/x"), 0, "directory:750:root\n") == {
+    assert observe(ref("local_directory", "/x"), 0, "directory:750:root\n") == Present({
         "exists": True,
         "kind": "directory",
         "mode": "0750",
         "owner": "root",
-    }
-    assert observe(ref("local_file", "/x"), 0, "regular empty file:644:root:0\n") == {
+    })
+    assert observe(ref("local_file", "/x"), 0, "regular empty file:644:root:0\n") == Present({
         "exists": True,
         "kind": "regular file",
         "mode": "0644",
         "owner": "root",
         "size": 0,
-    }
-    assert observe(ref("local_directory", "/x"), 1, "") is None
-    assert observe(ref("aws_s3_bucket_versioning", "b"), 0, '{"Status": "Enabled"}') == {
+    })
+    gone = "stat: cannot statx '/x': No such file or directory\n"
+    assert observe(ref("local_directory", "/x"), 1, "", gone) == Absent("No such file or directory")
+    assert observe(ref("aws_s3_bucket_versioning", "b"), 0, '{"Status": "Enabled"}') == Present({
         "exists": True,
         "versioning": True,
-    }
+    })
     tags = '{"TagSet": [{"Key": "team", "Value": "alpha"}]}'
-    assert observe(ref("aws_s3_bucket_tagging", "b"), 0, tags) == {"exists": True, "tags": {"team": "alpha"}}
+    assert observe(ref("aws_s3_bucket_tagging", "b"), 0, tags) == Present({"exists": True, "tags": {"team": "alpha"}})
     attached = '{"AttachedPolicies": [{"PolicyArn": "arn:aws:iam::aws:policy/ReadOnlyAccess"}]}'
     assert observe(
         ref("aws_iam_role_policy_attachment", "r:arn:aws:iam::aws:policy/ReadOnlyAccess"), 0, attached
-    ) == {"exists": True}
-    assert (
-        observe(ref("aws_iam_role_policy_attachment", "r:arn:aws:iam::aws:policy/Other"), 0, attached) is None
-    )
+    ) == Present({"exists": True})
+    assert isinstance(observe(ref("aws_iam_role_policy_attachment", "r:arn:aws:iam::aws:policy/Other"), 0, attached),
+                      Absent)
     role = {
         "Role": {"AssumeRolePolicyDocument": {"Statement": [{"Principal": {"Service": "ec2.amazonaws.com"}}]}}
     }
-    assert observe(ref("aws_iam_role", "r"), 0, json.dumps(role)) == {
+    assert observe(ref("aws_iam_role", "r"), 0, json.dumps(role)) == Present({
         "exists": True,
         "service": "ec2.amazonaws.com",
-    }
-    assert observe(ref("aws_sqs_queue", "q"), 0, '{"Attributes": {"VisibilityTimeout": "30"}}') == {
+    })
+    assert observe(ref("aws_sqs_queue", "q"), 0, '{"Attributes": {"VisibilityTimeout": "30"}}') == Present({
         "exists": True,
         "visibility_timeout": 30,
-    }
-    assert observe(ref("pg_role", "analyst"), 0, "analyst|t\n") == {
+    })
+    assert observe(ref("pg_role", "analyst"), 0, "analyst|t\n") == Present({
         "exists": True,
         "name": "analyst",
         "login": True,
-    }
-    assert observe(ref("pg_role", "analyst"), 0, "") is None
-    assert observe(ref("pg_grant", "g"), 0, "t\n") == {"exists": True}
-    assert observe(ref("pg_grant", "g"), 0, "f\n") is None
+    })
+    assert isinstance(observe(ref("pg_role", "analyst"), 0, ""), Absent)
+    assert observe(ref("pg_grant", "g"), 0, "t\n") == Present({"exists": True})
+    assert isinstance(observe(ref("pg_grant", "g"), 0, "f\n"), Absent)
     assert observe(
         ref("az_aks", "a"), 0, '{"agentPoolProfiles": [{"count": 2}], "provisioningState": "Succeeded"}'
-    ) == {"exists": True, "node_count": 2, "state": "Succeeded"}
+    ) == Present({"exists": True, "node_count": 2, "state": "Succeeded"})
     deploy = {"spec": {"replicas": 3, "template": {"spec": {"containers": [{"image": "nginx:1.27"}]}}}}
-    assert observe(ref("k8s_deployment", "ns/web"), 0, json.dumps(deploy)) == {
+    assert observe(ref("k8s_deployment", "ns/web"), 0, json.dumps(deploy)) == Present({
         "exists": True,
         "image": "nginx:1.27",
         "replicas": 3,
-    }
-    assert observe(ref("k8s_namespace", "x"), 1, "Error from server (NotFound)") is None
+    })
+    missing = 'Error from server (NotFound): namespaces "x" not found\n'
+    assert observe(ref("k8s_namespace", "x"), 1, "", missing) == Absent("Error from server (NotFound)")
     with pytest.raises(KeyError, match="unknown resource type"):
         observe(
             ref("local_directory", "x").__class__(provider="x", type="nope", name="x", target="t", key="k"),

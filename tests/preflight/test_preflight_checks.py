@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from preflight_helpers import config, plan_of
 
 from events.model import StepOutput
 from events.plan import Command
+from services.emulators import free_port
 from services.preflight.checks import run_checks
 
 
@@ -55,3 +57,19 @@ async def test_the_dry_run_reports_create_no_op_conflict_and_unknown(tmp_path: P
     }))
     (dry,) = [c for c in unknown if c.name == "dry-run"]
     assert dry.ok and dry.detail.startswith("create: current state unknown")
+
+
+async def test_a_target_that_refuses_the_connection_is_unknown_not_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real psql against a port with nothing listening: the prerequisite is "could not check",
+    with why, not "missing"; the dry run's current state is unknown, with why, not "absent"."""
+    monkeypatch.setenv("UPM_PG_HOST", "127.0.0.1")
+    monkeypatch.setenv("UPM_PG_PORT", str(free_port()))
+    checks = await run_checks(plan_of("Create schema reports in database sales"), "acme", config())
+    (exists,) = [c for c in checks if c.name == "exists"]
+    assert not exists.ok and exists.target == "pg_database:default:sales"
+    assert exists.detail.startswith("could not check prerequisite pg_database sales on default: refused (exit 2): ")
+    assert "Connection refused" in exists.detail and "missing" not in exists.detail
+    role = await run_checks(plan_of("Create postgres role auditor"), "acme", config())
+    (dry,) = [c for c in role if c.name == "dry-run"]
+    assert dry.ok and dry.detail.startswith("create: current state unknown (could not read back "
+                                            "pg_role:default:auditor: refused (exit 2): ")

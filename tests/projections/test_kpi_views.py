@@ -87,11 +87,11 @@ def test_rollback_success(tmp_path: Path) -> None:
     h = History()
     failed(h, at=0)  # completed, verified: success
     c = h.change().intent(100).compiled(101).preflight(102).execute(103)
-    c.verify(105, ok=False).rollback(110)  # completed, not verified: success
+    c.verify(105, ok=False).rollback(110)  # completed, never verified: no evidence, counts as failed
     failed(h, at=200, rollback_ok=False)  # the rollback itself failed
     c = h.change().intent(300).compiled(301).preflight(302).execute(303)
     c.verify(305, ok=False).rollback(310, ok=True, verified=False)  # completed, but the read-back refutes it
-    assert figures(tmp_path, h)["rollback_success_pct"] == 50.0
+    assert figures(tmp_path, h)["rollback_success_pct"] == 25.0
 
 
 def test_rollback_success_when_the_only_rollback_failed(tmp_path: Path) -> None:

@@ -27,8 +27,9 @@ from projections import score
 from projections.db import ProjectionDB
 
 
-def complete(*, rollback: bool = True, published: bool = True) -> History:
-    """A log with evidence for every L4 clause, every KPI in its L4 band."""
+def complete(*, rollback: bool = True, published: bool = True, rollback_verified: bool | None = True) -> History:
+    """A log with evidence for every L4 clause, every KPI in its L4 band (``rollback_verified``: how
+    the rollback's restored state read back: matched, failed, or never verified)."""
     h = History()
     plan = seal(msgspec.structs.replace(make_plan(("a", "b")), variant="canary"))
     for i in range(50):
@@ -57,7 +58,7 @@ def complete(*, rollback: bool = True, published: bool = True) -> History:
             c.published(at + 9)
         if failing and rollback:
             c.add(RollbackApproved(plan_hash=plan.hash, lane="auto", by="verifier"), at + 9)
-            c.rollback(at + 10, ok=True, verified=True)
+            c.rollback(at + 10, ok=True, verified=rollback_verified)
         elif failing:  # the rollback is planned (documented) but never run
             c.add(RollbackPlanned(plan_hash=plan.hash, reason="verification failed", commands=plan.rollback), at + 9)
         if failing:
@@ -96,6 +97,18 @@ def test_no_rollback_evidence_caps_at_l3(tmp_path: Path) -> None:
     assert not gate.met
     audit = next(p for p in s.phases if p.phase == "Audit&Rollback")
     assert "an executed rollback recorded with evidence" in audit.next_level_missing
+
+
+def test_a_rollback_whose_restored_state_was_not_read_back_and_matched_is_no_evidence(tmp_path: Path) -> None:
+    """A completed rollback proves nothing until its restored state reads back: one whose rollback-scope
+    verification failed (a diff, or a read-back that could not answer) or never ran does not meet the gate,
+    and counts as a failed rollback in RollbackSuccess."""
+    for verified in (False, None):
+        s = scored(tmp_path / str(verified), complete(rollback_verified=verified))
+        assert not next(g for g in s.gates if g.cap == 3).met, verified
+        assert s.overall == 3
+        assert s.kpis["rollback_success_pct"] == 0.0
+    assert scored(tmp_path / "ok", complete()).kpis["rollback_success_pct"] == 100.0
 
 
 def test_no_exportable_trail_caps_at_l2(tmp_path: Path) -> None:

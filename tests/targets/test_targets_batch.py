@@ -7,7 +7,7 @@ import pytest
 from targets_helpers import boto, sql
 
 from events.plan import Command, ResourceRef
-from providers import CATALOG
+from providers import CATALOG, Absent, Present
 from providers.base import batch_readbacks, command
 from services.emulators import AwsTarget, PgTarget, Targets
 from services.steps import execute, read_back
@@ -33,8 +33,9 @@ async def test_one_list_buckets_reads_back_many_buckets_as_head_bucket_does(aws_
     assert done.output.rc == 0, done.output.stderr
     seen = bucket.batch.parse(0, done.output.stdout, members) if bucket.batch else {}
     assert seen == {**{f"batch-{i}": {} for i in range(5)}, "batch-missing": None}
-    assert await read_back(*single("aws_s3_bucket", {"name": "batch-3"}, "us-east-1")) == {"exists": True}
-    assert await read_back(*single("aws_s3_bucket", {"name": "batch-missing"}, "us-east-1")) is None
+    assert await read_back(*single("aws_s3_bucket", {"name": "batch-3"}, "us-east-1")) == Present({"exists": True})
+    missing = await read_back(*single("aws_s3_bucket", {"name": "batch-missing"}, "us-east-1"))
+    assert missing == Absent("An error occurred (404) when calling")  # head-bucket's not-found, not any failure
 
 
 async def test_one_catalog_query_reads_back_many_grants_per_database(pg_target: PgTarget) -> None:
@@ -59,7 +60,7 @@ async def test_one_catalog_query_reads_back_many_grants_per_database(pg_target: 
     for role in ("batch_r1", "batch_r3"):
         fields = {"role": role, "database": "batchdb", "privilege": "read"}
         observed = await read_back(*single("pg_grant", fields, "default"))
-        assert (observed is not None) == (role == "batch_r1")
+        assert isinstance(observed, Present if role == "batch_r1" else Absent), observed
 
 
 def single(type_name: str, fields: dict[str, str], target: str) -> tuple[ResourceRef, Command]:

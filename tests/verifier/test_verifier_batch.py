@@ -6,6 +6,7 @@ from pathlib import Path
 
 import anyio
 
+from providers import Absent, Present
 from services.planner import CompileInput, compile_intent
 from services.steps import batch_observe, observe_many, run_command
 
@@ -19,7 +20,7 @@ async def test_one_stat_reads_many_directories_and_absent_ones_fall_back(tmp_pat
     await anyio.Path(steps[3].resource.name).chmod(0o700)
     batched = await batch_observe(steps)
     assert sorted(batched) == list(range(10))  # the two absent ones are not guessed at
-    assert batched[3] == {"exists": True, "kind": "directory", "mode": "0700", "owner": "root"}
+    assert batched[3] == Present({"exists": True, "kind": "directory", "mode": "0700", "owner": "root"})
     observed = await observe_many(steps)
-    assert observed[10] is None and observed[11] is None
-    assert [o["mode"] for o in observed[:10] if o] == ["0750"] * 3 + ["0700"] + ["0750"] * 6
+    assert observed[10] == observed[11] == Absent("No such file or directory")
+    assert [o.fields["mode"] for o in observed[:10] if isinstance(o, Present)] == ["0750"] * 3 + ["0700"] + ["0750"] * 6

@@ -17,6 +17,7 @@ from events.model import (
 )
 from events.plan import Plan
 from events.store import new_event
+from providers import Absent, Present, Unknown
 from services.planner import CompileInput, compile_intent
 from services.verifier import core
 
@@ -42,7 +43,7 @@ def _done(step_id: str) -> StepCompleted:
 def test_a_matching_read_back_passes_with_equal_hashes() -> None:
     plan = _plan("Create directory /srv/a with mode 0750")
     step = plan.steps[0]
-    result = core.verdict(core.change_targets(plan), [{"exists": True, **step.desired}], 3.0)
+    result = core.verdict(core.change_targets(plan), [Present({"exists": True, **step.desired})], 3.0)
     assert isinstance(result, VerificationPassed)
     assert result.baseline_hash == result.current_hash
     assert [c.ok for c in result.checks] == [True]
@@ -50,7 +51,7 @@ def test_a_matching_read_back_passes_with_equal_hashes() -> None:
 
 def test_a_mismatch_fails_with_the_field_diff_and_different_hashes() -> None:
     plan = _plan("Create directory /srv/a with mode 0750")
-    observed = {"exists": True, "kind": "directory", "mode": "0700", "owner": "root"}
+    observed = Present({"exists": True, "kind": "directory", "mode": "0700", "owner": "root"})
     result = core.verdict(core.change_targets(plan), [observed], 3.0)
     assert isinstance(result, VerificationFailed)
     assert [(d.field, d.desired, d.observed) for d in result.diff] == [("mode", "0750", "0700")]
@@ -83,9 +84,28 @@ def test_a_rollback_is_verified_against_the_state_before_the_change() -> None:
     history = _events(PlanCompiled(plan=plan, compile_ms=1), _done(plan.steps[0].id))
     targets = core.rollback_targets(plan, history)
     assert [desired for _, desired in targets] == [{"exists": False}]
-    assert isinstance(core.verdict(targets, [None], 1.0, "rollback"), VerificationPassed)
-    still_there = core.verdict(targets, [{"exists": True, "mode": "0755"}], 1.0, "rollback")
+    assert isinstance(core.verdict(targets, [Absent("No such file or directory")], 1.0, "rollback"), VerificationPassed)
+    still_there = core.verdict(targets, [Present({"exists": True, "mode": "0755"})], 1.0, "rollback")
     assert isinstance(still_there, VerificationFailed) and still_there.scope == "rollback"
+
+
+TLS = Unknown(rc=255, kind="tls", summary="SSL validation failed for https://127.0.0.1:4566/ [SSL: "
+              "CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1006)")
+
+
+def test_a_read_back_that_could_not_answer_fails_with_the_reason_and_claims_no_diff() -> None:
+    """A rollback's "is it gone?" over a broken endpoint is no proof it is gone: it fails, says why, and
+    the diff claims nothing about the resource (no ``exists: False``)."""
+    plan = _plan("Create directory /srv/a")
+    history = _events(PlanCompiled(plan=plan, compile_ms=1), _done(plan.steps[0].id))
+    for targets, scope in ((core.rollback_targets(plan, history), "rollback"), (core.change_targets(plan), "change")):
+        result = core.verdict(targets, [TLS], 1.0, scope)  # type: ignore[arg-type]
+        assert isinstance(result, VerificationFailed) and result.scope == scope
+        assert result.diff == ()
+        [check] = result.checks
+        key = plan.steps[0].resource.key
+        assert not check.ok and check.detail == f"could not read back {key}: {TLS.reason}"
+        assert "tls (exit 255): SSL validation failed" in core.failure_reason(result)
 
 
 def test_a_slow_verification_breaches_its_slo() -> None:

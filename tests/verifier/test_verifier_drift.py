@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
+from providers import Observed, Unknown
 from services.planner import CompileInput, compile_intent
 from services.steps import run_command
 from services.verifier.config import DriftConfig
@@ -59,10 +59,10 @@ async def test_a_transient_read_failure_among_100_is_retried_not_drift(tmp_path:
     items = await _managed(tmp_path, 100)
     flaky = {items[37].key: 2, items[80].key: 1}  # these fail their first reads, then answer
 
-    async def read(item: Managed) -> tuple[bool, dict[str, Any] | None]:
+    async def read(item: Managed) -> Observed:
         if flaky.get(item.key, 0) > 0:
             flaky[item.key] -= 1
-            return False, None
+            return Unknown(rc=124, kind="timeout", summary="the step's timeout expired")
         return await read_resource(item)
 
     readings = await scan(items, FAST, read=read)
@@ -74,17 +74,18 @@ async def test_a_transient_read_failure_among_100_is_retried_not_drift(tmp_path:
 async def test_a_read_back_that_never_answers_is_unknown_not_drift(tmp_path: Path) -> None:
     [item] = await _managed(tmp_path, 1)
 
-    async def broken(_: Managed) -> tuple[bool, dict[str, Any] | None]:
-        return False, None
+    async def broken(_: Managed) -> Observed:
+        return Unknown(rc=126, kind="guard", summary="refused by the guard (unpinned): stat")
 
     reading = await check(item, FAST, broken)
     assert reading.status == "unknown" and reading.diff == ()
+    assert reading.reason == "guard (exit 126): refused by the guard (unpinned): stat"
 
 
 async def test_coverage_drops_honestly_when_read_backs_are_slow(tmp_path: Path) -> None:
     items = await _managed(tmp_path, 20)
 
-    async def slow(item: Managed) -> tuple[bool, dict[str, Any] | None]:
+    async def slow(item: Managed) -> Observed:
         await anyio.sleep(0.2)
         return await read_resource(item)
 
