@@ -107,10 +107,10 @@ def test_mttr_after_failed_change(tmp_path: Path) -> None:
     failed(h, at=0, restore_after_s=600)
     failed(h, at=1000, restore_after_s=1200)
     c = h.change().intent(3000).compiled(3001).preflight(3002).execute(3003, ok=False)  # execution failed at 3004
-    c.rollback(3004 + 1800 - 1)  # unverified rollback completes 30 min after
+    c.rollback(3004 + 1800 - 1)  # an unverified rollback completes 30 min after: no evidence, no row
     failed(h, at=5000, rollback_ok=False)  # not restored: no row
     happy(h, at=6000)
-    assert figures(tmp_path, h)["mttr_failed_change_min"] == 20.0
+    assert figures(tmp_path, h)["mttr_failed_change_min"] == 15.0  # (10 + 20) / 2
 
 
 def test_plan_compile_p95(tmp_path: Path) -> None:
