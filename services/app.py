@@ -287,7 +287,10 @@ async def close(nc: NATS, within: float = 5.0) -> None:
         except (TimeoutError, nats.errors.Error) as exc:
             nats_log.warning("draining the connection failed (%s); closing it", exc or type(exc).__name__)
     if not nc.is_closed:
-        await nc.close()
+        try:
+            await nc.close()
+        except OSError as exc:  # nats-py flushes a socket the server already closed: nothing was lost
+            nats_log.info("the connection was already gone when closed (%s)", exc)
 
 
 def run_service_process(names: tuple[str, ...], url: str, ready_dir: Path | None) -> None:

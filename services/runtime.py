@@ -226,7 +226,7 @@ class Runner:
             async with lock, anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_alive, msg)
                 try:
-                    await self._handle(msg, event)
+                    appended = await self._handle(msg, event)
                 except Exception as exc:
                     deliveries = msg.metadata.num_delivered
                     delay = min(30.0, 0.1 * math.pow(2, deliveries))
@@ -240,12 +240,15 @@ class Runner:
                 else:
                     await _settle(msg.ack())
                     self.handled += 1
+                    log.info("%s: handled %s", self.spec.name, event.type,
+                             extra={"fields": {"appended": [e.type for e in appended],
+                                               "delivery": msg.metadata.num_delivered}})
                 finally:
                     tg.cancel_scope.cancel()
         if not lock.locked() and lock.statistics().tasks_waiting == 0:
             self._locks.pop(event.change_id, None)
 
-    async def _handle(self, msg: Msg, event: Event) -> None:
+    async def _handle(self, msg: Msg, event: Event) -> list[Event]:
         change = await self.store.read(event.tenant, event.change_id)
         seq = msg.metadata.sequence.stream
         history = change.upto(seq)
@@ -253,6 +256,7 @@ class Runner:
             history = [*history, event]
         ctx = Context(self.spec.name, self.store, change, event, clock=self.clock)
         await self.spec.handle(ctx, history[:-1], event)
+        return ctx.appended
 
     async def _keep_alive(self, msg: Msg) -> None:
         while True:
