@@ -213,6 +213,14 @@ def test_down_while_nats_is_down_stops_everything_without_a_traceback(tmp_path: 
     env = _env(data)
     up = _upm("up", "--data", str(data), "--json", env=env)
     assert up.returncode == 0, up.stderr
+    try:
+        _down_while_nats_is_down(data, env)
+    finally:
+        if (data / app.STATE_FILE).exists():  # the test failed midway: leave nothing running
+            _upm("down", "--data", str(data), env=env)
+
+
+def _down_while_nats_is_down(data: Path, env: dict[str, str]) -> None:
     state = _state(data)
     everything = [int(state["supervisor"]), *(int(p) for p in state["pids"].values())]
     # hold NATS down: the supervisor is frozen (it would restart nats-server at once), then killed NATS
