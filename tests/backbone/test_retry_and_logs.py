@@ -31,7 +31,7 @@ def test_a_run_that_lasted_counts_the_next_failure_from_the_first_attempt() -> N
 
 
 def test_a_policy_that_makes_no_sense_is_refused_with_every_reason() -> None:
-    with pytest.raises(ValueError, match="backoff must be at least 1.*jitter must be in"):
+    with pytest.raises(ValueError, match=r"backoff must be at least 1.*jitter must be in"):
         RetryPolicy(backoff=0.5, jitter=1.0)
 
 
