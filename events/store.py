@@ -5,6 +5,7 @@ This is the only module that turns NATS replies into typed errors (:func:`map_er
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -43,6 +44,7 @@ from events.subjects import (
 ERR_WRONG_LAST_SEQUENCE = 10071
 ERR_STREAM_NOT_FOUND = 10059
 READ_BATCH = 512
+FOLLOW_IDLE_S = 1.0  # how often a quiet follower checks whether its connection came back
 
 
 class StoredEvent(msgspec.Struct, frozen=True):
@@ -285,6 +287,38 @@ class EventStore:
                 yield _stored(msg)
         finally:
             await sub.unsubscribe()
+
+
+    async def follow_raw(self, subject_filter: str, start_seq: int = 1) -> AsyncIterator[tuple[int, bytes]]:
+        """Yield ``(sequence, stored bytes)`` of the events matching ``subject_filter`` from
+        ``start_seq`` on, as they are stored, each once and in order (an ordered consumer). When the
+        connection comes back after a reconnect (the server may have restarted and lost the
+        consumer) it subscribes again from the next sequence. An error subscribing propagates:
+        call again with the next sequence you need."""
+        next_seq = start_seq
+        while True:
+            epoch = self.nc.stats["reconnects"]
+            try:
+                sub = await self.js.subscribe(subject_filter, ordered_consumer=True,
+                                              deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+                                              config=api.ConsumerConfig(opt_start_seq=next_seq))
+            except nats.errors.Error as exc:
+                raise map_error(exc, subject=subject_filter) from exc
+            try:
+                while True:
+                    try:
+                        msg = await sub.next_msg(timeout=FOLLOW_IDLE_S)
+                    except nats.errors.TimeoutError:
+                        if self.nc.stats["reconnects"] != epoch:
+                            break  # subscribe again: the consumer may be gone with the old server
+                        continue
+                    seq = msg.metadata.sequence.stream
+                    if seq >= next_seq:  # a consumer reset may deliver again what was already yielded
+                        next_seq = seq + 1
+                        yield seq, msg.data
+            finally:
+                with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
 
 
 def _stored(msg: Msg) -> StoredEvent:

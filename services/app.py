@@ -26,22 +26,34 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import msgspec
 import nats
 from nats.aio.client import Client as NATS
 
 from events.store import EventStore
 from events.subjects import inbox_prefix
 from projections.projector import Projector
-from services import auditor, client, emulators, executor, natsauth, preflight, processes, verifier
+from services import (
+    auditor,
+    client,
+    emulators,
+    executor,
+    logs,
+    natsauth,
+    preflight,
+    processes,
+    supervisor,
+    verifier,
+)
 from services.access import ENV_VAR as ACCESS_ENV
 from services.access import IDENTITY_ENV, service_identity, whoami
 from services.access import load as load_access
-from services.errors import ConfigError, NotRunning
+from services.errors import ConfigError, NotRunning, ServerStartFailed
 from services.executor.config import ENV_VAR as EXECUTOR_CONFIG_ENV
 from services.executor.config import load_config as load_executor_config
 from services.executor.errors import ExecutorConfigInvalid
 from services.gateway import Gateway
-from services.natsserver import EmbeddedNats, private_log
+from services.natsserver import private_log
 from services.planner import service as planner
 from services.runtime import Runner, ServiceSpec
 from services.tls import Pki, distinguished_name, ensure_pki
@@ -264,11 +276,30 @@ async def serve(nc: NATS, names: tuple[str, ...], *, ready: Callable[[str], None
                 ready(name)
 
 
+async def close(nc: NATS, within: float = 5.0) -> None:
+    """Close a service's connection at shutdown, whatever state NATS is in: drain it (in-flight
+    replies and acks go out) when connected, else just close it (nothing can go out anyway)."""
+    if nc.is_connected:
+        try:
+            with anyio.fail_after(within):
+                await nc.drain()
+            return
+        except (TimeoutError, nats.errors.Error) as exc:
+            nats_log.warning("draining the connection failed (%s); closing it", exc or type(exc).__name__)
+    if not nc.is_closed:
+        try:
+            await nc.close()
+        except OSError as exc:  # nats-py flushes a socket the server already closed: nothing was lost
+            nats_log.info("the connection was already gone when closed (%s)", exc)
+
+
 def run_service_process(names: tuple[str, ...], url: str, ready_dir: Path | None) -> None:
     """The body of ``upm service``: run until SIGTERM or SIGINT."""
     unknown = [n for n in names if n not in SERVICE_NAMES]
     if unknown:
         raise ConfigError(f"unknown service {', '.join(unknown)}: choose from {', '.join(SERVICE_NAMES)}")
+
+    logs.configure("+".join(names))
 
     def mark(name: str) -> None:
         if ready_dir is not None:
@@ -283,7 +314,7 @@ def run_service_process(names: tuple[str, ...], url: str, ready_dir: Path | None
             connections = []
             for name in names:  # each service as its own identity, so the server applies its permissions
                 nc = await connect(url, service=True, identity=service_identity(name))
-                stack.push_async_callback(nc.drain)
+                stack.push_async_callback(close, nc)
                 connections.append(nc)
             async with anyio.create_task_group() as tg:
                 for name, nc in zip(names, connections, strict=True):
@@ -335,11 +366,10 @@ def up(
     ready_dir = folder / "run"
     for stale in ready_dir.glob("*.ready"):
         stale.unlink()
-    pids: dict[str, int] = {}
-    state: dict[str, Any] = {"pids": pids, "data": str(folder), "security": SECURITY_TLS if tls else SECURITY_OPEN}
+    state: dict[str, Any] = {"pids": {}, "data": str(folder), "security": SECURITY_TLS if tls else SECURITY_OPEN}
     targets = emulators.start(folder, extras, aws_endpoint=aws_endpoint, postgres_dsn=postgres_dsn)
     state["targets"] = targets.state()
-    _write_state(folder, state)
+    write_state(folder, state)
     executor_config = _executor_config(folder, targets)
     service_env = {k: v for k, v in os.environ.items() if k != ACCESS_ENV}
     authorization = ""
@@ -356,50 +386,59 @@ def up(
     if pki is not None:
         state["tls_dir"] = str(pki.folder)
         service_env[TLS_ENV] = str(pki.folder)
-    if external_url is None:
-        server = EmbeddedNats(folder, log_file=logs / "nats-server.log", tls=pki, authorization=authorization)
-        url = server.start(detach=True)
-        assert server.process is not None
-        pids["nats-server"] = server.process.pid
-    else:
-        url = external_url
-    state = {"url": url, **state}
-    _write_state(folder, state)
-    if authorization and pki is not None:
-        try:
-            anyio.run(create_stream, url, pki.client_context(natsauth.ADMIN))
-        except Exception:
-            down(folder)
-            raise
+    write_state(folder, state)
+    services = []
     for name in SERVICE_NAMES:
         env = service_env | targets.service_env(name)
         if name == "executor" and executor_config is not None:
             env[EXECUTOR_CONFIG_ENV] = str(executor_config)
-        with private_log(logs / f"{name}.log") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "service", name, "--nats", url, "--ready-dir", str(ready_dir),
-                 "--data", str(folder)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-                umask=-1 if name == "executor" else 0o077,  # the executor's umask shapes the resources it makes
-            )
-        pids[name] = proc.pid
-        _write_state(folder, state)
+        # the executor's umask shapes the resources it makes: the operator's own (-1: inherited)
+        services.append(supervisor.ServicePlan(name=name, env=env, umask=-1 if name == "executor" else 0o077))
+    plan = supervisor.Plan(folder=str(folder), services=tuple(services), external_url=external_url,
+                           tls_dir=str(pki.folder) if pki is not None else None, authorization=authorization)
+    started = _start_supervisor(folder, plan, service_env, timeout)
+    if started is None:
+        down(folder)
+        raise ServerStartFailed(f"the supervisor exited during start-up: {_last_line(logs / 'supervisor.log')}; "
+                                f"see {logs}")
+    return started
+
+
+def _start_supervisor(
+    folder: Path, plan: supervisor.Plan, env: dict[str, str], timeout: float
+) -> dict[str, Any] | None:
+    """Start the supervisor (detached; its plan on standard input) and wait until every service is
+    ready; the state then, or ``None`` when the supervisor exited."""
+    logs, ready_dir = folder / "logs", folder / "run"
+    with private_log(logs / "supervisor.log") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "services.supervisor"], stdin=subprocess.PIPE, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    assert proc.stdin is not None
+    with proc.stdin:
+        proc.stdin.write(msgspec.json.encode(plan))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return None
+        state = read_state(folder) or {}
         missing = [n for n in SERVICE_NAMES if not (ready_dir / f"{n}.ready").exists()]
-        if not missing:
+        if state.get("supervisor") and not missing:
             return state
-        dead = [n for n in missing if not processes.alive(pids[n])]
+        dead = [n for n in missing if n in (state.get("restarts") or {})]
         if dead:
             down(folder)
             raise ConfigError(f"service {', '.join(dead)} exited during start-up; see {logs}")
         time.sleep(0.05)
     down(folder)
     raise ConfigError(f"services not ready within {timeout}s; see {logs}")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
 
 
 def identities() -> tuple[str, ...]:
@@ -457,27 +496,36 @@ def _executor_config(folder: Path, targets: emulators.Targets) -> Path | None:
 
 
 def down(folder: Path, timeout: float = 10.0) -> list[str]:
-    """Stop everything ``up`` started for ``folder`` (services, nats-server, then the emulators);
-    return what was stopped."""
+    """Stop everything ``up`` started for ``folder``: the supervisor stops the services and
+    nats-server (:mod:`services.supervisor`); whatever still runs after it (a supervisor killed
+    with SIGKILL leaves its processes behind) is stopped here; then the emulators. Return what
+    was stopped."""
     state = read_state(folder)
     if state is None:
         return []
+    running = {n for n, pid in state.get("pids", {}).items() if processes.alive(int(pid))}
+    stopped: list[str] = []
+    boss = state.get("supervisor")
+    if boss and processes.stop(int(boss), signal.SIGTERM, timeout * 2 + 5):
+        stopped.append("supervisor")
+    state = read_state(folder) or state  # its last word: the pids it had when it stopped
     pids: dict[str, int] = {k: int(v) for k, v in state.get("pids", {}).items()}
-    services = [n for n in pids if n != "nats-server" and processes.alive(pids[n])]
-    for name in services:  # signal them all first: they drain in parallel
+    running |= {n for n in pids if processes.alive(pids[n])}
+    leftover = [n for n in pids if n != "nats-server" and processes.alive(pids[n])]
+    for name in leftover:  # signal them all first: they drain in parallel
         with contextlib.suppress(ProcessLookupError):
             os.kill(pids[name], signal.SIGTERM)
-    for name in services:
+    for name in leftover:
         processes.stop(pids[name], signal.SIGTERM, timeout)
-    stopped = services
-    if "nats-server" in pids and processes.stop(pids["nats-server"], signal.SIGTERM, timeout):
-        stopped.append("nats-server")
+    if "nats-server" in pids:
+        processes.stop(pids["nats-server"], signal.SIGTERM, timeout)
+    stopped += sorted(running)
     stopped += emulators.stop(state.get("targets") or {}, timeout)
     (folder / STATE_FILE).unlink(missing_ok=True)
     return stopped
 
 
-def _write_state(folder: Path, state: dict[str, Any]) -> None:
+def write_state(folder: Path, state: dict[str, Any]) -> None:
     path = folder / STATE_FILE
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=2))
@@ -486,4 +534,5 @@ def _write_state(folder: Path, state: dict[str, Any]) -> None:
 
 
 def _alive(state: dict[str, Any]) -> bool:
-    return any(processes.alive(int(pid)) for pid in state.get("pids", {}).values())
+    pids = [*state.get("pids", {}).values(), *([state["supervisor"]] if state.get("supervisor") else [])]
+    return any(processes.alive(int(pid)) for pid in pids)

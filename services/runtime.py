@@ -10,6 +10,7 @@ consumer, so each event is handled by one of them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +24,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from events.codec import decode_event
 from events.errors import ConcurrencyConflict
@@ -32,6 +33,7 @@ from events.lifecycle import ChangeState, fold
 from events.model import Event, Payload, type_of
 from events.store import ChangeLog, EventStore, map_error, new_event
 from events.subjects import STREAM, type_filter
+from services import logs, retry
 
 log = logging.getLogger("upm.runtime")
 
@@ -160,30 +162,48 @@ class Runner:
         self.handled = 0
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
-        await ensure_consumer(self.store, self.spec)
-        psub = await self.store.js.pull_subscribe_bind(durable=self.spec.name, stream=STREAM)
+        """Bind the durable consumer and handle what it delivers, until cancelled. While NATS is
+        away (a reconnect, JetStream restarting, its consumer not yet recovered) the loop waits
+        with the shared retry policy and binds again; it never ends on such an error."""
+        bound = anyio.Event()
+
+        async def consume() -> None:
+            await ensure_consumer(self.store, self.spec)
+            psub = await self.store.js.pull_subscribe_bind(durable=self.spec.name, stream=STREAM)
+            bound.set()
+            try:
+                await self._consume(psub)
+            finally:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await psub.unsubscribe()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(retry.keep_running, f"{self.spec.name}: consuming", consume)
+            await bound.wait()
+            if ready is not None:
+                ready.set()
+
+    async def _consume(self, psub: JetStreamContext.PullSubscription) -> None:
         slots = anyio.Semaphore(self.spec.concurrency)
-        if ready is not None:
-            ready.set()
-        try:
-            async with anyio.create_task_group() as tg:
-                while True:
+        async with anyio.create_task_group() as tg:
+            while True:
+                await slots.acquire()
+                free = 1
+                while slots.value > 0:
                     await slots.acquire()
-                    free = 1
-                    while slots.value > 0:
-                        await slots.acquire()
-                        free += 1
-                    try:
-                        msgs = await psub.fetch(batch=free, timeout=1.0)
-                    except (nats.errors.TimeoutError, TimeoutError):
-                        msgs = []
-                    for _ in range(free - len(msgs)):
+                    free += 1
+                try:
+                    msgs = await psub.fetch(batch=free, timeout=1.0)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    msgs = []
+                except BaseException:
+                    for _ in range(free):
                         slots.release()
-                    for msg in msgs:
-                        tg.start_soon(self._guarded, msg, slots)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await psub.unsubscribe()
+                    raise
+                for _ in range(free - len(msgs)):
+                    slots.release()
+                for msg in msgs:
+                    tg.start_soon(self._guarded, msg, slots)
 
     async def _guarded(self, msg: Msg, slots: anyio.Semaphore) -> None:
         try:
@@ -192,33 +212,43 @@ class Runner:
             slots.release()
 
     async def process(self, msg: Msg) -> None:
-        """Handle one delivery: decode, read the change, handle, ack (nak on failure)."""
+        """Handle one delivery: decode, read the change, handle, ack (nak on failure). An ack, nak
+        or progress note that cannot reach NATS is dropped: the message is delivered again after
+        ``ack_wait``, and the handler's derived ids make that harmless."""
         try:
             event = decode_event(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             log.error("%s: undecodable event at %s, terminated: %s", self.spec.name, msg.subject, exc)
-            await msg.term()
+            await _settle(msg.term())
             return
         lock = self._locks.setdefault(event.change_id, anyio.Lock())
-        async with lock, anyio.create_task_group() as tg:
-            tg.start_soon(self._keep_alive, msg)
-            try:
-                await self._handle(msg, event)
-            except Exception as exc:
-                deliveries = msg.metadata.num_delivered
-                delay = min(30.0, 0.1 * math.pow(2, deliveries))
-                log.exception("%s: handling %s %s failed (delivery %d), retrying in %.1fs: %s",
-                              self.spec.name, event.type, event.id, deliveries, delay, exc)
-                await msg.nak(delay=delay)
-            else:
-                await msg.ack()
-                self.handled += 1
-            finally:
-                tg.cancel_scope.cancel()
+        with logs.context(change_id=event.change_id, event_id=event.id):
+            async with lock, anyio.create_task_group() as tg:
+                tg.start_soon(self._keep_alive, msg)
+                try:
+                    appended = await self._handle(msg, event)
+                except Exception as exc:
+                    deliveries = msg.metadata.num_delivered
+                    delay = min(30.0, 0.1 * math.pow(2, deliveries))
+                    if retry.is_transient(exc):
+                        log.warning("%s: handling %s failed (delivery %d), NATS is away, retrying in %.1fs: %s",
+                                    self.spec.name, event.type, deliveries, delay, exc or type(exc).__name__)
+                    else:
+                        log.exception("%s: handling %s failed (delivery %d), retrying in %.1fs: %s",
+                                      self.spec.name, event.type, deliveries, delay, exc)
+                    await _settle(msg.nak(delay=delay))
+                else:
+                    await _settle(msg.ack())
+                    self.handled += 1
+                    log.info("%s: handled %s", self.spec.name, event.type,
+                             extra={"fields": {"appended": [e.type for e in appended],
+                                               "delivery": msg.metadata.num_delivered}})
+                finally:
+                    tg.cancel_scope.cancel()
         if not lock.locked() and lock.statistics().tasks_waiting == 0:
             self._locks.pop(event.change_id, None)
 
-    async def _handle(self, msg: Msg, event: Event) -> None:
+    async def _handle(self, msg: Msg, event: Event) -> list[Event]:
         change = await self.store.read(event.tenant, event.change_id)
         seq = msg.metadata.sequence.stream
         history = change.upto(seq)
@@ -226,11 +256,23 @@ class Runner:
             history = [*history, event]
         ctx = Context(self.spec.name, self.store, change, event, clock=self.clock)
         await self.spec.handle(ctx, history[:-1], event)
+        return ctx.appended
 
     async def _keep_alive(self, msg: Msg) -> None:
         while True:
             await anyio.sleep(self.spec.ack_wait / 3)
-            await msg.in_progress()
+            await _settle(msg.in_progress())
+
+
+async def _settle(reply: Awaitable[None]) -> None:
+    """Send an ack, nak, term or progress note; when NATS is away, drop it (see :meth:`Runner.process`)."""
+    try:
+        await reply
+    except Exception as exc:
+        if not retry.is_transient(exc):
+            raise
+        log.warning("could not reach NATS to settle a delivery (%s); it will be delivered again",
+                    exc or type(exc).__name__)
 
 
 async def run_services(nc: NATS, specs: Sequence[ServiceSpec], **kwargs: Any) -> None:

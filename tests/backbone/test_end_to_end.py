@@ -131,5 +131,5 @@ def test_end_to_end_as_separate_os_processes(tmp_path: Path) -> None:
     finally:
         down = _upm("down", "--data", str(data), "--json", env=env)
     assert down.returncode == 0, down.stderr
-    assert sorted(json.loads(down.stdout)["stopped"]) == sorted(state["pids"])
-    assert not any(processes.alive(pid) for pid in state["pids"].values())  # gone (or a zombie: exited)
+    assert sorted(json.loads(down.stdout)["stopped"]) == sorted(["supervisor", *state["pids"]])
+    assert not any(processes.alive(pid) for pid in [state["supervisor"], *state["pids"].values()])  # gone (or a zombie: exited)

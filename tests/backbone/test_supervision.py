@@ -1,0 +1,242 @@
+"""Supervision, on one machine, as a user runs it: ``upm up`` and ``upm down`` through the CLI, in
+a temporary data folder, real processes killed with SIGKILL.
+
+* Under a steady load of changes submitted concurrently, every service is killed in turn and
+  nats-server twice, without ``upm down``: each killed service is back within seconds, nats-server
+  comes back on the same port and the services reconnect without being restarted; every
+  acknowledged change closes ``succeeded`` exactly once, no step runs twice, nothing is stuck; the
+  state file counts each restart.
+* ``upm down`` while nats-server is down stops everything, exits 0, and leaves no traceback.
+* Every service logs JSON lines (time, service, level, message; change and event ids when handling).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from events.model import ChangeClosed, StepCompleted, StepFailed, StepStarted
+from events.store import EventStore
+from events.subjects import inbox_prefix
+from services import app, client, processes
+from services.errors import NotRunning
+
+CHANGES = int(os.environ.get("UPM_SUPERVISION_CHANGES", "200"))
+TENANT = "load"
+ME = "tester"
+BACK_WITHIN_S = 15.0  # a restarted Python service imports everything again; the box is shared
+
+
+def _upm(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)
+
+
+def _env(data: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "UPM_DATA")}
+    return env | {"UPM_STALL_AFTER_S": "20", "UPM_STALL_CHECK_S": "2"}
+
+
+def _state(data: Path) -> dict[str, Any]:
+    state = app.read_state(data)
+    assert state is not None
+    return state
+
+
+def _wait_restarted(data: Path, name: str, old_pid: int, within: float = BACK_WITHIN_S) -> float:
+    """Seconds until the supervisor runs ``name`` again (a new pid, alive; a service also ready)."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        pid = int(_state(data)["pids"][name])
+        marker = data / "run" / f"{name}.ready"
+        ready = name == "nats-server" or (marker.exists() and marker.read_text() == str(pid))
+        if pid != old_pid and processes.alive(pid) and ready:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"{name} (pid {old_pid}) not back within {within}s; state: {_state(data)}")
+
+
+async def _connect(url: str) -> NATS:
+    return await nats.connect(url, inbox_prefix=inbox_prefix(ME), max_reconnect_attempts=-1,
+                              reconnect_time_wait=0.2)
+
+
+async def _submit(nc: NATS, target: Path, i: int, acknowledged: dict[int, str]) -> None:
+    """Submit change ``i`` until UPM acknowledges it (the same idempotency key: never two changes)."""
+    command = {"request": f"Create directory {target}/d{i}", "source": "api", "idempotency_key": f"load-{i}"}
+    with anyio.fail_after(90):
+        while True:
+            try:
+                acknowledged[i] = await client.submit(nc, TENANT, command, principal=ME, within=5.0)
+                return
+            except NotRunning:  # NATS is restarting: the gateway did not answer in time
+                await anyio.sleep(0.5)
+
+
+def _kill_each(data: Path, report: dict[str, Any]) -> None:
+    """SIGKILL every service in turn and nats-server twice, each after the last one is back."""
+    for name in [*app.SERVICE_NAMES[:4], "nats-server", *app.SERVICE_NAMES[4:], "nats-server"]:
+        state = _state(data)
+        pid = int(state["pids"][name])
+        others = {n: p for n, p in state["pids"].items() if n != name}
+        os.kill(pid, signal.SIGKILL)
+        report["back_s"][name] = max(report["back_s"].get(name, 0.0), _wait_restarted(data, name, pid))
+        if name == "nats-server":
+            report["urls"].append(_state(data)["url"])
+            report["unchanged"].append(others == {n: p for n, p in _state(data)["pids"].items() if n != name})
+        time.sleep(1.0)
+
+
+async def _load(url: str, data: Path, target: Path) -> tuple[dict[int, str], dict[str, Any]]:
+    acknowledged: dict[int, str] = {}
+    report: dict[str, Any] = {"back_s": {}, "urls": [], "unchanged": []}
+    nc = await _connect(url)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, _kill_each, data, report)
+            slots = anyio.Semaphore(16)
+            for i in range(CHANGES):
+                await slots.acquire()
+
+                async def one(i: int = i) -> None:
+                    try:
+                        await _submit(nc, target, i, acknowledged)
+                    finally:
+                        slots.release()
+
+                tg.start_soon(one)
+                await anyio.sleep(0.15)  # a steady stream, spread over the kills
+    finally:
+        await nc.close()
+    return acknowledged, report
+
+
+async def _outcomes(url: str, changes: dict[int, str], within: float) -> dict[int, list[Any]]:
+    """Each change's events once every one of them is closed (or the time is up)."""
+    nc = await _connect(url)
+    store = EventStore(nc)
+    events: dict[int, list[Any]] = {}
+    try:
+        deadline = time.monotonic() + within
+        open_ = set(changes)
+        while open_ and time.monotonic() < deadline:
+            for i in sorted(open_):
+                events[i] = [s.event.payload for s in (await store.read(TENANT, changes[i])).events]
+                if any(isinstance(p, ChangeClosed) for p in events[i]):
+                    open_.discard(i)
+            if open_:
+                await anyio.sleep(1.0)
+    finally:
+        await nc.close()
+    return events
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_kill_9_of_every_service_and_of_nats_under_load_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+    data, target = tmp_path / "upm", tmp_path / "made"
+    target.mkdir()
+    env = _env(data)
+    up = _upm("up", "--data", str(data), "--json", env=env)
+    assert up.returncode == 0, up.stderr
+    url = json.loads(up.stdout)["url"]
+    try:
+        acknowledged, report = anyio.run(_load, url, data, target)
+        events = anyio.run(_outcomes, url, acknowledged, 150.0)
+        state = _state(data)
+    finally:
+        down = _upm("down", "--data", str(data), "--json", env=env)
+    assert down.returncode == 0, down.stderr
+
+    assert len(acknowledged) == CHANGES
+    stuck = {i: [type(p).__name__ for p in events.get(i, [])] for i in acknowledged
+             if not any(isinstance(p, ChangeClosed) for p in events.get(i, []))}
+    assert not stuck, f"{len(stuck)} change(s) never closed, e.g. {list(stuck.items())[:3]}"
+    closes = {i: [p for p in ev if isinstance(p, ChangeClosed)] for i, ev in events.items()}
+    assert all(len(c) == 1 for c in closes.values()), {i: len(c) for i, c in closes.items() if len(c) != 1}
+    failed = {i: (c[0].outcome, c[0].reason) for i, c in closes.items() if c[0].outcome != "succeeded"}
+    assert not failed, failed
+    for i, ev in events.items():
+        completed = collections.Counter(p.step_id for p in ev if isinstance(p, StepCompleted))
+        assert completed and set(completed.values()) == {1}, (i, completed)
+        assert not [p for p in ev if isinstance(p, StepFailed)], i
+        # the step is `mkdir DIR` (no -p): run twice, its second run fails (and the change with it). A
+        # step may be *announced* twice (step.started, then SIGKILL before mkdir ran, then the restarted
+        # executor runs it), but never run twice
+        assert all(isinstance(p, StepStarted) and p.command.startswith("mkdir -m ") and " -p" not in p.command
+                   for p in ev if isinstance(p, StepStarted)), i
+    assert sorted(p.name for p in target.iterdir()) == sorted(f"d{i}" for i in range(CHANGES))
+
+    assert report["urls"] == [url, url]  # nats-server came back on its port, twice
+    assert report["unchanged"] == [True, True]  # ... and no service had to be restarted for it
+    assert all(back <= BACK_WITHIN_S for back in report["back_s"].values()), report["back_s"]
+    counts = {name: r["count"] for name, r in state["restarts"].items()}
+    assert counts == {**dict.fromkeys(app.SERVICE_NAMES, 1), "nats-server": 2}
+    assert all(r["last_exit"] == -signal.SIGKILL for r in state["restarts"].values())
+    restarts = [json.loads(line) for line in (data / "logs" / "supervisor.log").read_text().splitlines()
+                if '"restart"' in line]
+    assert collections.Counter(r["process"] for r in restarts) == collections.Counter(counts)
+    _assert_json_logs(data, changes=set(acknowledged.values()))
+
+
+def _assert_json_logs(data: Path, changes: set[str]) -> None:
+    """Each service's log is JSON lines with time, service, level, message; handled events name
+    their change and event; nothing was logged as a traceback."""
+    for name in app.SERVICE_NAMES:
+        text = (data / "logs" / f"{name}.log").read_text()
+        assert "Traceback" not in text, f"{name}.log:\n{text[-3000:]}"
+        records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        assert records, f"{name}.log has no JSON line:\n{text[-2000:]}"
+        assert all({"time", "service", "level", "message"} <= set(r) for r in records)
+        assert {r["service"] for r in records} == {name}
+        handled = [r for r in records if r["message"].startswith(f"{name}: handled ")]
+        if name in ("planner", "preflight", "executor", "verifier", "auditor"):
+            assert handled and all(r["change_id"] in changes and r["event_id"] for r in handled), name
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_down_while_nats_is_down_stops_everything_without_a_traceback(tmp_path: Path) -> None:
+    data = tmp_path / "upm"
+    env = _env(data)
+    up = _upm("up", "--data", str(data), "--json", env=env)
+    assert up.returncode == 0, up.stderr
+    try:
+        _down_while_nats_is_down(data, env)
+    finally:
+        if (data / app.STATE_FILE).exists():  # the test failed midway: leave nothing running
+            _upm("down", "--data", str(data), env=env)
+
+
+def _down_while_nats_is_down(data: Path, env: dict[str, str]) -> None:
+    state = _state(data)
+    everything = [int(state["supervisor"]), *(int(p) for p in state["pids"].values())]
+    # hold NATS down: the supervisor is frozen (it would restart nats-server at once), then killed NATS
+    os.kill(int(state["supervisor"]), signal.SIGSTOP)
+    os.kill(int(state["pids"]["nats-server"]), signal.SIGKILL)
+    time.sleep(2.0)  # every service has noticed, and is reconnecting
+    down = subprocess.Popen([sys.executable, "-m", "services.cli", "down", "--data", str(data), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(1.0)  # `upm down` has asked the supervisor to stop; let it hear it, with NATS still down
+    os.kill(int(state["supervisor"]), signal.SIGCONT)
+    out, err = down.communicate(timeout=60)
+    assert down.returncode == 0, err
+    assert set(json.loads(out)["stopped"]) == {"supervisor", *app.SERVICE_NAMES}
+    assert not any(processes.alive(pid) for pid in everything)
+    assert not (data / app.STATE_FILE).exists()
+    for name in app.SERVICE_NAMES:
+        text = (data / "logs" / f"{name}.log").read_text()
+        assert "Traceback" not in text, f"{name}.log:\n{text[-3000:]}"
+    assert "restarted" not in (data / "logs" / "supervisor.log").read_text()  # stopping, it started nothing
