@@ -4,7 +4,8 @@ Thin: each parses its flags, asks the projector over the bus as the caller's ide
 else ``UPM_IDENTITY``, else the login name; or, with ``--offline`` or when no projector answers
 for ``sql``/``kpi``/``score``, opens the tenant's file read-only and applies the same rules), and
 prints with :mod:`services.output`. Exit codes: 0 success, 1 a verification failed, 2 refused
-input or access, 3 UPM not reachable.
+input or access, 3 UPM not reachable, 4 an evidence pack is intact but signed by a key that is
+not trusted (UNTRUSTED: anyone can sign a pack with a key of their own).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from projections.errors import (
     AccessDenied,
     AuditFailed,
     EvidenceInvalid,
+    EvidenceUntrusted,
     ProjectionError,
     ProjectionUnavailable,
     QueryRejected,
@@ -37,11 +39,14 @@ from projections.sqlservice import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, MAX_ROWS
 from projections.visibility import VisibleSql
 from services import access, app
 from services.commands import add_connection_options, add_identity_option, fail
+from services.configfile import read_bytes, read_text
 from services.errors import ConfigError, NotRunning
 from services.output import add_output_options, emit, render_table, to_builtins
 
 T = TypeVar("T")
 PROJECTIONS_DIR = "projections"
+UNTRUSTED = 4
+MAX_PACK_BYTES = 512 * 1024 * 1024
 
 
 def db_folder(args: argparse.Namespace) -> Path:
@@ -55,6 +60,8 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
+        except EvidenceUntrusted as err:
+            return fail(f"UNTRUSTED: {err}", UNTRUSTED)
         except (EvidenceInvalid, AuditFailed) as err:
             return fail(f"verification failed: {err}", 1)
         except (QueryRejected, AccessDenied) as err:
@@ -161,23 +168,39 @@ def _template(row: dict[str, Any]) -> str:
     return "| " + " | ".join(row) + " |\n|" + "---|" * len(row) + "\n| " + " | ".join(cells) + " |"
 
 
-def trusted_keys(args: argparse.Namespace) -> dict[str, str] | None:
-    """Keys to trust: ``--public-key`` values, else the data folder's keys, else None (embedded key)."""
+def public_key(text: str) -> str:
+    """``--public-key HEX``: an ed25519 public key as 64 hex digits."""
+    if not signing.is_public_key(text.strip()):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not an ed25519 public key: give its 64 hex digits "
+                                         "(the content of keys/ed25519.pub in the data folder of the UPM that signed)")
+    return text.strip().lower()
+
+
+def trusted_keys(args: argparse.Namespace) -> dict[str, str]:
+    """The keys to trust, by key id: the ``--public-key`` values and ``--trust`` files when given (only
+    those), else the data folder's own keys and the ones it trusts (``keys/*.pub``, ``trust/*.pub``).
+    May be empty: then no signature is trusted."""
     given = {signing.key_id(k): k for k in args.public_key or []}
+    for path in getattr(args, "trust", None) or []:
+        given.update(signing.parse_public_keys(read_text(path, what="the trust file", error=ConfigError), path))
     if given:
         return given
-    known = signing.public_keys(app.data_dir(args.data))
-    return known or None
+    folder = app.data_dir(args.data)
+    return signing.public_keys(folder) if folder.is_dir() else {}
+
+
+def _verified(data: bytes, args: argparse.Namespace) -> evidence.PackReport:
+    return evidence.verify_pack(data, trusted_keys(args))
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
     if args.target == "verify":
         if not args.file:
             raise ConfigError("give the pack to verify: `upm evidence verify FILE`")
-        report = evidence.verify_pack(Path(args.file).read_bytes(), trusted_keys(args))
+        report = _verified(read_bytes(args.file, what="the evidence pack", error=ConfigError, limit=MAX_PACK_BYTES), args)
         emit(report, args, text=f"{args.file}: OK — {report.files} files, {report.events} events of change "
-                                f"{report.change_id} ({report.tenant}), signed by {report.key_id}, included in "
-                                f"the log head of size {report.log_head_size}")
+                                f"{report.change_id} ({report.tenant}), signed by {report.key_id} (trusted), "
+                                f"included in the log head of size {report.log_head_size}")
         return 0
 
     principal = identity(args)
@@ -192,7 +215,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     pack = anyio.run(main)
     out = Path(args.output or args.file or f"{args.target}.evidence.tar")
     out.write_bytes(pack.data)
-    report = evidence.verify_pack(pack.data, trusted_keys(args))
+    report = _verified(pack.data, args)
     emit({"file": str(out), "permalink": pack.permalink, "object": pack.object_name,
           "verified": to_builtins(report)},
          args, text=f"{out}: {len(pack.data)} bytes, verified ({report.events} events, key {report.key_id})\n"
@@ -326,7 +349,10 @@ def register(sub: Any) -> None:
     p.add_argument("file", nargs="?", help="with `verify`: the pack file")
     p.add_argument("-o", "--output", metavar="FILE", help="where to write the pack (default: ID.evidence.tar)")
     p.add_argument("--tenant", default=ANY_TENANT, help="tenant of the change (default: look it up)")
-    p.add_argument("--public-key", action="append", metavar="HEX", help="trust only this ed25519 key (repeatable)")
+    p.add_argument("--public-key", action="append", type=public_key, metavar="HEX",
+                   help="trust only this ed25519 key (repeatable; default: the data folder's keys/*.pub and trust/*.pub)")
+    p.add_argument("--trust", action="append", metavar="FILE",
+                   help="trust only the keys in this file, one hex key a line (repeatable)")
     add_identity_option(p)
     add_connection_options(p)
     add_output_options(p)
@@ -336,7 +362,8 @@ def register(sub: Any) -> None:
     audit_sub = p.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
     v = audit_sub.add_parser("verify", help="re-verify every hash chain and every signed log head from the stream, "
                                             "against the heads kept in the data folder and any pinned ones")
-    v.add_argument("--public-key", action="append", metavar="HEX", help="trust this ed25519 key (repeatable)")
+    v.add_argument("--public-key", action="append", type=public_key, metavar="HEX",
+                   help="trust this ed25519 key (repeatable)")
     v.add_argument("--require-signatures", action="store_true", help="fail on a head signed by an unknown key")
     v.add_argument("--expect-head", action="append", type=head_pin, metavar="SIZE:ROOT",
                    help="a head you pinned (as printed by an earlier verify): the log must still have it (repeatable)")

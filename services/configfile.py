@@ -69,8 +69,9 @@ def _parse(text: str, is_json: bool) -> Any:
     return yaml.load(text, Loader=_BoundedLoader)
 
 
-def read_text(path: str | Path, *, what: str, error: type[Exception]) -> str:
-    """The UTF-8 text of a regular file of at most :data:`MAX_FILE_BYTES`, or ``error`` saying why not."""
+def read_bytes(path: str | Path, *, what: str, error: type[Exception], limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, or ``error`` saying why not (a
+    directory, a device such as /dev/zero, a FIFO, a missing or unreadable path, too large)."""
     file = Path(path)
     try:
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
@@ -79,15 +80,24 @@ def read_text(path: str | Path, *, what: str, error: type[Exception]) -> str:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise error(f"{what} {file} is not a regular file; give the path of a YAML or JSON file")
-        if info.st_size > MAX_FILE_BYTES:
-            raise error(f"{what} {file} has {info.st_size} bytes; the limit is {MAX_FILE_BYTES}: split it")
+            raise error(f"{what} {file} is not a regular file; give the path of a file")
+        if info.st_size > limit:
+            raise error(f"{what} {file} has {info.st_size} bytes; the limit is {limit}")
         with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise error(f"cannot read {what} {file}: {exc.strerror or exc}; check the path") from None
     finally:
         os.close(fd)
-    if len(data) > MAX_FILE_BYTES:
-        raise error(f"{what} {file} is larger than {MAX_FILE_BYTES} bytes: split it")
+    if len(data) > limit:
+        raise error(f"{what} {file} is larger than {limit} bytes")
+    return data
+
+
+def read_text(path: str | Path, *, what: str, error: type[Exception]) -> str:
+    """The UTF-8 text of a regular file of at most :data:`MAX_FILE_BYTES`, or ``error`` saying why not."""
+    file = Path(path)
+    data = read_bytes(file, what=what, error=error)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
