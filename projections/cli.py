@@ -22,8 +22,9 @@ import msgspec
 from nats.aio.client import Client as NATS
 
 from events import signing
+from events.errors import StoreTimeout
 from events.store import EventStore
-from events.subjects import ANY_TENANT
+from events.subjects import ANY_TENANT, CHANGE_ID_RE
 from projections import audit, client, evidence, evidence_query, heads, kpi, reports, serve
 from projections.db import ALL_TENANTS, ProjectionDB
 from projections.errors import (
@@ -37,7 +38,7 @@ from projections.errors import (
 )
 from projections.sqlservice import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, MAX_ROWS
 from projections.visibility import VisibleSql
-from services import access, app
+from services import access, app, cliargs, natsauth
 from services.commands import add_connection_options, add_identity_option, fail
 from services.configfile import read_bytes, read_text
 from services.errors import ConfigError, NotRunning
@@ -123,6 +124,8 @@ def _period(args: argparse.Namespace) -> kpi.Range:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    if not args.query.strip():
+        raise ConfigError("give a query: `upm sql \"SELECT …\"`")
     result = with_asker(args, lambda ask: ask(args.query))
     emit(reports.records(result), args)
     if result.truncated:
@@ -203,6 +206,9 @@ def cmd_evidence(args: argparse.Namespace) -> int:
                                 f"included in the log head of size {report.log_head_size}")
         return 0
 
+    if not CHANGE_ID_RE.match(args.target):
+        raise ConfigError(f"{args.target[:80]!r} is neither a change id nor `verify`: `upm evidence ID` downloads "
+                          "a change's pack, `upm evidence verify FILE` verifies one")
     principal = identity(args)
 
     async def main() -> evidence_query.Pack:
@@ -243,12 +249,27 @@ def head_pin(text: str) -> tuple[int, str]:
     return int(size), root
 
 
+def _require_log_reader(args: argparse.Namespace) -> None:
+    """`audit verify` reads the whole log: under an access file only the deployment's admin identity may."""
+    state = app.read_state(app.data_dir(args.data)) or {}
+    who = identity(args)
+    if state.get("security") == app.SECURITY_ACCESS and who != natsauth.ADMIN:
+        raise ConfigError(f"`upm audit verify` reads the whole log, which under the access file only the "
+                          f"deployment's admin identity may: run it as --as {natsauth.ADMIN} on the UPM host "
+                          f"(not as {who})")
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    _require_log_reader(args)
     keys = trusted_keys(args) or {}
     known = heads.read(app.data_dir(args.data))
     known += [audit.KnownHead(size=size, root=root, origin="--expect-head") for size, root in args.expect_head or []]
-    report = _with_store(args, lambda store: client.audit_stream(store, keys, require_signatures=args.require_signatures,
-                                                                 known=known))
+    try:
+        report = _with_store(args, lambda store: client.audit_stream(
+            store, keys, require_signatures=args.require_signatures, known=known))
+    except StoreTimeout as err:
+        raise NotRunning(f"the server did not answer the log reads ({err}); with an access file only "
+                         f"{natsauth.ADMIN} may read the whole log: --as {natsauth.ADMIN}") from err
     if report.problems:
         names, unnamed = _names(args, audit.unreadable(report))
         if args.json:
@@ -308,11 +329,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _scope_options(p: argparse.ArgumentParser, *, rows: bool = False) -> None:
-    p.add_argument("--tenant", default="default", help="tenant whose rows to read (default: default)")
+    p.add_argument("--tenant", type=cliargs.tenant, default="default", help="tenant whose rows to read (default: default)")
     p.add_argument("--all-tenants", action="store_true", help="every tenant at once (admins only)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="query time limit in seconds")
+    p.add_argument("--timeout", type=cliargs.seconds, default=DEFAULT_TIMEOUT_S, help="query time limit in seconds")
     if rows:
-        p.add_argument("--max-rows", type=int, default=DEFAULT_ROWS, help="row limit (default 1000)")
+        p.add_argument("--max-rows", type=cliargs.positive, default=DEFAULT_ROWS, help="row limit (default 1000)")
     p.add_argument("--offline", action="store_true", help="read the projection file read-only, not the bus")
     p.add_argument("--db", metavar="DIR", help="projection folder (default: <data>/projections)")
     add_identity_option(p)
@@ -320,8 +341,8 @@ def _scope_options(p: argparse.ArgumentParser, *, rows: bool = False) -> None:
 
 
 def _period_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", metavar="ISO", help="only facts at or after this UTC time")
-    p.add_argument("--until", metavar="ISO", help="only facts before this UTC time")
+    p.add_argument("--since", type=cliargs.iso_time, metavar="ISO", help="only facts at or after this UTC time")
+    p.add_argument("--until", type=cliargs.iso_time, metavar="ISO", help="only facts before this UTC time")
 
 
 def register(sub: Any) -> None:
@@ -348,7 +369,8 @@ def register(sub: Any) -> None:
     p.add_argument("target", metavar="ID|verify", help="a change id, or `verify`")
     p.add_argument("file", nargs="?", help="with `verify`: the pack file")
     p.add_argument("-o", "--output", metavar="FILE", help="where to write the pack (default: ID.evidence.tar)")
-    p.add_argument("--tenant", default=ANY_TENANT, help="tenant of the change (default: look it up)")
+    p.add_argument("--tenant", type=cliargs.tenant_or_any, default=ANY_TENANT,
+                   help="tenant of the change (default: look it up)")
     p.add_argument("--public-key", action="append", type=public_key, metavar="HEX",
                    help="trust only this ed25519 key (repeatable; default: the data folder's keys/*.pub and trust/*.pub)")
     p.add_argument("--trust", action="append", metavar="FILE",
@@ -376,7 +398,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("serve", help="read-only HTTP permalinks (/changes/{id}[/evidence], /kpi, /score)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--port", type=cliargs.port, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--tokens", metavar="FILE", help="JSON object token → identity (with an access file) or → tenant "
                                                    "(open mode); default: <data>/serve_tokens.json")
     add_connection_options(p)

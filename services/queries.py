@@ -231,6 +231,9 @@ class Queries:
             records = await self._long_poll(subject, read_change, wait_s)
             return EventsReply(tenant=origin.tenant, events=[Item(s, msgspec.Raw(d)) for s, d in records],
                                last_seq=records[-1][0] if records else query.after_seq)
+        if self.access.enforced and tenant not in self.access.members and principal not in self.access.admins:
+            raise Forbidden(f"there is no tenant {tenant} that {principal} may see (the tenants are those of "
+                            f"{self.access.source})", rule="visibility")
         if not self.access.roles(principal, tenant) and not self.access.tenants_of(principal):
             raise Forbidden(f"{principal} is not a member of tenant {tenant} nor of its org; roles are set in "
                             f"{self.access.source}")
