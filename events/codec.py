@@ -35,8 +35,13 @@ def digest(value: Any) -> str:
 
 
 def decode_json_object(data: bytes) -> dict[str, Any]:
-    """Bytes as a plain JSON object; schema-free, so hashes survive schema evolution."""
-    value = msgspec.json.decode(data)
+    """Bytes as a plain JSON object; schema-free, so hashes survive schema evolution. Stored bytes
+    are not bounded like ingress (see :mod:`events.jsonbounds`), so nesting too deep for the
+    decoder is a ``ValidationError`` here, like any other malformed record."""
+    try:
+        value = msgspec.json.decode(data)
+    except RecursionError:
+        raise msgspec.ValidationError("the JSON nests too deeply to be read") from None
     if not isinstance(value, dict):
         raise msgspec.ValidationError("expected a JSON object")
     return value

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from events import jsonbounds
 from events.errors import InvalidEvent
 from events.model import PRODUCER_SOURCES, VISIBILITIES, Source, Visibility
 from events.secrets import refuse_secrets
@@ -147,6 +148,7 @@ def _check_envelope(tenant: str, principal: str, data: bytes) -> None:
             "body",
             "size",
         )
+    jsonbounds.check(data, what="the command")
 
 
 def _check_intent(cmd: IntentCommand) -> None:

@@ -7,7 +7,10 @@
 Leaf ``i`` is the event at stream sequence ``i + 1`` (the stream never deletes, so sequences are
 contiguous). :class:`MerkleTree` appends in O(log n) and gives the current root at once (it keeps
 the roots of its perfect subtrees); proofs are computed from the leaf hashes. Verification
-follows RFC 9162 §2.1.3.2 (inclusion) and §2.1.4.2 (consistency).
+follows RFC 9162 §2.1.3.2 (inclusion) and §2.1.4.2 (consistency), and rejects whatever the
+reference implementation (transparency-dev/merkle's ``proof`` package) rejects: hashes that are
+not 32 bytes, indexes and sizes out of range (negative ones included), a consistency proof from
+an empty tree; a ``None`` proof is an empty one, as a nil slice is there.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import hashlib
 from collections.abc import Sequence
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+HASH_SIZE = 32
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -55,12 +59,19 @@ def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     return [*inclusion_proof(index - k, leaves[k:]), root(leaves[:k])]
 
 
-def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], expected_root: bytes) -> bool:
+def _hashes(*values: bytes | None) -> bool:
+    return all(isinstance(v, bytes) and len(v) == HASH_SIZE for v in values)
+
+
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes] | None, expected_root: bytes
+) -> bool:
     """Whether ``proof`` shows leaf hash ``leaf`` at ``index`` in the tree of ``size`` with ``expected_root``."""
-    if not 0 <= index < size:
+    path = list(proof or ())
+    if not 0 <= index < size or not _hashes(leaf, expected_root, *path):
         return False
     fn, sn, r = index, size - 1, leaf
-    for p in proof:
+    for p in path:
         if sn == 0:
             return False
         if fn & 1 or fn == sn:
@@ -94,13 +105,18 @@ def _subproof(m: int, leaves: Sequence[bytes], complete: bool) -> list[bytes]:
     return [*_subproof(m - k, leaves[k:], False), root(leaves[:k])]
 
 
-def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]) -> bool:
-    """Whether ``proof`` shows the tree (old_size, old_root) is a prefix of (new_size, new_root)."""
-    if old_size == new_size:
-        return old_root == new_root and not proof
-    if not 0 < old_size < new_size or not proof:
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes] | None
+) -> bool:
+    """Whether ``proof`` shows the tree (old_size, old_root) is a prefix of (new_size, new_root);
+    never from an empty tree (a proof from size 0 proves nothing)."""
+    path = list(proof or ())
+    if not 0 < old_size <= new_size:
         return False
-    path = list(proof)
+    if old_size == new_size:
+        return old_root == new_root and not path
+    if not path or not _hashes(old_root, new_root, *path):
+        return False
     if old_size & (old_size - 1) == 0:  # a power of two: the old root is the first node
         path.insert(0, old_root)
     fn, sn = old_size - 1, new_size - 1
@@ -158,10 +174,19 @@ class MerkleTree:
 
     def root_at(self, size: int) -> bytes:
         """The root of the first ``size`` leaves."""
-        return root(self.leaves[:size])
+        return root(self._prefix(size))
 
     def inclusion(self, index: int, size: int | None = None) -> list[bytes]:
-        return inclusion_proof(index, self.leaves[: self.size if size is None else size])
+        """The audit path of leaf ``index`` in the tree of the first ``size`` leaves (default: all)."""
+        return inclusion_proof(index, self._prefix(self.size if size is None else size))
 
     def consistency(self, old_size: int, new_size: int | None = None) -> list[bytes]:
-        return consistency_proof(old_size, self.leaves[: self.size if new_size is None else new_size])
+        """The proof that the first ``old_size`` leaves are a prefix of the first ``new_size`` (default: all)."""
+        return consistency_proof(old_size, self._prefix(self.size if new_size is None else new_size))
+
+    def _prefix(self, size: int) -> list[bytes]:
+        """The first ``size`` leaf hashes; ``ValueError`` for a size this tree does not have (a slice
+        would silently answer for another size)."""
+        if not 0 <= size <= self.size:
+            raise ValueError(f"no tree of size {size}: this one has {self.size} leaves")
+        return self.leaves[:size]

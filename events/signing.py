@@ -1,7 +1,8 @@
 """ed25519 signing keys for signed log heads and evidence manifests.
 
 The private key lives at ``<data>/keys/ed25519.pem`` (PKCS#8, mode 0600, created on first use);
-its public half beside it at ``ed25519.pub`` (raw 32 bytes, hex). A key id is
+its public half beside it at ``ed25519.pub`` (raw 32 bytes, hex). Other keys the folder trusts
+(another UPM's, an old one after a rotation) go in ``<data>/trust/*.pub``, one hex key a line. A key id is
 ``ed25519:<first 16 hex of sha256(raw public key)>``. ed25519 signatures are deterministic, so
 the same message and key always give the same signature. Signatures and keys travel as hex.
 """
@@ -22,10 +23,17 @@ from events.errors import UpmEventError
 KEY_DIR = "keys"
 PRIVATE_FILE = "ed25519.pem"
 PUBLIC_FILE = "ed25519.pub"
+TRUST_DIR = "trust"
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 class SigningKeyError(UpmEventError):
     """A signing key is missing, unreadable, or not an ed25519 key."""
+
+
+def is_public_key(text: str) -> bool:
+    """Whether ``text`` is an ed25519 public key as hex (64 hex digits)."""
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def key_id(public_hex: str) -> str:
@@ -97,12 +105,34 @@ def load(path: Path) -> Signer:
     return Signer(key)
 
 
-def public_keys(data_dir: Path | str) -> dict[str, str]:
-    """Known public keys of the data folder, by key id (for verifying heads and packs)."""
+def parse_public_keys(text: str, source: str) -> dict[str, str]:
+    """The public keys in a key file (hex, one per line; blank lines and ``#`` comments ignored), by key id."""
     out: dict[str, str] = {}
-    for pub in sorted((Path(data_dir) / KEY_DIR).glob("*.pub")):
-        hex_key = pub.read_text().strip()
-        out[key_id(hex_key)] = hex_key
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        if not is_public_key(entry):
+            raise SigningKeyError(f"{source} line {number} is not an ed25519 public key: write 64 hex digits "
+                                  "(as keys/ed25519.pub of a UPM data folder holds it)")
+        out[key_id(entry)] = entry.lower()
+    return out
+
+
+def public_keys(data_dir: Path | str) -> dict[str, str]:
+    """The keys a data folder trusts, by key id: its own (``keys/*.pub``) and the ones it was given
+    (``trust/*.pub``, e.g. another UPM's key, or an old key after a rotation)."""
+    out: dict[str, str] = {}
+    for folder in (KEY_DIR, TRUST_DIR):
+        for pub in sorted((Path(data_dir) / folder).glob("*.pub")):
+            try:
+                text = pub.read_text() if pub.is_file() and pub.stat().st_size <= MAX_KEY_FILE_BYTES else None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SigningKeyError(f"cannot read the key file {pub}: {exc}") from exc
+            if text is None:
+                raise SigningKeyError(f"{pub} is not a key file (a regular file of at most {MAX_KEY_FILE_BYTES} "
+                                      "bytes, one hex key a line); move it out of the way")
+            out.update(parse_public_keys(text, str(pub)))
     return out
 
 

@@ -4,7 +4,8 @@ Thin: each parses its flags, asks the projector over the bus as the caller's ide
 else ``UPM_IDENTITY``, else the login name; or, with ``--offline`` or when no projector answers
 for ``sql``/``kpi``/``score``, opens the tenant's file read-only and applies the same rules), and
 prints with :mod:`services.output`. Exit codes: 0 success, 1 a verification failed, 2 refused
-input or access, 3 UPM not reachable.
+input or access, 3 UPM not reachable, 4 an evidence pack is intact but signed by a key that is
+not trusted (UNTRUSTED: anyone can sign a pack with a key of their own).
 """
 
 from __future__ import annotations
@@ -21,27 +22,32 @@ import msgspec
 from nats.aio.client import Client as NATS
 
 from events import signing
+from events.errors import StoreTimeout
 from events.store import EventStore
-from events.subjects import ANY_TENANT
+from events.subjects import ANY_TENANT, CHANGE_ID_RE
 from projections import audit, client, evidence, evidence_query, heads, kpi, reports, serve
 from projections.db import ALL_TENANTS, ProjectionDB
 from projections.errors import (
     AccessDenied,
     AuditFailed,
     EvidenceInvalid,
+    EvidenceUntrusted,
     ProjectionError,
     ProjectionUnavailable,
     QueryRejected,
 )
 from projections.sqlservice import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, MAX_ROWS
 from projections.visibility import VisibleSql
-from services import access, app
+from services import access, app, cliargs, natsauth
 from services.commands import add_connection_options, add_identity_option, fail
+from services.configfile import read_bytes, read_text
 from services.errors import ConfigError, NotRunning
 from services.output import add_output_options, emit, render_table, to_builtins
 
 T = TypeVar("T")
 PROJECTIONS_DIR = "projections"
+UNTRUSTED = 4
+MAX_PACK_BYTES = 512 * 1024 * 1024
 
 
 def db_folder(args: argparse.Namespace) -> Path:
@@ -55,6 +61,8 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
+        except EvidenceUntrusted as err:
+            return fail(f"UNTRUSTED: {err}", UNTRUSTED)
         except (EvidenceInvalid, AuditFailed) as err:
             return fail(f"verification failed: {err}", 1)
         except (QueryRejected, AccessDenied) as err:
@@ -116,6 +124,8 @@ def _period(args: argparse.Namespace) -> kpi.Range:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    if not args.query.strip():
+        raise ConfigError("give a query: `upm sql \"SELECT …\"`")
     result = with_asker(args, lambda ask: ask(args.query))
     emit(reports.records(result), args)
     if result.truncated:
@@ -161,25 +171,44 @@ def _template(row: dict[str, Any]) -> str:
     return "| " + " | ".join(row) + " |\n|" + "---|" * len(row) + "\n| " + " | ".join(cells) + " |"
 
 
-def trusted_keys(args: argparse.Namespace) -> dict[str, str] | None:
-    """Keys to trust: ``--public-key`` values, else the data folder's keys, else None (embedded key)."""
+def public_key(text: str) -> str:
+    """``--public-key HEX``: an ed25519 public key as 64 hex digits."""
+    if not signing.is_public_key(text.strip()):
+        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not an ed25519 public key: give its 64 hex digits "
+                                         "(the content of keys/ed25519.pub in the data folder of the UPM that signed)")
+    return text.strip().lower()
+
+
+def trusted_keys(args: argparse.Namespace) -> dict[str, str]:
+    """The keys to trust, by key id: the ``--public-key`` values and ``--trust`` files when given (only
+    those), else the data folder's own keys and the ones it trusts (``keys/*.pub``, ``trust/*.pub``).
+    May be empty: then no signature is trusted."""
     given = {signing.key_id(k): k for k in args.public_key or []}
+    for path in getattr(args, "trust", None) or []:
+        given.update(signing.parse_public_keys(read_text(path, what="the trust file", error=ConfigError), path))
     if given:
         return given
-    known = signing.public_keys(app.data_dir(args.data))
-    return known or None
+    folder = app.data_dir(args.data)
+    return signing.public_keys(folder) if folder.is_dir() else {}
+
+
+def _verified(data: bytes, args: argparse.Namespace) -> evidence.PackReport:
+    return evidence.verify_pack(data, trusted_keys(args))
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
     if args.target == "verify":
         if not args.file:
             raise ConfigError("give the pack to verify: `upm evidence verify FILE`")
-        report = evidence.verify_pack(Path(args.file).read_bytes(), trusted_keys(args))
+        report = _verified(read_bytes(args.file, what="the evidence pack", error=ConfigError, limit=MAX_PACK_BYTES), args)
         emit(report, args, text=f"{args.file}: OK — {report.files} files, {report.events} events of change "
-                                f"{report.change_id} ({report.tenant}), signed by {report.key_id}, included in "
-                                f"the log head of size {report.log_head_size}")
+                                f"{report.change_id} ({report.tenant}), signed by {report.key_id} (trusted), "
+                                f"included in the log head of size {report.log_head_size}")
         return 0
 
+    if not CHANGE_ID_RE.match(args.target):
+        raise ConfigError(f"{args.target[:80]!r} is neither a change id nor `verify`: `upm evidence ID` downloads "
+                          "a change's pack, `upm evidence verify FILE` verifies one")
     principal = identity(args)
 
     async def main() -> evidence_query.Pack:
@@ -192,7 +221,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     pack = anyio.run(main)
     out = Path(args.output or args.file or f"{args.target}.evidence.tar")
     out.write_bytes(pack.data)
-    report = evidence.verify_pack(pack.data, trusted_keys(args))
+    report = _verified(pack.data, args)
     emit({"file": str(out), "permalink": pack.permalink, "object": pack.object_name,
           "verified": to_builtins(report)},
          args, text=f"{out}: {len(pack.data)} bytes, verified ({report.events} events, key {report.key_id})\n"
@@ -220,12 +249,27 @@ def head_pin(text: str) -> tuple[int, str]:
     return int(size), root
 
 
+def _require_log_reader(args: argparse.Namespace) -> None:
+    """`audit verify` reads the whole log: under an access file only the deployment's admin identity may."""
+    state = app.read_state(app.data_dir(args.data)) or {}
+    who = identity(args)
+    if state.get("security") == app.SECURITY_ACCESS and who != natsauth.ADMIN:
+        raise ConfigError(f"`upm audit verify` reads the whole log, which under the access file only the "
+                          f"deployment's admin identity may: run it as --as {natsauth.ADMIN} on the UPM host "
+                          f"(not as {who})")
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    _require_log_reader(args)
     keys = trusted_keys(args) or {}
     known = heads.read(app.data_dir(args.data))
     known += [audit.KnownHead(size=size, root=root, origin="--expect-head") for size, root in args.expect_head or []]
-    report = _with_store(args, lambda store: client.audit_stream(store, keys, require_signatures=args.require_signatures,
-                                                                 known=known))
+    try:
+        report = _with_store(args, lambda store: client.audit_stream(
+            store, keys, require_signatures=args.require_signatures, known=known))
+    except StoreTimeout as err:
+        raise NotRunning(f"the server did not answer the log reads ({err}); with an access file only "
+                         f"{natsauth.ADMIN} may read the whole log: --as {natsauth.ADMIN}") from err
     if report.problems:
         names, unnamed = _names(args, audit.unreadable(report))
         if args.json:
@@ -285,11 +329,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _scope_options(p: argparse.ArgumentParser, *, rows: bool = False) -> None:
-    p.add_argument("--tenant", default="default", help="tenant whose rows to read (default: default)")
+    p.add_argument("--tenant", type=cliargs.tenant, default="default", help="tenant whose rows to read (default: default)")
     p.add_argument("--all-tenants", action="store_true", help="every tenant at once (admins only)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="query time limit in seconds")
+    p.add_argument("--timeout", type=cliargs.seconds, default=DEFAULT_TIMEOUT_S, help="query time limit in seconds")
     if rows:
-        p.add_argument("--max-rows", type=int, default=DEFAULT_ROWS, help="row limit (default 1000)")
+        p.add_argument("--max-rows", type=cliargs.positive, default=DEFAULT_ROWS, help="row limit (default 1000)")
     p.add_argument("--offline", action="store_true", help="read the projection file read-only, not the bus")
     p.add_argument("--db", metavar="DIR", help="projection folder (default: <data>/projections)")
     add_identity_option(p)
@@ -297,8 +341,8 @@ def _scope_options(p: argparse.ArgumentParser, *, rows: bool = False) -> None:
 
 
 def _period_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", metavar="ISO", help="only facts at or after this UTC time")
-    p.add_argument("--until", metavar="ISO", help="only facts before this UTC time")
+    p.add_argument("--since", type=cliargs.iso_time, metavar="ISO", help="only facts at or after this UTC time")
+    p.add_argument("--until", type=cliargs.iso_time, metavar="ISO", help="only facts before this UTC time")
 
 
 def register(sub: Any) -> None:
@@ -325,8 +369,12 @@ def register(sub: Any) -> None:
     p.add_argument("target", metavar="ID|verify", help="a change id, or `verify`")
     p.add_argument("file", nargs="?", help="with `verify`: the pack file")
     p.add_argument("-o", "--output", metavar="FILE", help="where to write the pack (default: ID.evidence.tar)")
-    p.add_argument("--tenant", default=ANY_TENANT, help="tenant of the change (default: look it up)")
-    p.add_argument("--public-key", action="append", metavar="HEX", help="trust only this ed25519 key (repeatable)")
+    p.add_argument("--tenant", type=cliargs.tenant_or_any, default=ANY_TENANT,
+                   help="tenant of the change (default: look it up)")
+    p.add_argument("--public-key", action="append", type=public_key, metavar="HEX",
+                   help="trust only this ed25519 key (repeatable; default: the data folder's keys/*.pub and trust/*.pub)")
+    p.add_argument("--trust", action="append", metavar="FILE",
+                   help="trust only the keys in this file, one hex key a line (repeatable)")
     add_identity_option(p)
     add_connection_options(p)
     add_output_options(p)
@@ -336,7 +384,8 @@ def register(sub: Any) -> None:
     audit_sub = p.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
     v = audit_sub.add_parser("verify", help="re-verify every hash chain and every signed log head from the stream, "
                                             "against the heads kept in the data folder and any pinned ones")
-    v.add_argument("--public-key", action="append", metavar="HEX", help="trust this ed25519 key (repeatable)")
+    v.add_argument("--public-key", action="append", type=public_key, metavar="HEX",
+                   help="trust this ed25519 key (repeatable)")
     v.add_argument("--require-signatures", action="store_true", help="fail on a head signed by an unknown key")
     v.add_argument("--expect-head", action="append", type=head_pin, metavar="SIZE:ROOT",
                    help="a head you pinned (as printed by an earlier verify): the log must still have it (repeatable)")
@@ -349,7 +398,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("serve", help="read-only HTTP permalinks (/changes/{id}[/evidence], /kpi, /score)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    p.add_argument("--port", type=cliargs.port, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--tokens", metavar="FILE", help="JSON object token → identity (with an access file) or → tenant "
                                                    "(open mode); default: <data>/serve_tokens.json")
     add_connection_options(p)

@@ -8,6 +8,7 @@
     ├── ProjectionUnavailable           no projector answered and no database file can be opened
     ├── EvidenceNotFound                no evidence pack is stored for that change
     ├── EvidenceInvalid                 a pack does not verify (names the file or the check)
+    │   └── EvidenceUntrusted           a pack is intact, but signed by a key the verifier was not given
     ├── AuditFailed                     `upm audit verify` found missing events, a broken chain, a head it fails
     └── AccessDenied                    the caller may not read that: role, visibility, or `upm serve` token
 
@@ -76,3 +77,17 @@ class AccessDenied(ProjectionError):
     def __init__(self, message: str, *, rule: str = "rbac") -> None:
         super().__init__(message)
         self.rule = rule
+
+
+class EvidenceUntrusted(EvidenceInvalid):
+    """A pack is intact and its signature verifies, but with a key that is not one of the trusted keys:
+    anyone can sign a pack with a key of their own, so this is no evidence of what UPM recorded."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"the pack is intact, but signed by {key_id}, which is not one of the trusted keys; trust the signing "
+            "key of the UPM that made it: --public-key HEX, --trust FILE, or its data folder (--data DIR, with "
+            "keys/*.pub and trust/*.pub)",
+            file="manifest.sig", check="untrusted-key",
+        )
+        self.key_id = key_id

@@ -33,9 +33,9 @@ from typing import Any
 
 import msgspec
 
-from events import chain, merkle, signing
+from events import chain, jsonbounds, merkle, signing
 from events.codec import canonical_json, decode_event
-from events.errors import ChainBroken
+from events.errors import ChainBroken, InvalidEvent
 from events.model import (
     ApprovalDenied,
     ApprovalGranted,
@@ -80,7 +80,7 @@ from events.model import (
 )
 from events.plan import Plan
 from projections import neutral
-from projections.errors import EvidenceInvalid
+from projections.errors import EvidenceInvalid, EvidenceUntrusted
 from services.guard.redact import Redactor
 
 FORMAT = "upm-evidence/1"
@@ -130,6 +130,7 @@ class PackReport(msgspec.Struct, frozen=True, kw_only=True):
     chain_head: str
     key_id: str
     log_head_size: int
+    trusted: bool = False
 
 
 def _json(value: Any) -> bytes:
@@ -303,16 +304,50 @@ def read_pack(data: bytes) -> dict[str, bytes]:
                               check="layout") from exc
 
 
+class Manifest(msgspec.Struct, frozen=True, kw_only=True):
+    """What :func:`verify_pack` reads of ``manifest.json`` (other fields are kept, not checked)."""
+
+    tenant: str
+    change_id: str
+    seq_range: list[int]
+    chain_head: str
+    log_head: LogHead
+    key_id: str
+    public_key: str
+    files: dict[str, str]
+
+
+class Proofs(msgspec.Struct, frozen=True, kw_only=True):
+    """``proof.json``: the signed log head and one inclusion proof per event."""
+
+    head: LogHead
+    leaves: list[Leaf]
+
+
+def _decode(files: Mapping[str, bytes], name: str, kind: type[msgspec.Struct]) -> Any:
+    """Member ``name`` of a pack as ``kind``; :class:`EvidenceInvalid` (check ``layout``) if it is not one."""
+    if name not in files:
+        raise EvidenceInvalid(f"the pack has no {name}; it is not a UPM evidence pack", file=name, check="layout")
+    try:
+        jsonbounds.check(files[name], what=name)
+        return msgspec.json.decode(files[name], type=kind)
+    except (InvalidEvent, msgspec.DecodeError) as exc:  # ValidationError is a DecodeError
+        raise EvidenceInvalid(f"{name} is not a UPM {name}: {exc}", file=name, check="layout") from exc
+
+
 def verify_pack(data: bytes, trusted_keys: Mapping[str, str] | None = None) -> PackReport:
-    """Verify a pack offline (see the module docstring); raise :class:`EvidenceInvalid` naming the file."""
+    """Verify a pack offline (see the module docstring); raise :class:`EvidenceInvalid` naming the file.
+
+    Everything is checked against the key the pack names. Whether that key is one to believe is
+    the last check: with ``trusted_keys`` (key id → public hex) a pack that is intact but signed by
+    another key raises :class:`EvidenceUntrusted`; without them (``None``) the report says
+    ``trusted=False`` — anyone can make an intact pack with a key of their own."""
     files = read_pack(data)
-    for required in (MANIFEST, SIGNATURE):
-        if required not in files:
-            raise EvidenceInvalid(f"the pack has no {required}; it is not a UPM evidence pack", file=required,
-                                  check="layout")
-    manifest = msgspec.json.decode(files[MANIFEST])
-    listed: dict[str, str] = manifest["files"]
-    for name, expected in sorted(listed.items()):
+    manifest: Manifest = _decode(files, MANIFEST, Manifest)
+    if SIGNATURE not in files:
+        raise EvidenceInvalid(f"the pack has no {SIGNATURE}; it is not a UPM evidence pack", file=SIGNATURE,
+                              check="layout")
+    for name, expected in sorted(manifest.files.items()):
         if name not in files:
             raise EvidenceInvalid(f"{name} is listed in the manifest but missing from the pack", file=name,
                                   check="missing")
@@ -320,49 +355,61 @@ def verify_pack(data: bytes, trusted_keys: Mapping[str, str] | None = None) -> P
         if actual != expected:
             raise EvidenceInvalid(f"{name} was changed: its sha256 is {actual}, the manifest says {expected}",
                                   file=name, check="sha256")
-    extra = sorted(set(files) - set(listed) - {MANIFEST, SIGNATURE})
+    extra = sorted(set(files) - set(manifest.files) - {MANIFEST, SIGNATURE})
     if extra:
         raise EvidenceInvalid(f"{extra[0]} is in the pack but not in the manifest", file=extra[0], check="unlisted")
-    public, key = str(manifest["public_key"]), str(manifest["key_id"])
-    if signing.key_id(public) != key:
+    public, key = manifest.public_key.lower(), manifest.key_id
+    if not signing.is_public_key(public) or signing.key_id(public) != key:
         raise EvidenceInvalid(f"the manifest's public key does not match its key id {key}", file=MANIFEST,
                               check="key")
-    if trusted_keys is not None and trusted_keys.get(key) != public:
-        raise EvidenceInvalid(f"the pack is signed by {key}, which is not one of the trusted keys", file=SIGNATURE,
-                              check="untrusted-key")
-    if not signing.verify(public, files[MANIFEST], files[SIGNATURE].decode().strip()):
+    if not signing.verify(public, files[MANIFEST], files[SIGNATURE].decode("ascii", "replace").strip()):
         raise EvidenceInvalid(f"the manifest signature does not verify with {key}", file=SIGNATURE, check="signature")
-    proof = msgspec.json.decode(files["proof.json"])
-    head = msgspec.convert(proof["head"], LogHead)
-    leaves = msgspec.convert(proof["leaves"], list[Leaf])
+    proof: Proofs = _decode(files, "proof.json", Proofs)
+    head, leaves = proof.head, proof.leaves
+    if "events.jsonl" not in manifest.files:
+        raise EvidenceInvalid("the pack has no events.jsonl; it is not a UPM evidence pack", file="events.jsonl",
+                              check="layout")
     lines = files["events.jsonl"].splitlines()
     if len(lines) != len(leaves):
         raise EvidenceInvalid(f"events.jsonl has {len(lines)} events but proof.json proves {len(leaves)}",
                               file="proof.json", check="inclusion")
     stored = [(leaf.seq, line) for leaf, line in zip(leaves, lines, strict=True)]
     try:
-        chain_head = chain.verify(str(manifest["change_id"]), stored)
+        chain_head = chain.verify(manifest.change_id, stored)
     except ChainBroken as broken:
         raise EvidenceInvalid(str(broken), file="events.jsonl", check="chain") from broken
-    if chain_head != manifest["chain_head"]:
-        raise EvidenceInvalid(f"the chain ends at {chain_head}, not at the manifest's {manifest['chain_head']}",
+    if chain_head != manifest.chain_head:
+        raise EvidenceInvalid(f"the chain ends at {chain_head}, not at the manifest's {manifest.chain_head}",
                               file="events.jsonl", check="chain")
-    if msgspec.convert(manifest["log_head"], LogHead) != head:
+    if manifest.log_head != head:
         raise EvidenceInvalid("proof.json proves against another head than the manifest's", file="proof.json",
                               check="head")
     if not signing.verify(public, signing.head_message(head.size, head.root, head.signed_at, head.key_id),
                           head.signature):
         raise EvidenceInvalid(f"the log head's signature does not verify with {head.key_id}", file="proof.json",
                               check="head-signature")
-    root = bytes.fromhex(head.root)
     for leaf, (_, line) in zip(leaves, stored, strict=True):
         if leaf.index != leaf.seq - 1 or not merkle.verify_inclusion(
-            merkle.leaf_hash(line), leaf.index, head.size, [bytes.fromhex(p) for p in leaf.path], root
+            merkle.leaf_hash(line), leaf.index, head.size, _hex_list(leaf.path), _hex(head.root)
         ):
             raise EvidenceInvalid(f"event at sequence {leaf.seq} is not proven included in the log head of size "
                                   f"{head.size}", file="proof.json", check="inclusion")
+    if trusted_keys is not None and trusted_keys.get(key, "").lower() != public:
+        raise EvidenceUntrusted(key)
     return PackReport(
-        tenant=str(manifest["tenant"]), change_id=str(manifest["change_id"]), files=len(files),
-        events=len(stored), seq_range=list(manifest["seq_range"]), chain_head=chain_head, key_id=key,
-        log_head_size=head.size,
+        tenant=manifest.tenant, change_id=manifest.change_id, files=len(files), events=len(stored),
+        seq_range=manifest.seq_range, chain_head=chain_head, key_id=key, log_head_size=head.size,
+        trusted=trusted_keys is not None,
     )
+
+
+def _hex(text: str) -> bytes:
+    """Hex as bytes; ``b""`` (which no proof accepts) for anything else."""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
+
+
+def _hex_list(texts: Sequence[str]) -> list[bytes]:
+    return [_hex(t) for t in texts]

@@ -13,9 +13,9 @@ arrives for ``IDLE_FLUSH_S`` the tenant files are brought up to date.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import msgspec
@@ -31,11 +31,16 @@ from events.subjects import EVENT_ROOT, QUERY_ROOT, SQL_ROOT
 from projections import evidence_query
 from projections.db import ProjectionDB
 from projections.errors import ProjectionError, QueryTimeout
-from projections.sqlservice import decode_request, encode_reply, error_reply
+from projections.evidence_query import Message
+from projections.sqlservice import MAX_TIMEOUT_S, SqlError, decode_request, encode_reply, error_reply
 from projections.visibility import VisibleSql
 from services import access as access_rules
+from services.responder import INTERNAL_ERROR, INTERNAL_ERROR_TEXT
 
 Record = tuple[int, bytes]
+Answer = Callable[[Msg], Awaitable[list[Message]]]
+SQL_INTERNAL_ERROR = encode_reply(SqlError(error=INTERNAL_ERROR_TEXT, kind="failed", rule="internal"))
+log = logging.getLogger("upm.projector")
 PENDING_MSGS = 1_000_000
 PENDING_BYTES = 512 * 1024 * 1024
 IDLE_FLUSH_S = 0.05
@@ -81,8 +86,8 @@ class Projector:
                 if self.serve_sql:
                     queries = [await self.nc.subscribe(f"{SQL_ROOT}.*.*"),
                                await self.nc.subscribe(f"{QUERY_ROOT}.*.{evidence_query.VERB}.*")]
-                    tg.start_soon(self._serve, queries[0], self._answer, tg)
-                    tg.start_soon(self._serve, queries[1], self._answer_evidence, tg)
+                    tg.start_soon(self._serve, queries[0], self._answer, SQL_INTERNAL_ERROR, tg)
+                    tg.start_soon(self._serve, queries[1], self._answer_evidence, INTERNAL_ERROR, tg)
                 if ready is not None:
                     ready.set()
                 try:
@@ -148,18 +153,28 @@ class Projector:
             if not self._arrived.is_set():
                 await anyio.to_thread.run_sync(db.flush_idle)
 
-    async def _serve(self, sub: Subscription, handle: Callable[[Msg], Coroutine[Any, Any, None]], tg: TaskGroup) -> None:
+    async def _serve(self, sub: Subscription, answer: Answer, failed: bytes, tg: TaskGroup) -> None:
         async for msg in sub.messages:
             if self.access.caller(msg.subject, msg.reply) is not None:  # the caller's own inbox only
-                tg.start_soon(handle, msg)
+                tg.start_soon(self._respond, msg, answer, failed)
 
-    async def _answer(self, msg: Msg) -> None:
+    async def _respond(self, msg: Msg, answer: Answer, failed: bytes) -> None:
+        """Answer one request; an unexpected failure is logged and answered with ``failed``, and
+        never ends the projector (see :mod:`services.responder`)."""
+        try:
+            replies = await answer(msg)
+        except Exception:
+            log.exception("the answer to %s failed unexpectedly; answered with a generic error", msg.subject)
+            replies = [(failed, {})]
+        await self._reply(msg, replies)
+
+    async def _answer(self, msg: Msg) -> list[Message]:
         """One SQL request: ``upm.sql.<tenant>.<principal>``."""
         _, _, tenant, principal = msg.subject.split(".")
         try:
             request = decode_request(msg.data)
             if request.after_seq:
-                await self.wait(request.after_seq, within=request.timeout_s)
+                await self.wait(request.after_seq, within=min(max(request.timeout_s, 0.01), MAX_TIMEOUT_S))
             sql = self.sql
             assert sql is not None
             async with self._queries:
@@ -167,12 +182,12 @@ class Projector:
             reply: bytes = encode_reply(msgspec.structs.replace(result, position=self.position))
         except ProjectionError as exc:
             reply = encode_reply(error_reply(exc))
-        await self._reply(msg, [(reply, {})])
+        return [(reply, {})]
 
-    async def _answer_evidence(self, msg: Msg) -> None:
+    async def _answer_evidence(self, msg: Msg) -> list[Message]:
         """One evidence request: ``upm.qry.<tenant>.evidence.<principal>``."""
-        await self._reply(msg, await evidence_query.answer(self.store, self.access, msg.subject, msg.data,
-                                                           max_payload=self.nc.max_payload))
+        return await evidence_query.answer(self.store, self.access, msg.subject, msg.data,
+                                           max_payload=self.nc.max_payload)
 
     async def _reply(self, msg: Msg, replies: list[tuple[bytes, dict[str, str]]]) -> None:
         try:

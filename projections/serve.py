@@ -26,7 +26,6 @@ read, 405 for anything but GET.
 from __future__ import annotations
 
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +44,8 @@ from projections import evidence_query, kpi, reports
 from projections.db import ALL_TENANTS
 from projections.errors import AccessDenied, EvidenceNotFound, ProjectionError
 from services.access import Access, service_identity
+from services.configfile import read_mapping
+from services.errors import ConfigError
 
 SERVICE = "serve"  # connects as upm-serve
 MAX_REQUEST = 16 * 1024
@@ -86,10 +87,10 @@ def parse_tokens(doc: object, source: str, rules: Access) -> dict[str, Grant]:
 def load_tokens(path: Path, rules: Access) -> dict[str, Grant]:
     """The tokens file at ``path`` (JSON; mode 0600 advised)."""
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AccessDenied(f"cannot read the tokens file {path}: {exc}; write a JSON object token → "
-                           f"{'identity' if rules.enforced else 'tenant'}", rule="token") from exc
+        doc = read_mapping(path, what="the tokens file", error=ConfigError)
+    except ConfigError as exc:
+        raise AccessDenied(f"{exc}; write a JSON object token → {'identity' if rules.enforced else 'tenant'}",
+                           rule="token") from exc
     return parse_tokens(doc, str(path), rules)
 
 

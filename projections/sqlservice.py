@@ -12,6 +12,7 @@ is used); ``upm.sql._all.<principal>`` answers over every tenant's rows, for adm
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 
+from events import jsonbounds
+from events.errors import InvalidEvent
 from events.subjects import sql_subject
 from projections.errors import AccessDenied, ProjectionUnavailable, QueryFailed, QueryRejected, QueryTimeout
 
@@ -29,6 +32,7 @@ DEFAULT_ROWS = 1000
 MAX_ROWS = 10_000
 DEFAULT_TIMEOUT_S = 10.0
 MAX_TIMEOUT_S = 60.0
+MAX_REQUEST_BYTES = 64 * 1024
 
 
 class SqlRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -66,14 +70,23 @@ _request = msgspec.json.Decoder(SqlRequest)
 
 
 def decode_request(data: bytes) -> SqlRequest:
-    """The request in ``data``; :class:`QueryRejected` (rule ``schema``) naming what is wrong otherwise."""
+    """The request in ``data``; :class:`QueryRejected` (rule ``size``, ``depth``, ``duplicate-key`` or
+    ``schema``) naming what is wrong otherwise."""
+    if len(data) > MAX_REQUEST_BYTES:
+        raise QueryRejected(f"the SQL request is {len(data)} bytes; the limit is {MAX_REQUEST_BYTES}", rule="size")
     try:
-        return _request.decode(data)
+        jsonbounds.check(data, what="the SQL request")
+        request = _request.decode(data)
+    except InvalidEvent as exc:
+        raise QueryRejected(str(exc), rule=exc.rule) from exc
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise QueryRejected(
             f"invalid SQL request: {exc}; send {{\"sql\": \"SELECT …\"}} and optionally max_rows, timeout_s, after_seq",
             rule="schema",
         ) from exc
+    if not math.isfinite(request.timeout_s):
+        raise QueryRejected(f"timeout_s must be a finite number of seconds, not {request.timeout_s}", rule="schema")
+    return request
 
 
 def check(sql: str) -> None:

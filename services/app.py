@@ -359,8 +359,12 @@ def up(
     if acl is not None and external_url is not None:
         raise ConfigError("--access configures the users of the embedded nats-server; with --nats URL configure "
                           "your server's users yourself (services.natsauth.authorization_block), or drop --nats")
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    folder.chmod(0o700)  # an existing folder too: it holds keys, state and the log
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.chmod(0o700)  # an existing folder too: it holds keys, state and the log
+    except OSError as exc:
+        raise ConfigError(f"cannot use {folder} as the data folder: {exc.strerror or exc}; give --data a folder "
+                          "you own (it is created if missing)") from None
     logs = folder / "logs"
     logs.mkdir(exist_ok=True, mode=0o700)
     ready_dir = folder / "run"

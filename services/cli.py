@@ -3,6 +3,11 @@
 Each feature module contributes its subcommands through a ``register(subparsers)`` function
 that adds an ``argparse`` parser whose ``func(args) -> int`` runs the command. Every
 row-printing command takes ``--json`` (see :mod:`services.output`).
+
+Bad flags and files are refused where they are parsed (:mod:`services.cliargs`,
+:mod:`services.configfile`), and each command turns UPM's own errors into a message. As a last
+resort, :func:`main` turns anything else into one line and exit 2 (``UPM_DEBUG=1`` shows the
+traceback): a command line never ends in a traceback.
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
+DEBUG_ENV = "UPM_DEBUG"
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
@@ -56,7 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # has no effect when using ssl"): noise, not news, for a CLI.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except Exception as exc:  # the last resort (see the module docstring)
+        if os.environ.get(DEBUG_ENV):
+            raise
+        sys.stderr.write(f"upm: {args.command} failed unexpectedly: {type(exc).__name__}: {str(exc)[:500]} "
+                         f"(run again with {DEBUG_ENV}=1 to see where)\n")
+        return 2
     return code
 
 

@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 
 import anyio
 
+from events.commands import ENVIRONMENTS
 from events.store import EventStore, StoredEvent
 from events.subjects import ANY_TENANT
-from services import access, app, client, emulators, queries
+from services import access, app, cliargs, client, emulators, queries
 from services.errors import CommandRejected, ConfigError, NotRunning, ServerStartFailed
 from services.output import add_output_options, emit, json_dumps, render_table, to_builtins
 
@@ -268,35 +269,36 @@ def register(sub: Any) -> None:
     p = sub.add_parser("submit", help="submit an intent (natural language or --file SPEC)")
     p.add_argument("request", nargs="?", help="what to change, in words")
     p.add_argument("--file", metavar="SPEC", help="a declarative spec (YAML or JSON) instead of words")
-    p.add_argument("--tenant", default="default", help="tenant (default: default)")
+    p.add_argument("--tenant", type=cliargs.tenant, default="default", help="tenant (default: default)")
     add_identity_option(p)
     p.add_argument("--source", default="api", choices=("chatops", "api", "ticket"))
     p.add_argument("--visibility", default="team", choices=("team", "org", "private"))
-    p.add_argument("--env", default="dev", help="environment: dev, test, staging or prod")
+    p.add_argument("--env", default="dev", choices=ENVIRONMENTS, help="environment (default: dev)")
     p.add_argument("--reason", default="", help="why (recorded in the plan's annotations)")
     p.add_argument("--variant", help="rollout variant (canary, blue-green, waves)")
     p.add_argument("--window", help="requested change window")
     p.add_argument("--idempotency-key", help="resubmitting with the same key returns the same change")
     p.add_argument("--wait", action="store_true", help="follow the change until it is closed")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait with --wait")
+    p.add_argument("--timeout", type=cliargs.seconds, default=300.0, help="seconds to wait with --wait")
     add_connection_options(p)
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_submit))
 
     p = sub.add_parser("status", help="where a change stands, with its events")
-    p.add_argument("change_id")
-    p.add_argument("--tenant", default=ANY_TENANT, help="tenant (default: the change's, looked up)")
+    p.add_argument("change_id", type=cliargs.change_id)
+    p.add_argument("--tenant", type=cliargs.tenant_or_any, default=ANY_TENANT,
+                   help="tenant (default: the change's, looked up)")
     add_identity_option(p)
     add_connection_options(p)
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_status))
 
     p = sub.add_parser("watch", help="stream events live (a tenant's, or one change's)")
-    p.add_argument("change_id", nargs="?")
-    p.add_argument("--tenant", default=None,
+    p.add_argument("change_id", nargs="?", type=cliargs.change_id)
+    p.add_argument("--tenant", type=cliargs.tenant, default=None,
                    help="tenant (default: the change's; without a change: `default`)")
     p.add_argument("--from-start", action="store_true", help="replay from the first event")
-    p.add_argument("--count", type=int, default=0, help="stop after N events")
+    p.add_argument("--count", type=cliargs.count, default=0, help="stop after N events")
     add_identity_option(p)
     add_connection_options(p)
     p.add_argument("--json", action="store_true", help="one JSON event per line")

@@ -25,6 +25,7 @@ from events.subjects import command_filter, parse_caller_subject
 from services.access import Access, Forbidden, refusal
 from services.access import load as load_access
 from services.queries import Queries
+from services.responder import reply_to
 from services.runtime import utc_now
 
 log = logging.getLogger("upm.gateway")
@@ -48,30 +49,28 @@ class Gateway:
                 if ready is not None:
                     ready.set()
                 async for msg in sub.messages:
-                    await self.on_intent(msg)
+                    await reply_to(msg, self.on_intent, what="an intent")
         finally:
             with anyio.CancelScope(shield=True):
                 await sub.unsubscribe()
 
-    async def on_intent(self, msg: Msg) -> None:
+    async def on_intent(self, msg: Msg) -> bytes | None:
+        """The reply to one intent (``None``: dropped, the reply subject is not the caller's)."""
         if self.access.caller(msg.subject, msg.reply) is None:
-            return
+            return None
         tenant, _, principal = parse_caller_subject(msg.subject)
         try:
             cmd = parse_intent(tenant, principal, msg.data)
             self.access.require(principal, tenant, "intent")
         except InvalidEvent as err:
-            await msg.respond(error_reply(err))
-            return
+            return error_reply(err)
         except Forbidden as err:
-            await msg.respond(refusal(err))
-            return
+            return refusal(err)
         change_id = idempotent_change_id(tenant, cmd.idempotency_key) if cmd.idempotency_key else new_id()
         try:
             change = await self.store.read(tenant, change_id) if cmd.idempotency_key else ChangeLog(tenant, change_id)
             if change.events:
-                await msg.respond(ok_reply(change_id, duplicate=True))
-                return
+                return ok_reply(change_id, duplicate=True)
             payload = IntentSubmitted(
                 request=cmd.request,
                 spec=cmd.spec,
@@ -95,6 +94,5 @@ class Gateway:
             await self.store.append(change, [event])
         except StoreError as err:
             log.error("intent for %s not stored: %s", tenant, err)
-            await msg.respond(error_reply(InvalidEvent(f"not stored: {err}", field="store", rule="unavailable")))
-            return
-        await msg.respond(ok_reply(change_id))
+            return error_reply(InvalidEvent(f"not stored: {err}", field="store", rule="unavailable"))
+        return ok_reply(change_id)

@@ -28,6 +28,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from events import jsonbounds
 from events.codec import decode_event
 from events.commands import error_reply
 from events.errors import InvalidEvent, StoreError
@@ -45,6 +46,7 @@ from events.subjects import (
 )
 from services.access import Access, Forbidden, initiator_of, refusal
 from services.client import ChangeStatus, ask, raise_for_reply, request, status_of, until_final
+from services.responder import reply_to
 
 log = logging.getLogger("upm.queries")
 QUEUE = "upm-queries"
@@ -53,6 +55,7 @@ MAX_WAIT_S = 30.0
 MAX_EVENTS = 5000
 CONCURRENT = 256
 ORIGINS_KEPT = 100_000
+MAX_QUERY_BYTES = 4096
 _SETTLE_S = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)  # a woken reader retries while the store catches up
 
 
@@ -98,6 +101,10 @@ _encoder = msgspec.json.Encoder()
 
 def decode_query(decoder: msgspec.json.Decoder[Q], verb: str, data: bytes) -> Q:
     """The query in ``data``; :class:`InvalidEvent` naming what is wrong otherwise."""
+    if len(data) > MAX_QUERY_BYTES:
+        raise InvalidEvent(f"the {verb} query is {len(data)} bytes; the limit is {MAX_QUERY_BYTES}", field="body",
+                           rule="size")
+    jsonbounds.check(data, what=f"the {verb} query")
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -150,7 +157,7 @@ class Queries:
 
     async def _respond(self, msg: Msg, slots: anyio.Semaphore) -> None:
         try:
-            await msg.respond(await self.answer(msg.subject, msg.data))
+            await reply_to(msg, lambda m: self.answer(m.subject, m.data), what="a query")
         finally:
             slots.release()
 
@@ -224,6 +231,9 @@ class Queries:
             records = await self._long_poll(subject, read_change, wait_s)
             return EventsReply(tenant=origin.tenant, events=[Item(s, msgspec.Raw(d)) for s, d in records],
                                last_seq=records[-1][0] if records else query.after_seq)
+        if self.access.enforced and tenant not in self.access.members and principal not in self.access.admins:
+            raise Forbidden(f"there is no tenant {tenant} that {principal} may see (the tenants are those of "
+                            f"{self.access.source})", rule="visibility")
         if not self.access.roles(principal, tenant) and not self.access.tenants_of(principal):
             raise Forbidden(f"{principal} is not a member of tenant {tenant} nor of its org; roles are set in "
                             f"{self.access.source}")

@@ -11,7 +11,7 @@ from typing import Any
 
 from events.commands import CHANGE_TEXT_FIELDS
 from events.store import EventStore
-from services import client, queries
+from services import cliargs, client, queries
 from services.commands import add_connection_options, add_identity_option, guarded, identity, with_store
 from services.output import add_output_options, emit
 
@@ -44,10 +44,10 @@ def register(sub: Any) -> None:
     """Add ``resume``, ``rollback`` and ``cancel`` to the ``upm`` parser."""
     for verb, text in HELP.items():
         p = sub.add_parser(verb, help=text)
-        p.add_argument("change_id")
+        p.add_argument("change_id", type=cliargs.change_id)
         add_identity_option(p)
         p.add_argument("--reason", default="", help="why (recorded in the event)")
-        p.add_argument("--tenant", help="tenant (default: the change's, looked up)")
+        p.add_argument("--tenant", type=cliargs.tenant_or_any, help="tenant (default: the change's, looked up)")
         add_connection_options(p)
         add_output_options(p)
         p.set_defaults(func=_handler(verb))

@@ -27,6 +27,7 @@ from events.subjects import command_filter, parse_caller_subject
 from services.access import Access, Forbidden, initiator_of, refusal
 from services.access import load as load_access
 from services.executor.errors import CommandNotAllowed
+from services.responder import reply_to
 from services.runtime import MAX_CONFLICT_RETRIES, utc_now
 
 log = logging.getLogger("upm.executor.commands")
@@ -96,7 +97,7 @@ class CommandService:
         async for msg in sub.messages:
             if self.access.caller(msg.subject, msg.reply) is None:
                 continue
-            await msg.respond(await self.answer(msg))
+            await reply_to(msg, self.answer, what="a change command")
 
     async def answer(self, msg: Msg) -> bytes:
         """The reply to one command message."""

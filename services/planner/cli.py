@@ -17,6 +17,7 @@ import msgspec
 from events.errors import InvalidEvent
 from events.plan import Plan
 from events.secrets import refuse_secrets
+from services import cliargs
 from services.output import add_output_options, emit
 from services.planner.compiler import CompileInput, compile_intent
 from services.planner.config import DEFAULT_CONFIG, PlannerConfig, load_config
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--initiator", default="", help="who asks for the change")
     parser.add_argument("--reason", default="", help="why")
     parser.add_argument("--window", help="requested window START/END (ISO 8601)")
-    parser.add_argument("--tenant", default="default", help="tenant (default: default)")
+    parser.add_argument("--tenant", type=cliargs.tenant, default="default", help="tenant (default: default)")
     add_output_options(parser)
     parser.set_defaults(func=run)
 

@@ -12,13 +12,16 @@ from typing import Any
 
 import msgspec
 
-from events.commands import CHANGE_TEXT_FIELDS
+from events import jsonbounds
+from events.commands import CHANGE_TEXT_FIELDS, ENVIRONMENTS
+from events.errors import InvalidEvent
 from events.plan import Plan
 from events.store import EventStore
 from events.subjects import ANY_TENANT, command_subject
-from services import client, queries
+from services import cliargs, client, queries
 from services.commands import add_connection_options, add_identity_option, fail, guarded, identity, with_store
-from services.errors import CommandRejected
+from services.configfile import read_text
+from services.errors import CommandRejected, ConfigError
 from services.output import add_output_options, emit, render_table, to_builtins
 from services.preflight.config import load_config
 from services.preflight.errors import PolicyEvaluationError, PolicyLoadError
@@ -114,12 +117,13 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
 
 
 def _load_plan(path: Path, tenant: str) -> Plan:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CommandRejected(f"cannot read {path}: {exc.strerror}", field="file", rule="exists") from exc
     if path.suffix == ".json":
-        doc = msgspec.json.decode(raw)
+        raw = read_text(path, what="the plan file", error=ConfigError).encode()
+        try:
+            jsonbounds.check(raw, what=str(path))
+            doc = msgspec.json.decode(raw)
+        except (InvalidEvent, msgspec.DecodeError) as exc:
+            raise CommandRejected(f"{path} is not a plan or spec: {exc}", field="file", rule="plan") from exc
         if isinstance(doc, dict) and isinstance(doc.get("plan"), dict):
             doc = doc["plan"]
         if isinstance(doc, dict) and "steps" in doc:
@@ -139,20 +143,20 @@ def register(sub: Any) -> None:
     for verb, func, what in (("approve", cmd_approve, "approve a change's current plan"),
                              ("deny", cmd_deny, "deny a change (a denied change never executes)")):
         p = sub.add_parser(verb, help=what)
-        p.add_argument("change_id")
+        p.add_argument("change_id", type=cliargs.change_id)
         add_identity_option(p)
         p.add_argument("--reason", default="", help="why (recorded in the approval trail)")
         if verb == "approve":
             p.add_argument("--plan-hash", help="the plan hash you reviewed (refused if it is not the current plan)")
             p.add_argument("--group", help="the approver group you approve for")
-        p.add_argument("--tenant", help="tenant of the change (default: looked up)")
+        p.add_argument("--tenant", type=cliargs.tenant_or_any, help="tenant of the change (default: looked up)")
         add_connection_options(p)
         add_output_options(p)
         p.set_defaults(func=guarded(func))
 
     p = sub.add_parser("approvals", help="a change's approval trail (who, when, group, plan hash, reason)")
-    p.add_argument("change_id")
-    p.add_argument("--tenant", help="tenant of the change (default: any)")
+    p.add_argument("change_id", type=cliargs.change_id)
+    p.add_argument("--tenant", type=cliargs.tenant_or_any, help="tenant of the change (default: any)")
     add_connection_options(p)
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_approvals))
@@ -162,11 +166,11 @@ def register(sub: Any) -> None:
     p = psub.add_parser("test", help="evaluate policy packs on a plan offline (violations, lane, approvals)")
     p.add_argument("--file", required=True, metavar="PLAN|SPEC", help="a plan JSON (upm plan --json) or a spec file")
     p.add_argument("--pack", action="append", metavar="DIR", help="a pack folder (repeatable; default: the config's)")
-    p.add_argument("--env", default="dev", help="environment: dev, test, staging or prod")
-    p.add_argument("--tenant", default="default")
+    p.add_argument("--env", default="dev", choices=ENVIRONMENTS, help="environment (default: dev)")
+    p.add_argument("--tenant", type=cliargs.tenant, default="default")
     p.add_argument("--initiator", default="policy-test")
     p.add_argument("--config", metavar="FILE", help="pre-flight configuration (default: UPM_PREFLIGHT_CONFIG)")
-    p.add_argument("--at", metavar="ISO-TIME", help="evaluate as of this time (windows), e.g. 2025-10-11T23:00+02:00")
+    p.add_argument("--at", type=cliargs.iso_time, metavar="ISO-TIME", help="evaluate as of this time (windows), e.g. 2025-10-11T23:00+02:00")
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_policy_test))
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-import yaml
 
 from events.commands import ENVIRONMENTS
+from services.configfile import read_mapping
 from services.preflight.errors import PreflightConfigError
 from services.preflight.windows import (
     Window,
@@ -150,19 +150,7 @@ def load_config(path: str | Path | None = None) -> PreflightConfig:
     if not chosen:
         return DEFAULT
     file = Path(chosen)
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise PreflightConfigError(
-            f"cannot read the pre-flight configuration {file}: {exc.strerror}; fix the path "
-            f"(given {'as a parameter' if path is not None else 'in ' + ENV_VAR}) or unset {ENV_VAR}"
-        ) from exc
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise PreflightConfigError(f"{file}{where} is not valid YAML/JSON: {exc}") from exc
+    data = read_mapping(file, what="the pre-flight configuration", error=PreflightConfigError)
     return parse_config(data, source=str(file), base=file.parent)
 
 

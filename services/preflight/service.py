@@ -64,6 +64,7 @@ from services.preflight.core import (
 )
 from services.preflight.errors import ApprovalRefused, PolicyEvaluationError, PolicyLoadError
 from services.preflight.risk import Subject, score
+from services.responder import reply_to
 from services.runtime import MAX_CONFLICT_RETRIES, Context, ServiceSpec
 from services.runtime import Runner as RuntimeRunner
 
@@ -203,7 +204,7 @@ class Preflight:
         async for msg in sub.messages:
             if self.access.caller(msg.subject, msg.reply) is None:
                 continue
-            await msg.respond(await self.on_command(store, msg))
+            await reply_to(msg, functools.partial(self.on_command, store), what="an approval command")
 
     async def on_command(self, store: EventStore, msg: Msg) -> bytes:
         """The reply to one approve/deny request (nothing is appended for a refusal)."""

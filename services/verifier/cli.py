@@ -13,6 +13,7 @@ from typing import Any
 
 from events.model import ExecutionCompleted, VerificationPassed
 from events.store import EventStore
+from services import cliargs
 from services.commands import add_connection_options, add_identity_option, guarded, with_store
 from services.errors import CommandRejected
 from services.output import add_output_options, emit, render_table, to_builtins
@@ -71,15 +72,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "verify", help="re-run a change's verification now (read-backs vs the desired state the log holds now)"
     )
-    p.add_argument("change_id")
-    p.add_argument("--tenant", default="*", help="tenant (default: any)")
+    p.add_argument("change_id", type=cliargs.change_id)
+    p.add_argument("--tenant", type=cliargs.tenant_or_any, default="*", help="tenant (default: any)")
     add_identity_option(p)
     add_connection_options(p)
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_verify))
 
     p = sub.add_parser("drift", help="read every managed resource back now and show drift per resource")
-    p.add_argument("--tenant", default="*", help="tenant (default: all)")
+    p.add_argument("--tenant", type=cliargs.tenant_or_any, default="*", help="tenant (default: all)")
     add_identity_option(p)
     add_connection_options(p)
     add_output_options(p)

@@ -45,5 +45,5 @@ def test_status_without_a_running_upm_says_how_to_start_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NATS_URL", raising=False)
-    assert main(["status", "x", "--data", str(tmp_path)]) == 3
+    assert main(["status", "0190c5b8-5d2c-7b3a-8e4f-123456789abc", "--data", str(tmp_path)]) == 3
     assert "upm up" in capsys.readouterr().err

@@ -124,3 +124,47 @@ async def test_an_idempotency_key_maps_a_resubmission_to_the_same_change(
     assert first["change_id"] == second["change_id"]
     assert second["duplicate"] is True
     assert len((await store.read("acme", str(first["change_id"]))).events) == 1
+
+
+def _deep(depth: int) -> bytes:
+    return b'{"spec": ' + b'{"a": ' * depth + b"1" + b"}" * depth + b"}"
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        (_deep(1000), "depth"),  # ~6 KB, well under the size limit: once raised RecursionError and killed the gateway
+        (b'{"request": "create directory /tmp/a", "request": "delete directory /srv"}', "duplicate-key"),
+        (b'{"spec": {"resources": [], "reso\\u0075rces": [1]}}', "duplicate-key"),
+        (b'[' * 60_000, "depth"),
+    ],
+)
+async def test_hostile_structure_is_refused_and_the_gateway_keeps_answering(
+    nc: NATS, store: EventStore, gateway: Gateway, body: bytes, rule: str
+) -> None:
+    before = await _stored(store)
+    reply = await _send(nc, "acme", body)
+    error = reply["error"]
+    assert isinstance(error, dict)
+    assert (reply["ok"], error["field"], error["rule"]) == (False, "body", rule)
+    assert await _stored(store) == before
+    normal = await _send(nc, "acme", b'{"request": "create directory /tmp/after"}')
+    assert normal["ok"] is True
+
+
+async def test_an_unexpected_failure_is_one_generic_error_reply_and_the_gateway_lives_on(
+    nc: NATS, store: EventStore, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a handler did not foresee answers that message with a generic error, no traceback."""
+
+    async def broken(*_: object) -> None:
+        raise ZeroDivisionError("a bug in a handler")
+
+    monkeypatch.setattr(gateway.store, "append", broken)
+    reply = await _send(nc, "acme", b'{"request": "create directory /tmp/x"}')
+    error = reply["error"]
+    assert isinstance(error, dict)
+    assert (reply["ok"], error["rule"]) == (False, "internal")
+    assert "Traceback" not in str(error["message"]) and "ZeroDivisionError" not in str(error["message"])
+    monkeypatch.undo()
+    assert (await _send(nc, "acme", b'{"request": "create directory /tmp/y"}'))["ok"] is True

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -457,6 +458,12 @@ def test_upm_up_with_access_runs_a_change_to_closed(tmp_path: Path) -> None:
         refused = _upm("rollback", change_id, "--tenant", "acme", "--as", "alice", *at)  # requesters may not
         assert refused.returncode == 2 and "rule server-refused" in refused.stderr, refused.stderr
         assert _upm("status", change_id, "--as", "gina", *at).returncode == 2  # a team change of another tenant
+        audit = _upm("audit", "verify", "--as", "alice", *at)  # blamed the server with a StoreTimeout traceback
+        assert audit.returncode == 2 and "--as upm-admin" in audit.stderr and "Traceback" not in audit.stderr
+        started = time.monotonic()
+        watch = _upm("watch", "--tenant", "nosuch", "--as", "alice", *at)  # long-polled forever before
+        assert watch.returncode == 2 and "no tenant nosuch" in watch.stderr, watch.stderr
+        assert time.monotonic() - started < 30
     finally:
         assert _upm("down", "--data", str(data)).returncode == 0
 
