@@ -39,7 +39,7 @@ from events.plan import Command, Plan, Step, undo_steps
 from services.executor.config import ExecutorConfig
 from services.executor.gates import anomaly, gate
 from services.executor.limits import blast_radius_violation
-from services.executor.waves import WaveRun, is_progressive, waves_of
+from services.executor.waves import WaveRun, waves_of
 
 Probe = Literal["done", "not-done"]
 """What a step's probe read-back showed: already in its target state, or not (unknown is not)."""
@@ -157,7 +157,23 @@ def steps_of(state: ChangeState, plan: Plan, direction: Direction) -> list[tuple
     """The run's steps in order with their wave (rollback runs outside waves)."""
     if direction == "rollback":
         return [(None, s) for s in undo_steps(plan, state.forward.completed)]
-    return [(wave, step) for wave in waves_of(plan) for step in wave.steps]
+    return list(_forward(plan)[0])
+
+
+Ordered = tuple[tuple[WaveRun | None, Step], ...]
+_FORWARD: dict[str, tuple[Ordered, bool]] = {}
+
+
+def _forward(plan: Plan) -> tuple[Ordered, bool]:
+    """The plan's steps with their waves, in order, and whether it has several waves: computed
+    once per plan (by its hash), since :func:`next_action` asks at every action."""
+    found = _FORWARD.get(plan.hash)
+    if found is None:
+        if len(_FORWARD) >= 256:
+            _FORWARD.clear()
+        waves = waves_of(plan)
+        found = _FORWARD[plan.hash] = (tuple((w, s) for w in waves for s in w.steps), len(waves) > 1)
+    return found
 
 
 def next_action(
@@ -181,9 +197,9 @@ def next_action(
         return Start()
     if seen.failed:
         return Finish(_after_failure(state, plan, direction, config, seen))
-    progressive = direction == "forward" and is_progressive(plan)
+    ordered, progressive = (steps_of(state, plan, direction), False) if direction == "rollback" else _forward(plan)
     progress = state.progress(direction)
-    for wave, step in steps_of(state, plan, direction):
+    for wave, step in ordered:
         if wave is not None:
             outputs = seen.outputs.get(wave.index, [])
             verdict = anomaly(outputs, config.anomalies) if outputs else None
