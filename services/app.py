@@ -233,7 +233,8 @@ async def _open(url: str, identity: str, tls: ssl.SSLContext | None, *, service:
 
     async def on_error(exc: Exception) -> None:
         last.append(exc)
-        if not refusals.note(exc) or service:  # a CLI call reports a refused request itself
+        refusals.note(exc)
+        if service:  # a CLI call says what failed itself, once (a refusal, or the connect error below)
             nats_log.error("%s", exc)
 
     try:

@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 DEBUG_ENV = "UPM_DEBUG"
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -45,12 +46,20 @@ def _registrars() -> list[Register]:
     ]
 
 
+def _version() -> str:
+    try:
+        return metadata.version("upm")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``upm`` parser, every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="upm",
         description="UPM: plan, pre-flight, execute, verify and audit infrastructure changes.",
     )
+    parser.add_argument("--version", action="version", version=f"upm {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in _registrars():
         register(sub)
@@ -62,15 +71,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # asyncio warns on every TLS connection closed by the peer ("returning true from eof_received()
     # has no effect when using ssl"): noise, not news, for a CLI.
     logging.getLogger("asyncio").setLevel(logging.ERROR)
+    # nats-py logs every failed connect attempt itself; the CLI says what failed, once, in its own words.
+    logging.getLogger("nats.aio.client").setLevel(logging.CRITICAL)
     args = build_parser().parse_args(argv)
+    from services import output
+
+    output.JSON_ERRORS.set(bool(getattr(args, "json", False)))
     try:
         code: int = args.func(args)
     except Exception as exc:  # the last resort (see the module docstring)
         if os.environ.get(DEBUG_ENV):
             raise
-        sys.stderr.write(f"upm: {args.command} failed unexpectedly: {type(exc).__name__}: {str(exc)[:500]} "
-                         f"(run again with {DEBUG_ENV}=1 to see where)\n")
-        return 2
+        return output.error(f"{args.command} failed unexpectedly: {type(exc).__name__}: {str(exc)[:500]} "
+                            f"(run again with {DEBUG_ENV}=1 to see where)", 2)
     return code
 
 

@@ -19,7 +19,7 @@ import anyio
 from events.commands import ENVIRONMENTS
 from events.store import EventStore, StoredEvent
 from events.subjects import ANY_TENANT
-from services import access, app, cliargs, client, emulators, queries
+from services import access, app, cliargs, client, emulators, output, queries
 from services.errors import CommandRejected, ConfigError, NotRunning, ServerStartFailed
 from services.output import add_output_options, emit, json_dumps, render_table, to_builtins
 
@@ -28,8 +28,7 @@ Sub = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def fail(message: str, code: int = 2) -> int:
-    sys.stderr.write(f"upm: {message}\n")
-    return code
+    return output.error(message, code)
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -69,6 +68,8 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
         try:
             return handler(args)
         except CommandRejected as err:
+            if err.rule in ("visibility", "exists"):
+                return fail(f"not found: {err}")
             where = f" (field {err.field}, rule {err.rule})" if err.field else ""
             return fail(f"rejected{where}: {err}")
         except NotRunning as err:

@@ -7,6 +7,7 @@ A command adds the options with :func:`add_output_options` and prints with :func
 from __future__ import annotations
 
 import argparse
+import contextvars
 import csv
 import sys
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,20 @@ from typing import IO, Any
 import msgspec
 
 _json = msgspec.json.Encoder(order="deterministic")
+
+
+JSON_ERRORS: contextvars.ContextVar[bool] = contextvars.ContextVar("upm_json_errors", default=False)
+"""Set by ``upm``'s entry point when the command runs with ``--json``: errors are JSON too."""
+
+
+def error(message: str, code: int, *, program: str = "upm") -> int:
+    """Report a failed command: ``upm: message`` on stderr, or, under ``--json``, one JSON document
+    ``{"ok": false, "error": {"message": ..., "exit": code}}`` on stdout. Returns ``code``."""
+    if JSON_ERRORS.get():
+        sys.stdout.write(json_dumps({"ok": False, "error": {"message": message, "exit": code}}) + "\n")
+    else:
+        sys.stderr.write(f"{program}: {message}\n")
+    return code
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -46,9 +61,9 @@ def emit(
     if getattr(args, "json", False):
         stream.write(json_dumps(value) + "\n")
         return
-    rows = _rows(to_builtins(value))
+    rows = _rows(msgspec.to_builtins(value))  # columns in the order the rows name them (a query's own)
     if getattr(args, "csv", False):
-        writer = csv.DictWriter(stream, fieldnames=_columns(rows), extrasaction="ignore")
+        writer = csv.DictWriter(stream, fieldnames=_columns(rows), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _cell(v) for k, v in row.items()})

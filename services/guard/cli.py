@@ -46,6 +46,13 @@ def register(
     parser.set_defaults(func=guard_command, pins=pins)
 
 
+NOT_CHECKED = (
+    "what the command does. The guard rails are the spec's syntax rules; they do not judge intent or effect "
+    "(`rm -rf /` passes them). What a change may touch is decided by its plan, the tenant's scope roots and "
+    "pre-flight's policies, before any step runs"
+)
+
+
 def guard_command(args: argparse.Namespace) -> int:
     """Run ``upm guard``: print the verdict, return 0 when allowed and 2 when refused."""
     redact = Redactor()
@@ -63,19 +70,19 @@ def guard_command(args: argparse.Namespace) -> int:
     except PolicyInvalid as exc:
         emit(_verdict(False, shown, "policy", str(exc)), args, text=f"refused [policy]: {exc}")
         return REFUSED
-    reason = (
-        "no live shell metacharacters; "
-        + (
-            f"filters {', '.join(pipeline.programs[1:])} with allowed options; "
-            if len(pipeline.stages) > 1
-            else ""
-        )
-        + "every program pinned (versions are checked against the binaries when the step runs)"
-    )
+    checked = [
+        "no live shell metacharacters (; && || \\ $( ` < > >> newline)",
+        *([f"pipes only into the allow-list with safe options: {', '.join(pipeline.programs[1:])}"]
+          if len(pipeline.stages) > 1 else []),
+        f"every program is pinned: {', '.join(dict.fromkeys(pipeline.programs))} (each version is checked "
+        "against the binary's own report when the step runs)",
+    ]
+    reason = "; ".join(checked)
     stages = [[redact(word) for word in argv] for argv in pipeline.stages]
     shown = redact(" | ".join(shlex.join(argv) for argv in stages))
-    verdict = _verdict(True, shown, None, reason, stages=stages)
-    emit(verdict, args, text=f"allowed: {verdict['command']}\n  {reason}")
+    verdict = _verdict(True, shown, None, reason, stages=stages) | {"checked": checked, "not_checked": NOT_CHECKED}
+    lines = "\n".join(f"  ✓ {c}" for c in checked)
+    emit(verdict, args, text=f"passes the guard rails: {verdict['command']}\n{lines}\n  not checked: {NOT_CHECKED}")
     return ALLOWED
 
 

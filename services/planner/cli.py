@@ -17,7 +17,7 @@ import msgspec
 from events.errors import InvalidEvent
 from events.plan import Plan
 from events.secrets import refuse_secrets
-from services import cliargs
+from services import cliargs, output
 from services.output import add_output_options, emit
 from services.planner.compiler import CompileInput, compile_intent
 from services.planner.config import DEFAULT_CONFIG, PlannerConfig, load_config
@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             emit(plan, args, text=render_plan(plan))
     except PlanError as exc:
-        sys.stderr.write(f"upm plan: {exc.message}\n")
-        return 2
+        return output.error(exc.message, 2, program="upm plan")
     return 0
 
 
