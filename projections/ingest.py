@@ -179,6 +179,10 @@ _CHANGE_FIELDS = (
 _VERIFY_TYPES = "('verification.passed', 'verification.failed')"
 _CHANGE_SCOPE = f"e.type IN {_VERIFY_TYPES} AND coalesce(e.p.scope, 'change') = 'change'"
 
+# Events only the drift loop's per-tenant log and the signed log heads hold: those logs are no
+# change, so they get no row in `changes` (their events are in `events`, `drift` and `log_heads`).
+_LOG_ONLY = "('drift.detected', 'drift.resolved', 'drift.scanned', 'log.head')"
+
 _CHANGES = f"""
 INSERT INTO changes BY NAME
 SELECT e.tenant, e.change_id,
@@ -209,7 +213,7 @@ SELECT e.tenant, e.change_id,
        max(e.at_utc) FILTER (WHERE e.type = 'change.closed') AS closed_at,
        arg_max(e.p.chain_head, e.seq) FILTER (WHERE e.type = 'change.closed') AS chain_head,
        arg_max(e.p.permalink, e.seq) FILTER (WHERE e.type = 'evidence.published') AS permalink
-FROM (SELECT e.*, json_transform(e.payload, '{_CHANGE_FIELDS}') AS p {_BATCH}) e
+FROM (SELECT e.*, json_transform(e.payload, '{_CHANGE_FIELDS}') AS p {_BATCH} AND e.type NOT IN {_LOG_ONLY}) e
 GROUP BY e.tenant, e.change_id
 ON CONFLICT (tenant, change_id) DO UPDATE SET
     last_seq = excluded.last_seq,

@@ -78,3 +78,25 @@ def test_a_rollback_after_the_close_in_the_same_batch_as_the_close(tmp_path: Pat
     statuses = _statuses(db)
     db.close()
     assert statuses == _expected(h.records) and set(statuses.values()) == {"closed"}
+
+
+def test_the_drift_log_and_the_log_heads_are_no_change(tmp_path: Path) -> None:
+    from events import model as m
+    from events.commands import idempotent_change_id
+    from events.subjects import LOG_HEADS_CHANGE_ID, SYSTEM_TENANT
+
+    h = History()
+    happy(h, at=0)
+    drift_log = idempotent_change_id("acme", "upm-drift-log")
+    h.append("acme", drift_log, m.DriftScanned(managed=1, checked=1, drifted=0, unknown=0, interval_s=1,
+                                               duration_ms=1), 10, "verifier", "team")
+    h.append(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID, m.LogHeadSigned(size=9, root="r", signed_at="t", key_id="k",
+                                                                signature="s"), 11, "auditor", "team")
+    db = ProjectionDB(tmp_path / "p")
+    db.ingest(h.records)
+    ids = [r[0] for r in db.main.execute("SELECT change_id FROM changes").fetchall()]
+    stored = db.main.execute("SELECT count(*) FROM events WHERE change_id IN (?, ?)",
+                             [drift_log, LOG_HEADS_CHANGE_ID]).fetchone()
+    db.close()
+    assert drift_log not in ids and LOG_HEADS_CHANGE_ID not in ids and len(ids) == 1
+    assert stored == (2,)  # still every event
