@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import anyio
 
 from events.commands import ENVIRONMENTS
+from events.model import ApprovalRequested, ChangeScheduled
 from events.store import EventStore, StoredEvent
 from events.subjects import ANY_TENANT
 from services import access, app, cliargs, client, emulators, output, queries
@@ -153,11 +154,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
         change_id = await client.submit(store.nc, args.tenant, command, principal=who)
         if not args.wait:
             return change_id
-        printer = None if args.json else _progress_printer()
-        return await queries.wait_closed(store.nc, args.tenant, change_id, principal=who, within=args.timeout,
-                                         on_event=printer)
+        if not args.json:
+            sys.stdout.write(f"change {change_id} submitted (tenant {args.tenant}); following it until it closes "
+                             f"(at most {args.timeout:g}s: --timeout; Ctrl-C stops waiting, the change goes on)\n")
+            sys.stdout.flush()
+        printer = None if args.json else _progress_printer(change_id, args.tenant)
+        try:
+            return await queries.wait_closed(store.nc, args.tenant, change_id, principal=who, within=args.timeout,
+                                             on_event=printer)
+        except TimeoutError:
+            raise StoppedWaiting(change_id, args.tenant, args.timeout) from None
 
-    result = with_store(args, body)
+    try:
+        result = with_store(args, body)
+    except StoppedWaiting as stopped:
+        return fail(str(stopped), STOPPED_WAITING)
     if isinstance(result, str):
         emit({"change_id": result, "tenant": args.tenant}, args, text=result)
         return 0
@@ -165,10 +176,29 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0 if result.outcome == "succeeded" else 1
 
 
-def _progress_printer() -> Callable[[StoredEvent], None]:
+STOPPED_WAITING = 5
+"""``upm submit --wait`` stopped waiting (its ``--timeout``); the change itself goes on."""
+
+
+class StoppedWaiting(Exception):
+    def __init__(self, change_id: str, tenant: str, within: float) -> None:
+        super().__init__(
+            f"stopped waiting after {within:g}s; change {change_id} goes on without you: follow it with "
+            f"`upm watch {change_id} --tenant {tenant}`, or see where it stands with `upm status {change_id}`")
+
+
+def _progress_printer(change_id: str, tenant: str) -> Callable[[StoredEvent], None]:
     def show(stored: StoredEvent) -> None:
         e = client.line(stored)
         sys.stdout.write(f"  {e.phase:<9} {e.type:<22} {e.summary}\n")
+        payload = stored.event.payload
+        if isinstance(payload, ApprovalRequested):
+            groups = " or ".join(payload.groups) or "any approver group"
+            sys.stdout.write(f"  waiting for people: {payload.required} approval(s) from {groups} (not you: "
+                             f"whoever submits cannot approve). An approver runs:\n"
+                             f"      upm approve {change_id} --tenant {tenant} --as <approver>\n")
+        elif isinstance(payload, ChangeScheduled):
+            sys.stdout.write(f"  waiting for the {payload.window} maintenance window: it opens {payload.release_at}\n")
         sys.stdout.flush()
 
     return show

@@ -62,3 +62,23 @@ async def test_an_unknown_change_id_is_not_found(pipeline: object, nats_server: 
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("upm: not found: no change 01a24e70-0000-7000-8000-000000000000")
     assert "rule visibility" not in err and "field caller" not in err
+
+
+async def test_wait_shows_the_id_who_must_approve_and_stops_with_its_own_code(
+    pipeline: object, nats_server: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import anyio
+
+    target = tmp_path / "gone"
+    target.mkdir()
+    url = nats_server.url  # type: ignore[attr-defined]
+    code = await anyio.to_thread.run_sync(main, [
+        "submit", f"Delete directory {target}", "--wait", "--timeout", "4",
+        "--nats", url, "--as", "alice"])
+    out, err = capsys.readouterr()
+    first = out.splitlines()[0]
+    assert first.startswith("change ") and "submitted" in first
+    change_id = first.split()[1]
+    assert "waiting for people" in out and f"upm approve {change_id} --tenant default --as <approver>" in out
+    assert code == 5 and "stopped waiting after 4s" in err and f"upm watch {change_id}" in err
+    assert "Traceback" not in out + err and target.exists()
