@@ -82,3 +82,13 @@ async def test_wait_shows_the_id_who_must_approve_and_stops_with_its_own_code(
     assert "waiting for people" in out and f"upm approve {change_id} --tenant default --as <approver>" in out
     assert code == 5 and "stopped waiting after 4s" in err and f"upm watch {change_id}" in err
     assert "Traceback" not in out + err and target.exists()
+
+
+def test_the_readme_links_only_to_files_in_the_repository() -> None:
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    assert "../shared" not in text
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if "://" not in target:
+            assert (ROOT / target).exists(), target
