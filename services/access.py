@@ -45,7 +45,8 @@ from typing import Any
 
 from events.commands import error_reply
 from events.errors import InvalidEvent
-from events.model import Event, IntentSubmitted
+from events.lifecycle import fold
+from events.model import Event
 from events.subjects import INBOX_ROOT, inbox_prefix, is_principal, is_producer_tenant
 from services.configfile import read_mapping
 from services.errors import ConfigError, UpmServiceError
@@ -242,11 +243,9 @@ def service_identity(service: str) -> str:
 
 
 def initiator_of(events: Sequence[Event]) -> str:
-    """Who submitted a change (its ``intent.submitted``), from its events."""
-    first = next((e for e in events if isinstance(e.payload, IntentSubmitted)), None)
-    if first is not None and isinstance(first.payload, IntentSubmitted):
-        return first.payload.initiator
-    return events[0].actor if events else ""
+    """Who submitted a change: its lifecycle's initiator (the intent is a change's first event, so
+    folding that one is enough); the first event's actor for a log that is no change."""
+    return fold(events[:1]).initiator or (events[0].actor if events else "")
 
 
 def refusal(err: Forbidden) -> bytes:

@@ -177,7 +177,7 @@ async def test_every_tenant_at_once_and_strangers_are_refused(world: World) -> N
     for who in ("dave", "audrey", "gina"):
         with pytest.raises(AccessDenied, match="for admins"):
             await world.sql(who, "SELECT count(*) FROM events", "_all")
-    assert await world.sql("root", "SELECT count(DISTINCT tenant) FROM changes", "_all") == [[3]]  # + _system
+    assert await world.sql("root", "SELECT count(DISTINCT tenant) FROM events", "_all") == [[3]]  # + _system
     with pytest.raises(AccessDenied, match="mallory may not sql in tenant acme"):
         await world.sql("mallory", "SELECT 1")
     with pytest.raises(AccessDenied, match="may not sql in tenant _system"):
