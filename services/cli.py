@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from services import output
 
-    output.JSON_ERRORS.set(bool(getattr(args, "json", False)))
+    json_errors = output.JSON_ERRORS.set(bool(getattr(args, "json", False)))
     try:
         code: int = args.func(args)
     except Exception as exc:  # the last resort (see the module docstring)
@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return output.error(f"{args.command} failed unexpectedly: {type(exc).__name__}: {str(exc)[:500]} "
                             f"(run again with {DEBUG_ENV}=1 to see where)", 2)
+    finally:
+        output.JSON_ERRORS.reset(json_errors)
     return code
 
 
