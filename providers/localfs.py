@@ -229,12 +229,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chown")
     p.add_argument("owner")
     p.add_argument("path")
-    p = sub.add_parser("ln")
-    p.add_argument("flags", choices=("-s", "-sfn"))
+    p = sub.add_parser("ln")  # -s (symbolic: required), -sfn (replace what is there, never entering it)
+    for flag in ("-s", "-f", "-n"):
+        p.add_argument(flag, action="store_true", required=flag == "-s")
     p.add_argument("target")
     p.add_argument("path")
     p = sub.add_parser("rm")
-    p.add_argument("flags", choices=("-f",))
+    p.add_argument("-f", action="store_true", required=True)
     p.add_argument("path")
     return parser
 
@@ -246,7 +247,7 @@ def _action(args: argparse.Namespace) -> Callable[[], None]:
         "write": lambda: write(args.path, sys.stdin.buffer.read(), args.mode),
         "chmod": lambda: chmod(args.path, args.mode),
         "chown": lambda: chown(args.path, args.owner),
-        "ln": lambda: ln(args.target, args.path, replace=args.flags == "-sfn"),
+        "ln": lambda: ln(args.target, args.path, replace=args.f),
         "rm": lambda: rm(args.path),
     }
     return verbs[args.verb]

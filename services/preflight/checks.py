@@ -30,7 +30,7 @@ from events.model import Check, StepOutput
 from events.plan import Command, Plan, Prerequisite, Step
 from providers import CATALOG, compare
 from services.preflight.config import PreflightConfig
-from services.scope import Scope, symlink_refusal
+from services.scope import Scope, load_scope, symlink_refusal
 from services.steps import observe_one, run_command
 
 CHECK_CONCURRENCY = 8
@@ -140,12 +140,13 @@ def quotas(plan: Plan, tenant: str, config: PreflightConfig) -> list[Check]:
 
 
 async def run_checks(
-    plan: Plan, tenant: str, config: PreflightConfig, run: Runner = guarded_read, *, scope: Scope,
+    plan: Plan, tenant: str, config: PreflightConfig, run: Runner = guarded_read, *, scope: Scope | None = None,
     inventory: Inventory = EMPTY,
 ) -> tuple[Check, ...]:
-    """Quotas, scope and ownership, then every prerequisite; the dry run only when all passed (a
-    halt says why, and nothing is read back through a refused path)."""
-    checks: list[Check] = [*quotas(plan, tenant, config), *scope_checks(plan, tenant, scope),
+    """Quotas, scope (default: :func:`~services.scope.load_scope`) and ownership, then every
+    prerequisite; the dry run only when all passed (a halt says why, and nothing is read back
+    through a refused path)."""
+    checks: list[Check] = [*quotas(plan, tenant, config), *scope_checks(plan, tenant, scope or load_scope()),
                            *ownership(plan, tenant, inventory)]
     checks += await _all([functools.partial(prerequisite, p, run) for p in plan.resources_needed])
     if all(c.ok for c in checks):

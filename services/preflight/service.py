@@ -382,10 +382,10 @@ class Host:
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self.follower.run)  # the desired-state inventory, for ownership and the dry run
             consuming, serving = anyio.Event(), anyio.Event()
             tg.start_soon(functools.partial(RuntimeRunner(self.nc, self.service.spec()).run, ready=consuming))
-            await consuming.wait()
+            await consuming.wait()  # the stream is there: follow it
+            tg.start_soon(self.follower.run)  # the desired-state inventory, for ownership and the dry run
             tg.start_soon(_extras, self.service, self.nc, serving, self.interval)
             await serving.wait()
             if ready is not None:
