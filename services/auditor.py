@@ -191,7 +191,8 @@ class Witness:
     """The auditor's second task: an ordered follower of the whole stream from sequence 1.
 
     It runs the stall watchdog (:mod:`services.watchdog`) over every open change, keeps the
-    RFC 6962 tree over every stored event, appends a signed ``log.head`` (tenant
+    RFC 6962 tree over every stored event and the desired-state inventory (:mod:`events.desired`,
+    whose state as of a pack's last event goes in the pack's ``drift.json``), appends a signed ``log.head`` (tenant
     ``_system``, change ``LOG_HEADS_CHANGE_ID``) every ``interval`` seconds when events arrived
     (each also written to ``<data>/heads/log-heads.jsonl``, outside the stream),
     and, once caught up, for every closed change without a current pack: signs a head, builds
