@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
@@ -33,12 +32,9 @@ from events.plan import Plan, Step
 from providers import localfs
 from providers.local import PROVIDER, character_problem
 from services.configfile import read_mapping
+from services.errors import ConfigError
 
 ENV_VAR = "UPM_SCOPE_CONFIG"
-
-
-class ScopeConfigError(Exception):
-    """The scope configuration file is unreadable or malformed; the message says which key."""
 
 
 class Scope(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -52,7 +48,7 @@ class Scope(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         for key, roots in (("roots", self.roots), *((f"tenants.{t}", r) for t, r in self.tenants.items())):
             bad = next((r for r in roots if r == "/" or _path_problem(r) is not None), None)
             if bad is not None:
-                raise ScopeConfigError(
+                raise ConfigError(
                     f"{self.source}: {key} holds {bad!r}: a root is an absolute path below / with no '.' or '..' "
                     f"part, no trailing / and no control, bidi or zero-width character")
 
@@ -120,7 +116,7 @@ def load_scope(path: str | Path | None = None) -> Scope:
     chosen = path or os.environ.get(ENV_VAR)
     if not chosen:
         return Scope(roots=default_roots())
-    data = read_mapping(chosen, what="the scope configuration", error=ScopeConfigError)
+    data = read_mapping(chosen, what="the scope configuration", error=ConfigError)
     return parse_scope(data, source=str(chosen))
 
 
@@ -128,11 +124,5 @@ def parse_scope(data: dict[str, object], *, source: str) -> Scope:
     try:
         scope = msgspec.convert({**data, "source": source}, Scope)
     except msgspec.ValidationError as exc:
-        raise ScopeConfigError(f"{source}: {exc}; the keys are roots and tenants (see README.md, Scope)") from None
+        raise ConfigError(f"{source}: {exc}; the keys are roots and tenants (see README.md, Scope)") from None
     return scope if "roots" in data else msgspec.structs.replace(scope, roots=default_roots())
-
-
-def all_refusals(scope: Scope, tenant: str, steps: Iterable[Step]) -> list[str]:
-    """Every distinct refusal of ``steps``: out of scope (pure), else through a symbolic link (I/O)."""
-    found = [scope.step_refusal(tenant, s) or symlink_refusal(s) for s in steps]
-    return list(dict.fromkeys(r for r in found if r is not None))

@@ -26,6 +26,7 @@ from projections import evidence
 from services import app, client
 from services.access import parse
 from services.auditor import Witness
+from services.errors import ConfigError
 from services.executor import CommandService
 from services.gateway import Gateway
 from services.natsserver import EmbeddedNats
@@ -33,6 +34,7 @@ from services.planner import CompileInput, compile_intent
 from services.planner.errors import InvalidFieldValue
 from services.preflight import Host
 from services.runtime import Runner
+from services.scope import default_roots, parse_scope
 
 ACCESS: dict[str, Any] = {
     "org": "example",
@@ -213,3 +215,15 @@ async def test_a_right_to_left_override_in_a_path_is_refused_at_plan_time(
     assert f"U+{ord(bad):04X}" in rejected.reason and f"at position {len(str(roots)) + 3}" in rejected.reason
     assert not [p for p in payloads if type(p).__name__.startswith("Step")]
     assert not [p for p in payloads if isinstance(p, StepFailed)]
+
+
+def test_the_scope_file_names_the_key_it_cannot_use(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"scope.yaml: tenants.acme holds '/srv/../etc'"):
+        parse_scope({"tenants": {"acme": ["/srv/../etc"]}}, source="scope.yaml")
+    with pytest.raises(ConfigError, match=r"scope.yaml: .*the keys are roots and tenants"):
+        parse_scope({"root": ["/srv"]}, source="scope.yaml")
+    scope = parse_scope({"tenants": {"acme": ["/srv/acme"]}}, source="scope.yaml")
+    assert scope.roots == default_roots() and scope.roots_for("acme") == ("/srv/acme",)
+    assert scope.refusal("acme", "/srv/acme/app") is None
+    assert scope.refusal("acme", "/srv/acme") is not None  # never the root itself
+    assert scope.refusal("globex", f"{tmp_path}/x") is None  # the system temp directory, by default
