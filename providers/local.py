@@ -85,15 +85,17 @@ def character_problem(text: str) -> str | None:
             "zero-width characters (and DEL, tab) can make a path look like another; type it plainly")
 
 
-def _path_problem(path: Any) -> str | None:
+def path_problem(path: Any) -> str | None:
+    """Why ``path`` is not a plain absolute path (pure): look-alike characters, relative, ``.`` or
+    ``..`` or empty parts, a trailing ``/``; ``None`` when it is one."""
     text = str(path)
     invisible = character_problem(text)
     if invisible is not None:
         return invisible
     if not text.startswith("/"):
         return "use an absolute path (starting with /)"
-    if any(part in {".", ".."} for part in text.split("/")) or "\n" in text or "\0" in text:
-        return "no '.' or '..' parts and no newlines"
+    if any(part in {".", ".."} for part in text.split("/")) or "//" in text:
+        return "no '.', '..' or empty (//) parts"
     if len(text) > 1 and text.endswith("/"):
         return "drop the trailing /"
     return None
@@ -119,7 +121,7 @@ def _kind(text: str) -> str:
     return "regular file" if text == "regular empty file" else text
 
 
-_PATH = FieldSpec(name="path", required=True, check=_path_problem, doc="an absolute path")
+_PATH = FieldSpec(name="path", required=True, check=path_problem, doc="an absolute path")
 _OWNER = FieldSpec(
     name="owner",
     pattern=r"[a-z_][a-z0-9_.-]{0,31}",
@@ -259,7 +261,7 @@ SYMLINK = ResourceType(
         FieldSpec(
             name="target",
             required=True,
-            check=_path_problem,
+            check=path_problem,
             nl_keys=("pointing to", "to", "->", "target"),
             doc="the path the link points to",
         ),

@@ -13,7 +13,7 @@ A local resource's path must lie strictly below one of its tenant's roots (never
 itself); roots are compared as written, and since no component of a path may be a symbolic link
 (:mod:`providers.localfs` walks every one with ``O_NOFOLLOW``), the path written is where the
 write lands: give roots by their real path. Paths are also re-checked for the characters and
-parts the planner refuses (:func:`providers.local.character_problem`, no ``.``/``..``), so a plan
+parts the planner refuses (:func:`providers.local.path_problem`), so a plan
 that did not come from the planner gets no further.
 
 Rules: ``path-scope`` (outside the roots), ``path-characters``, ``path-symlink`` (a component is a
@@ -30,7 +30,7 @@ import msgspec
 
 from events.plan import Plan, Step
 from providers import localfs
-from providers.local import PROVIDER, character_problem
+from providers.local import PROVIDER, path_problem
 from services.configfile import read_mapping
 from services.errors import ConfigError
 
@@ -46,7 +46,7 @@ class Scope(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
     def __post_init__(self) -> None:
         for key, roots in (("roots", self.roots), *((f"tenants.{t}", r) for t, r in self.tenants.items())):
-            bad = next((r for r in roots if r == "/" or _path_problem(r) is not None), None)
+            bad = next((r for r in roots if r == "/" or path_problem(r) is not None), None)
             if bad is not None:
                 raise ConfigError(
                     f"{self.source}: {key} holds {bad!r}: a root is an absolute path below / with no '.' or '..' "
@@ -57,7 +57,7 @@ class Scope(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
     def refusal(self, tenant: str, path: str) -> str | None:
         """Why ``tenant`` may not write ``path`` (pure), or ``None``."""
-        problem = _path_problem(path)
+        problem = path_problem(path)
         if problem is not None:
             return f"rule path-characters: {path!r}: {problem}"
         roots = self.roots_for(tenant)
@@ -91,17 +91,6 @@ def symlink_refusal(step: Step) -> str | None:
         return None
     return (f"rule path-symlink: {link} (in {step.resource.name}) is a symbolic link; UPM never writes through "
             "one: give the real path")
-
-
-def _path_problem(path: str) -> str | None:
-    invisible = character_problem(path)
-    if invisible is not None:
-        return invisible
-    try:
-        localfs.components(path)
-    except localfs.Refused as err:
-        return str(err)
-    return None if not path.endswith("/") else "drop the trailing /"
 
 
 def default_roots() -> tuple[str, ...]:
