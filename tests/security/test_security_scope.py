@@ -147,7 +147,7 @@ async def test_a_write_outside_the_roots_is_refused_naming_the_rule_and_the_key(
     submit: Submit, store: EventStore, outside: Path
 ) -> None:
     """Threat: any existing file overwritten (the executor runs as whoever ran `upm up`, root)."""
-    change = await submit("acme", "alice", {"request": f"Create file {outside} containing 'owned'"})
+    change = await submit("acme", "alice", _update(outside, "owned\n"))
     reason = _refusal(await closed(store, "acme", change))
     assert "rule path-scope" in reason and "outside tenant acme's roots" in reason
     assert "roots (or tenants.acme)" in reason and "UPM_SCOPE_CONFIG" in reason
