@@ -9,7 +9,9 @@
     policy.json            the policy decisions
     execution.log.jsonl    the execution log (steps, waves, credentials refs), redacted once more
     verify.json            the change's verification reports
-    drift.json             drift detected / resolved, and the last baseline and current hashes
+    drift.json             drift detected / resolved, the last baseline and current hashes, and
+                           the desired state (events/desired.py) of each resource the change
+                           acts on as of the pack's last event (null: not desired/managed)
     rollback.plan.json     the rollback plan
     rollback.evidence.json the rollback run and its verification (only where one ran)
     neutral_event.json     the change as the spec's neutral provisioning event
@@ -35,6 +37,7 @@ import msgspec
 
 from events import chain, jsonbounds, merkle, signing
 from events.codec import canonical_json, decode_event
+from events.desired import EMPTY, Inventory, resource_key
 from events.errors import ChainBroken, InvalidEvent
 from events.model import (
     ApprovalDenied,
@@ -192,8 +195,16 @@ def _verifications(events: Sequence[Event], scope: str) -> list[tuple[Event, Ver
     return out
 
 
-def sections(events: Sequence[Event]) -> dict[str, bytes]:
-    """Every content file of the pack (all but events, proof and manifest), from the events."""
+def desired_of(plan: Plan | None, inventory: Inventory) -> dict[str, Any]:
+    """The desired state ``inventory`` holds for each resource ``plan`` acts on (``None``: none)."""
+    keys = sorted({resource_key(step) for step in (plan.steps if plan else ())})
+    found = {key: inventory.resources.get(key) for key in keys}
+    return {key: None if r is None else r.desired for key, r in found.items()}
+
+
+def sections(events: Sequence[Event], inventory: Inventory = EMPTY) -> dict[str, bytes]:
+    """Every content file of the pack (all but events, proof and manifest), from the events and
+    the desired-state ``inventory`` as of the last of them."""
     plans = _plans(events)
     plan = plans[-1][1] if plans else None
     redactor = Redactor()
@@ -215,6 +226,7 @@ def sections(events: Sequence[Event]) -> dict[str, bytes]:
             "events": [_entry(e) for e in events if isinstance(e.payload, DriftDetected | DriftResolved)],
             "baseline_hash": last_change[-1].baseline_hash if last_change else "",
             "current_hash": last_change[-1].current_hash if last_change else "",
+            "desired": desired_of(plan, inventory),
         }),
         "rollback.plan.json": _json(
             {"planned": [_entry(e) for e in planned],
@@ -244,12 +256,13 @@ def _tar(files: Mapping[str, bytes]) -> bytes:
 
 def build_pack(
     records: Sequence[tuple[int, bytes]], events: Sequence[Event], head: LogHead, proofs: Mapping[int, Sequence[bytes]],
-    signer: signing.Signer,
+    signer: signing.Signer, inventory: Inventory = EMPTY,
 ) -> bytes:
     """The pack of one change: its stored ``records`` and decoded ``events`` (same order), the
-    signed ``head`` the ``proofs`` (by sequence) lead to, signed by ``signer``."""
+    signed ``head`` the ``proofs`` (by sequence) lead to, signed by ``signer``; ``inventory``:
+    the desired state as of the last record."""
     first, last = events[0], events[-1]
-    files = sections(events)
+    files = sections(events, inventory)
     files["events.jsonl"] = b"".join(data + b"\n" for _, data in records)
     leaves = [Leaf(seq=seq, index=seq - 1, path=[p.hex() for p in proofs[seq]]) for seq, _ in records]
     files["proof.json"] = _json({"head": head, "leaves": leaves})
@@ -279,12 +292,14 @@ def sign_head(signer: signing.Signer, tree: merkle.MerkleTree, signed_at: str) -
 
 
 def pack_from_log(
-    records: Sequence[tuple[int, bytes]], tree: merkle.MerkleTree, head: LogHead, signer: signing.Signer
+    records: Sequence[tuple[int, bytes]], tree: merkle.MerkleTree, head: LogHead, signer: signing.Signer,
+    inventory: Inventory = EMPTY,
 ) -> bytes:
-    """The pack of the change whose stored ``records`` are given, proven against ``head`` of ``tree``."""
+    """The pack of the change whose stored ``records`` are given, proven against ``head`` of ``tree``;
+    ``inventory``: the desired state folded from the whole log up to the last record."""
     events = [decode_event(data) for _, data in records]
     proofs = {seq: tree.inclusion(seq - 1, head.size) for seq, _ in records}
-    return build_pack(records, events, head, proofs, signer)
+    return build_pack(records, events, head, proofs, signer, inventory)
 
 
 def read_pack(data: bytes) -> dict[str, bytes]:

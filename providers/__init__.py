@@ -42,7 +42,7 @@ PROVIDERS: tuple[str, ...] = ("local", "aws", "postgres", "azure", "k8s")
 CATALOG: Mapping[str, ResourceType] = {
     t.name: t for module in (local, aws, postgres, azure, k8s) for t in module.TYPES
 }
-PINS: Mapping[str, CliPin] = {m.PIN.name: m.PIN for m in (local, aws, postgres, azure, k8s)}
+PINS: Mapping[str, CliPin] = {p.name: p for p in (local.PIN, local.HELPER, aws.PIN, postgres.PIN, azure.PIN, k8s.PIN)}
 _WORD = (r"[A-Za-z0-9][\w.@:-]{0,62}", "letters, digits and . @ : _ - (a context or server name)")
 TARGET_RULES: Mapping[str, tuple[str, str]] = {
     "local": ("local", "always 'local'"),

@@ -2,17 +2,27 @@
 
 Commands (argv, no shell):
 
-- directory: ``mkdir -m MODE PATH`` / ``rmdir PATH``; mode and owner changes are facets
-  (``chmod MODE PATH``, ``chown OWNER PATH``).
-- file: ``install -m MODE /dev/stdin PATH`` with the content on the step's ``stdin`` (no shell,
-  so no redirection); a content change is ``dd of=PATH status=none`` (truncates, then writes
-  stdin); delete is ``rm -f PATH``. Re-running ``install`` is harmless, so a file's create has no
-  guard. Its desired state holds the size and the sha256 of the bytes written (the content as
+Every write runs ``upm-localfs`` (:mod:`providers.localfs`, pinned as :data:`HELPER`), which
+walks the path from ``/`` with ``O_NOFOLLOW`` on every component: no write ever goes through a
+symbolic link. Its verbs mirror the coreutils they replace.
+
+- directory: ``upm-localfs mkdir -m MODE PATH`` / ``upm-localfs rmdir PATH``; mode and owner
+  changes are facets (``upm-localfs chmod MODE PATH``, ``upm-localfs chown OWNER PATH``).
+- file: ``upm-localfs write -m MODE PATH`` with the content on the step's ``stdin`` (no shell,
+  so no redirection); a content change is ``upm-localfs write PATH`` (truncates, then writes
+  stdin; the mode stays); delete is ``upm-localfs rm -f PATH``. Re-writing is harmless, so a
+  file's create has no guard. Its desired state holds the size and the sha256 of the bytes written (the content as
   UTF-8, as stdin is fed); an empty file has no digest: size 0 already says it all. Content may
   reference secrets (``${secret:NAME}``, or ``secret:NAME`` as the whole content): the plan holds
   the reference, the executor feeds the resolved value, and the size and digest are compared
   from the resolved value at verification (``services.secrets``).
-- symlink: ``ln -s TARGET PATH``; update ``ln -sfn TARGET PATH``; delete ``rm -f PATH``.
+- symlink: ``upm-localfs ln -s TARGET PATH``; update ``upm-localfs ln -sfn TARGET PATH``; delete
+  ``upm-localfs rm -f PATH``.
+
+Paths are absolute, with no ``.`` or ``..`` part, no trailing ``/``, and no control, bidi
+(U+202A–U+202E, U+2066–U+2069) or zero-width (U+200B–U+200D, U+FEFF) character, DEL or tab:
+refused when the plan is compiled, naming the character and its position. Where a tenant may
+write (its roots) is :mod:`services.scope`.
 
 Read-backs: ``stat -c %F:%a:%U[:%s] PATH`` (``:`` separated; no ``|`` in a plan, ever) and
 ``readlink -v PATH``; a regular file's content is then read back as ``sha256sum -- PATH`` (the
@@ -28,10 +38,12 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from events.secrets import RESOLVED_AT_RUN_TIME, references
+from providers import localfs
 from providers.base import (
     Batch,
     CliPin,
@@ -48,19 +60,46 @@ from providers.readback import Absence
 PROVIDER = "local"
 PIN = CliPin(
     name="coreutils",
-    binaries=("chmod", "chown", "dd", "install", "ln", "mkdir", "readlink", "rm", "rmdir", "sha256sum", "stat"),
+    binaries=("readlink", "sha256sum", "stat"),
     version="9.1",
     version_argv=("stat", "--version"),
     version_pattern=r"\((?:GNU )?coreutils\) (\S+)",
 )
+HELPER = CliPin(
+    name=localfs.NAME,
+    binaries=(localfs.NAME,),
+    version=localfs.VERSION,
+    version_argv=(localfs.NAME, "--version"),
+    version_pattern=localfs.NAME + r" (\S+)",
+)
+"""The local provider's writer (:mod:`providers.localfs`): every create, update and delete runs it."""
+_FS = localfs.NAME
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200d\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
-def _path_problem(path: Any) -> str | None:
+def character_problem(text: str) -> str | None:
+    """The first control, bidi or zero-width character of ``text`` (and DEL, tab), named as U+XXXX
+    with its position (1 = the first character), or ``None``."""
+    found = _INVISIBLE.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    name = unicodedata.name(char, "a control character")
+    return (f"it contains U+{ord(char):04X} ({name}) at position {found.start() + 1}: control, bidi and "
+            "zero-width characters (and DEL, tab) can make a path look like another; type it plainly")
+
+
+def path_problem(path: Any) -> str | None:
+    """Why ``path`` is not a plain absolute path (pure): look-alike characters, relative, ``.`` or
+    ``..`` or empty parts, a trailing ``/``; ``None`` when it is one."""
     text = str(path)
+    invisible = character_problem(text)
+    if invisible is not None:
+        return invisible
     if not text.startswith("/"):
         return "use an absolute path (starting with /)"
-    if any(part in {".", ".."} for part in text.split("/")) or "\n" in text or "\0" in text:
-        return "no '.' or '..' parts and no newlines"
+    if any(part in {".", ".."} for part in text.split("/")) or "//" in text:
+        return "no '.', '..' or empty (//) parts"
     if len(text) > 1 and text.endswith("/"):
         return "drop the trailing /"
     return None
@@ -86,7 +125,7 @@ def _kind(text: str) -> str:
     return "regular file" if text == "regular empty file" else text
 
 
-_PATH = FieldSpec(name="path", required=True, check=_path_problem, doc="an absolute path")
+_PATH = FieldSpec(name="path", required=True, check=path_problem, doc="an absolute path")
 _OWNER = FieldSpec(
     name="owner",
     pattern=r"[a-z_][a-z0-9_.-]{0,31}",
@@ -171,8 +210,8 @@ DIRECTORY = ResourceType(
     summary=("mode",),
     state=("mode",),
     constants={"kind": "directory"},
-    create=("mkdir", "-m", "{mode}", "{path}"),
-    delete=("rmdir", "{path}"),
+    create=(_FS, "mkdir", "-m", "{mode}", "{path}"),
+    delete=(_FS, "rmdir", "{path}"),
     readback=_STAT,
     parse=delimited(("kind", "mode", "owner"), convert=_CONVERT),
     absent=_MISSING,
@@ -204,8 +243,8 @@ FILE = ResourceType(
     summary=("mode",),
     state=("mode", "size", "sha256"),
     constants={"kind": "regular file"},
-    create=("install", "-m", "{mode}", "/dev/stdin", "{path}"),
-    delete=("rm", "-f", "{path}"),
+    create=(_FS, "write", "-m", "{mode}", "{path}"),
+    delete=(_FS, "rm", "-f", "{path}"),
     readback=("stat", "-c", "%F:%a:%U:%s", "{path}"),
     parse=delimited(("kind", "mode", "owner", "size"), convert={**_CONVERT, **_SIZED}),
     absent=_MISSING,
@@ -231,16 +270,16 @@ SYMLINK = ResourceType(
         FieldSpec(
             name="target",
             required=True,
-            check=_path_problem,
+            check=path_problem,
             nl_keys=("pointing to", "to", "->", "target"),
             doc="the path the link points to",
         ),
     ),
     summary=("target",),
     state=("target",),
-    create=("ln", "-s", "{target}", "{path}"),
-    update=("ln", "-sfn", "{target}", "{path}"),
-    delete=("rm", "-f", "{path}"),
+    create=(_FS, "ln", "-s", "{target}", "{path}"),
+    update=(_FS, "ln", "-sfn", "{target}", "{path}"),
+    delete=(_FS, "rm", "-f", "{path}"),
     readback=("readlink", "-v", "{path}"),
     parse=delimited(("target",)),
     absent=_NOT_A_LINK,
@@ -256,7 +295,7 @@ MODE = ResourceType(
     cli=PIN.name,
     ident="{path}",
     state=("mode",),
-    create=("chmod", "{mode}", "{path}"),
+    create=(_FS, "chmod", "{mode}", "{path}"),
     readback=("stat", "-c", "%a", "{path}"),
     parse=delimited(("mode",), convert={"mode": octal_mode}),
     absent=_MISSING,
@@ -273,7 +312,7 @@ OWNER = ResourceType(
     cli=PIN.name,
     ident="{path}",
     state=("owner",),
-    create=("chown", "{owner}", "{path}"),
+    create=(_FS, "chown", "{owner}", "{path}"),
     readback=("stat", "-c", "%U", "{path}"),
     parse=delimited(("owner",)),
     absent=_MISSING,
@@ -291,7 +330,7 @@ CONTENT = ResourceType(
     cli=PIN.name,
     ident="{path}",
     state=("size", "sha256"),
-    create=("dd", "of={path}", "status=none"),
+    create=(_FS, "write", "{path}"),
     readback=("stat", "-c", "%F:%s", "{path}"),
     parse=delimited(("kind", "size"), convert=_SIZED),
     absent=_MISSING,

@@ -25,6 +25,7 @@ from nats.js import api
 
 from events import chain, merkle, signing
 from events.codec import decode_event
+from events.desired import EMPTY, Inventory, evolve
 from events.errors import ChainBroken, ConcurrencyConflict
 from events.ids import derive_id
 from events.lifecycle import fold
@@ -191,7 +192,8 @@ class Witness:
     """The auditor's second task: an ordered follower of the whole stream from sequence 1.
 
     It runs the stall watchdog (:mod:`services.watchdog`) over every open change, keeps the
-    RFC 6962 tree over every stored event, appends a signed ``log.head`` (tenant
+    RFC 6962 tree over every stored event and the desired-state inventory (:mod:`events.desired`,
+    whose state as of a pack's last event goes in the pack's ``drift.json``), appends a signed ``log.head`` (tenant
     ``_system``, change ``LOG_HEADS_CHANGE_ID``) every ``interval`` seconds when events arrived
     (each also written to ``<data>/heads/log-heads.jsonl``, outside the stream),
     and, once caught up, for every closed change without a current pack: signs a head, builds
@@ -214,6 +216,8 @@ class Witness:
         self.last_ts = ""
         self.closed: set[str] = set()
         self.pending: dict[str, tuple[str, int, str]] = {}  # change → (tenant, trigger seq, trigger id)
+        self.inventory: Inventory = EMPTY  # the desired state, folded event by event (events/desired.py)
+        self.desired_at: dict[str, Inventory] = {}  # change → the inventory as of its pending trigger
         self.published = 0
         self._heads = ChangeLog(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
         self._head: LogHead | None = None
@@ -262,6 +266,7 @@ class Witness:
             self.content_size = self.tree.size
             return
         self.watchdog.observe(event)
+        self.inventory = evolve(self.inventory, event)
         if isinstance(event.payload, LogHeadSigned):
             self.head_size = max(self.head_size, event.payload.size)
             self._head = LogHead(seq=seq, size=event.payload.size, root=event.payload.root,
@@ -274,10 +279,12 @@ class Witness:
             pending = self.pending.get(event.change_id)
             if pending is not None and pending[1] < seq:
                 del self.pending[event.change_id]
+                self.desired_at.pop(event.change_id, None)
             return
         if pack_trigger(event.payload, event.change_id in self.closed):
             self.closed.add(event.change_id)
             self.pending[event.change_id] = (event.tenant, seq, event.id)
+            self.desired_at[event.change_id] = self.inventory  # immutable: a snapshot as of this event
 
     async def _tick(self) -> None:
         while True:
@@ -322,6 +329,7 @@ class Witness:
         for change_id, (tenant, trigger_seq, trigger_id) in sorted(self.pending.items(), key=lambda kv: kv[1][1]):
             await self.publish(tenant, change_id, trigger_seq, trigger_id)
             self.pending.pop(change_id, None)
+            self.desired_at.pop(change_id, None)
 
     async def publish(self, tenant: str, change_id: str, trigger_seq: int, trigger_id: str) -> None:
         head = self._head
@@ -329,7 +337,7 @@ class Witness:
             head = await self.sign_head()
         log = await self.store.read(tenant, change_id)
         records = [(s.seq, s.data) for s in log.events if s.seq <= trigger_seq]
-        pack = evidence.pack_from_log(records, self.tree, head, self.signer)
+        pack = evidence.pack_from_log(records, self.tree, head, self.signer, self.desired_at.get(change_id, EMPTY))
         name = object_name(tenant, change_id, trigger_seq)
         await self._objects.put(name, pack)
         files = evidence.read_pack(pack)

@@ -258,7 +258,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"upm status <change_id> --as {demo.INITIATOR} --data {folder}; then upm down --data {folder}"
     )
     emit(rows, args, text=text)
-    expected = demo.expected_outcomes(folder / "files", extras)
+    expected = demo.expected_outcomes(demo.files_of(folder), extras)
     return 0 if [r.outcome for r in results] == expected else 1
 
 

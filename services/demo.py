@@ -215,7 +215,7 @@ def run_demo(folder: Path, out: TextIO = sys.stdout, extras: tuple[str, ...] = (
     if folder.exists():
         app.down(folder)
         shutil.rmtree(folder)
-    files = folder / "files"
+    files = files_of(folder)
     files.mkdir(parents=True)
     (files / "z-blocked").write_text("a file where the last step wants a directory\n")
     config = folder / "preflight.yaml"
@@ -238,6 +238,12 @@ def run_demo(folder: Path, out: TextIO = sys.stdout, extras: tuple[str, ...] = (
         stopped = app.down(folder)
         out.write(f"\nStopped {', '.join(stopped)}; nothing left running.\n")
     return results
+
+
+def files_of(folder: Path) -> Path:
+    """Where the demo's local resources go: ``targets/`` of its data folder, one of the default
+    roots every tenant may write below (:mod:`services.scope`)."""
+    return folder / "targets"
 
 
 def expected_outcomes(files: Path, extras: tuple[str, ...] = ()) -> list[str]:

@@ -117,6 +117,7 @@ def service_needs(outputs_bucket: str = OUTPUTS_BUCKET) -> dict[str, Needs]:
                    "approval.granted", "approval.denied", "change.approved", "change.scheduled", "slo.breached"),
             answers=(command_filter("approve"), command_filter("deny")),
             durable=True,
+            follows=True,  # the desired-state inventory: who owns what (services/inventory.py)
         ),
         "executor": Needs(
             emits=("execution.started", "execution.completed", "execution.failed", "execution.cancelled",

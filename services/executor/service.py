@@ -69,6 +69,7 @@ from services.executor.outputs import OutputStore
 from services.executor.waves import WaveRun, waves_of
 from services.guard import Redactor
 from services.runtime import Context
+from services.scope import Scope, load_scope
 from services.steps import Executed, already_done, execute, read_back
 
 log = logging.getLogger("upm.executor")
@@ -106,8 +107,9 @@ class _Run:
 class Executor:
     """The executor service's state across changes: policy, rate buckets, brokers, outputs."""
 
-    def __init__(self, config: ExecutorConfig) -> None:
+    def __init__(self, config: ExecutorConfig, scope: Scope | None = None) -> None:
         self.config = config
+        self.scope = scope or load_scope()  # where local steps may write: checked again before each
         self.rates: RateLimits | None = None  # opened on the first step: the buckets are on the bus
         self.pins = config.pin_table()
         self.policy = config.guard_policy()
@@ -244,6 +246,11 @@ class Executor:
         return "done" if isinstance(found, Absent) else "not-done"
 
     async def _exec(self, run: _Run, step: Step, command: Command, stdin: str | None, timeout_s: float) -> Executed:
+        """Run a step's (or its inverse's) command; a local path out of the tenant's scope is refused
+        again here, and the local writer itself never follows a link (:mod:`providers.localfs`)."""
+        refused = self.scope.step_refusal(run.ctx.input.tenant, step)
+        if refused is not None:
+            return Executed(StepOutput(rc=126, stderr=f"refused before running ({refused})"))
         return await execute(
             command,
             timeout_s=timeout_s,

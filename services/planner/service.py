@@ -13,6 +13,7 @@ from events.model import ChangeStalled, Event, IntentSubmitted, Payload, PlanCom
 from services.planner import CompileInput, PlanError, PlannerConfig, compile_intent
 from services.planner.config import DEFAULT_CONFIG
 from services.runtime import Context, Handler, ServiceSpec, pure
+from services.scope import Scope, load_scope
 
 NAME = "planner"
 
@@ -22,7 +23,10 @@ def revision_of(history: Sequence[Event]) -> int:
     return 1 + sum(isinstance(e.payload, (PlanCompiled, PlanRejected)) for e in history)
 
 
-def decide(history: Sequence[Event], event: Event, config: PlannerConfig = DEFAULT_CONFIG) -> list[Payload]:
+def decide(
+    history: Sequence[Event], event: Event, config: PlannerConfig = DEFAULT_CONFIG, scope: Scope | None = None
+) -> list[Payload]:
+    """Compile the intent; a plan with a local path out of the tenant's ``scope`` is rejected."""
     match event.payload:
         case IntentSubmitted() as intent:
             revision = revision_of(history)
@@ -33,15 +37,18 @@ def decide(history: Sequence[Event], event: Event, config: PlannerConfig = DEFAU
             except PlanError as err:
                 return [PlanRejected(reason=str(err), error=type(err).__name__, revision=revision)]
             elapsed_ms = (time.perf_counter() - started) * 1000
+            refusals = scope.plan_refusals(event.tenant, plan) if scope is not None else []
+            if refusals:
+                return [PlanRejected(reason="; ".join(refusals), error="OutOfScope", revision=revision)]
             return [PlanCompiled(plan=plan, revision=revision, compile_ms=round(elapsed_ms, 3))]
         case _:
             return []
 
 
-def make_handler(config: PlannerConfig) -> Handler:
+def make_handler(config: PlannerConfig, scope: Scope) -> Handler:
     """Compile each intent; on the watchdog's nudge, compile the intent a crash left uncompiled
     (ids derived from that intent, as its first compile would have written them)."""
-    compile_each = pure(lambda history, event: decide(history, event, config))
+    compile_each = pure(lambda history, event: decide(history, event, config, scope))
 
     async def handle(ctx: Context, history: list[Event], event: Event) -> None:
         if not isinstance(event.payload, ChangeStalled):
@@ -52,10 +59,11 @@ def make_handler(config: PlannerConfig) -> Handler:
         events = [s.event for s in ctx.log.events]
         at = max(i for i, e in enumerate(events) if isinstance(e.payload, IntentSubmitted))
         intent = events[at]
-        await ctx.emit(*(ctx.derived(p, intent.id, type_of(p)) for p in decide(events[:at], intent, config)))
+        await ctx.emit(*(ctx.derived(p, intent.id, type_of(p)) for p in decide(events[:at], intent, config, scope)))
 
     return handle
 
 
-def spec(config: PlannerConfig = DEFAULT_CONFIG) -> ServiceSpec:
-    return ServiceSpec(name=NAME, consumes=("intent.submitted", "change.stalled"), handle=make_handler(config))
+def spec(config: PlannerConfig = DEFAULT_CONFIG, scope: Scope | None = None) -> ServiceSpec:
+    return ServiceSpec(name=NAME, consumes=("intent.submitted", "change.stalled"),
+                       handle=make_handler(config, scope or load_scope()))

@@ -1,10 +1,16 @@
-"""Checks before any mutation: prerequisites, the dry run (conflicts), quotas.
+"""Checks before any mutation: scope, ownership, prerequisites, the dry run (conflicts), quotas.
 
+* **scope** — each local step's path lies below its tenant's roots and no component of it is a
+  symbolic link (:mod:`services.scope`; rules ``path-scope``, ``path-symlink``, ``path-characters``).
+* **ownership** — no step acts on a resource another tenant owns (the desired-state inventory,
+  :mod:`events.desired`): ``policy tenant-ownership``, without saying who owns it. Implied steps
+  (created only when absent, never rolled back) are exempt.
 * **exists** — each ``resources_needed`` entry's check command (a read-back, through the guarded
   runner); a missing one names the resource and how to provide it; one the check could not read
   (a refused certificate or password, an unreachable target) fails as "could not check", with why.
 * **dry-run** — each step's guard read-back compared with its desired state: ``create``,
-  ``no-op`` (already done), ``delete``, or a failure: a resource to be created that already exists
+  ``no-op`` (already done: the read-back matches and, for a managed resource, the inventory's
+  desired state already equals the step's), ``delete``, or a failure: a resource to be created that already exists
   and differs from the plan (a conflict), or an update of something absent (blocked). A read-back
   that cannot answer (its CLI cannot run here, the target refused it) is reported as unknown, with
   why, and does not fail: never as absent.
@@ -21,11 +27,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
+from events.desired import EMPTY, Inventory, owner_of, resource_key
 from events.model import Check, StepOutput
 from events.plan import Command, Plan, Prerequisite, Step
 from providers import CATALOG, Unknown, compare
 from providers.readback import unknown
 from services.preflight.config import PreflightConfig
+from services.scope import Scope, load_scope, symlink_refusal
 from services.steps import observe_one, run_command, timed_out
 
 CHECK_CONCURRENCY = 8
@@ -53,8 +61,42 @@ async def prerequisite(pre: Prerequisite, run: Runner = guarded_read) -> Check:
     return Check(name="exists", target=pre.resource.key, ok=False, detail=detail)
 
 
-async def dry_run(step: Step, run: Runner = guarded_read) -> Check:
-    """What the step would do against the resource as read back now."""
+def scope_checks(plan: Plan, tenant: str, scope: Scope) -> list[Check]:
+    """One failed check per step whose local path is out of ``tenant``'s scope or goes through a
+    symbolic link (lstat of each component: the executor's writer refuses links again as it writes)."""
+    out = []
+    for step in plan.steps:
+        refusal = scope.step_refusal(tenant, step) or symlink_refusal(step)
+        if refusal is not None:
+            out.append(Check(name="scope", target=step.id, ok=False, detail=refusal))
+    return out
+
+
+def ownership(plan: Plan, tenant: str, inventory: Inventory) -> list[Check]:
+    """One failed check per resource the plan acts on that another tenant owns (pure). The detail
+    names the rule and the resource the requester named, never the owner or its change."""
+    foreign = dict.fromkeys(
+        resource_key(step) for step in plan.steps
+        if not step.implied and owner_of(inventory, resource_key(step)) not in (None, tenant)
+    )
+    return [Check(name="ownership", target=key, ok=False,
+                  detail=f"policy tenant-ownership: {key} is managed by another tenant; a change may act only on "
+                         "its own tenant's resources and unmanaged ones: ask the owning team to make this change")
+            for key in foreign]
+
+
+def desired_changes(step: Step, inventory: Inventory) -> list[str]:
+    """The fields whose desired state ``step`` changes, for a managed resource (pure); none for an
+    unmanaged one."""
+    found = inventory.resources.get(resource_key(step))
+    if found is None:
+        return []
+    have = found.desired
+    return [f"{name}: {have.get(name)!r} → {value!r}" for name, value in step.desired.items() if have.get(name) != value]
+
+
+async def dry_run(step: Step, run: Runner = guarded_read, inventory: Inventory = EMPTY) -> Check:
+    """What the step would do against the resource as read back now and its desired state."""
     command = step.guard or step.readback
     _, seen = await observe_one(step.resource, command, lambda c: run(c, step.target, step.timeout_s))
     if isinstance(seen, Unknown):
@@ -66,6 +108,11 @@ async def dry_run(step: Step, run: Runner = guarded_read) -> Check:
     if step.action == "delete":
         return Check(name="dry-run", target=step.id, ok=True, detail="delete" if observed is not None else "no-op: absent")
     if not diffs:
+        changes = desired_changes(step, inventory)
+        if changes:
+            return Check(name="dry-run", target=step.id, ok=True,
+                         detail=f"{step.action}: reads back as planned already; its desired state changes "
+                                f"({', '.join(changes)})")
         return Check(name="dry-run", target=step.id, ok=True, detail="no-op: already in the desired state")
     if observed is None:
         if step.action == "update":
@@ -97,12 +144,18 @@ def quotas(plan: Plan, tenant: str, config: PreflightConfig) -> list[Check]:
     return out
 
 
-async def run_checks(plan: Plan, tenant: str, config: PreflightConfig, run: Runner = guarded_read) -> tuple[Check, ...]:
-    """Quotas, then every prerequisite; the dry run only when both passed (a halt says why)."""
-    checks: list[Check] = quotas(plan, tenant, config)
+async def run_checks(
+    plan: Plan, tenant: str, config: PreflightConfig, run: Runner = guarded_read, *, scope: Scope | None = None,
+    inventory: Inventory = EMPTY,
+) -> tuple[Check, ...]:
+    """Quotas, scope (default: :func:`~services.scope.load_scope`) and ownership, then every
+    prerequisite; the dry run only when all passed (a halt says why, and nothing is read back
+    through a refused path)."""
+    checks: list[Check] = [*quotas(plan, tenant, config), *scope_checks(plan, tenant, scope or load_scope()),
+                           *ownership(plan, tenant, inventory)]
     checks += await _all([functools.partial(prerequisite, p, run) for p in plan.resources_needed])
     if all(c.ok for c in checks):
-        checks += await _all([functools.partial(dry_run, s, run) for s in plan.steps])
+        checks += await _all([functools.partial(dry_run, s, run, inventory) for s in plan.steps])
     return tuple(checks)
 
 

@@ -30,6 +30,7 @@ from nats.aio.subscription import Subscription
 
 from events.codec import decode_event
 from events.commands import ChangeCommand, error_reply, parse_change_command
+from events.desired import Inventory
 from events.errors import ConcurrencyConflict, InvalidEvent, StoreError
 from events.ids import derive_id, new_id
 from events.lifecycle import ChangeState, fold, parse_ts
@@ -51,6 +52,7 @@ from events.store import ChangeLog, EventStore, new_event
 from events.subjects import command_filter, parse_caller_subject, type_filter
 from services.access import Access, Forbidden, refusal
 from services.access import load as load_access
+from services.inventory import Follower, InventoryBehind
 from services.preflight import verdict as verdicts
 from services.preflight.checks import Runner, guarded_read, run_checks
 from services.preflight.config import PreflightConfig, load_config
@@ -67,11 +69,15 @@ from services.preflight.risk import Subject, score
 from services.responder import reply_to
 from services.runtime import MAX_CONFLICT_RETRIES, Context, ServiceSpec
 from services.runtime import Runner as RuntimeRunner
+from services.scope import Scope, load_scope
+from services.verifier.inventory import from_log
 
 log = logging.getLogger("upm.preflight")
 NAME = "preflight"
 QUEUE = "upm-preflight"
 Clock = Callable[[], datetime]
+INVENTORY_WAIT_S = 10.0
+"""How long a decision waits for the inventory follower to reach the plan being decided."""
 _reply = msgspec.json.Encoder()
 
 
@@ -135,6 +141,8 @@ class Preflight:
     clock: Clock = utc_clock
     reads: Runner = guarded_read
     access: Access = field(default_factory=load_access)
+    scope: Scope = field(default_factory=load_scope)
+    follower: Follower | None = None
     slo: SloTracker = field(init=False)
 
     def __post_init__(self) -> None:
@@ -163,7 +171,12 @@ class Preflight:
         subject = Subject(tenant=event.tenant, change_id=event.change_id, environment=state.environment,
                           initiator=state.initiator, plan=event.payload.plan, revision=event.payload.revision)
         started = time.perf_counter()
-        checks = await run_checks(subject.plan, subject.tenant, self.config, self.reads)
+        try:
+            inventory = await self.inventory_at(ctx.store, ctx.log.events[at].seq)
+            checks = await run_checks(subject.plan, subject.tenant, self.config, self.reads, scope=self.scope,
+                                      inventory=inventory)
+        except InventoryBehind as err:
+            checks = (Check(name="ownership", target=subject.tenant, ok=False, detail=f"policy tenant-ownership: {err}"),)
         payloads = assess(subject, checks, self.config, self.clock(), (time.perf_counter() - started) * 1000)
         duration = next((p.duration_ms for p in payloads if isinstance(p, (PreflightPassed, PreflightFailed))), 0.0)
         items: list[Payload | tuple[Payload, str] | Event] = []
@@ -174,6 +187,13 @@ class Preflight:
         decision = ctx.derived(payloads[0], event.id, f"{_tag(payloads[0])}:0")
         items += [decision, *_following(ctx, decision.id, payloads[1:])]
         await ctx.emit(*items)
+
+    async def inventory_at(self, store: EventStore, seq: int) -> Inventory:
+        """The desired-state inventory with every event up to stream sequence ``seq`` folded: the
+        follower's (:class:`Host` runs one), else folded from the whole stream now."""
+        if self.follower is None:
+            return await from_log(store)
+        return await self.follower.at_least(seq, INVENTORY_WAIT_S)
 
     async def _finish(self, ctx: Context, state: ChangeState) -> None:
         """Append what pre-flight still owes the change (:func:`decide_pending`), with the ids the
@@ -351,20 +371,22 @@ async def _extras(service: Preflight, nc: NATS, ready: anyio.Event | None, inter
 
 class Host:
     """All of pre-flight on one connection: the ``plan.compiled`` consumer (shared runtime),
-    the approve/deny subscriber and the release loop; ``run(ready=...)`` as ``upm service`` expects."""
+    the follower keeping the desired-state inventory, the approve/deny subscriber and the release loop; ``run(ready=...)`` as ``upm service`` expects."""
 
     def __init__(self, nc: NATS, *, config: PreflightConfig | None = None, clock: Clock = utc_clock,
                  reads: Runner = guarded_read, interval: float | None = None, access: Access | None = None) -> None:
         self.nc = nc
+        self.follower = Follower(EventStore(nc))
         self.service = Preflight(config or load_config(), clock=clock, reads=reads,
-                                 access=access if access is not None else load_access())
+                                 access=access if access is not None else load_access(), follower=self.follower)
         self.interval = interval
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
         async with anyio.create_task_group() as tg:
             consuming, serving = anyio.Event(), anyio.Event()
             tg.start_soon(functools.partial(RuntimeRunner(self.nc, self.service.spec()).run, ready=consuming))
-            await consuming.wait()
+            await consuming.wait()  # the stream is there: follow it
+            tg.start_soon(self.follower.run)  # the desired-state inventory, for ownership and the dry run
             tg.start_soon(_extras, self.service, self.nc, serving, self.interval)
             await serving.wait()
             if ready is not None:

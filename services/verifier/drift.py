@@ -29,7 +29,7 @@ from nats.aio.client import Client as NATS
 
 from events.codec import digest
 from events.commands import idempotent_change_id
-from events.desired import EMPTY, Inventory, evolve, in_change, resource_key
+from events.desired import Inventory, in_change, resource_key
 from events.errors import ConcurrencyConflict
 from events.ids import new_id
 from events.model import (
@@ -43,11 +43,11 @@ from events.model import (
     StepOutput,
 )
 from events.plan import Command
-from events.store import ChangeLog, EventStore, new_event
-from events.subjects import tenant_filter
+from events.store import ChangeLog, EventStore, StoredEvent, new_event
 from providers import Known, Observed, Unknown, compare
 from providers.reconcile import reconcile_resource
 from services.guard import RateLimiter
+from services.inventory import Follower
 from services.runtime import utc_now
 from services.secrets import SecretResolver, SecretsConfig, resolved_desired
 from services.steps import batch_observe, observe_one, run_command
@@ -147,7 +147,7 @@ class DriftLoop:
         self.config = config
         self.read = read
         self.secrets = secrets or SecretsConfig().resolver()
-        self.inventory: Inventory = EMPTY
+        self.follower = Follower(self.store, self._folded)
         self.tenants: set[str] = set()
         self.logs: dict[str, ChangeLog] = {}
         self.reported: dict[tuple[str, str], str] = {}
@@ -156,7 +156,7 @@ class DriftLoop:
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._follow_log)
+            tg.start_soon(self.follower.run)
             if ready is not None:
                 ready.set()
             while True:
@@ -164,13 +164,20 @@ class DriftLoop:
                 for tenant in sorted(self.tenants):
                     await self.scan_tenant(tenant)
 
-    async def _follow_log(self) -> None:
-        """Fold every event, in log order, into the inventory; resolve reconciles as they close."""
-        async for stored in self.store.follow(tenant_filter("*")):
-            self.inventory = evolve(self.inventory, stored.event)
-            if isinstance(stored.event.payload, ChangeClosed):
-                self.tenants |= {r.owner for r in self.inventory.resources.values()}
-                await self._resolve(stored.event.tenant, stored.event.change_id, stored.event.payload)
+    @property
+    def inventory(self) -> Inventory:
+        """The desired-state inventory as the follower has folded it so far."""
+        return self.follower.inventory
+
+    @inventory.setter
+    def inventory(self, inventory: Inventory) -> None:
+        self.follower.inventory = inventory
+
+    async def _folded(self, stored: StoredEvent) -> None:
+        """After each event is folded: resolve reconciles as they close."""
+        if isinstance(stored.event.payload, ChangeClosed):
+            self.tenants |= {r.owner for r in self.inventory.resources.values()}
+            await self._resolve(stored.event.tenant, stored.event.change_id, stored.event.payload)
 
     async def _resolve(self, tenant: str, change_id: str, closed: Any) -> None:
         for key, (t, reconcile_id) in list(self.reconciling.items()):

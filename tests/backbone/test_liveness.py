@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sysconfig
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -27,10 +28,13 @@ from services.guard import DEFAULT_PATH
 from services.runtime import Context, Runner, ServiceSpec
 from services.watchdog import Deadlines, due
 
-FAULTY_MKDIR = """#!/bin/sh
-[ "$1" = "--version" ] && exec /usr/bin/mkdir --version
-exec /usr/bin/mkdir -m 0700 "$3"
+WRITER = str(Path(sysconfig.get_path("scripts")) / "upm-localfs")
+FAULTY_WRITER = f"""#!/bin/sh
+[ "$1" = "mkdir" ] && exec {WRITER} mkdir -m 0700 "$4"
+exec {WRITER} "$@"
 """
+"""The local writer, except that a mkdir ignores the mode asked for (it passes its pin: it answers
+``--version`` with the real report)."""
 
 
 class Cut(Exception):
@@ -156,8 +160,8 @@ async def test_a_failed_verification_cut_short_is_still_rolled_back(
 ) -> None:
     bin_dir = tmp_path / "faulty-bin"
     bin_dir.mkdir()
-    (bin_dir / "mkdir").write_text(FAULTY_MKDIR)
-    (bin_dir / "mkdir").chmod(0o755)
+    (bin_dir / "upm-localfs").write_text(FAULTY_WRITER)
+    (bin_dir / "upm-localfs").chmod(0o755)
     monkeypatch.setenv("UPM_STEP_PATH", f"{bin_dir}:{DEFAULT_PATH}")
     config = tmp_path / "verifier.yaml"
     config.write_text("auto_rollback: {dev: true}\ndrift: {interval_s: 3600}\n")

@@ -113,7 +113,7 @@ def test_rollback_undoes_only_completed_steps_latest_first() -> None:
     ))
     undo = [step for _, step in steps_of(state, plan, "rollback")]
     assert [(u.id, u.rollback.display if u.rollback else "") for u in undo] == [
-        (c.id, f"rmdir {c.resource.name}"), (a.id, f"rmdir {a.resource.name}")]
+        (c.id, f"upm-localfs rmdir {c.resource.name}"), (a.id, f"upm-localfs rmdir {a.resource.name}")]
 
 
 def test_state_from_events() -> None:

@@ -59,19 +59,19 @@ PHRASINGS: list[tuple[str, list[str]]] = [
             for c in ("prod-east", "prod-west", "prod-eu")
         ],
     ),
-    ("create directory /srv/app with mode 0750", ["mkdir -m 0750 /srv/app"]),
-    ("create file /etc/app.conf containing 'x'", ["install -m 0644 /dev/stdin /etc/app.conf"]),
-    ("Create symlink /srv/current pointing to /srv/app", ["ln -s /srv/app /srv/current"]),
+    ("create directory /srv/app with mode 0750", ["upm-localfs mkdir -m 0750 /srv/app"]),
+    ("create file /etc/app.conf containing 'x'", ["upm-localfs write -m 0644 /etc/app.conf"]),
+    ("Create symlink /srv/current pointing to /srv/app", ["upm-localfs ln -s /srv/app /srv/current"]),
     (
         "Make a folder /data/cache owned by www-data",
-        ["mkdir -m 0755 /data/cache", "chown www-data /data/cache"],
+        ["upm-localfs mkdir -m 0755 /data/cache", "upm-localfs chown www-data /data/cache"],
     ),
     (
         "Create directory /srv/app and file /srv/app/config.yml containing 'a: 1' with mode 0600",
-        ["mkdir -m 0755 /srv/app", "install -m 0600 /dev/stdin /srv/app/config.yml"],
+        ["upm-localfs mkdir -m 0755 /srv/app", "upm-localfs write -m 0600 /srv/app/config.yml"],
     ),
-    ("Change mode of directory /srv/app to 0700", ["chmod 0700 /srv/app"]),
-    ("Remove file /tmp/old.log", ["rm -f /tmp/old.log"]),
+    ("Change mode of directory /srv/app to 0700", ["upm-localfs chmod 0700 /srv/app"]),
+    ("Remove file /tmp/old.log", ["upm-localfs rm -f /tmp/old.log"]),
     (
         "Create IAM role app-role for service lambda.amazonaws.com",
         [

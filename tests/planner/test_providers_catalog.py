@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -27,12 +28,13 @@ from providers import (
     pin_for,
 )
 from services.planner import CompileInput, compile_intent
-from services.steps import read_back
+from services.steps import read_back, step_path
 
 
 def _run(cmd: Command, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(cmd.argv), input=stdin or "", capture_output=True, text=True, timeout=10, check=False
+    return subprocess.run(  # on the steps' PATH: the local writer (upm-localfs) is in this environment's scripts
+        list(cmd.argv), input=stdin or "", capture_output=True, text=True, timeout=10, check=False,
+        env={**os.environ, "PATH": step_path()},
     )
 
 
@@ -87,8 +89,8 @@ def test_local_updates_and_deletes_run_for_real(tmp_path: Path) -> None:
     }
     plan = compile_intent(CompileInput(spec=spec))
     assert [s.command.display for s in plan.steps] == [
-        f"dd of={target}/f status=none",
-        f"chmod 0700 {target}",
+        f"upm-localfs write {target}/f",
+        f"upm-localfs chmod 0700 {target}",
     ]
     assert {p.resource.key for p in plan.resources_needed} == {
         f"local_directory:local:{target}",
@@ -98,11 +100,11 @@ def test_local_updates_and_deletes_run_for_real(tmp_path: Path) -> None:
         _apply(step)
     assert (target / "f").read_text() == "new\ncontent\n"
     delete = compile_intent(CompileInput(request=f"delete file {target}/f and directory {target}"))
-    assert [s.command.display for s in delete.steps] == [f"rm -f {target}/f", f"rmdir {target}"]
+    assert [s.command.display for s in delete.steps] == [f"upm-localfs rm -f {target}/f", f"upm-localfs rmdir {target}"]
     for step in delete.steps:
         _apply(step)
     assert not target.exists()
-    assert [c.display for c in delete.rollback] == [f"mkdir -m 0755 {target}"]
+    assert [c.display for c in delete.rollback] == [f"upm-localfs mkdir -m 0755 {target}"]
 
 
 def test_observe_parses_each_providers_read_back() -> None:

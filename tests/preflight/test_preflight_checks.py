@@ -7,10 +7,21 @@ from pathlib import Path
 import pytest
 from preflight_helpers import config, plan_of
 
-from events.model import StepOutput
-from events.plan import Command
+from events.desired import Inventory, fold
+from events.ids import new_id
+from events.model import (
+    ChangeClosed,
+    ExecutionCompleted,
+    ExecutionStarted,
+    IntentSubmitted,
+    PlanCompiled,
+    StepOutput,
+)
+from events.plan import Command, Plan
+from events.store import new_event
 from services.emulators import free_port
 from services.preflight.checks import run_checks
+from services.scope import Scope
 
 
 def _scripted(outputs: dict[str, StepOutput]):
@@ -73,3 +84,45 @@ async def test_a_target_that_refuses_the_connection_is_unknown_not_missing(monke
     (dry,) = [c for c in role if c.name == "dry-run"]
     assert dry.ok and dry.detail.startswith("create: current state unknown (could not read back "
                                             "pg_role:default:auditor: refused (exit 2): ")
+
+
+def _managed_by(tenant: str, plan: Plan) -> Inventory:
+    """The inventory after ``tenant``'s change of ``plan`` closed succeeded."""
+    change = "c-" + tenant
+    events = [new_event(p, event_id=new_id(), change_id=change, tenant=tenant, ts="2026-01-01T00:00:00.000Z",
+                        actor="test", source="api")
+              for p in (IntentSubmitted(request="x", initiator="alice"), PlanCompiled(plan=plan, compile_ms=1.0),
+                        ExecutionStarted(plan_hash=plan.hash, steps=1, waves=1),
+                        ExecutionCompleted(plan_hash=plan.hash, duration_ms=1.0),
+                        ChangeClosed(outcome="succeeded", events=5, chain_head=""))]
+    return fold(events)
+
+
+async def test_the_dry_run_is_a_no_op_only_when_the_desired_state_already_says_so(tmp_path: Path) -> None:
+    """A managed resource that reads back as planned, but whose desired state (the inventory)
+    differs, is not a no-op: the change still sets its desired state."""
+    target = tmp_path / "app"
+    target.mkdir()
+    target.chmod(0o700)  # changed by hand to what the next change asks for
+    inventory = _managed_by("acme", plan_of(f"Create directory {target} with mode 0755"))
+    update = plan_of(f"Change mode of directory {target} to 0700")
+    checks = await run_checks(update, "acme", config(), inventory=inventory)
+    (dry,) = [c for c in checks if c.name == "dry-run"]
+    assert dry.ok and dry.detail == "update: reads back as planned already; its desired state changes (mode: '0755' → '0700')"
+    target.chmod(0o755)
+    same = await run_checks(plan_of(f"Create directory {target} with mode 0755"), "acme", config(), inventory=inventory)
+    assert [c.detail for c in same if c.name == "dry-run"] == ["no-op: already in the desired state"]
+
+
+async def test_scope_and_ownership_halt_before_any_read_back(tmp_path: Path) -> None:
+    target = tmp_path / "app"
+    inventory = _managed_by("acme", plan_of(f"Create directory {target} with mode 0755"))
+    scope = Scope(roots=(str(tmp_path / "elsewhere"),), source="scope.yaml")
+    checks = await run_checks(plan_of(f"Change mode of directory {target} to 0700"), "globex", config(),
+                              _scripted({}), scope=scope, inventory=inventory)
+    failed = {c.name: c.detail for c in checks if not c.ok}
+    assert failed["scope"].startswith(f"rule path-scope: {target} is outside tenant globex's roots")
+    assert "roots (or tenants.globex) in scope.yaml" in failed["scope"]
+    assert failed["ownership"].startswith(f"policy tenant-ownership: local_directory:local:{target} is managed by "
+                                          "another tenant")
+    assert not [c for c in checks if c.name == "dry-run"]

@@ -67,7 +67,7 @@ def test_rollback_undoes_only_what_ran_newest_first() -> None:
     assert [s.id for s in core.rollback_steps(plan, history)] == [c.id, a.id]
     planned = core.plan_rollback(plan, history, "verification failed", automatic=False)
     assert len(planned) == 1 and isinstance(planned[0], RollbackPlanned)
-    assert [cmd.display for cmd in planned[0].commands] == [f"rmdir {c.resource.name}", f"rmdir {a.resource.name}"]
+    assert [cmd.display for cmd in planned[0].commands] == [f"upm-localfs rmdir {c.resource.name}", f"upm-localfs rmdir {a.resource.name}"]
 
 
 def test_automatic_rollback_is_approved_by_policy_only_when_something_ran() -> None:

@@ -1,12 +1,14 @@
 """A change whose verification fails is rolled back (automatically, or by an operator) and the
 restored state is verified, through the whole pipeline with real processes and files.
 
-The target misbehaves for real: a ``mkdir`` on the step path that reports success but ignores the
-requested mode (it passes its pin: it answers ``--version`` with the real coreutils report).
+The target misbehaves for real: a local writer (``upm-localfs``) on the step path whose mkdir
+reports success but ignores the requested mode (it passes its pin: it answers ``--version`` with
+the real writer's report).
 """
 
 from __future__ import annotations
 
+import sysconfig
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -21,19 +23,22 @@ from services.guard import DEFAULT_PATH
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 
-FAULTY_MKDIR = """#!/bin/sh
-[ "$1" = "--version" ] && exec /usr/bin/mkdir --version
-exec /usr/bin/mkdir -m 0700 "$3"
+WRITER = str(Path(sysconfig.get_path("scripts")) / "upm-localfs")
+FAULTY_WRITER = f"""#!/bin/sh
+[ "$1" = "mkdir" ] && exec {WRITER} mkdir -m 0700 "$4"
+exec {WRITER} "$@"
 """
+"""The local writer, except that a mkdir ignores the mode asked for (it passes its pin: it answers
+``--version`` with the real report)."""
 
 
 @pytest.fixture(autouse=True)
 def faulty_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bin_dir = tmp_path / "faulty-bin"
     bin_dir.mkdir()
-    mkdir = bin_dir / "mkdir"
-    mkdir.write_text(FAULTY_MKDIR)
-    mkdir.chmod(0o755)
+    writer = bin_dir / "upm-localfs"
+    writer.write_text(FAULTY_WRITER)
+    writer.chmod(0o755)
     monkeypatch.setenv("UPM_STEP_PATH", f"{bin_dir}:{DEFAULT_PATH}")
 
 
@@ -91,7 +96,7 @@ async def test_with_automatic_rollback_off_nothing_runs_until_an_operator_approv
     payloads = [s.event.payload for s in log.events]
     rollback = next(p for p in payloads if isinstance(p, RollbackPlanned))
     assert rollback.automatic is False
-    assert [c.display for c in rollback.commands] == [f"rmdir {target}"]
+    assert [c.display for c in rollback.commands] == [f"upm-localfs rmdir {target}"]
     assert not any(isinstance(p, RollbackApproved) for p in payloads)
     assert (await client.status(pipeline, change_id)).state == "awaiting-rollback"
     assert target.exists()  # nothing ran
