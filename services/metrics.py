@@ -30,6 +30,7 @@ import shutil
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client.mmap_dict import MmapedDict
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PORT_ENV = "UPM_METRICS_PORT"  # the supervisor's /metrics port (default: any free one)
@@ -48,6 +49,22 @@ STEP_SECONDS = Histogram("upm_executor_step_seconds", "Time to run one plan step
 GUARD_REFUSALS = Counter("upm_guard_refusals", "Commands the guard refused before anything ran", ["rule"])
 RESTARTS = Counter("upm_supervisor_restarts", "Processes the supervisor started again after they exited",
                    ["process"])
+
+
+def _private_files() -> None:
+    """Create this process's sample files readable by its owner only, before prometheus-client opens
+    them with the process's umask (the executor runs with the operator's): a counter, a histogram and
+    a ``livemax`` gauge file, the kinds defined above."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if not path or not os.path.isdir(path):
+        return
+    for prefix in ("counter", "histogram", "gauge_livemax"):
+        file = os.path.join(path, f"{prefix}_{os.getpid()}.db")
+        os.close(os.open(file, os.O_CREAT | os.O_WRONLY, 0o600))
+        MmapedDict(file).close()  # type: ignore[no-untyped-call]  # laid out (empty) as the aggregator expects to read it
+
+
+_private_files()
 
 
 def prepare_dir(folder: Path) -> Path:

@@ -6,6 +6,7 @@ exporter.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from events.store import EventStore
 from events.subjects import STREAM
-from services import client
+from services import client, tracing
+from services.errors import ConfigError
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 PIPELINE = {"planner", "preflight", "executor", "verifier", "auditor"}
@@ -72,3 +74,17 @@ async def test_one_change_is_one_trace_across_all_five_services(
     # the context is in the stored events' headers: a W3C traceparent naming the trace
     msg = await pipeline.js.get_last_msg(STREAM, f"upm.evt.acme.{change_id}.intent.submitted")
     assert (msg.headers or {}).get("traceparent", "").split("-")[1] == f"{trace_id:032x}"
+
+
+def test_exporting_is_off_unless_asked_and_a_wrong_setting_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(tracing.OTLP_ENV, raising=False)
+    monkeypatch.delenv(tracing.TRACES_ENV, raising=False)
+    assert tracing.configure("planner") is None
+    monkeypatch.setenv(tracing.TRACES_ENV, "jaeger")
+    with pytest.raises(ConfigError, match="use console"):
+        tracing.configure("planner")
+    monkeypatch.delenv(tracing.TRACES_ENV)
+    monkeypatch.setenv(tracing.OTLP_ENV, "http://127.0.0.1:4318")
+    if importlib.util.find_spec("opentelemetry.exporter.otlp") is None:
+        with pytest.raises(ConfigError, match=r"pip install 'upm\[otlp\]'"):
+            tracing.configure("planner")
