@@ -17,6 +17,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from opentelemetry import propagate
 
 from events.chain import GENESIS, seal
 from events.codec import decode_event, encode_event
@@ -141,7 +142,8 @@ class EventStore:
         Events whose id is already in the log are skipped (they were appended before a crash).
         Each publish carries the event id as ``Nats-Msg-Id`` and the change's last sequence as
         the expected last subject sequence, so a concurrent writer gets
-        :class:`ConcurrencyConflict` and nothing half-written. ``log`` is updated in place.
+        :class:`ConcurrencyConflict` and nothing half-written; and the current trace context (W3C
+        ``traceparent``, see :mod:`services.tracing`), so one change is one trace. ``log`` is updated in place.
         """
         stored: list[StoredEvent] = []
         known = log.ids()
@@ -179,6 +181,7 @@ class EventStore:
             HDR_EXPECTED_LAST_SUBJECT_SEQ: str(log.last_seq),
             HDR_EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: change_filter(log.tenant, log.change_id),
         }
+        propagate.inject(headers)  # the trace this write belongs to (W3C traceparent; none when tracing is off)
         try:
             ack = await self.js.publish(subject, data, headers=headers, timeout=self.timeout)
         except (nats.errors.Error, TimeoutError) as exc:

@@ -5,6 +5,7 @@
     upm.qry.<tenant>.<verb>.<principal>          reads: status, events of a change (request/reply)
     upm.sql.<tenant>.<principal>                 read-only SQL over the projections
     _INBOX.<principal>.>                         where a principal's replies arrive
+    upm.health.ping                              the auditor's health ping (every service answers)
 
 The last token of a command, query or SQL subject is the caller's identity. With an access file
 (``upm up --access``) the server lets a connection publish only under its own identity, so that
@@ -31,7 +32,8 @@ TENANT_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 CHANGE_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 COMMAND_VERBS = ("intent", "approve", "deny", "resume", "rollback", "cancel")
-QUERY_VERBS = ("status", "events", "evidence")
+QUERY_VERBS = ("status", "events", "evidence", "health")  # health: tenant _system only (services/health.py)
+HEALTH_PING = "upm.health.ping"  # core NATS: every service answers with its heartbeat
 SYSTEM_TENANT = "_system"
 ANY_TENANT = "_any"  # in a query subject: look the change up in whichever tenant holds it
 LOG_HEADS_CHANGE_ID = "00000000-0000-8000-8000-000000000001"

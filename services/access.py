@@ -70,6 +70,7 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
     "sql": _EVERYONE,
     "evidence": frozenset({"auditor", "operator", "admin"}),
     "stream": frozenset({"auditor", "operator", "admin"}),
+    "health": frozenset({"auditor", "operator", "admin"}),  # of the whole deployment (`upm health`)
 }
 OWNER_ACTIONS = frozenset({"cancel", "deny", "evidence"})  # the initiator may, on their own change
 
@@ -133,6 +134,15 @@ class Access:
             f"{principal} may not {action} in tenant {tenant}: that needs {needed}{owner}, and {principal} has "
             f"{held} there; roles are set in {self.source}"
         )
+
+    def require_anywhere(self, principal: str, action: str) -> None:
+        """Raise :class:`Forbidden` unless ``principal`` may do ``action`` in some tenant (or is UPM's
+        own ``upm-serve`` / ``upm-admin``): for what concerns the deployment, not one tenant."""
+        if principal in (ASKER, service_identity("admin")) or any(
+                self.allows(principal, t, action) for t in (self.tenants_of(principal) or ("default",))):
+            return
+        raise Forbidden(f"{principal} may not ask for {action}: that needs {' or '.join(sorted(ACTION_ROLES[action]))} "
+                        f"in some tenant; roles are set in {self.source}")
 
     def can_see(self, principal: str, tenant: str, visibility: str, initiator: str) -> bool:
         """Whether ``principal`` may see a change of ``tenant`` with this visibility and initiator."""

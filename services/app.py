@@ -38,11 +38,14 @@ from services import (
     client,
     emulators,
     executor,
+    health,
     logs,
+    metrics,
     natsauth,
     preflight,
     processes,
     supervisor,
+    tracing,
     verifier,
 )
 from services.access import ENV_VAR as ACCESS_ENV
@@ -99,7 +102,10 @@ class Together:
 
 
 def _auditor(nc: NATS) -> Hosted:
-    return Together(Runner(nc, auditor.spec()), auditor.Witness(nc, data_dir()))
+    witness = auditor.Witness(nc, data_dir())
+    responder = health.Responder(nc, witness.witnessed(), services=SERVICE_NAMES, durables=tuple(PIPELINE),
+                                 access=load_access())
+    return Together(Runner(nc, auditor.spec()), witness, responder)
 
 
 def _projector(nc: NATS) -> Hosted:
@@ -273,6 +279,9 @@ async def serve(nc: NATS, names: tuple[str, ...], *, ready: Callable[[str], None
             event = anyio.Event()
             tg.start_soon(functools.partial(HOSTED[name](nc).run, ready=event))
             await event.wait()
+            beacon = anyio.Event()  # answers `upm health`'s ping (services/health.py)
+            tg.start_soon(functools.partial(health.Beacon(nc, name).run, ready=beacon))
+            await beacon.wait()
             if ready is not None:
                 ready(name)
 
@@ -301,6 +310,7 @@ def run_service_process(names: tuple[str, ...], url: str, ready_dir: Path | None
         raise ConfigError(f"unknown service {', '.join(unknown)}: choose from {', '.join(SERVICE_NAMES)}")
 
     logs.configure("+".join(names))
+    tracing.configure("+".join(names))
 
     def mark(name: str) -> None:
         if ready_dir is not None:
@@ -377,6 +387,7 @@ def up(
     write_state(folder, state)
     executor_config = _executor_config(folder, targets)
     service_env = {k: v for k, v in os.environ.items() if k != ACCESS_ENV}
+    service_env[metrics.MULTIPROC_ENV] = str(metrics.prepare_dir(folder))  # the supervisor serves their sum
     authorization = ""
     if acl is not None and access is not None:
         copy = _copy_access(access, folder)

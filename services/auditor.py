@@ -54,7 +54,7 @@ from events.store import ChangeLog, EventStore, StoredEvent, new_event
 from events.subjects import EVENT_ROOT, LOG_HEADS_CHANGE_ID, STREAM, SYSTEM_TENANT
 from projections import evidence, heads
 from projections.evidence import EVIDENCE_BUCKET, LogHead
-from services import retry
+from services import health, retry
 from services.runtime import MAX_CONFLICT_RETRIES, Context, Handler, ServiceSpec
 from services.watchdog import Deadlines, Watchdog
 
@@ -224,6 +224,11 @@ class Witness:
         self._caught_up = False
         self._caught_up_at = 0
         self._objects: Any = None
+
+    def witnessed(self) -> health.Witnessed:
+        """What the health responder reads from this witness: the open changes and the newest head."""
+        return health.Witnessed(states=lambda: list(self.watchdog.states.values()), head=lambda: self._head,
+                                deadlines=self.watchdog.deadlines, data_dir=self.data_dir)
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:
         """Follow the log, sign heads and run the watchdog until cancelled; each of the three waits

@@ -1,4 +1,4 @@
-"""The core ``upm`` subcommands: up, down, service, submit, status, watch.
+"""The core ``upm`` subcommands: up, down, service, health, submit, status, watch.
 
 Thin: each parses its flags, calls :mod:`services.app` or :mod:`services.client`, and prints
 with :mod:`services.output`. Exit codes: 0 success, 1 the change did not succeed, 2 refused
@@ -20,7 +20,7 @@ from events.commands import ENVIRONMENTS
 from events.model import ApprovalRequested, ChangeScheduled
 from events.store import EventStore, StoredEvent
 from events.subjects import ANY_TENANT
-from services import access, app, cliargs, client, emulators, output, queries
+from services import access, app, cliargs, client, emulators, health, output, queries
 from services.errors import CommandRejected, ConfigError, NotRunning, ServerStartFailed
 from services.output import add_output_options, emit, json_dumps, render_table, to_builtins
 
@@ -114,6 +114,31 @@ def cmd_service(args: argparse.Namespace) -> int:
         os.environ["UPM_DATA"] = str(app.data_dir(args.data))
     app.run_service_process(tuple(args.name), url, Path(args.ready_dir) if args.ready_dir else None)
     return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    url = app.resolve_url(args.nats, args.data)
+    state = app.read_state(app.data_dir(args.data))
+    who = identity(args)
+
+    async def ask() -> tuple[health.BusHealth | None, str, str]:
+        """The responder's answer; else why NATS could not be reached, or why nobody answered."""
+        try:
+            nc = await app.connect(url, data=args.data, identity=who)
+        except NotRunning as err:
+            return None, str(err), ""
+        try:
+            return await health.ask_health(nc, principal=who), "", ""
+        except NotRunning as err:
+            return None, "", str(err)
+        finally:
+            await nc.close()
+
+    bus, unreachable, silent = anyio.run(ask)
+    local = health.local_facts(state) if state is not None and state.get("url") == url else None
+    report = health.assess(app.SERVICE_NAMES, url=url, local=local, bus=bus, unreachable=unreachable, silent=silent)
+    emit(report, args, text=health.render(report))
+    return 0 if report.ok else 1
 
 
 # -- submit / status / watch --------------------------------------------------------------
@@ -296,6 +321,13 @@ def register(sub: Any) -> None:
     p.add_argument("--ready-dir", help=argparse.SUPPRESS)
     add_connection_options(p)
     p.set_defaults(func=guarded(cmd_service))
+
+    p = sub.add_parser("health", help="is every service up, behind or failing; the stream, the newest signed head, "
+                                      "stalled changes (exit 1 naming what is down)")
+    add_identity_option(p)
+    add_connection_options(p)
+    add_output_options(p)
+    p.set_defaults(func=guarded(cmd_health))
 
     p = sub.add_parser("submit", help="submit an intent (natural language or --file SPEC)")
     p.add_argument("request", nargs="?", help="what to change, in words")

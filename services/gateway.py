@@ -15,6 +15,7 @@ import logging
 import anyio
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from opentelemetry.trace import SpanKind
 
 from events.commands import error_reply, idempotent_change_id, ok_reply, parse_intent
 from events.errors import InvalidEvent, StoreError
@@ -27,6 +28,7 @@ from services.access import load as load_access
 from services.queries import Queries
 from services.responder import reply_to
 from services.runtime import utc_now
+from services.tracing import TRACER
 
 log = logging.getLogger("upm.gateway")
 QUEUE = "upm-gateway"
@@ -91,7 +93,11 @@ class Gateway:
                 source=cmd.source,
                 visibility=cmd.visibility,
             )
-            await self.store.append(change, [event])
+            with TRACER.start_as_current_span(  # the change's trace starts here (services/tracing.py)
+                    "gateway intent.submitted", kind=SpanKind.PRODUCER,
+                    attributes={"upm.service": "gateway", "upm.change_id": change_id, "upm.tenant": tenant,
+                                "upm.event_type": event.type, "upm.event_id": event.id, "upm.principal": principal}):
+                await self.store.append(change, [event])
         except StoreError as err:
             log.error("intent for %s not stored: %s", tenant, err)
             return error_reply(InvalidEvent(f"not stored: {err}", field="store", rule="unavailable"))

@@ -57,6 +57,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+class LastError(logging.Handler):
+    """Remembers this process's latest record at ``error`` or above (``upm health`` shows it)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.last: dict[str, str] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="seconds").replace(
+            "+00:00", "Z"), "logger": record.name, "message": record.getMessage()[:500]}
+
+
+LAST_ERROR = LastError()
+
+
+def track_errors() -> None:
+    """Have :data:`LAST_ERROR` see every record of this process (idempotent)."""
+    root = logging.getLogger()
+    if LAST_ERROR not in root.handlers:
+        root.addHandler(LAST_ERROR)
+
+
 def configure(service: str, stream: TextIO | None = None, level: int = logging.INFO) -> None:
     """Send every record of this process at ``level`` and above, as JSON lines, to ``stream``
     (standard error by default); replaces any handler configured before."""
@@ -66,6 +88,7 @@ def configure(service: str, stream: TextIO | None = None, level: int = logging.I
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    root.addHandler(LAST_ERROR)
     root.setLevel(level)
     logging.getLogger("asyncio").setLevel(logging.ERROR)  # TLS close noise; see services/cli.py
     logging.captureWarnings(True)

@@ -21,6 +21,9 @@ upm-<service>  P its own event types on ``upm.evt.*.*.<type>`` (only ``upm-audit
                answers and P replies to ``_INBOX.>`` (not ``allow_responses``, which would let a
                reply subject the caller picks reach the JetStream API or any event subject)
 upm-serve      P ``upm.qry.*.*.*`` and ``upm.sql.*.*`` (it asks for token holders)
+every service  S ``upm.health.ping`` and P its answer to ``_INBOX.upm-auditor.>`` (the health responder's
+               inbox); ``upm-auditor`` also P the ping and the durable consumers' info, and answers
+               ``upm.qry._system.health.*`` (it checks the asker's roles: operator, auditor or admin)
 upm-admin      P the event stream's create and info (``upm up`` creates it before the services),
                and reading the whole log (direct gets, ordered consumers): the deployment's own
                identity, for `upm audit verify|verify|drift --as upm-admin` on the UPM host (its key
@@ -49,6 +52,7 @@ from dataclasses import dataclass
 from events.subjects import (
     COMMAND_VERBS,
     EVENT_ROOT,
+    HEALTH_PING,
     INBOX_ROOT,
     QUERY_ROOT,
     SQL_ROOT,
@@ -58,6 +62,7 @@ from events.subjects import (
     command_subject,
     event_subject,
     inbox_prefix,
+    query_subject,
     sql_subject,
     tenant_filter,
 )
@@ -72,6 +77,7 @@ from services.tls import distinguished_name
 OUTPUTS_BUCKET = Output().bucket
 SERVE = ASKER
 ADMIN = service_identity("admin")
+HEALTH_ASKER = service_identity("auditor")  # hosts the health responder (services/health.py)
 API = "$JS.API"
 
 
@@ -96,6 +102,7 @@ class Needs:
     writes: tuple[str, ...] = ()  # object-store buckets it creates and writes
     reads: tuple[str, ...] = ()  # object-store buckets it reads
     updates: tuple[str, ...] = ()  # key-value buckets it creates, reads and updates
+    health: bool = False  # hosts the health responder: pings every service, reads every durable's lag
 
 
 def _query_filter(verb: str) -> str:
@@ -139,6 +146,8 @@ def service_needs(outputs_bucket: str = OUTPUTS_BUCKET) -> dict[str, Needs]:
         "auditor": Needs(
             emits=("change.closed", "change.stalled", "chain.broken", "plan.recompiled", "evidence.published",
                    "log.head"),
+            answers=(query_subject(SYSTEM_TENANT, "health", "*"),),
+            health=True,
             durable=True,
             follows=True,
             writes=(EVIDENCE_BUCKET,),
@@ -195,8 +204,11 @@ def service_permissions(name: str, needs: Needs) -> Permissions:
         publish += [p for p in _bucket_read(bucket) if p not in publish]
     for bucket in needs.updates:
         publish += _kv_update(bucket)
+    if needs.health:
+        publish += [HEALTH_PING, _api("CONSUMER", "INFO", STREAM, "*")]
+    publish.append(f"{inbox_prefix(HEALTH_ASKER)}.>")  # every service answers the health ping
     deny = (f"{EVENT_ROOT}.{SYSTEM_TENANT}.>",) if needs.emits and "log.head" not in needs.emits else ()
-    subscribe = (f"{inbox_prefix(identity)}.>", *needs.answers, *needs.listens)
+    subscribe = (f"{inbox_prefix(identity)}.>", *needs.answers, *needs.listens, HEALTH_PING)
     return Permissions(publish=tuple(publish), subscribe=subscribe, publish_deny=deny)
 
 
@@ -245,7 +257,8 @@ def users(access: Access, services: Sequence[str], *, outputs_bucket: str = OUTP
                              subscribe=(f"{inbox_prefix(SERVE)}.>",))
     out[ADMIN] = Permissions(publish=(_api("STREAM", "INFO", STREAM), _api("STREAM", "CREATE", STREAM),
                                       _api("DIRECT", "GET", STREAM), _api("STREAM", "NAMES"),
-                                      _api("CONSUMER", "CREATE", STREAM), f"$JS.FC.{STREAM}.>"),
+                                      _api("CONSUMER", "CREATE", STREAM), f"$JS.FC.{STREAM}.>",
+                                      query_subject(SYSTEM_TENANT, "health", ADMIN)),
                              subscribe=(f"{inbox_prefix(ADMIN)}.>",))
     return out
 

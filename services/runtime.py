@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
+from opentelemetry.trace import SpanKind
 
 from events.codec import decode_event
 from events.errors import ConcurrencyConflict
@@ -33,7 +35,8 @@ from events.lifecycle import ChangeState, fold
 from events.model import Event, Payload, type_of
 from events.store import ChangeLog, EventStore, map_error, new_event
 from events.subjects import STREAM, type_filter
-from services import logs, retry
+from services import logs, metrics, retry
+from services.tracing import TRACER, extract
 
 log = logging.getLogger("upm.runtime")
 
@@ -222,12 +225,21 @@ class Runner:
             await _settle(msg.term())
             return
         lock = self._locks.setdefault(event.change_id, anyio.Lock())
-        with logs.context(change_id=event.change_id, event_id=event.id):
+        name = self.spec.name
+        metrics.CONSUMER_PENDING.labels(name).set(msg.metadata.num_pending)
+        span = TRACER.start_as_current_span(
+            f"{name} {event.type}", context=extract(msg.headers), kind=SpanKind.CONSUMER,
+            attributes={"upm.service": name, "upm.change_id": event.change_id, "upm.tenant": event.tenant,
+                        "upm.event_type": event.type, "upm.event_id": event.id,
+                        "messaging.system": "nats", "messaging.destination.name": msg.subject})
+        with logs.context(change_id=event.change_id, event_id=event.id), span:
             async with lock, anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_alive, msg)
+                started = time.perf_counter()
                 try:
                     appended = await self._handle(msg, event)
                 except Exception as exc:
+                    metrics.EVENTS_FAILED.labels(name, event.type).inc()
                     deliveries = msg.metadata.num_delivered
                     delay = min(30.0, 0.1 * math.pow(2, deliveries))
                     if retry.is_transient(exc):
@@ -240,6 +252,8 @@ class Runner:
                 else:
                     await _settle(msg.ack())
                     self.handled += 1
+                    metrics.EVENTS_HANDLED.labels(name, event.type).inc()
+                    metrics.HANDLE_SECONDS.labels(name, event.type).observe(time.perf_counter() - started)
                     log.info("%s: handled %s", self.spec.name, event.type,
                              extra={"fields": {"appended": [e.type for e in appended],
                                                "delivery": msg.metadata.num_delivered}})

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import msgspec
 
-from services import logs, processes
+from services import logs, metrics, processes
 from services.errors import ServerStartFailed
 from services.natsserver import EmbeddedNats, private_log
 from services.retry import RetryPolicy
@@ -102,6 +102,7 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     stopping: bool = False
     url: str = ""
+    metrics: str | None = None  # the URL of its /metrics endpoint
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
@@ -126,9 +127,10 @@ class Supervisor:
             child = Child(service.name, self._service_spawner(service, folder))
             self._start(child)
             self.children.append(child)
+        self.metrics = metrics.serve_aggregate()  # every process's samples, summed (services/metrics.py)
         self._write_state()
         log.info("supervising %s", ", ".join(c.name for c in self.children),
-                 extra={"fields": {"url": self.url, "pid": os.getpid()}})
+                 extra={"fields": {"url": self.url, "pid": os.getpid(), "metrics": self.metrics}})
         while not self.stopping:
             self._round(time.monotonic())
             time.sleep(POLL_S)
@@ -140,6 +142,8 @@ class Supervisor:
         for child in self.children:
             if child.restart_at is None:
                 child.restart_at = restart_due(child, now, random.random(), self.policy)
+                if child.restart_at is not None and child.process is not None:
+                    metrics.process_gone(child.process.pid)
             elif now >= child.restart_at and not self.stopping:
                 self._restart(child, now)
                 changed = True
@@ -156,6 +160,7 @@ class Supervisor:
             child.restart_at = now + self.policy.delay(child.attempt, random.random())
             return
         child.restarts += 1
+        metrics.RESTARTS.labels(child.name).inc()
         assert child.process is not None
         log.warning("restarted %s", child.name, extra={"fields": {
             "event": "restart", "process": child.name, "count": child.restarts, "exit": child.last_exit,
@@ -225,7 +230,8 @@ class Supervisor:
                 restarts[child.name] = {"count": child.restarts, "last_exit": child.last_exit,
                                         "last_at": datetime.now(UTC).isoformat(timespec="seconds")}
         pids = {c.name: c.process.pid for c in self.children if c.process is not None}
-        state |= {"url": self.url, "pids": pids, "restarts": restarts, "supervisor": os.getpid()}
+        state |= {"url": self.url, "pids": pids, "restarts": restarts, "supervisor": os.getpid(),
+                  "metrics": self.metrics}
         write_state(self.plan.data, state)
 
 

@@ -45,6 +45,7 @@ from events.model import (
 )
 from events.plan import Command, Plan, Step
 from providers import Absent, Unknown, compare
+from services import metrics
 from services.credentials import CredentialsBroker, CredentialsUnavailable, IssuedCredentials, broker_for
 from services.executor.config import ExecutorConfig
 from services.executor.decide import (
@@ -71,6 +72,7 @@ from services.guard import Redactor
 from services.runtime import Context
 from services.scope import Scope, load_scope
 from services.steps import Executed, already_done, execute, read_back
+from services.tracing import TRACER
 
 log = logging.getLogger("upm.executor")
 
@@ -197,7 +199,13 @@ class Executor:
         command = way.command(step)
         display = command.display
         await ctx.emit((way.started(step_id=step.id, index=step.index, command=display), way.key("start", step)))
-        done = await self._exec(run, step, command, way.stdin(step), timeout_s)
+        started = time.perf_counter()
+        with TRACER.start_as_current_span(f"executor step {step.id}", attributes={
+                "upm.step_id": step.id, "upm.direction": way.direction, "upm.target": step.target}) as span:
+            done = await self._exec(run, step, command, way.stdin(step), timeout_s)
+            span.set_attribute("upm.rc", done.output.rc)
+        metrics.STEP_SECONDS.labels(way.direction, "ok" if done.output.rc == 0 else "failed").observe(
+            time.perf_counter() - started)
         suffix = "" if way.direction == "forward" else ".rollback"
         out = await self._bounded(ctx, done.output, f"{step.id}.{ctx.input.id}{suffix}")
         if way.direction == "forward":

@@ -29,6 +29,7 @@ from typing import Literal
 import anyio
 import msgspec
 
+from services import metrics
 from services.guard.classify import CliProfile, Verdict, profile_for
 from services.guard.errors import CommandRefused, PolicyInvalid, SpawnFailed
 from services.guard.parse import Pipeline, check
@@ -172,6 +173,7 @@ async def run(
         )
         resolved = {program: await spec.pins.verify(program, path=spec.path) for program in pipeline.programs}
     except CommandRefused as exc:
+        metrics.GUARD_REFUSALS.labels(exc.rule).inc()
         failure = exc.redacted(redact)
     if failure is not None:
         raise failure

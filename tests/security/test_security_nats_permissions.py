@@ -451,8 +451,15 @@ def test_upm_up_with_access_runs_a_change_to_closed(tmp_path: Path) -> None:
         assert state["security"] == app.SECURITY_ACCESS
         change_id = anyio.run(_intent_to_closed, state, tmp_path / "made")
         assert (tmp_path / "made").is_dir()
-        assert "Violation" not in (data / "logs" / "nats-server.log").read_text()
         at = ("--data", str(data))
+        healthy = _upm("health", "--as", "olga", "--json", *at)  # an operator asks; every service answers the ping
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        report = json.loads(healthy.stdout)
+        assert all(s["up"] for s in report["services"]) and report["stream"]["messages"] > 0
+        assert all(s["pending"] == 0 for s in report["services"] if s["name"] in app.PIPELINE)
+        refused = _upm("health", "--as", "alice", *at)  # a requester may not ask
+        assert refused.returncode == 2 and "alice may not ask for health" in refused.stderr, refused.stderr
+        assert "Violation" not in (data / "logs" / "nats-server.log").read_text()
         shown = _upm("status", change_id, "--as", "alice", "--json", *at)  # the CLI, with alice's certificate
         assert shown.returncode == 0 and json.loads(shown.stdout)["outcome"] == "succeeded", shown.stderr
         refused = _upm("rollback", change_id, "--tenant", "acme", "--as", "alice", *at)  # requesters may not
