@@ -138,11 +138,16 @@ class Recompiler:
 
 
 def make_handler(recompiler: Recompiler) -> Handler:
+    """Close the change, then witness its compile: also when deciding again finds the change closed by
+    this delivery already (another writer came in between the two appends) and its witness missing."""
+
     async def handle(ctx: Context, history: list[Event], event: Event) -> None:
         payloads = decide(ctx.log.events, event)
         if payloads:
             await ctx.emit(*payloads)
-        if any(isinstance(p, ChangeClosed) for p in payloads):
+        stored = ctx.log.ids()
+        closed, witnessed_id = (derive_id(event.id, type_of(cls)) for cls in (ChangeClosed, PlanRecompiled))
+        if closed in stored and witnessed_id not in stored:
             witnessed = await recompiler.check([s.event for s in ctx.log.events])
             if witnessed is not None:
                 await ctx.emit(witnessed)
