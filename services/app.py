@@ -372,6 +372,10 @@ def up(
         raise ConfigError("--cluster starts a cluster of embedded servers; with --nats URL / NATS_URL UPM uses your "
                           f"servers instead (list them all, comma-separated, and set {cluster.REPLICAS_ENV}): "
                           "give one of them")
+    count = cluster.replicas_of(os.environ.get(cluster.REPLICAS_ENV, "3" if cluster_size else "1"))
+    if count > max(cluster_size, 1) and external_url is None:
+        raise ConfigError(f"{cluster.REPLICAS_ENV}={count} needs a cluster of at least {count} servers: use "
+                          f"--cluster {count}, or point NATS_URL at your cluster")
     if acl is not None and external_url is not None:
         raise ConfigError("--access configures the users of the embedded nats-server; with --nats URL configure "
                           "your server's users yourself (services.natsauth.authorization_block), or drop --nats")
@@ -393,11 +397,6 @@ def up(
     service_env = {k: v for k, v in os.environ.items() if k not in (ACCESS_ENV, INSTANCE_ENV)}
     if cluster_size:
         service_env.setdefault(cluster.REPLICAS_ENV, "3")
-    if cluster.REPLICAS_ENV in service_env:
-        count = cluster.replicas_of(service_env[cluster.REPLICAS_ENV])
-        if count > max(cluster_size, 1) and external_url is None:
-            raise ConfigError(f"{cluster.REPLICAS_ENV}={count} needs a cluster of at least {count} servers: "
-                              f"use --cluster {count}, or point NATS_URL at your cluster")
     authorization = ""
     if acl is not None and access is not None:
         copy = _copy_access(access, folder)

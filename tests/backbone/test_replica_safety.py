@@ -32,6 +32,7 @@ from events.subjects import LOG_HEADS_CHANGE_ID, SYSTEM_TENANT
 from services import cluster, retry
 from services.access import whoami
 from services.auditor import Witness
+from services.cli import main
 from services.errors import ConfigError
 from services.gateway import Gateway
 from services.natsserver import EmbeddedCluster
@@ -188,3 +189,17 @@ def test_who_am_i_as_a_uid_without_a_passwd_entry_is_the_uid() -> None:
     _, status = os.waitpid(pid, 0)
     with os.fdopen(read) as answer:
         assert (status, answer.read()) == (0, "uid-65532")
+
+
+def test_up_refuses_a_cluster_of_fewer_than_three_and_a_cluster_beside_a_given_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NATS_URL", raising=False)
+    assert main(["up", "--data", str(tmp_path / "a"), "--cluster", "2"]) == 2
+    assert "at least 3 servers" in capsys.readouterr().err
+    assert main(["up", "--data", str(tmp_path / "b"), "--cluster", "3", "--nats", "nats://127.0.0.1:1"]) == 2
+    assert "--cluster starts a cluster of embedded servers" in capsys.readouterr().err
+    monkeypatch.setenv(cluster.REPLICAS_ENV, "3")
+    assert main(["up", "--data", str(tmp_path / "c")]) == 2  # R3 on one server: refused before anything starts
+    assert "needs a cluster of at least 3 servers" in capsys.readouterr().err
+    assert not (tmp_path / "c" / "state.json").exists()
