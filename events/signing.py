@@ -73,17 +73,31 @@ def verify(public_hex: str, message: bytes, signature_hex: str) -> bool:
 
 
 def load_or_create(data_dir: Path | str) -> Signer:
-    """The signing key of the data folder, created (mode 0600) if there is none yet."""
+    """The signing key of the data folder, created (mode 0600) if there is none yet. Several processes
+    (copies of the auditor) may start on one new folder at once: the key appears whole or not at all
+    (written aside, then hard-linked into place), and all of them use the one that got there first."""
     folder = Path(data_dir) / KEY_DIR
     path = folder / PRIVATE_FILE
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         signer = Signer.generate()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(signer.private_pem())
-        (folder / PUBLIC_FILE).write_text(signer.public_hex + "\n")
-        return signer
+        aside = folder / f".{PRIVATE_FILE}.{os.getpid()}"
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(signer.private_pem())
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(aside, path)  # atomic, and refused when another process's key got there first
+        except FileExistsError:
+            pass
+        else:
+            public = folder / f".{PUBLIC_FILE}.{os.getpid()}"
+            public.write_text(signer.public_hex + "\n")
+            public.replace(folder / PUBLIC_FILE)
+            return signer
+        finally:
+            aside.unlink(missing_ok=True)
     return load(path)
 
 

@@ -43,6 +43,7 @@ from events.subjects import (
 )
 
 ERR_WRONG_LAST_SEQUENCE = 10071
+ERR_DUPLICATE_IN_PROCESS = 10158  # a cluster's leader is storing a message with this id right now
 ERR_STREAM_NOT_FOUND = 10059
 READ_BATCH = 512
 FOLLOW_IDLE_S = 1.0  # how often a quiet follower checks whether its connection came back
@@ -89,7 +90,7 @@ def map_error(exc: BaseException, *, subject: str = "", expected_seq: int = 0) -
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, nats.js.errors.APIError):
-        if exc.err_code == ERR_WRONG_LAST_SEQUENCE:
+        if exc.err_code in (ERR_WRONG_LAST_SEQUENCE, ERR_DUPLICATE_IN_PROCESS):
             return ConcurrencyConflict(subject, expected_seq, exc.description or "")
         if exc.err_code == ERR_STREAM_NOT_FOUND or isinstance(exc, nats.js.errors.NotFoundError):
             return StreamNotFound(

@@ -235,16 +235,24 @@ def load(path: str | Path | None = None) -> Access:
 
 
 def whoami(explicit: str | None = None) -> str:
-    """The identity a CLI call acts as: ``--as``, else ``UPM_IDENTITY``, else the login name.
+    """The identity a CLI call acts as: ``--as``, else ``UPM_IDENTITY``, else the login name, else
+    ``uid-<uid>`` (a container user with no passwd entry, e.g. uid 65532, has no login name).
 
     With TLS it also names the client certificate (``client-<identity>.pem``); with an access
     file the server then refuses any other identity on the wire.
     """
-    name = explicit or os.environ.get(IDENTITY_ENV) or getpass.getuser()
+    name = explicit or os.environ.get(IDENTITY_ENV) or _login_name()
     if not is_principal(name):
         raise ConfigError(f"identity {name!r} is not valid (1-64 of letters, digits, '_' and '-', starting with a "
                           f"letter or digit): pass --as NAME or set {IDENTITY_ENV}")
     return name
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no LOGNAME/USER and no passwd entry for this uid
+        return f"uid-{os.getuid()}"
 
 
 def service_identity(service: str) -> str:

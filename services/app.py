@@ -31,11 +31,12 @@ import nats
 from nats.aio.client import Client as NATS
 
 from events.store import EventStore
-from events.subjects import inbox_prefix
+from events.subjects import STREAM, inbox_prefix
 from projections.projector import Projector
 from services import (
     auditor,
     client,
+    cluster,
     emulators,
     executor,
     health,
@@ -44,6 +45,7 @@ from services import (
     natsauth,
     preflight,
     processes,
+    retry,
     supervisor,
     tracing,
     verifier,
@@ -109,7 +111,8 @@ def _auditor(nc: NATS) -> Hosted:
 
 
 def _projector(nc: NATS) -> Hosted:
-    return Projector(nc, data_dir() / "projections")
+    copy = os.environ.get(INSTANCE_ENV, "1")  # each copy its own DuckDB files (one writer per file)
+    return Projector(nc, data_dir() / ("projections" if copy == "1" else f"projections-{copy}"))
 
 
 def _executor(nc: NATS) -> Hosted:
@@ -133,6 +136,7 @@ HOSTED: dict[str, Callable[[NATS], Hosted]] = {
 SERVICE_NAMES = tuple(HOSTED)
 STATE_FILE = "state.json"
 TLS_ENV = "UPM_TLS_DIR"
+INSTANCE_ENV = "UPM_INSTANCE"  # which copy of a service a process is (upm up --replicas), from 1
 CREDS_ENV = "NATS_CREDS"  # a NATS user's .creds file (JWT and nkey seed), for a server in operator mode
 SECURITY_OPEN = "open"  # no TLS, no access file: any local process may do anything as anyone
 SECURITY_TLS = "tls"  # client certificates required; identities not enforced
@@ -167,14 +171,6 @@ def read_state(folder: Path) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc}); remove it and run `upm up` again") from exc
     return state if isinstance(state, dict) else None
-
-
-def replicas() -> int:
-    """Replicas of the event stream: 1 embedded, 3 in a cluster (``UPM_REPLICAS``)."""
-    raw = os.environ.get("UPM_REPLICAS", "1")
-    if raw not in ("1", "3", "5"):
-        raise ConfigError(f"UPM_REPLICAS={raw!r}: use 1 (single server) or 3 / 5 (a JetStream cluster)")
-    return int(raw)
 
 
 def tls_context(identity: str, service: bool = False, data: str | None = None) -> ssl.SSLContext | None:
@@ -245,7 +241,7 @@ async def _open(url: str, identity: str, tls: ssl.SSLContext | None, *, service:
 
     try:
         nc = await nats.connect(
-            url, connect_timeout=5, max_reconnect_attempts=attempts, reconnect_time_wait=0.5 if service else 0.1,
+            servers=cluster.servers(url), connect_timeout=5, max_reconnect_attempts=attempts, reconnect_time_wait=0.5 if service else 0.1,
             tls=tls, inbox_prefix=inbox_prefix(identity), error_cb=on_error, user_credentials=creds,
         )
         client.REFUSALS[nc] = refusals
@@ -272,8 +268,9 @@ async def _open(url: str, identity: str, tls: ssl.SSLContext | None, *, service:
 
 
 async def serve(nc: NATS, names: tuple[str, ...], *, ready: Callable[[str], None] | None = None) -> None:
-    """Run the named services on ``nc`` until cancelled."""
-    await EventStore(nc).ensure_stream(replicas())
+    """Run the named services on ``nc`` until cancelled (once the event stream is there, at the replicas of
+    :func:`services.cluster.replicas`; a cluster still electing its leaders is waited for)."""
+    await retry.keep_running("ensuring the event stream", functools.partial(ensure_stream, nc))
     async with anyio.create_task_group() as tg:
         for name in names:
             event = anyio.Event()
@@ -284,6 +281,14 @@ async def serve(nc: NATS, names: tuple[str, ...], *, ready: Callable[[str], None
             await beacon.wait()
             if ready is not None:
                 ready(name)
+
+
+async def ensure_stream(nc: NATS) -> None:
+    """The event stream, created at (or scaled up to) :func:`services.cluster.replicas`."""
+    count = cluster.replicas()
+    store = EventStore(nc)
+    await store.ensure_stream(count)
+    await cluster.scale(store.js, STREAM, count)
 
 
 async def close(nc: NATS, within: float = 5.0) -> None:
@@ -348,10 +353,14 @@ def up(
     postgres_dsn: str | None = None,
     tls: bool = False,
     access: Path | None = None,
+    cluster_size: int = 0,
+    copies: int = 1,
 ) -> dict[str, Any]:
-    """Start nats-server (unless ``external_url``), the targets of ``extras`` (``aws``: a moto
-    server, ``postgres``: an embedded PostgreSQL; ``aws_endpoint``/``postgres_dsn`` use existing
-    ones instead) and one process per service; wait until ready.
+    """Start nats-server (unless ``external_url``; ``cluster_size`` servers forming a JetStream
+    cluster, on loopback, with every stream and store at ``UPM_REPLICAS``, 3 unless set), the
+    targets of ``extras`` (``aws``: a moto server, ``postgres``: an embedded PostgreSQL;
+    ``aws_endpoint``/``postgres_dsn`` use existing ones instead) and ``copies`` processes per
+    service (sharing its durable consumer); wait until ready.
 
     With ``tls`` the embedded server requires client certificates from a CA made under
     ``<folder>/tls``; each service connects with its own (``upm-<service>``), the CLI with ``cli``
@@ -367,6 +376,17 @@ def up(
     if existing is not None and _alive(existing):
         raise ConfigError(f"UPM is already running for {folder} (see {folder / STATE_FILE}); `upm down` first")
     acl = load_access(access) if access is not None else None
+    if cluster_size and cluster_size < 3:
+        raise ConfigError(f"--cluster {cluster_size}: a JetStream cluster needs at least 3 servers (to keep a quorum "
+                          "when one is lost); use --cluster 3, or leave --cluster out for one server")
+    if cluster_size and external_url is not None:
+        raise ConfigError("--cluster starts a cluster of embedded servers; with --nats URL / NATS_URL UPM uses your "
+                          f"servers instead (list them all, comma-separated, and set {cluster.REPLICAS_ENV}): "
+                          "give one of them")
+    count = cluster.replicas_of(os.environ.get(cluster.REPLICAS_ENV, "3" if cluster_size else "1"))
+    if count > max(cluster_size, 1) and external_url is None:
+        raise ConfigError(f"{cluster.REPLICAS_ENV}={count} needs a cluster of at least {count} servers: use "
+                          f"--cluster {count}, or point NATS_URL at your cluster")
     if acl is not None and external_url is not None:
         raise ConfigError("--access configures the users of the embedded nats-server; with --nats URL configure "
                           "your server's users yourself (services.natsauth.authorization_block), or drop --nats")
@@ -378,16 +398,17 @@ def up(
                           "you own (it is created if missing)") from None
     logs = folder / "logs"
     logs.mkdir(exist_ok=True, mode=0o700)
-    ready_dir = folder / "run"
-    for stale in ready_dir.glob("*.ready"):
+    for stale in (folder / "run").glob("**/*.ready"):
         stale.unlink()
     state: dict[str, Any] = {"pids": {}, "data": str(folder), "security": SECURITY_TLS if tls else SECURITY_OPEN}
     targets = emulators.start(folder, extras, aws_endpoint=aws_endpoint, postgres_dsn=postgres_dsn)
     state["targets"] = targets.state()
     write_state(folder, state)
     executor_config = _executor_config(folder, targets)
-    service_env = {k: v for k, v in os.environ.items() if k != ACCESS_ENV}
+    service_env = {k: v for k, v in os.environ.items() if k not in (ACCESS_ENV, INSTANCE_ENV)}
     service_env[metrics.MULTIPROC_ENV] = str(metrics.prepare_dir(folder))  # the supervisor serves their sum
+    if cluster_size:
+        service_env.setdefault(cluster.REPLICAS_ENV, "3")
     authorization = ""
     if acl is not None and access is not None:
         copy = _copy_access(access, folder)
@@ -404,15 +425,18 @@ def up(
         service_env[TLS_ENV] = str(pki.folder)
     write_state(folder, state)
     services = []
-    for name in SERVICE_NAMES:
-        env = service_env | targets.service_env(name)
-        if name == "executor" and executor_config is not None:
-            env[EXECUTOR_CONFIG_ENV] = str(executor_config)
-        # the executor's umask shapes the resources it makes: the operator's own (-1: inherited)
-        services.append(supervisor.ServicePlan(name=name, env=env, umask=-1 if name == "executor" else 0o077))
+    for instance in range(1, copies + 1):
+        for name in SERVICE_NAMES:
+            env = service_env | targets.service_env(name) | ({INSTANCE_ENV: str(instance)} if instance > 1 else {})
+            if name == "executor" and executor_config is not None:
+                env[EXECUTOR_CONFIG_ENV] = str(executor_config)
+            # the executor's umask shapes the resources it makes: the operator's own (-1: inherited)
+            services.append(supervisor.ServicePlan(name=name, env=env, umask=-1 if name == "executor" else 0o077,
+                                                   instance=instance))
     plan = supervisor.Plan(folder=str(folder), services=tuple(services), external_url=external_url,
+                           cluster=cluster_size,
                            tls_dir=str(pki.folder) if pki is not None else None, authorization=authorization)
-    started = _start_supervisor(folder, plan, service_env, timeout)
+    started = _start_supervisor(folder, plan, service_env, timeout * (1 + copies) / 2)
     if started is None:
         down(folder)
         raise ServerStartFailed(f"the supervisor exited during start-up: {_last_line(logs / 'supervisor.log')}; "
@@ -425,7 +449,8 @@ def _start_supervisor(
 ) -> dict[str, Any] | None:
     """Start the supervisor (detached; its plan on standard input) and wait until every service is
     ready; the state then, or ``None`` when the supervisor exited."""
-    logs, ready_dir = folder / "logs", folder / "run"
+    logs = folder / "logs"
+    markers = {s.process: supervisor.ready_dir(folder, s.instance) / f"{s.name}.ready" for s in plan.services}
     with private_log(logs / "supervisor.log") as log:
         proc = subprocess.Popen([sys.executable, "-m", "services.supervisor"], stdin=subprocess.PIPE, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -437,7 +462,7 @@ def _start_supervisor(
         if proc.poll() is not None:
             return None
         state = read_state(folder) or {}
-        missing = [n for n in SERVICE_NAMES if not (ready_dir / f"{n}.ready").exists()]
+        missing = [n for n, marker in markers.items() if not marker.exists()]
         if state.get("supervisor") and not missing:
             return state
         dead = [n for n in missing if n in (state.get("restarts") or {})]
@@ -495,7 +520,7 @@ async def create_stream(url: str, tls: ssl.SSLContext) -> None:
     """Create the event stream as ``upm-admin`` (services may not create it under an access file)."""
     nc = await _open(url, natsauth.ADMIN, tls)
     try:
-        await EventStore(nc).ensure_stream(replicas())
+        await retry.keep_running("creating the event stream", functools.partial(ensure_stream, nc))
     finally:
         await nc.close()
 
@@ -527,14 +552,14 @@ def down(folder: Path, timeout: float = 10.0) -> list[str]:
     state = read_state(folder) or state  # its last word: the pids it had when it stopped
     pids: dict[str, int] = {k: int(v) for k, v in state.get("pids", {}).items()}
     running |= {n for n in pids if processes.alive(pids[n])}
-    leftover = [n for n in pids if n != "nats-server" and processes.alive(pids[n])]
+    leftover = [n for n in pids if not supervisor.is_nats(n) and processes.alive(pids[n])]
     for name in leftover:  # signal them all first: they drain in parallel
         with contextlib.suppress(ProcessLookupError):
             os.kill(pids[name], signal.SIGTERM)
     for name in leftover:
         processes.stop(pids[name], signal.SIGTERM, timeout)
-    if "nats-server" in pids:
-        processes.stop(pids["nats-server"], signal.SIGTERM, timeout)
+    for name in [n for n in pids if supervisor.is_nats(n)]:
+        processes.stop(pids[name], signal.SIGTERM, timeout)
     stopped += sorted(running)
     stopped += emulators.stop(state.get("targets") or {}, timeout)
     (folder / STATE_FILE).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,15 +19,13 @@ from typing import Any
 
 import anyio
 import msgspec
-import nats.js.errors
 from anyio.abc import Process
 from nats.aio.client import Client as NATS
-from nats.js import api
 
 from events import chain, merkle, signing
 from events.codec import decode_event
 from events.desired import EMPTY, Inventory, evolve
-from events.errors import ChainBroken, ConcurrencyConflict
+from events.errors import ChainBroken, ConcurrencyConflict, StoreTimeout
 from events.ids import derive_id
 from events.lifecycle import fold
 from events.model import (
@@ -54,8 +53,8 @@ from events.store import ChangeLog, EventStore, StoredEvent, new_event
 from events.subjects import EVENT_ROOT, LOG_HEADS_CHANGE_ID, STREAM, SYSTEM_TENANT
 from projections import evidence, heads
 from projections.evidence import EVIDENCE_BUCKET, LogHead
-from services import health, retry
-from services.runtime import MAX_CONFLICT_RETRIES, Context, Handler, ServiceSpec
+from services import cluster, health, retry
+from services.runtime import MAX_CONFLICT_RETRIES, Context, Handler, ServiceSpec, read_through
 from services.watchdog import Deadlines, Watchdog
 
 NAME = "auditor"
@@ -140,11 +139,16 @@ class Recompiler:
 
 
 def make_handler(recompiler: Recompiler) -> Handler:
+    """Close the change, then witness its compile: also when deciding again finds the change closed by
+    this delivery already (another writer came in between the two appends) and its witness missing."""
+
     async def handle(ctx: Context, history: list[Event], event: Event) -> None:
         payloads = decide(ctx.log.events, event)
         if payloads:
             await ctx.emit(*payloads)
-        if any(isinstance(p, ChangeClosed) for p in payloads):
+        stored = ctx.log.ids()
+        closed, witnessed_id = (derive_id(event.id, type_of(cls)) for cls in (ChangeClosed, PlanRecompiled))
+        if closed in stored and witnessed_id not in stored:
             witnessed = await recompiler.check([s.event for s in ctx.log.events])
             if witnessed is not None:
                 await ctx.emit(witnessed)
@@ -243,12 +247,7 @@ class Witness:
 
     async def _open(self) -> None:
         js = self.store.js
-        try:
-            self._objects = await js.object_store(EVIDENCE_BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            self._objects = await js.create_object_store(
-                EVIDENCE_BUCKET, config=api.ObjectStoreConfig(storage=api.StorageType.FILE, description="UPM evidence")
-            )
+        self._objects = await cluster.object_store(js, EVIDENCE_BUCKET, "UPM evidence")
         self._caught_up_at = (await js.stream_info(STREAM)).state.last_seq
         self._heads = await self.store.read_tail(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
 
@@ -308,24 +307,38 @@ class Witness:
 
     async def sign_head(self) -> LogHead:
         """Append a signed head of the tree as it is now (unless one of this size is stored), and keep
-        it in the data folder too (:mod:`projections.heads`): a truncated stream cannot take it along."""
+        it in the data folder too (:mod:`projections.heads`): a truncated stream cannot take it along.
+
+        Other auditors (replicas) sign heads of the same log: one of the same size has the same id,
+        so whichever is stored first stands (a conflict, or "duplicate message id is in process" on
+        a cluster, is followed by a re-read, and a head of this size stored by another is this one);
+        one of another size is appended after theirs. Conflicts never end the witness: when they go
+        on, :class:`StoreTimeout` (transient) makes its loop wait and try again."""
         payload = evidence.sign_head(self.signer, self.tree, self.last_ts)
         event = new_event(payload, event_id=derive_id(LOG_HEADS_CHANGE_ID, f"head-{payload.size}"),
                           change_id=LOG_HEADS_CHANGE_ID, tenant=SYSTEM_TENANT, ts=payload.signed_at,
                           actor=NAME, source="api")
-        for _ in range(MAX_CONFLICT_RETRIES):
+        head: LogHead | None = None
+        for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             try:
                 stored = await self.store.append(self._heads, [event])
-                break
             except ConcurrencyConflict:
+                await anyio.sleep(retry.CONFLICTS.delay(attempt, random.random()))
                 self._heads = await self.store.read_tail(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
-        else:
-            raise ConcurrencyConflict(LOG_HEADS_CHANGE_ID, self._heads.last_seq, "too many concurrent head writers")
-        seq = stored[0].seq if stored else self._heads.last_seq  # stored before: it is the log's last
+                head = _same_size_head(self._heads, payload.size)
+                if head is not None:
+                    break  # another auditor stored this very head
+                continue
+            seq = stored[0].seq if stored else self._heads.last_seq  # stored before: it is the log's last
+            head = LogHead(seq=seq, size=payload.size, root=payload.root, signed_at=payload.signed_at,
+                           key_id=payload.key_id, signature=payload.signature)
+            break
+        if head is None:
+            raise StoreTimeout(f"other auditors kept appending log heads: {MAX_CONFLICT_RETRIES} attempts to append "
+                               f"the head of size {payload.size} conflicted; trying again")
         self._heads.trim()  # heads are only appended: keep where to append, not their history
         self.head_size = max(self.head_size, payload.size)
-        self._head = LogHead(seq=seq, size=payload.size, root=payload.root, signed_at=payload.signed_at,
-                             key_id=payload.key_id, signature=payload.signature)
+        self._head = head
         await anyio.to_thread.run_sync(heads.append, self.data_dir, self._head)
         return self._head
 
@@ -340,7 +353,7 @@ class Witness:
         head = self._head
         if head is None or head.size < trigger_seq:
             head = await self.sign_head()
-        log = await self.store.read(tenant, change_id)
+        log = await read_through(self.store, tenant, change_id, trigger_seq)
         records = [(s.seq, s.data) for s in log.events if s.seq <= trigger_seq]
         pack = evidence.pack_from_log(records, self.tree, head, self.signer, self.desired_at.get(change_id, EMPTY))
         name = object_name(tenant, change_id, trigger_seq)
@@ -363,3 +376,13 @@ class Witness:
             except ConcurrencyConflict:
                 log = await self.store.read(tenant, change_id)
         self.published += 1
+
+
+def _same_size_head(heads: ChangeLog, size: int) -> LogHead | None:
+    """The last stored head, if it covers exactly ``size`` events (then it is the head of this tree)."""
+    last = heads.events[-1] if heads.events else None
+    payload = last.event.payload if last is not None else None
+    if last is None or not isinstance(payload, LogHeadSigned) or payload.size != size:
+        return None
+    return LogHead(seq=last.seq, size=payload.size, root=payload.root, signed_at=payload.signed_at,
+                   key_id=payload.key_id, signature=payload.signature)

@@ -89,9 +89,11 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 def cmd_up(args: argparse.Namespace) -> int:
     folder = app.data_dir(args.data)
     try:
-        state = app.up(folder, external_url=args.nats, extras=emulators.parse_extras(args.with_),
+        state = app.up(folder, external_url=args.nats or os.environ.get("NATS_URL") or None,
+                       extras=emulators.parse_extras(args.with_),
                        aws_endpoint=args.aws_endpoint, postgres_dsn=args.postgres_dsn, tls=args.tls,
-                       access=Path(args.access) if args.access else None)
+                       access=Path(args.access) if args.access else None, cluster_size=args.cluster,
+                       copies=args.replicas)
     except ServerStartFailed as err:
         return fail(str(err))
     targets = "".join(f"\n{name}: " + ", ".join(f"{k} {v}" for k, v in where.items() if v is not None)
@@ -308,6 +310,11 @@ def register(sub: Any) -> None:
     p.add_argument("--access", metavar="FILE",
                    help="roles per tenant (YAML/JSON; implies --tls): a certificate per person and service, and NATS "
                         "lets each identity publish and subscribe only to what its roles allow")
+    p.add_argument("--cluster", type=cliargs.positive, default=0, metavar="N",
+                   help="start N (at least 3) embedded nats-servers on loopback forming one JetStream cluster; every "
+                        "stream and store gets UPM_REPLICAS replicas (default 3)")
+    p.add_argument("--replicas", type=cliargs.positive, default=1, metavar="N",
+                   help="run N processes of each service (they share its durable consumer; default 1)")
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_up))
 

@@ -18,11 +18,12 @@ from nats.aio.msg import Msg
 from opentelemetry.trace import SpanKind
 
 from events.commands import error_reply, idempotent_change_id, ok_reply, parse_intent
-from events.errors import InvalidEvent, StoreError
+from events.errors import ConcurrencyConflict, InvalidEvent, StoreError
 from events.ids import new_id
-from events.model import IntentSubmitted
+from events.model import Event, IntentSubmitted
 from events.store import ChangeLog, EventStore, new_event
 from events.subjects import command_filter, parse_caller_subject
+from services import retry
 from services.access import Access, Forbidden, refusal
 from services.access import load as load_access
 from services.queries import Queries
@@ -32,6 +33,7 @@ from services.tracing import TRACER
 
 log = logging.getLogger("upm.gateway")
 QUEUE = "upm-gateway"
+STORE_WITHIN_S = 4.0  # how long an intent waits for the event stream (a leader election) before "unavailable"
 
 
 class Gateway:
@@ -69,36 +71,39 @@ class Gateway:
         except Forbidden as err:
             return refusal(err)
         change_id = idempotent_change_id(tenant, cmd.idempotency_key) if cmd.idempotency_key else new_id()
+        payload = IntentSubmitted(
+            request=cmd.request,
+            spec=cmd.spec,
+            initiator=cmd.initiator,
+            reason=cmd.reason,
+            window=cmd.window,
+            variant=cmd.variant,
+            environment=cmd.environment,
+            idempotency_key=cmd.idempotency_key,
+        )
+        # built once: an append tried again after NATS did not answer carries the same id (stored once)
+        event = new_event(payload, event_id=new_id(), change_id=change_id, tenant=tenant, ts=utc_now(),
+                          actor=cmd.initiator, source=cmd.source, visibility=cmd.visibility)
         try:
-            change = await self.store.read(tenant, change_id) if cmd.idempotency_key else ChangeLog(tenant, change_id)
-            if change.events:
-                return ok_reply(change_id, duplicate=True)
-            payload = IntentSubmitted(
-                request=cmd.request,
-                spec=cmd.spec,
-                initiator=cmd.initiator,
-                reason=cmd.reason,
-                window=cmd.window,
-                variant=cmd.variant,
-                environment=cmd.environment,
-                idempotency_key=cmd.idempotency_key,
-            )
-            event = new_event(
-                payload,
-                event_id=new_id(),
-                change_id=change_id,
-                tenant=tenant,
-                ts=utc_now(),
-                actor=cmd.initiator,
-                source=cmd.source,
-                visibility=cmd.visibility,
-            )
             with TRACER.start_as_current_span(  # the change's trace starts here (services/tracing.py)
                     "gateway intent.submitted", kind=SpanKind.PRODUCER,
                     attributes={"upm.service": "gateway", "upm.change_id": change_id, "upm.tenant": tenant,
                                 "upm.event_type": event.type, "upm.event_id": event.id, "upm.principal": principal}):
-                await self.store.append(change, [event])
+                return await retry.within(STORE_WITHIN_S, functools.partial(self._store, event, cmd.idempotency_key))
         except StoreError as err:
             log.error("intent for %s not stored: %s", tenant, err)
-            return error_reply(InvalidEvent(f"not stored: {err}", field="store", rule="unavailable"))
+            return error_reply(InvalidEvent(f"not stored: {err}; retry", field="store", rule="unavailable"))
+
+    async def _store(self, event: Event, idempotency_key: str | None) -> bytes:
+        """Append the intent, unless a submission with the same idempotency key was stored first."""
+        tenant, change_id = event.tenant, event.change_id
+        change = await self.store.read(tenant, change_id) if idempotency_key else ChangeLog(tenant, change_id)
+        if change.events:
+            return ok_reply(change_id, duplicate=all(s.event.id != event.id for s in change.events))
+        try:
+            await self.store.append(change, [event])
+        except ConcurrencyConflict:
+            if not idempotency_key:
+                raise
+            return ok_reply(change_id, duplicate=True)  # the same key got in first (a read that had not seen it)
         return ok_reply(change_id)

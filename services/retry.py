@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 import nats.errors
@@ -25,6 +26,7 @@ import nats.js.errors
 from events.errors import ServerRefused, StoreTimeout, StreamNotFound
 
 log = logging.getLogger("upm.retry")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class RetryPolicy:
 
 
 DEFAULT = RetryPolicy()
+CONFLICTS = RetryPolicy(initial_s=0.01, backoff=2.0, maximum_s=0.2, jitter=0.5)
+"""Between attempts to append to a change another writer appended to (re-read, then append or decide again)."""
 
 _TRANSIENT: tuple[type[BaseException], ...] = (
     nats.errors.ConnectionClosedError,
@@ -83,9 +87,13 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is NATS or JetStream being away for a while (worth waiting out), also when
-    the event store wrapped it (:func:`events.store.map_error`)."""
+    the event store wrapped it (:func:`events.store.map_error`) or a task group raised it (an
+    exception group of nothing but such errors: a pull request answered 503 while a cluster elects
+    a consumer leader surfaces that way from the runtime's fetch loop)."""
     if isinstance(exc, _TRANSIENT):
         return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(is_transient(e) for e in exc.exceptions)
     return isinstance(exc, ServerRefused) and exc.__cause__ is not None and is_transient(exc.__cause__)
 
 
@@ -105,4 +113,20 @@ async def keep_running(what: str, body: Callable[[], Awaitable[None]], policy: R
             wait = policy.delay(attempt, random.random())
             log.warning("%s: %s (%s); retrying in %.1fs (attempt %d)", what, exc or type(exc).__name__,
                         type(exc).__name__, wait, attempt)
+            await anyio.sleep(wait)
+
+
+async def within(seconds: float, body: Callable[[], Awaitable[T]], policy: RetryPolicy = DEFAULT) -> T:
+    """``body()``, run again after the policy's delay while it fails transiently (a cluster electing a
+    stream leader answers nothing for a few seconds), for at most ``seconds``; then its error propagates."""
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    while True:
+        try:
+            return await body()
+        except Exception as exc:
+            attempt += 1
+            wait = policy.delay(attempt, random.random())
+            if not is_transient(exc) or time.monotonic() + wait > deadline:
+                raise
             await anyio.sleep(wait)

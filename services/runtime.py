@@ -6,6 +6,17 @@ only after the handler's events are appended. Output ids are derived from the in
 (:meth:`Context.event`), so a service that dies after appending and before acking re-derives the
 same ids on redelivery and nothing is stored twice. Replicas of a service share its durable
 consumer, so each event is handled by one of them.
+
+Two rules keep a delivery from being acknowledged without its output when several processes write
+one change (replicas, the watchdog, operator commands) on a JetStream cluster:
+
+* the handler always sees the change *through* the delivered event (:func:`read_through`): a read
+  answered by a stream replica that has not applied it yet is read again, so no handler decides
+  "nothing to do" from a state that lacks the very event it was given;
+* an append that conflicts with an event another writer stored in between makes the handler
+  decide again from the fresh state (:class:`Superseded`); only a conflict with its own events (a
+  retried publish, a replica handling the same delivery) re-appends them, which their ids make
+  harmless.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +41,7 @@ from nats.js import JetStreamContext, api
 from opentelemetry.trace import SpanKind
 
 from events.codec import decode_event
-from events.errors import ConcurrencyConflict
+from events.errors import ConcurrencyConflict, StoreTimeout
 from events.ids import derive_id
 from events.lifecycle import ChangeState, fold
 from events.model import Event, Payload, type_of
@@ -41,6 +53,27 @@ from services.tracing import TRACER, extract
 log = logging.getLogger("upm.runtime")
 
 MAX_CONFLICT_RETRIES = 20
+READ_THROUGH_S = 10.0  # how long a handler waits for the stream replica it reads from to catch up
+
+
+class Superseded(ConcurrencyConflict):
+    """Another writer appended to the change after the handler read it: decide again."""
+
+
+async def read_through(store: EventStore, tenant: str, change_id: str, seq: int) -> ChangeLog:
+    """The change as stored, at least up to stream sequence ``seq`` (an event of it that was delivered
+    or announced). On a cluster a direct get may be answered by a replica that has not yet applied
+    what the leader delivered; it is read again (:func:`services.retry.within`), and after
+    ``READ_THROUGH_S`` the :class:`StoreTimeout` propagates (the delivery is then retried)."""
+
+    async def read() -> ChangeLog:
+        change = await store.read(tenant, change_id)
+        if change.last_seq < seq:
+            raise StoreTimeout(f"the copy of the event stream that answered holds {tenant}/{change_id} only up to "
+                               f"sequence {change.last_seq}, not yet {seq}; reading again")
+        return change
+
+    return await retry.within(READ_THROUGH_S, read)
 
 
 def utc_now() -> str:
@@ -59,6 +92,10 @@ class Context:
     clock: Callable[[], str] = utc_now
     appended: list[Event] = field(default_factory=list)
     _state: ChangeState | None = None
+    _seen: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._seen = self.log.ids()
 
     @property
     def state(self) -> ChangeState:
@@ -88,26 +125,35 @@ class Context:
         )
 
     async def emit(self, *items: Payload | tuple[Payload, str] | Event) -> None:
-        """Append payloads (optionally with id keys) or built events in order; re-reads and retries
-        on conflict (events already stored under their ids are not written twice)."""
+        """Append payloads (optionally with id keys) or built events in order. On a conflict it re-reads:
+        when another writer's events came in since the handler read the change, it raises
+        :class:`Superseded` (the runtime calls the handler again on the fresh state); when only these
+        events' own copies did (stored under their ids before), it appends what is left."""
         events = [i if isinstance(i, Event) else self.event(*i) if isinstance(i, tuple) else self.event(i)
                   for i in items]
-        for attempt in range(MAX_CONFLICT_RETRIES):
+        mine = {e.id for e in events}
+        for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             before = len(self.log.events)
             try:
                 stored = await self.store.append(self.log, events)
-                self.appended.extend(events)
-                if self._state is not None and len(self.log.events) == before + len(stored):
-                    self._state = fold((s.event for s in stored), self._state)
-                else:
-                    self._state = None  # someone else's events came in between: fold again when asked
-                return
-            except ConcurrencyConflict:
-                if attempt == MAX_CONFLICT_RETRIES - 1:
+            except ConcurrencyConflict as conflict:
+                if attempt == MAX_CONFLICT_RETRIES:
                     raise
-                await anyio.sleep(min(0.2, 0.005 * 2**attempt))
+                await anyio.sleep(retry.CONFLICTS.delay(attempt, random.random()))
                 self.log = await self.store.read(self.log.tenant, self.log.change_id)
                 self._state = None
+                foreign = [s.event for s in self.log.events if s.event.id not in self._seen | mine]
+                if foreign:
+                    raise Superseded(conflict.subject, conflict.expected_seq,
+                                     f"{', '.join(e.type for e in foreign)} stored meanwhile") from conflict
+                continue
+            self.appended.extend(events)
+            self._seen |= mine
+            if self._state is not None and len(self.log.events) == before + len(stored):
+                self._state = fold((s.event for s in stored), self._state)
+            else:
+                self._state = None  # someone else's events came in between: fold again when asked
+            return
 
 
 Handler = Callable[[Context, list[Event], Event], Awaitable[None]]
@@ -263,14 +309,27 @@ class Runner:
             self._locks.pop(event.change_id, None)
 
     async def _handle(self, msg: Msg, event: Event) -> list[Event]:
-        change = await self.store.read(event.tenant, event.change_id)
+        """Call the handler on the change read through the delivered event; again on a fresh read when
+        another writer superseded what it read (what it appended before stays: its ids are derived)."""
         seq = msg.metadata.sequence.stream
-        history = change.upto(seq)
-        if not history or history[-1].id != event.id:
-            history = [*history, event]
-        ctx = Context(self.spec.name, self.store, change, event, clock=self.clock)
-        await self.spec.handle(ctx, history[:-1], event)
-        return ctx.appended
+        appended: list[Event] = []
+        attempt = 0
+        while True:
+            attempt += 1
+            change = await read_through(self.store, event.tenant, event.change_id, seq)
+            history = change.upto(seq)
+            if not history or history[-1].id != event.id:
+                history = [*history, event]
+            ctx = Context(self.spec.name, self.store, change, event, clock=self.clock)
+            try:
+                await self.spec.handle(ctx, history[:-1], event)
+            except Superseded as superseded:
+                appended += ctx.appended
+                if attempt >= MAX_CONFLICT_RETRIES:
+                    raise
+                log.info("%s: deciding %s again: %s", self.spec.name, event.type, superseded)
+            else:
+                return appended + ctx.appended
 
     async def _keep_alive(self, msg: Msg) -> None:
         while True:

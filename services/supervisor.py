@@ -5,9 +5,11 @@ and every service, restarts whichever dies, and stops them all when ``upm down``
 input (the services' environments never touch the disk), and records its pid in the state file.
 The supervisor:
 
-* starts the embedded nats-server (unless the plan names an external URL) and keeps its port
-  and data folder for every restart, so the services' connections come back by themselves;
-* starts one process per service, each writing to ``<data>/logs/<service>.log``;
+* starts the embedded nats-server (unless the plan names an external URL), or with ``cluster``
+  that many forming one JetStream cluster (``nats-server-1`` …), and keeps each one's ports and
+  data folder for every restart, so the services' connections come back by themselves;
+* starts ``replicas`` processes per service (``executor``, ``executor.2`` …: they share the
+  service's durable consumer), each writing to ``<data>/logs/<process>.log``;
 * polls them; one that exited is started again after the :mod:`services.retry` policy's delay
   (exponential, with jitter; a process that ran for ``stable_after_s`` starts from the first
   delay again), and each restart is counted in the state file (``restarts``: count, last exit
@@ -20,6 +22,7 @@ The supervisor:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -36,7 +39,7 @@ import msgspec
 
 from services import logs, metrics, processes
 from services.errors import ServerStartFailed
-from services.natsserver import EmbeddedNats, private_log
+from services.natsserver import EmbeddedCluster, EmbeddedNats, private_log
 from services.retry import RetryPolicy
 from services.tls import Pki
 
@@ -48,11 +51,32 @@ POLICY = RetryPolicy(initial_s=0.25, backoff=2.0, maximum_s=15.0, jitter=0.3, st
 
 
 class ServicePlan(msgspec.Struct, frozen=True):
-    """One service process: its name, its whole environment, its umask."""
+    """One service process: its service, its whole environment, its umask, which copy it is."""
 
     name: str
     env: dict[str, str]
     umask: int = 0o077  # -1: the supervisor's own (the operator's)
+    instance: int = 1  # replicas of a service share its durable consumer; each is a process
+
+    @property
+    def process(self) -> str:
+        """The process's name in the state file and its log's: ``executor``, ``executor.2`` …"""
+        return process_name(self.name, self.instance)
+
+
+def process_name(service: str, instance: int) -> str:
+    return service if instance == 1 else f"{service}.{instance}"
+
+
+def ready_dir(folder: Path, instance: int) -> Path:
+    """Where a service process marks itself ready (``upm service --ready-dir``): ``<data>/run``, or
+    ``<data>/run/<instance>`` for a further copy."""
+    return folder / "run" if instance == 1 else folder / "run" / str(instance)
+
+
+def is_nats(name: str) -> bool:
+    """Whether a supervised process is a nats-server (``nats-server``, or ``nats-server-<i>`` of a cluster)."""
+    return name == NATS or name.startswith(f"{NATS}-")
 
 
 class Plan(msgspec.Struct, frozen=True):
@@ -62,6 +86,7 @@ class Plan(msgspec.Struct, frozen=True):
     services: tuple[ServicePlan, ...]
     python: str = sys.executable
     external_url: str | None = None  # use this server instead of starting one
+    cluster: int = 0  # start this many servers forming a JetStream cluster instead of one
     tls_dir: str | None = None  # the embedded server requires client certificates from this CA
     authorization: str = ""  # its users and permissions (services.natsauth), with an access file
     stop_timeout_s: float = 10.0
@@ -115,8 +140,12 @@ class Supervisor:
             except ServerStartFailed as exc:
                 log.error("nats-server did not start: %s", exc)
                 return 1
-            assert nats.process is not None
-            self.children.append(Child(NATS, lambda: self._restart_nats(nats), nats.process, time.monotonic()))
+            nodes = nats.nodes if isinstance(nats, EmbeddedCluster) else [nats]
+            for i, node in enumerate(nodes, 1):
+                assert node.process is not None
+                name = f"{NATS}-{i}" if isinstance(nats, EmbeddedCluster) else NATS
+                self.children.append(Child(name, functools.partial(self._restart_nats, node), node.process,
+                                           time.monotonic()))
             self._write_state()
             if self.plan.authorization and self.plan.tls_dir:
                 self._create_stream()
@@ -124,7 +153,7 @@ class Supervisor:
             assert self.plan.external_url is not None
             self.url = self.plan.external_url
         for service in self.plan.services:
-            child = Child(service.name, self._service_spawner(service, folder))
+            child = Child(service.process, self._service_spawner(service, folder))
             self._start(child)
             self.children.append(child)
         self.metrics = metrics.serve_aggregate()  # every process's samples, summed (services/metrics.py)
@@ -171,9 +200,12 @@ class Supervisor:
         child.started_at = time.monotonic()
         child.restart_at = None
 
-    def _nats(self) -> EmbeddedNats:
+    def _nats(self) -> EmbeddedNats | EmbeddedCluster:
         logs_dir = self.plan.data / "logs"
         pki = Pki(Path(self.plan.tls_dir)) if self.plan.tls_dir else None
+        if self.plan.cluster:
+            return EmbeddedCluster(self.plan.data, self.plan.cluster, log_dir=logs_dir, tls=pki,
+                                   authorization=self.plan.authorization)
         return EmbeddedNats(self.plan.data, log_file=logs_dir / f"{NATS}.log", tls=pki,
                             authorization=self.plan.authorization)
 
@@ -185,10 +217,10 @@ class Supervisor:
 
     def _service_spawner(self, service: ServicePlan, folder: Path) -> Callable[[], subprocess.Popen[bytes]]:
         argv = [self.plan.python, "-m", "services.cli", "service", service.name, "--nats", self.url,
-                "--ready-dir", str(folder / "run"), "--data", str(folder)]
+                "--ready-dir", str(ready_dir(folder, service.instance)), "--data", str(folder)]
 
         def spawn() -> subprocess.Popen[bytes]:
-            with private_log(folder / "logs" / f"{service.name}.log") as out:
+            with private_log(folder / "logs" / f"{service.process}.log") as out:
                 return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True, env=service.env, umask=service.umask)
 
@@ -210,11 +242,11 @@ class Supervisor:
     def _stop_all(self) -> None:
         """Services first (they drain in parallel), nats-server last."""
         running = [c for c in self.children if c.process is not None and c.process.poll() is None]
-        services = [c for c in running if c.name != NATS]
+        services = [c for c in running if not is_nats(c.name)]
         for child in services:
             assert child.process is not None
             child.process.send_signal(signal.SIGTERM)
-        for child in (*services, *(c for c in running if c.name == NATS)):
+        for child in (*services, *(c for c in running if is_nats(c.name))):
             assert child.process is not None
             processes.stop(child.process.pid, signal.SIGTERM, self.plan.stop_timeout_s)
             child.process.poll()

@@ -9,11 +9,11 @@ names it as ``obs://<bucket>/<tenant>/<change>/<key>.<stream>``.
 from __future__ import annotations
 
 import msgspec
-import nats.js.errors
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from events.model import StepOutput
+from services import cluster
 
 
 def cut(text: str, limit: int) -> tuple[str, bool]:
@@ -35,11 +35,7 @@ class OutputStore:
 
     async def _store(self) -> ObjectStore:
         if self._objects is None:
-            try:
-                self._objects = await self.js.object_store(self.bucket)
-            except nats.js.errors.BucketNotFoundError:
-                config = api.ObjectStoreConfig(storage=api.StorageType.FILE, description="UPM step outputs")
-                self._objects = await self.js.create_object_store(self.bucket, config=config)
+            self._objects = await cluster.object_store(self.js, self.bucket, "UPM step outputs")
         return self._objects
 
     async def bounded(self, out: StepOutput, name: str) -> StepOutput:

@@ -23,36 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import nats
 import pytest
-from nats.aio.client import Client as NATS
+from upm_load import assert_each_closed_once_and_ran_once, clean_env, outcomes, submit_all
+from upm_load import state as _state
+from upm_load import upm as _upm
 
-from events.model import ChangeClosed, StepCompleted, StepFailed, StepStarted
-from events.store import EventStore
-from events.subjects import inbox_prefix
-from services import app, client, processes
-from services.errors import NotRunning
+from services import app, processes
 
 CHANGES = int(os.environ.get("UPM_SUPERVISION_CHANGES", "200"))
-TENANT = "load"
-ME = "tester"
 BACK_WITHIN_S = 15.0  # a restarted Python service imports everything again; the box is shared
 
 
-def _upm(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, check=False)
-
-
 def _env(data: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "UPM_DATA")}
-    return env | {"UPM_STALL_AFTER_S": "20", "UPM_STALL_CHECK_S": "2"}
-
-
-def _state(data: Path) -> dict[str, Any]:
-    state = app.read_state(data)
-    assert state is not None
-    return state
+    return clean_env(UPM_STALL_AFTER_S="20", UPM_STALL_CHECK_S="2")
 
 
 def _wait_restarted(data: Path, name: str, old_pid: int, within: float = BACK_WITHIN_S) -> float:
@@ -66,23 +49,6 @@ def _wait_restarted(data: Path, name: str, old_pid: int, within: float = BACK_WI
             return time.monotonic() - started
         time.sleep(0.05)
     raise AssertionError(f"{name} (pid {old_pid}) not back within {within}s; state: {_state(data)}")
-
-
-async def _connect(url: str) -> NATS:
-    return await nats.connect(url, inbox_prefix=inbox_prefix(ME), max_reconnect_attempts=-1,
-                              reconnect_time_wait=0.2)
-
-
-async def _submit(nc: NATS, target: Path, i: int, acknowledged: dict[int, str]) -> None:
-    """Submit change ``i`` until UPM acknowledges it (the same idempotency key: never two changes)."""
-    command = {"request": f"Create directory {target}/d{i}", "source": "api", "idempotency_key": f"load-{i}"}
-    with anyio.fail_after(90):
-        while True:
-            try:
-                acknowledged[i] = await client.submit(nc, TENANT, command, principal=ME, within=5.0)
-                return
-            except NotRunning:  # NATS is restarting: the gateway did not answer in time
-                await anyio.sleep(0.5)
 
 
 def _kill_each(data: Path, report: dict[str, Any]) -> None:
@@ -100,47 +66,11 @@ def _kill_each(data: Path, report: dict[str, Any]) -> None:
 
 
 async def _load(url: str, data: Path, target: Path) -> tuple[dict[int, str], dict[str, Any]]:
-    acknowledged: dict[int, str] = {}
     report: dict[str, Any] = {"back_s": {}, "urls": [], "unchanged": []}
-    nc = await _connect(url)
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(anyio.to_thread.run_sync, _kill_each, data, report)
-            slots = anyio.Semaphore(16)
-            for i in range(CHANGES):
-                await slots.acquire()
-
-                async def one(i: int = i) -> None:
-                    try:
-                        await _submit(nc, target, i, acknowledged)
-                    finally:
-                        slots.release()
-
-                tg.start_soon(one)
-                await anyio.sleep(0.15)  # a steady stream, spread over the kills
-    finally:
-        await nc.close()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, _kill_each, data, report)
+        acknowledged = await submit_all(url, target, CHANGES, every_s=0.15)  # a steady stream, over the kills
     return acknowledged, report
-
-
-async def _outcomes(url: str, changes: dict[int, str], within: float) -> dict[int, list[Any]]:
-    """Each change's events once every one of them is closed (or the time is up)."""
-    nc = await _connect(url)
-    store = EventStore(nc)
-    events: dict[int, list[Any]] = {}
-    try:
-        deadline = time.monotonic() + within
-        open_ = set(changes)
-        while open_ and time.monotonic() < deadline:
-            for i in sorted(open_):
-                events[i] = [s.event.payload for s in (await store.read(TENANT, changes[i])).events]
-                if any(isinstance(p, ChangeClosed) for p in events[i]):
-                    open_.discard(i)
-            if open_:
-                await anyio.sleep(1.0)
-    finally:
-        await nc.close()
-    return events
 
 
 @pytest.mark.slow
@@ -154,30 +84,13 @@ def test_kill_9_of_every_service_and_of_nats_under_load_loses_nothing_and_repeat
     url = json.loads(up.stdout)["url"]
     try:
         acknowledged, report = anyio.run(_load, url, data, target)
-        events = anyio.run(_outcomes, url, acknowledged, 150.0)
+        events = anyio.run(outcomes, url, acknowledged, 150.0)
         state = _state(data)
     finally:
         down = _upm("down", "--data", str(data), "--json", env=env)
     assert down.returncode == 0, down.stderr
 
-    assert len(acknowledged) == CHANGES
-    stuck = {i: [type(p).__name__ for p in events.get(i, [])] for i in acknowledged
-             if not any(isinstance(p, ChangeClosed) for p in events.get(i, []))}
-    assert not stuck, f"{len(stuck)} change(s) never closed, e.g. {list(stuck.items())[:3]}"
-    closes = {i: [p for p in ev if isinstance(p, ChangeClosed)] for i, ev in events.items()}
-    assert all(len(c) == 1 for c in closes.values()), {i: len(c) for i, c in closes.items() if len(c) != 1}
-    failed = {i: (c[0].outcome, c[0].reason) for i, c in closes.items() if c[0].outcome != "succeeded"}
-    assert not failed, failed
-    for i, ev in events.items():
-        completed = collections.Counter(p.step_id for p in ev if isinstance(p, StepCompleted))
-        assert completed and set(completed.values()) == {1}, (i, completed)
-        assert not [p for p in ev if isinstance(p, StepFailed)], i
-        # the step is `mkdir DIR` (no -p): run twice, its second run fails (and the change with it). A
-        # step may be *announced* twice (step.started, then SIGKILL before mkdir ran, then the restarted
-        # executor runs it), but never run twice
-        assert all(isinstance(p, StepStarted) and p.command.startswith("mkdir -m ") and " -p" not in p.command
-                   for p in ev if isinstance(p, StepStarted)), i
-    assert sorted(p.name for p in target.iterdir()) == sorted(f"d{i}" for i in range(CHANGES))
+    assert_each_closed_once_and_ran_once(CHANGES, acknowledged, events, target)
 
     assert report["urls"] == [url, url]  # nats-server came back on its port, twice
     assert report["unchanged"] == [True, True]  # ... and no service had to be restarted for it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -67,3 +68,32 @@ def test_a_key_readable_by_others_is_refused(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(signing.SigningKeyError, match="chmod 600"):
         signing.load(path)
+
+
+def test_auditors_starting_at_once_on_a_new_data_folder_share_one_whole_key(tmp_path: Path) -> None:
+    """Copies of the auditor (``upm up --replicas``) create the key at the same moment: each reads the
+    whole key the first one stored, never a half-written file (real processes, forked)."""
+    for round_ in range(5):
+        folder = tmp_path / f"round-{round_}"
+        read, write = os.pipe()
+        children = []
+        for _ in range(6):
+            pid = os.fork()
+            if pid == 0:  # the child: create or load, answer with the key id (or the error), leave
+                try:
+                    try:
+                        answer = signing.load_or_create(folder).key_id
+                    except Exception as exc:  # reported to the parent, which fails the test
+                        answer = f"error: {exc}"
+                    os.write(write, answer.encode() + b"\n")
+                finally:
+                    os._exit(0)
+            children.append(pid)
+        os.close(write)
+        for pid in children:
+            os.waitpid(pid, 0)
+        with os.fdopen(read) as answers:
+            ids = answers.read().split("\n")[:-1]
+        assert len(ids) == 6 and len(set(ids)) == 1 and not ids[0].startswith("error"), ids
+        assert signing.load_or_create(folder).key_id == ids[0]
+        assert [p.name for p in (folder / "keys").iterdir() if p.name.startswith(".")] == []
