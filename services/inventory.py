@@ -9,14 +9,19 @@ change that closed before a plan was compiled is always counted.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import anyio
+import msgspec
 
+from events.codec import decode_event
 from events.desired import EMPTY, Inventory, evolve
 from events.store import EventStore, StoredEvent
 from events.subjects import tenant_filter
+from services import retry
 
+log = logging.getLogger("upm.inventory")
 OnEvent = Callable[[StoredEvent], Awaitable[None]]
 
 
@@ -36,11 +41,21 @@ class Follower:
         self._moved = anyio.Event()
 
     async def run(self) -> None:
-        """Follow the stream from its start until cancelled."""
-        async for stored in self.store.follow(tenant_filter("*")):
-            self.inventory = evolve(self.inventory, stored.event)
-            self.seq = stored.seq
-            if self.on_event is not None:
+        """Follow the stream from its start until cancelled, through NATS restarts, leader elections
+        and lost consumers (:func:`services.retry.keep_running`), resuming after the last event folded."""
+        await retry.keep_running("inventory: following the log", self._follow)
+
+    async def _follow(self) -> None:
+        async for seq, data in self.store.follow_raw(tenant_filter("*"), self.seq + 1):
+            try:
+                stored: StoredEvent | None = StoredEvent(seq=seq, event=decode_event(data), data=data)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:  # `upm audit verify` names it
+                log.error("inventory: stream sequence %d does not decode, skipped: %s", seq, exc)
+                stored = None
+            if stored is not None:
+                self.inventory = evolve(self.inventory, stored.event)
+            self.seq = seq
+            if stored is not None and self.on_event is not None:
                 await self.on_event(stored)
             moved, self._moved = self._moved, anyio.Event()
             moved.set()

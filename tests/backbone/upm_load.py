@@ -125,8 +125,8 @@ def assert_each_closed_once_and_ran_once(count: int, acknowledged: dict[int, str
         completed = collections.Counter(p.step_id for p in ev if isinstance(p, StepCompleted))
         assert completed and set(completed.values()) == {1}, (i, completed)
         assert not [p for p in ev if isinstance(p, StepFailed)], i
-        # `mkdir DIR` (no -p): run twice, its second run fails (and the change with it). A step may be
+        # `upm-localfs mkdir DIR` (no -p): run twice, its second run fails (and the change with it). A step may be
         # *announced* twice (step.started, then SIGKILL before mkdir ran), but never run twice
-        assert all(isinstance(p, StepStarted) and p.command.startswith("mkdir -m ") and " -p" not in p.command
+        assert all(isinstance(p, StepStarted) and p.command.startswith("upm-localfs mkdir -m ") and " -p" not in p.command
                    for p in ev if isinstance(p, StepStarted)), i
     assert sorted(p.name for p in target.iterdir()) == sorted(f"d{i}" for i in range(count))
