@@ -10,12 +10,13 @@ bytes, and ``change.closed`` (outcome, reason, event count, chain head) or ``cha
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -51,13 +52,14 @@ from events.model import (
 )
 from events.store import ChangeLog, EventStore, StoredEvent, new_event
 from events.subjects import EVENT_ROOT, LOG_HEADS_CHANGE_ID, STREAM, SYSTEM_TENANT
-from projections import evidence, heads
+from projections import evidence, heads, merkle_store
 from projections.evidence import EVIDENCE_BUCKET, LogHead
 from services import cluster, health, retry
 from services.runtime import MAX_CONFLICT_RETRIES, Context, Handler, ServiceSpec, read_through
 from services.watchdog import Deadlines, Watchdog
 
 NAME = "auditor"
+log = logging.getLogger("upm.auditor")
 RECOMPILE_TIMEOUT_S = 30.0
 
 CLOSING_TYPES: tuple[type[Payload], ...] = (
@@ -192,6 +194,15 @@ def data_folder(explicit: Path | str | None = None) -> Path:
     return Path(explicit or os.environ.get("UPM_DATA") or ".upm")
 
 
+class Waiting(NamedTuple):
+    """The event that (re)opened a change's pack, and the desired state as of it."""
+
+    tenant: str
+    seq: int
+    event_id: str
+    desired: Inventory
+
+
 class Witness:
     """The auditor's second task: an ordered follower of the whole stream from sequence 1.
 
@@ -215,19 +226,22 @@ class Witness:
         self.signer = signing.load_or_create(self.data_dir)
         self.interval = interval
         self.tree = merkle.MerkleTree()
+        self.seen = 0  # the last stream sequence observed (the tree may be ahead: restored from the data folder)
+        self.saved = 0  # leaves of the tree written to the data folder (projections/merkle_store.py)
         self.content_size = 0
         self.head_size = 0
         self.last_ts = ""
         self.closed: set[str] = set()
-        self.pending: dict[str, tuple[str, int, str]] = {}  # change → (tenant, trigger seq, trigger id)
+        self.pending: dict[str, Waiting] = {}  # change → the trigger of the pack it waits for
         self.inventory: Inventory = EMPTY  # the desired state, folded event by event (events/desired.py)
-        self.desired_at: dict[str, Inventory] = {}  # change → the inventory as of its pending trigger
         self.published = 0
         self._heads = ChangeLog(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
         self._head: LogHead | None = None
         self._caught_up = False
         self._caught_up_at = 0
         self._objects: Any = None
+        self._wake = anyio.Event()  # set when packs are waiting: the publisher's cue
+        self._signing = anyio.Lock()
 
     def witnessed(self) -> health.Witnessed:
         """What the health responder reads from this witness: the open changes and the newest head."""
@@ -237,12 +251,16 @@ class Witness:
     async def run(self, *, ready: anyio.Event | None = None) -> None:
         """Follow the log, sign heads and run the watchdog until cancelled; each of the three waits
         out NATS being away (:func:`services.retry.keep_running`) and resumes where it was."""
+        self.tree, found = await anyio.to_thread.run_sync(merkle_store.load, self.data_dir, self.signer)
+        self.saved = self.tree.size
+        log.log(logging.INFO if self.tree.size else logging.WARNING, "witness: %s", found)
         await retry.keep_running("witness: opening the evidence store", self._open)
         if ready is not None:
             ready.set()
         async with anyio.create_task_group() as tg:
             tg.start_soon(retry.keep_running, "witness: signing log heads", self._tick)
             tg.start_soon(retry.keep_running, "witness: stall watchdog", self._watch)
+            tg.start_soon(retry.keep_running, "witness: publishing evidence packs", self._publish_packs)
             await retry.keep_running("witness: following the log", self._follow)
 
     async def _open(self) -> None:
@@ -252,22 +270,46 @@ class Witness:
         self._heads = await self.store.read_tail(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
 
     async def _follow(self) -> None:
-        """Every stored event after the last one observed, in order; packs once caught up."""
+        """Every stored event after the last one observed, in order; once caught up, each one that
+        leaves packs waiting wakes the publisher (packs are built beside the follow, never in its way)."""
         if self._caught_up_at == 0:
             self._caught_up = True
-        async for seq, data in self.store.follow_raw(f"{EVENT_ROOT}.>", self.tree.size + 1):
+        async for seq, data in self.store.follow_raw(f"{EVENT_ROOT}.>", self.seen + 1):
             self.observe(seq, data)
             if seq >= self._caught_up_at:
                 self._caught_up = True
-                await self.flush()
+                if self.pending:
+                    self._wake.set()
+
+    async def _publish_packs(self) -> None:
+        """Publish the waiting packs whenever the follower (or the interval) says some are waiting."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+    def _grow(self, seq: int, data: bytes) -> None:
+        """Append the event's leaf; for an event the restored tree holds already, check it is that leaf."""
+        if seq > self.tree.size:
+            self.tree.append(data)
+            return
+        if self.tree.leaves[seq - 1] == merkle.leaf_hash(data):
+            return
+        log.error("witness: stream sequence %d is not the event the stored Merkle tree holds there: the stream was "
+                  "rewritten (run `upm audit verify`); the tree is rebuilt from the log from there on", seq)
+        self.tree.truncate(seq - 1)
+        self.saved = min(self.saved, seq - 1)
+        self.tree.append(data)
 
     def observe(self, seq: int, data: bytes) -> None:
-        """Add one stored event to the tree and to what is pending (pure bookkeeping)."""
-        self.tree.append(data)
+        """Add one stored event to the tree (or check it against the restored one) and to what is
+        pending (pure bookkeeping)."""
+        self.seen = seq
+        self._grow(seq, data)
         try:
             event = decode_event(data)
         except (msgspec.ValidationError, msgspec.DecodeError):
-            self.content_size = self.tree.size
+            self.content_size = seq
             return
         self.watchdog.observe(event)
         self.inventory = evolve(self.inventory, event)
@@ -277,26 +319,24 @@ class Witness:
                                  signed_at=event.payload.signed_at, key_id=event.payload.key_id,
                                  signature=event.payload.signature)
             return
-        self.content_size = self.tree.size
+        self.content_size = seq
         self.last_ts = event.ts
         if isinstance(event.payload, EvidencePublished):
             pending = self.pending.get(event.change_id)
-            if pending is not None and pending[1] < seq:
+            if pending is not None and pending.seq < seq:
                 del self.pending[event.change_id]
-                self.desired_at.pop(event.change_id, None)
             return
         if pack_trigger(event.payload, event.change_id in self.closed):
             self.closed.add(event.change_id)
-            self.pending[event.change_id] = (event.tenant, seq, event.id)
-            self.desired_at[event.change_id] = self.inventory  # immutable: a snapshot as of this event
+            self.pending[event.change_id] = Waiting(event.tenant, seq, event.id, self.inventory)
 
     async def _tick(self) -> None:
         while True:
             await anyio.sleep(self.interval)
             if self._caught_up and self.content_size > self.head_size:
                 await self.sign_head()
-            if self._caught_up:
-                await self.flush()  # packs a follow that lost NATS midway left pending
+            if self._caught_up and self.pending:
+                self._wake.set()  # packs a publisher that lost NATS midway left pending
 
     async def _watch(self) -> None:
         """The stall watchdog's rounds, once the follower has caught up with the stream."""
@@ -313,7 +353,12 @@ class Witness:
         so whichever is stored first stands (a conflict, or "duplicate message id is in process" on
         a cluster, is followed by a re-read, and a head of this size stored by another is this one);
         one of another size is appended after theirs. Conflicts never end the witness: when they go
-        on, :class:`StoreTimeout` (transient) makes its loop wait and try again."""
+        on, :class:`StoreTimeout` (transient) makes its loop wait and try again. The interval and the
+        publisher sign one at a time."""
+        async with self._signing:
+            return await self._sign_head()
+
+    async def _sign_head(self) -> LogHead:
         payload = evidence.sign_head(self.signer, self.tree, self.last_ts)
         event = new_event(payload, event_id=derive_id(LOG_HEADS_CHANGE_ID, f"head-{payload.size}"),
                           change_id=LOG_HEADS_CHANGE_ID, tenant=SYSTEM_TENANT, ts=payload.signed_at,
@@ -339,23 +384,28 @@ class Witness:
         self._heads.trim()  # heads are only appended: keep where to append, not their history
         self.head_size = max(self.head_size, payload.size)
         self._head = head
-        await anyio.to_thread.run_sync(heads.append, self.data_dir, self._head)
-        return self._head
+        if payload.size > self.saved:  # the leaves first: a head in the data folder vouches for stored leaves
+            leaves = self.tree.leaf_bytes(self.saved, payload.size)
+            await anyio.to_thread.run_sync(merkle_store.save, self.data_dir, self.saved, leaves)
+            self.saved = payload.size
+        await anyio.to_thread.run_sync(heads.append, self.data_dir, head)
+        return head
 
     async def flush(self) -> None:
         """Publish a pack for every change waiting for one, oldest trigger first."""
-        for change_id, (tenant, trigger_seq, trigger_id) in sorted(self.pending.items(), key=lambda kv: kv[1][1]):
-            await self.publish(tenant, change_id, trigger_seq, trigger_id)
-            self.pending.pop(change_id, None)
-            self.desired_at.pop(change_id, None)
+        for change_id, waiting in sorted(self.pending.items(), key=lambda kv: kv[1].seq):
+            await self.publish(change_id, waiting)
+            if self.pending.get(change_id) == waiting:  # else a later trigger (a rollback after the close) waits on
+                del self.pending[change_id]
 
-    async def publish(self, tenant: str, change_id: str, trigger_seq: int, trigger_id: str) -> None:
+    async def publish(self, change_id: str, waiting: Waiting) -> None:
+        tenant, trigger_seq, trigger_id = waiting.tenant, waiting.seq, waiting.event_id
         head = self._head
         if head is None or head.size < trigger_seq:
             head = await self.sign_head()
         log = await read_through(self.store, tenant, change_id, trigger_seq)
         records = [(s.seq, s.data) for s in log.events if s.seq <= trigger_seq]
-        pack = evidence.pack_from_log(records, self.tree, head, self.signer, self.desired_at.get(change_id, EMPTY))
+        pack = evidence.pack_from_log(records, self.tree, head, self.signer, waiting.desired)
         name = object_name(tenant, change_id, trigger_seq)
         await self._objects.put(name, pack)
         files = evidence.read_pack(pack)
