@@ -1,14 +1,14 @@
 """Evidence keeps up at any log size: close → evidence lag with a 100k-event stream, and completeness
 after a burst of closed changes.
 
-    python bench/bench_evidence.py [--prefill 100000] [--steady 200] [--burst 2000] [--lanes 32]
+    python bench/bench_evidence.py [--prefill 100000] [--steady 200] [--rate 10] [--burst 2000] [--lanes 32]
 
-1. ``--prefill`` valid events (realistic change histories, each already with its pack event:
-   bench_projections' generator) are stored with pipelined JetStream publishes.
+1. ``--prefill`` valid events (closed changes, each already with its pack event: the happy shape of
+   bench_projections' generator) are stored on their changes' subjects with pipelined publishes.
 2. The auditor's witness starts in its own process (``Witness.run``, a fresh data folder) and
    follows the whole stream; its catch-up is timed up to the first pack of a change closed then.
 3. Steady: ``--steady`` closed changes (intent → … → change.closed, one append of their events
-   each through the EventStore) one after the other.
+   each through the EventStore), ``--rate`` changes a second.
 4. Burst: ``--burst`` closed changes appended from ``--lanes`` concurrent writers as fast as the
    server takes them; then the bench waits (up to 600 s) for their packs.
 
@@ -31,27 +31,65 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "projecti
 
 import anyio
 import nats
-from bench_projections import fill_stream
+from bench_projections import UUID, templates
 from common import embedded_server, machine, median, p95
 from nats.js import api
 from upm_history import History, happy
 
 from events.codec import decode_event
-from events.model import ChangeClosed, EvidencePublished
+from events.model import ChangeClosed, EvidencePublished, type_of
 from events.store import ChangeLog, EventStore
-from events.subjects import EVENT_ROOT, STREAM
+from events.subjects import EVENT_ROOT, STREAM, event_subject
+
+
+async def fill_stream(url: str, n: int) -> None:
+    """Store ``n`` events (rounded up to whole changes) of closed changes that have their pack already (the happy shape of
+    bench_projections, fresh ids), on their changes' subjects, with pipelined publishes."""
+    shape = templates()[0]
+    template_cid = UUID.search(shape[0]).group(0)  # type: ignore[union-attr]
+    types = [type_of(type(decode_event(data).payload)) for data in shape]
+    nc = await nats.connect(url, pending_size=64 * 1024 * 1024)
+    await EventStore(nc).ensure_stream()
+    js = nc.jetstream()
+    seq = 1
+    for change in range(-(-n // len(shape))):  # whole changes: n rounded up
+        cid = f"{change:08x}-0000-7000-8000-{change:012x}"
+        for data, kind in zip(shape, types, strict=True):
+            doc = UUID.sub(f"{seq:08x}-0001-7000-8000-{seq:012x}".encode(), data.replace(template_cid, cid.encode()))
+            await js.publish_async(event_subject("acme", cid, kind), doc)
+            seq += 1
+    await js.publish_async_completed()
+    await nc.close()
 
 
 async def witness(url: str, data: str) -> None:
-    """The witness process: follow the stream and publish packs until killed."""
+    """The witness process: follow the stream and publish packs until killed (``UPM_BENCH_PROFILE``:
+    a file to dump a cProfile of it to on SIGTERM)."""
     from services.auditor import Witness
 
     nc = await nats.connect(url)
     await Witness(nc, data).run()
 
 
-async def close_changes(store: EventStore, count: int, lanes: int, first: int) -> list[str]:
-    """Append ``count`` closed changes (each one append of all its events) from ``lanes`` writers."""
+def profiled_witness(url: str, data: str, out: str) -> None:
+    import cProfile
+    import signal
+
+    profile = cProfile.Profile()
+
+    def stop(*_: object) -> None:
+        profile.disable()
+        profile.dump_stats(out)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    profile.enable()
+    anyio.run(witness, url, data)
+
+
+async def close_changes(store: EventStore, count: int, lanes: int, first: int, rate: float = 0.0) -> list[str]:
+    """Append ``count`` closed changes (each one append of all its events) from ``lanes`` writers,
+    at most ``rate`` changes a second (0: as fast as they go)."""
     h = History()
     h.counter = first  # fresh change ids per phase
     changes = [happy(h, "acme", at=i, published=False) for i in range(count)]
@@ -59,10 +97,13 @@ async def close_changes(store: EventStore, count: int, lanes: int, first: int) -
     for _, data in h.records:
         by_change.setdefault(decode_event(data).change_id, []).append(data)
     queue = [c.change_id for c in changes]
+    started = time.perf_counter()
 
     async def lane() -> None:
         while queue:
             change_id = queue.pop(0)
+            if rate:
+                await anyio.sleep(max(0.0, started + (count - len(queue) - 1) / rate - time.perf_counter()))
             events = [decode_event(d) for d in by_change[change_id]]
             await store.append(ChangeLog("acme", change_id), events)
 
@@ -121,10 +162,10 @@ async def main(args: argparse.Namespace) -> None:
             print(f"witness catch-up over {args.prefill:,} events + first pack: {time.perf_counter() - started:.1f} s")
 
             steady_seq = (await js.stream_info(STREAM)).state.last_seq + 1
-            steady = await close_changes(store, args.steady, 1, 2_000_000)
+            steady = await close_changes(store, args.steady, 1, 2_000_000, args.rate)
             t = await stamps(js, steady_seq, time.monotonic() + 120, set(steady))
             lag = lags(t)
-            print(f"steady: {len(steady)} changes closed one after another; {len(lag)} packs; close→evidence "
+            print(f"steady: {len(steady)} changes closed at {args.rate:g}/s; {len(lag)} packs; close→evidence "
                   f"median {median(lag):.1f} ms, P95 {p95(lag):.1f} ms, max {max(lag):.1f} ms")
 
             burst_seq = (await js.stream_info(STREAM)).state.last_seq + 1
@@ -147,11 +188,14 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--witness"]:
+        if os.environ.get("UPM_BENCH_PROFILE"):
+            profiled_witness(sys.argv[2], sys.argv[3], os.environ["UPM_BENCH_PROFILE"])
         anyio.run(witness, sys.argv[2], sys.argv[3])
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prefill", type=int, default=100_000)
     parser.add_argument("--steady", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--burst", type=int, default=2000)
     parser.add_argument("--lanes", type=int, default=32)
     anyio.run(main, parser.parse_args())

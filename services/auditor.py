@@ -166,6 +166,7 @@ def spec() -> ServiceSpec:
 # -- the witness: Merkle tree over every event, signed log heads, evidence packs ----------
 
 HEAD_INTERVAL_S = 60.0
+PACKS_IN_FLIGHT = 8  # packs built and stored at once (each waits on the object store and two appends)
 
 
 def permalink(tenant: str, change_id: str) -> str:
@@ -210,8 +211,10 @@ class Witness:
     RFC 6962 tree over every stored event and the desired-state inventory (:mod:`events.desired`,
     whose state as of a pack's last event goes in the pack's ``drift.json``), appends a signed ``log.head`` (tenant
     ``_system``, change ``LOG_HEADS_CHANGE_ID``) every ``interval`` seconds when events arrived
-    (each also written to ``<data>/heads/log-heads.jsonl``, outside the stream),
-    and, once caught up, for every closed change without a current pack: signs a head, builds
+    (each also written to ``<data>/heads/log-heads.jsonl``, outside the stream, after the tree's leaf
+    hashes it covers: :mod:`projections.merkle_store`, from which a restarted witness restores the
+    tree instead of hashing it again), and, once caught up, for every closed change without a current
+    pack (its own task, woken by the follower, so the follow never waits for packs): signs a head, builds
     the pack (:func:`projections.evidence.pack_from_log`, pure), stores it in the object store
     ``UPM_EVIDENCE`` and appends ``evidence.published`` to the change. Heads and packs carry
     times from the log (the latest covered event), and their ids are derived, so a restarted
@@ -241,6 +244,7 @@ class Witness:
         self._caught_up_at = 0
         self._objects: Any = None
         self._wake = anyio.Event()  # set when packs are waiting: the publisher's cue
+        self._failures: dict[str, int] = {}  # change → transient failures of its pack in a row
         self._signing = anyio.Lock()
 
     def witnessed(self) -> health.Witnessed:
@@ -282,11 +286,47 @@ class Witness:
                     self._wake.set()
 
     async def _publish_packs(self) -> None:
-        """Publish the waiting packs whenever the follower (or the interval) says some are waiting."""
-        while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            await self.flush()
+        """Whenever the follower (or the interval) says packs are waiting, start each one not in flight
+        yet, oldest trigger first, ``PACKS_IN_FLIGHT`` at a time: a pack waits for no other pack, and
+        one that fails transiently is tried again after the retry policy's delay, alone."""
+        limiter = anyio.CapacityLimiter(PACKS_IN_FLIGHT)
+        in_flight: set[str] = set()
+
+        async def one(change_id: str, waiting: Waiting) -> None:
+            try:
+                async with limiter:
+                    await self._publish_one(change_id, waiting)
+            finally:
+                in_flight.discard(change_id)
+                if change_id in self.pending:  # failed, or a later trigger (a rollback after the close) waits
+                    self._wake.set()
+
+        async with anyio.create_task_group() as tg:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                for change_id, waiting in sorted(self.pending.items(), key=lambda kv: kv[1].seq):
+                    if change_id not in in_flight:
+                        in_flight.add(change_id)
+                        tg.start_soon(one, change_id, waiting)
+
+    async def _publish_one(self, change_id: str, waiting: Waiting) -> None:
+        """Publish one pack; a transient failure is logged and waited out (the policy's delay) with the
+        pack still pending."""
+        try:
+            await self.publish(change_id, waiting)
+        except Exception as exc:
+            if not retry.is_transient(exc):
+                raise
+            attempt = self._failures[change_id] = self._failures.get(change_id, 0) + 1
+            wait = retry.DEFAULT.delay(attempt, random.random())
+            log.warning("witness: the pack of %s/%s: %s (%s); trying again in %.1fs (attempt %d)", waiting.tenant,
+                        change_id, exc, type(exc).__name__, wait, attempt)
+            await anyio.sleep(wait)
+            return
+        self._failures.pop(change_id, None)
+        if self.pending.get(change_id) == waiting:
+            del self.pending[change_id]
 
     def _grow(self, seq: int, data: bytes) -> None:
         """Append the event's leaf; for an event the restored tree holds already, check it is that leaf."""
@@ -391,18 +431,12 @@ class Witness:
         await anyio.to_thread.run_sync(heads.append, self.data_dir, head)
         return head
 
-    async def flush(self) -> None:
-        """Publish a pack for every change waiting for one, oldest trigger first."""
-        for change_id, waiting in sorted(self.pending.items(), key=lambda kv: kv[1].seq):
-            await self.publish(change_id, waiting)
-            if self.pending.get(change_id) == waiting:  # else a later trigger (a rollback after the close) waits on
-                del self.pending[change_id]
-
     async def publish(self, change_id: str, waiting: Waiting) -> None:
         tenant, trigger_seq, trigger_id = waiting.tenant, waiting.seq, waiting.event_id
-        head = self._head
-        if head is None or head.size < trigger_seq:
-            head = await self.sign_head()
+        async with self._signing:  # packs in flight share one head that covers them all
+            head = self._head
+            if head is None or head.size < trigger_seq:
+                head = await self._sign_head()
         log = await read_through(self.store, tenant, change_id, trigger_seq)
         records = [(s.seq, s.data) for s in log.events if s.seq <= trigger_seq]
         pack = evidence.pack_from_log(records, self.tree, head, self.signer, waiting.desired)
