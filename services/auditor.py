@@ -211,9 +211,9 @@ class Witness:
     RFC 6962 tree over every stored event and the desired-state inventory (:mod:`events.desired`,
     whose state as of a pack's last event goes in the pack's ``drift.json``), appends a signed ``log.head`` (tenant
     ``_system``, change ``LOG_HEADS_CHANGE_ID``) every ``interval`` seconds when events arrived
-    (each also written to ``<data>/heads/log-heads.jsonl``, outside the stream, after the tree's leaf
-    hashes it covers: :mod:`projections.merkle_store`, from which a restarted witness restores the
-    tree instead of hashing it again), and, once caught up, for every closed change without a current
+    (each also written to ``<data>/heads/log-heads.jsonl``, outside the stream; on the same interval
+    the tree's leaf hashes up to the newest head go to :mod:`projections.merkle_store`, from which a
+    restarted witness restores the tree instead of hashing it again), and, once caught up, for every closed change without a current
     pack (its own task, woken by the follower, so the follow never waits for packs): signs a head, builds
     the pack (:func:`projections.evidence.pack_from_log`, pure), stores it in the object store
     ``UPM_EVIDENCE`` and appends ``evidence.published`` to the change. Heads and packs carry
@@ -375,6 +375,7 @@ class Witness:
             await anyio.sleep(self.interval)
             if self._caught_up and self.content_size > self.head_size:
                 await self.sign_head()
+            await self.keep_tree()
             if self._caught_up and self.pending:
                 self._wake.set()  # packs a publisher that lost NATS midway left pending
 
@@ -424,12 +425,17 @@ class Witness:
         self._heads.trim()  # heads are only appended: keep where to append, not their history
         self.head_size = max(self.head_size, payload.size)
         self._head = head
-        if payload.size > self.saved:  # the leaves first: a head in the data folder vouches for stored leaves
-            leaves = self.tree.leaf_bytes(self.saved, payload.size)
-            await anyio.to_thread.run_sync(merkle_store.save, self.data_dir, self.saved, leaves)
-            self.saved = payload.size
         await anyio.to_thread.run_sync(heads.append, self.data_dir, head)
         return head
+
+    async def keep_tree(self) -> None:
+        """Write the tree's leaves up to the newest head to the data folder (:mod:`projections.merkle_store`),
+        on the interval: not in a pack's way (a restart restores it as of the newest head it covers)."""
+        head = self._head
+        if head is not None and self.saved < head.size <= self.tree.size:
+            leaves = self.tree.leaf_bytes(self.saved, head.size)
+            await anyio.to_thread.run_sync(merkle_store.save, self.data_dir, self.saved, leaves)
+            self.saved = head.size
 
     async def publish(self, change_id: str, waiting: Waiting) -> None:
         tenant, trigger_seq, trigger_id = waiting.tenant, waiting.seq, waiting.event_id

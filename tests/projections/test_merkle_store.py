@@ -48,7 +48,7 @@ def test_a_saved_tree_is_restored_up_to_the_newest_signed_head(tmp_path: Path) -
 
 
 @pytest.mark.parametrize(("damage", "why"), [
-    (lambda blob: blob[:99 * 32], "holds 99 leaves"),
+    (lambda blob: blob[:99 * 32], "covers at most the 99 leaves"),
     (lambda blob: blob[:40] + bytes([blob[40] ^ 1]) + blob[41:], "its root at size 100"),
 ])
 def test_a_damaged_tree_is_refused_and_says_why(tmp_path: Path, damage: Callable[[bytes], bytes], why: str) -> None:
@@ -60,13 +60,21 @@ def test_a_damaged_tree_is_refused_and_says_why(tmp_path: Path, damage: Callable
     assert why in found and "building the tree from the log" in found
 
 
+def test_the_newest_head_the_leaves_cover_is_the_one_checked(tmp_path: Path) -> None:
+    tree, signer = kept(tmp_path, 120, 100)
+    heads.append(tmp_path, LogHead(seq=200, size=150, root="00" * 32, signed_at="2026-01-01T00:01:00Z",
+                                   key_id=signer.key_id, signature="00"))  # signed later; its leaves not written yet
+    restored, _ = merkle_store.load(tmp_path, signer)
+    assert restored.size == 100 and restored.root() == tree.root_at(100)
+
+
 def test_a_head_of_another_key_or_no_head_or_no_file_gives_an_empty_tree(tmp_path: Path) -> None:
     _, signer = kept(tmp_path / "a", 10, 10)
     other = signing.load_or_create(tmp_path / "b")
     restored, found = merkle_store.load(tmp_path / "a", other)
     assert restored.size == 0 and "does not verify with this witness's key" in found
     heads.path(tmp_path / "a").unlink()
-    assert "no signed head" in merkle_store.load(tmp_path / "a", signer)[1]
+    assert "none of the 0 signed heads" in merkle_store.load(tmp_path / "a", signer)[1]
     assert "no stored Merkle tree" in merkle_store.load(tmp_path / "c", signer)[1]
 
 
@@ -78,13 +86,13 @@ async def test_a_restarted_witness_goes_on_with_the_stored_tree(
     first = [happy(h, "acme", at=10 * i, published=False) for i in range(3)]
     await publish(store, h.records)
     async with anyio.create_task_group() as tg:
-        witness = Witness(nc, data, interval=60)
+        witness = Witness(nc, data, interval=0.2)
         ready = anyio.Event()
         tg.start_soon(lambda: witness.run(ready=ready))
         await ready.wait()
 
-        async def packed() -> bool:
-            return witness.published == len(first)
+        async def packed() -> bool:  # and the tree kept as of the newest head (on the interval)
+            return witness.published == len(first) and witness.saved == witness.head_size
 
         await eventually(packed, 20)
         tg.cancel_scope.cancel()
