@@ -213,10 +213,11 @@ class Witness:
     ``_system``, change ``LOG_HEADS_CHANGE_ID``) every ``interval`` seconds when events arrived
     (each also written to ``<data>/heads/log-heads.jsonl``, outside the stream; on the same interval
     the tree's leaf hashes up to the newest head go to :mod:`projections.merkle_store`, from which a
-    restarted witness restores the tree instead of hashing it again), and, once caught up, for every closed change without a current
-    pack (its own task, woken by the follower, so the follow never waits for packs): signs a head, builds
-    the pack (:func:`projections.evidence.pack_from_log`, pure), stores it in the object store
-    ``UPM_EVIDENCE`` and appends ``evidence.published`` to the change. Heads and packs carry
+    restarted witness restores the tree instead of hashing it again), and, once caught up, for
+    every closed change without a current pack (in a task of its own, woken by the follower, so
+    the follow never waits for packs nor a pack for another): signs a head, builds the pack
+    (:func:`projections.evidence.pack_from_log`, pure), stores it in the object store ``UPM_EVIDENCE``
+    and appends ``evidence.published`` to the change. Heads and packs carry
     times from the log (the latest covered event), and their ids are derived, so a restarted
     witness re-derives the same records.
     """
