@@ -10,12 +10,13 @@ bytes, and ``change.closed`` (outcome, reason, event count, chain head) or ``cha
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -51,13 +52,14 @@ from events.model import (
 )
 from events.store import ChangeLog, EventStore, StoredEvent, new_event
 from events.subjects import EVENT_ROOT, LOG_HEADS_CHANGE_ID, STREAM, SYSTEM_TENANT
-from projections import evidence, heads
+from projections import evidence, heads, merkle_store
 from projections.evidence import EVIDENCE_BUCKET, LogHead
 from services import cluster, health, retry
 from services.runtime import MAX_CONFLICT_RETRIES, Context, Handler, ServiceSpec, read_through
 from services.watchdog import Deadlines, Watchdog
 
 NAME = "auditor"
+log = logging.getLogger("upm.auditor")
 RECOMPILE_TIMEOUT_S = 30.0
 
 CLOSING_TYPES: tuple[type[Payload], ...] = (
@@ -164,6 +166,7 @@ def spec() -> ServiceSpec:
 # -- the witness: Merkle tree over every event, signed log heads, evidence packs ----------
 
 HEAD_INTERVAL_S = 60.0
+PACKS_IN_FLIGHT = 8  # packs built and stored at once (each waits on the object store and two appends)
 
 
 def permalink(tenant: str, change_id: str) -> str:
@@ -192,6 +195,15 @@ def data_folder(explicit: Path | str | None = None) -> Path:
     return Path(explicit or os.environ.get("UPM_DATA") or ".upm")
 
 
+class Waiting(NamedTuple):
+    """The event that (re)opened a change's pack, and the desired state as of it."""
+
+    tenant: str
+    seq: int
+    event_id: str
+    desired: Inventory
+
+
 class Witness:
     """The auditor's second task: an ordered follower of the whole stream from sequence 1.
 
@@ -199,10 +211,13 @@ class Witness:
     RFC 6962 tree over every stored event and the desired-state inventory (:mod:`events.desired`,
     whose state as of a pack's last event goes in the pack's ``drift.json``), appends a signed ``log.head`` (tenant
     ``_system``, change ``LOG_HEADS_CHANGE_ID``) every ``interval`` seconds when events arrived
-    (each also written to ``<data>/heads/log-heads.jsonl``, outside the stream),
-    and, once caught up, for every closed change without a current pack: signs a head, builds
-    the pack (:func:`projections.evidence.pack_from_log`, pure), stores it in the object store
-    ``UPM_EVIDENCE`` and appends ``evidence.published`` to the change. Heads and packs carry
+    (each also written to ``<data>/heads/log-heads.jsonl``, outside the stream; on the same interval
+    the tree's leaf hashes up to the newest head go to :mod:`projections.merkle_store`, from which a
+    restarted witness restores the tree instead of hashing it again), and, once caught up, for
+    every closed change without a current pack (in a task of its own, woken by the follower, so
+    the follow never waits for packs nor a pack for another): signs a head, builds the pack
+    (:func:`projections.evidence.pack_from_log`, pure), stores it in the object store ``UPM_EVIDENCE``
+    and appends ``evidence.published`` to the change. Heads and packs carry
     times from the log (the latest covered event), and their ids are derived, so a restarted
     witness re-derives the same records.
     """
@@ -215,19 +230,23 @@ class Witness:
         self.signer = signing.load_or_create(self.data_dir)
         self.interval = interval
         self.tree = merkle.MerkleTree()
+        self.seen = 0  # the last stream sequence observed (the tree may be ahead: restored from the data folder)
+        self.saved = 0  # leaves of the tree written to the data folder (projections/merkle_store.py)
         self.content_size = 0
         self.head_size = 0
         self.last_ts = ""
         self.closed: set[str] = set()
-        self.pending: dict[str, tuple[str, int, str]] = {}  # change → (tenant, trigger seq, trigger id)
+        self.pending: dict[str, Waiting] = {}  # change → the trigger of the pack it waits for
         self.inventory: Inventory = EMPTY  # the desired state, folded event by event (events/desired.py)
-        self.desired_at: dict[str, Inventory] = {}  # change → the inventory as of its pending trigger
         self.published = 0
         self._heads = ChangeLog(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
         self._head: LogHead | None = None
         self._caught_up = False
         self._caught_up_at = 0
         self._objects: Any = None
+        self._wake = anyio.Event()  # set when packs are waiting: the publisher's cue
+        self._failures: dict[str, int] = {}  # change → transient failures of its pack in a row
+        self._signing = anyio.Lock()
 
     def witnessed(self) -> health.Witnessed:
         """What the health responder reads from this witness: the open changes and the newest head."""
@@ -237,12 +256,16 @@ class Witness:
     async def run(self, *, ready: anyio.Event | None = None) -> None:
         """Follow the log, sign heads and run the watchdog until cancelled; each of the three waits
         out NATS being away (:func:`services.retry.keep_running`) and resumes where it was."""
+        self.tree, found = await anyio.to_thread.run_sync(merkle_store.load, self.data_dir, self.signer)
+        self.saved = self.tree.size
+        log.log(logging.INFO if self.tree.size else logging.WARNING, "witness: %s", found)
         await retry.keep_running("witness: opening the evidence store", self._open)
         if ready is not None:
             ready.set()
         async with anyio.create_task_group() as tg:
             tg.start_soon(retry.keep_running, "witness: signing log heads", self._tick)
             tg.start_soon(retry.keep_running, "witness: stall watchdog", self._watch)
+            tg.start_soon(retry.keep_running, "witness: publishing evidence packs", self._publish_packs)
             await retry.keep_running("witness: following the log", self._follow)
 
     async def _open(self) -> None:
@@ -252,22 +275,82 @@ class Witness:
         self._heads = await self.store.read_tail(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
 
     async def _follow(self) -> None:
-        """Every stored event after the last one observed, in order; packs once caught up."""
+        """Every stored event after the last one observed, in order; once caught up, each one that
+        leaves packs waiting wakes the publisher (packs are built beside the follow, never in its way)."""
         if self._caught_up_at == 0:
             self._caught_up = True
-        async for seq, data in self.store.follow_raw(f"{EVENT_ROOT}.>", self.tree.size + 1):
+        async for seq, data in self.store.follow_raw(f"{EVENT_ROOT}.>", self.seen + 1):
             self.observe(seq, data)
             if seq >= self._caught_up_at:
                 self._caught_up = True
-                await self.flush()
+                if self.pending:
+                    self._wake.set()
+
+    async def _publish_packs(self) -> None:
+        """Whenever the follower (or the interval) says packs are waiting, start each one not in flight
+        yet, oldest trigger first, ``PACKS_IN_FLIGHT`` at a time: a pack waits for no other pack, and
+        one that fails transiently is tried again after the retry policy's delay, alone."""
+        limiter = anyio.CapacityLimiter(PACKS_IN_FLIGHT)
+        in_flight: set[str] = set()
+
+        async def one(change_id: str, waiting: Waiting) -> None:
+            try:
+                async with limiter:
+                    await self._publish_one(change_id, waiting)
+            finally:
+                in_flight.discard(change_id)
+                if change_id in self.pending:  # failed, or a later trigger (a rollback after the close) waits
+                    self._wake.set()
+
+        async with anyio.create_task_group() as tg:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                for change_id, waiting in sorted(self.pending.items(), key=lambda kv: kv[1].seq):
+                    if change_id not in in_flight:
+                        in_flight.add(change_id)
+                        tg.start_soon(one, change_id, waiting)
+
+    async def _publish_one(self, change_id: str, waiting: Waiting) -> None:
+        """Publish one pack; a transient failure is logged and waited out (the policy's delay) with the
+        pack still pending."""
+        try:
+            await self.publish(change_id, waiting)
+        except Exception as exc:
+            if not retry.is_transient(exc):
+                raise
+            attempt = self._failures[change_id] = self._failures.get(change_id, 0) + 1
+            wait = retry.DEFAULT.delay(attempt, random.random())
+            log.warning("witness: the pack of %s/%s: %s (%s); trying again in %.1fs (attempt %d)", waiting.tenant,
+                        change_id, exc, type(exc).__name__, wait, attempt)
+            await anyio.sleep(wait)
+            return
+        self._failures.pop(change_id, None)
+        if self.pending.get(change_id) == waiting:
+            del self.pending[change_id]
+
+    def _grow(self, seq: int, data: bytes) -> None:
+        """Append the event's leaf; for an event the restored tree holds already, check it is that leaf."""
+        if seq > self.tree.size:
+            self.tree.append(data)
+            return
+        if self.tree.leaves[seq - 1] == merkle.leaf_hash(data):
+            return
+        log.error("witness: stream sequence %d is not the event the stored Merkle tree holds there: the stream was "
+                  "rewritten (run `upm audit verify`); the tree is rebuilt from the log from there on", seq)
+        self.tree.truncate(seq - 1)
+        self.saved = min(self.saved, seq - 1)
+        self.tree.append(data)
 
     def observe(self, seq: int, data: bytes) -> None:
-        """Add one stored event to the tree and to what is pending (pure bookkeeping)."""
-        self.tree.append(data)
+        """Add one stored event to the tree (or check it against the restored one) and to what is
+        pending (pure bookkeeping)."""
+        self.seen = seq
+        self._grow(seq, data)
         try:
             event = decode_event(data)
         except (msgspec.ValidationError, msgspec.DecodeError):
-            self.content_size = self.tree.size
+            self.content_size = seq
             return
         self.watchdog.observe(event)
         self.inventory = evolve(self.inventory, event)
@@ -277,26 +360,25 @@ class Witness:
                                  signed_at=event.payload.signed_at, key_id=event.payload.key_id,
                                  signature=event.payload.signature)
             return
-        self.content_size = self.tree.size
+        self.content_size = seq
         self.last_ts = event.ts
         if isinstance(event.payload, EvidencePublished):
             pending = self.pending.get(event.change_id)
-            if pending is not None and pending[1] < seq:
+            if pending is not None and pending.seq < seq:
                 del self.pending[event.change_id]
-                self.desired_at.pop(event.change_id, None)
             return
         if pack_trigger(event.payload, event.change_id in self.closed):
             self.closed.add(event.change_id)
-            self.pending[event.change_id] = (event.tenant, seq, event.id)
-            self.desired_at[event.change_id] = self.inventory  # immutable: a snapshot as of this event
+            self.pending[event.change_id] = Waiting(event.tenant, seq, event.id, self.inventory)
 
     async def _tick(self) -> None:
         while True:
             await anyio.sleep(self.interval)
             if self._caught_up and self.content_size > self.head_size:
                 await self.sign_head()
-            if self._caught_up:
-                await self.flush()  # packs a follow that lost NATS midway left pending
+            await self.keep_tree()
+            if self._caught_up and self.pending:
+                self._wake.set()  # packs a publisher that lost NATS midway left pending
 
     async def _watch(self) -> None:
         """The stall watchdog's rounds, once the follower has caught up with the stream."""
@@ -313,7 +395,12 @@ class Witness:
         so whichever is stored first stands (a conflict, or "duplicate message id is in process" on
         a cluster, is followed by a re-read, and a head of this size stored by another is this one);
         one of another size is appended after theirs. Conflicts never end the witness: when they go
-        on, :class:`StoreTimeout` (transient) makes its loop wait and try again."""
+        on, :class:`StoreTimeout` (transient) makes its loop wait and try again. The interval and the
+        publisher sign one at a time."""
+        async with self._signing:
+            return await self._sign_head()
+
+    async def _sign_head(self) -> LogHead:
         payload = evidence.sign_head(self.signer, self.tree, self.last_ts)
         event = new_event(payload, event_id=derive_id(LOG_HEADS_CHANGE_ID, f"head-{payload.size}"),
                           change_id=LOG_HEADS_CHANGE_ID, tenant=SYSTEM_TENANT, ts=payload.signed_at,
@@ -339,23 +426,27 @@ class Witness:
         self._heads.trim()  # heads are only appended: keep where to append, not their history
         self.head_size = max(self.head_size, payload.size)
         self._head = head
-        await anyio.to_thread.run_sync(heads.append, self.data_dir, self._head)
-        return self._head
+        await anyio.to_thread.run_sync(heads.append, self.data_dir, head)
+        return head
 
-    async def flush(self) -> None:
-        """Publish a pack for every change waiting for one, oldest trigger first."""
-        for change_id, (tenant, trigger_seq, trigger_id) in sorted(self.pending.items(), key=lambda kv: kv[1][1]):
-            await self.publish(tenant, change_id, trigger_seq, trigger_id)
-            self.pending.pop(change_id, None)
-            self.desired_at.pop(change_id, None)
-
-    async def publish(self, tenant: str, change_id: str, trigger_seq: int, trigger_id: str) -> None:
+    async def keep_tree(self) -> None:
+        """Write the tree's leaves up to the newest head to the data folder (:mod:`projections.merkle_store`),
+        on the interval: not in a pack's way (a restart restores it as of the newest head it covers)."""
         head = self._head
-        if head is None or head.size < trigger_seq:
-            head = await self.sign_head()
+        if head is not None and self.saved < head.size <= self.tree.size:
+            leaves = self.tree.leaf_bytes(self.saved, head.size)
+            await anyio.to_thread.run_sync(merkle_store.save, self.data_dir, self.saved, leaves)
+            self.saved = head.size
+
+    async def publish(self, change_id: str, waiting: Waiting) -> None:
+        tenant, trigger_seq, trigger_id = waiting.tenant, waiting.seq, waiting.event_id
+        async with self._signing:  # packs in flight share one head that covers them all
+            head = self._head
+            if head is None or head.size < trigger_seq:
+                head = await self._sign_head()
         log = await read_through(self.store, tenant, change_id, trigger_seq)
         records = [(s.seq, s.data) for s in log.events if s.seq <= trigger_seq]
-        pack = evidence.pack_from_log(records, self.tree, head, self.signer, self.desired_at.get(change_id, EMPTY))
+        pack = evidence.pack_from_log(records, self.tree, head, self.signer, waiting.desired)
         name = object_name(tenant, change_id, trigger_seq)
         await self._objects.put(name, pack)
         files = evidence.read_pack(pack)
