@@ -35,7 +35,8 @@ from events.plan import Command, Plan, Prerequisite, Step
 from providers import CATALOG, Unknown, compare
 from providers.readback import unknown
 from services.preflight.config import PreflightConfig
-from services.preflight.reach import Runner, reach
+from services.preflight.reach import Runner as Runner  # re-exported: the service passes its own
+from services.preflight.reach import reach
 from services.preflight.reach import targets as reach_targets
 from services.scope import Scope, load_scope, symlink_refusal
 from services.steps import observe_one, run_command, timed_out
