@@ -23,6 +23,7 @@ from services.errors import ConfigError
 from services.planner import CompileInput, compile_intent
 from services.preflight import load_config, parse_config
 from services.preflight.checks import guarded_read
+from services.preflight.core import where_groups
 from services.preflight.reach import reach
 from services.preflight.risk import Subject, score
 
@@ -60,6 +61,9 @@ def test_approvers_become_platform_owners_of_every_tenant(tmp_path: Path,
     with pytest.raises(Exception, match="not a name"):
         cliargs.names("bob,rm -rf")
     assert cliargs.names("bob, carol,bob") == ("bob", "carol")
+    # a refused approval in open mode says how to name approvers at all
+    assert "upm up --approvers" in where_groups(parse_config({}, source="embedded defaults"))
+    assert str(path) in where_groups(config)
 
 
 def test_ordinary_dev_changes_are_low_risk_and_prod_still_needs_two(tmp_path: Path) -> None:
