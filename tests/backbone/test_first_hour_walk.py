@@ -104,6 +104,24 @@ def test_the_registry_lists_running_instances_and_drops_stale_ones(tmp_path: Pat
     assert instances.running(lambda f: True) == []
 
 
+def test_down_without_data_names_each_running_instance_and_stops_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from services.cli import main
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.delenv("UPM_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./.upm here
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:  # two folders whose state names a live process (this one: nothing is signalled)
+        folder.mkdir()
+        app.write_state(folder, {"pids": {"nats-server": os.getpid()}})
+        instances.register(folder)
+    assert main(["down"]) == 2
+    err = capsys.readouterr().err
+    assert "2 UPM instances are running" in err and all(f"upm down --data {f}" in err for f in folders)
+    assert all(app.is_running(f) for f in folders)
+
+
 # -- item 7: the demo's live line and its table agree; upm.sh says what it installs ---------------------
 
 
