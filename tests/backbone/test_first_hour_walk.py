@@ -175,6 +175,9 @@ def test_the_first_hour_walk(tmp_path: Path) -> None:
         said = upm("up", "--data", str(data), "--approvers", "bob,carol")
         assert "bob, carol can approve" in said and "upm approve CHANGE_ID --as bob" in said
         assert f"stop with `upm down --data {data}`" in said
+        halted = upm("submit", "Create S3 bucket first-hour-logs", "--as", "alice", "--wait", "--timeout", "30",
+                     "--data", str(data), code=1)  # no AWS target: halted in pre-flight, saying what to run
+        assert "preflight" in halted and "upm up --with aws" in halted
         target = tmp_path / "prod-dir"
         change = upm("submit", f"Create directory {target} with mode 0750", "--env", "prod", "--as", "alice",
                      "--data", str(data)).strip()
