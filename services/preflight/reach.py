@@ -5,7 +5,7 @@ Without it, an S3 bucket planned with no AWS target configured passes pre-flight
 execution on awscli's "run aws configure". One probe per (provider, target): AWS
 ``sts get-caller-identity`` (against the configured endpoint), PostgreSQL ``select 1``; a failure
 names what to run (``upm up --with aws``, ``--aws-endpoint URL``, ...). A success is cached for
-``CACHE_SECONDS`` per target and endpoint, so a busy tenant does not pay a process per change.
+``CACHE_SECONDS`` per target, endpoint and credentials, so a busy tenant does not pay a process per change.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Probe:
     """The read-only call that shows a provider's target answers, and what to do when it does not."""
 
     argv: Callable[[str], tuple[str, ...]]
-    endpoint_vars: tuple[str, ...]  # the step environment that says where the target is (part of the cache key)
+    endpoint_vars: tuple[str, ...]  # the step environment naming the target and its credentials (the cache key)
     fix: str
 
 
@@ -39,11 +39,11 @@ def _aws(target: str) -> tuple[str, ...]:
 
 
 PROBES: Mapping[str, Probe] = {
-    "aws": Probe(argv=_aws, endpoint_vars=("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"),
+    "aws": Probe(argv=_aws, endpoint_vars=("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_SHARED_CREDENTIALS_FILE"),
                  fix="start UPM with a target: `upm up --with aws` (a local moto server), or `upm up --aws-endpoint "
                      "URL` with your AWS_* credentials set"),
     "postgres": Probe(argv=lambda _target: ("psql", "-X", "-A", "-t", "-d", "postgres", "-c", "select 1"),
-                      endpoint_vars=("PGHOST", "PGPORT"),
+                      endpoint_vars=("PGHOST", "PGPORT", "PGUSER", "PGPASSFILE"),
                       fix="start UPM with a target: `upm up --with postgres` (an embedded PostgreSQL), or "
                           "`upm up --postgres-dsn postgresql://USER@HOST/DB`"),
 }

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from events.ids import new_id
-from events.model import ChangeClosed
-from events.plan import Plan
+from events.model import ChangeClosed, StepOutput
+from events.plan import Command, Plan
 from events.store import new_event
 from services import app, cliargs, client, instances
 from services.errors import ConfigError
@@ -86,6 +86,23 @@ async def test_an_unconfigured_target_halts_before_mutation(monkeypatch: pytest.
     assert not aws.ok and "upm up --with aws" in aws.detail and "--aws-endpoint URL" in aws.detail
     pg = await reach("postgres", "local", guarded_read, cache=False)
     assert not pg.ok and "upm up --with postgres" in pg.detail and "--postgres-dsn" in pg.detail
+
+
+async def test_a_target_that_answered_is_not_asked_again_for_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UPM_PG_PORT", "65001")  # a key of its own: no other test's answer is reused
+    calls: list[tuple[str, ...]] = []
+    clock = [1000.0]
+
+    async def answers(command: Command, target: str, timeout_s: float) -> StepOutput:
+        calls.append(command.argv)
+        return StepOutput(rc=0, stdout="1")
+
+    for _ in range(3):
+        assert (await reach("postgres", "local", answers, cache=True, now=lambda: clock[0])).ok
+    assert len(calls) == 1
+    clock[0] += 61
+    assert (await reach("postgres", "local", answers, cache=True, now=lambda: clock[0])).ok
+    assert len(calls) == 2 and calls[0][0] == "psql" and "select 1" in calls[0]
 
 
 # -- item 4: `upm down` finds what `upm up --data DIR` started ------------------------------------------
