@@ -12,9 +12,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.upm-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[test]'
+  # the first run installs every dependency (a few minutes): say so, and show pip's progress on stderr
+  echo "upm.sh: setting up .venv (first run: installing dependencies, this takes a few minutes)..." >&2
+  echo "upm.sh: [1/2] upgrading pip" >&2
+  .venv/bin/python -m pip install --quiet --upgrade pip >&2
+  echo "upm.sh: [2/2] installing UPM and its dependencies from pyproject.toml" >&2
+  .venv/bin/python -m pip install --progress-bar off -e '.[test]' >&2
   touch "$stamp"
+  echo "upm.sh: .venv ready" >&2
 fi
 case "${1:-demo}" in
   test)

@@ -40,6 +40,7 @@ from services import (
     emulators,
     executor,
     health,
+    instances,
     logs,
     metrics,
     natsauth,
@@ -60,6 +61,7 @@ from services.executor.errors import ExecutorConfigInvalid
 from services.gateway import Gateway
 from services.natsserver import private_log
 from services.planner import service as planner
+from services.preflight.config import ENV_VAR as PREFLIGHT_CONFIG_ENV
 from services.runtime import Runner, ServiceSpec
 from services.tls import Pki, distinguished_name, ensure_pki
 from services.verifier import config as verifier_config
@@ -355,6 +357,8 @@ def up(
     access: Path | None = None,
     cluster_size: int = 0,
     copies: int = 1,
+    approvers: tuple[str, ...] = (),
+    preflight_config: Path | None = None,
 ) -> dict[str, Any]:
     """Start nats-server (unless ``external_url``; ``cluster_size`` servers forming a JetStream
     cluster, on loopback, with every stream and store at ``UPM_REPLICAS``, 3 unless set), the
@@ -368,6 +372,10 @@ def up(
     With ``access`` (an access file; implies ``tls``) it is copied to ``<folder>``, every person in it and
     every service gets its own certificate, and the server enforces each identity's permissions
     (:mod:`services.natsauth`); services get ``UPM_ACCESS``. ``state["security"]`` says which.
+
+    ``approvers`` become members of ``platform-owners`` in every tenant (a pre-flight configuration
+    written to ``<folder>/preflight.json``); ``preflight_config`` is the operator's own file (else
+    ``UPM_PREFLIGHT_CONFIG``). Either reaches the services as ``UPM_PREFLIGHT_CONFIG``.
 
     Services learn where the targets are from environment variables (``services/emulators.py``);
     the state file records the emulators' pids and endpoints (``targets``), never a secret.
@@ -401,6 +409,7 @@ def up(
     for stale in (folder / "run").glob("**/*.ready"):
         stale.unlink()
     state: dict[str, Any] = {"pids": {}, "data": str(folder), "security": SECURITY_TLS if tls else SECURITY_OPEN}
+    gates = _preflight_config(folder, approvers, preflight_config)
     targets = emulators.start(folder, extras, aws_endpoint=aws_endpoint, postgres_dsn=postgres_dsn)
     state["targets"] = targets.state()
     write_state(folder, state)
@@ -409,6 +418,9 @@ def up(
     service_env[metrics.MULTIPROC_ENV] = str(metrics.prepare_dir(folder))  # the supervisor serves their sum
     if cluster_size:
         service_env.setdefault(cluster.REPLICAS_ENV, "3")
+    if gates is not None:
+        service_env[PREFLIGHT_CONFIG_ENV] = str(gates)
+        state |= {"preflight_config": str(gates), "approvers": list(approvers)}
     authorization = ""
     if acl is not None and access is not None:
         copy = _copy_access(access, folder)
@@ -441,6 +453,7 @@ def up(
         down(folder)
         raise ServerStartFailed(f"the supervisor exited during start-up: {_last_line(logs / 'supervisor.log')}; "
                                 f"see {logs}")
+    instances.register(folder)
     return started
 
 
@@ -525,6 +538,28 @@ async def create_stream(url: str, tls: ssl.SSLContext) -> None:
         await nc.close()
 
 
+APPROVER_GROUP = "platform-owners"  # the group the built-in approval lanes ask (policies/approvals.rego)
+
+
+def _preflight_config(folder: Path, approvers: tuple[str, ...], explicit: Path | None) -> Path | None:
+    """The pre-flight configuration the services get: the operator's (checked now, so a bad file stops
+    ``up`` rather than every pre-flight), else one making ``approvers`` the approvers of every tenant."""
+    given = explicit or (Path(os.environ[PREFLIGHT_CONFIG_ENV]) if os.environ.get(PREFLIGHT_CONFIG_ENV)
+                         else None)
+    if given is not None and approvers:
+        raise ConfigError(f"--approvers writes its own pre-flight configuration, and {given} is one already: add "
+                          f"them to it under groups: {{'*': {{{APPROVER_GROUP}: [{', '.join(approvers)}]}}}}, or "
+                          "leave one of the two out")
+    if given is not None:
+        preflight.load_config(given)  # PreflightConfigError (a ConfigError) says what is wrong in it
+        return given.resolve()
+    if not approvers:
+        return None
+    path = folder / "preflight.json"
+    path.write_text(json.dumps({"groups": {"*": {APPROVER_GROUP: list(approvers)}}}, indent=2))
+    return path
+
+
 def _executor_config(folder: Path, targets: emulators.Targets) -> Path | None:
     """With targets and no ``UPM_EXECUTOR_CONFIG`` of the operator's, a policy naming their brokers."""
     if (targets.aws is None and targets.postgres is None) or os.environ.get(EXECUTOR_CONFIG_ENV):
@@ -563,7 +598,14 @@ def down(folder: Path, timeout: float = 10.0) -> list[str]:
     stopped += sorted(running)
     stopped += emulators.stop(state.get("targets") or {}, timeout)
     (folder / STATE_FILE).unlink(missing_ok=True)
+    instances.unregister(folder)
     return stopped
+
+
+def is_running(folder: Path) -> bool:
+    """Whether ``upm up`` runs for ``folder`` (its state file names a live process)."""
+    state = read_state(folder)
+    return state is not None and _alive(state)
 
 
 def write_state(folder: Path, state: dict[str, Any]) -> None:

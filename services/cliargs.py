@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from datetime import datetime
 
 from events.subjects import ANY_TENANT, CHANGE_ID_RE, is_producer_tenant
+
+NAME_RE = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 
 
 def seconds(text: str) -> float:
@@ -76,3 +79,14 @@ def change_id(text: str) -> str:
     if not CHANGE_ID_RE.match(text):
         raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a change id: give the UUID `upm submit` printed")
     return text
+
+
+def names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of people (``--approvers alice,bob``): each 1-64 of letters, digits, ``.``, ``_``,
+    ``@`` and ``-``."""
+    found = tuple(n.strip() for n in text.split(","))
+    bad = [n for n in found if not NAME_RE.fullmatch(n)]
+    if bad or not found:
+        raise argparse.ArgumentTypeError(f"{bad[0][:80] if bad else text!r} is not a name: give names of letters, "
+                                         "digits, '.', '_', '@' and '-', comma-separated (e.g. alice,bob)")
+    return tuple(dict.fromkeys(found))

@@ -202,7 +202,7 @@ def summary(event: Event) -> str:
         case ChangeApproved(lane=lane, rule=rule, approvers=approvers):
             return f"{lane} lane" + (f": {rule}" if rule else "") + (f" ({', '.join(approvers)})" if approvers else "")
         case ChangeClosed(outcome=outcome, events=n):
-            return f"{outcome} after {n} events"
+            return f"{outcome}: {n + 1} events in all (this one included)"  # ``events`` counts those before it
         case ChangeStalled(status=where, since=since, action=action, attempt=attempt):
             done = "given up" if action == "close" else f"re-driven (attempt {attempt})"
             return f"no progress while {where} since {since}: {done}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from events.commands import ENVIRONMENTS
 from events.model import ApprovalRequested, ChangeScheduled
 from events.store import EventStore, StoredEvent
 from events.subjects import ANY_TENANT
-from services import access, app, cliargs, client, emulators, health, output, queries
+from services import access, app, cliargs, client, emulators, health, instances, output, queries
 from services.errors import CommandRejected, ConfigError, NotRunning, ServerStartFailed
 from services.output import add_output_options, emit, json_dumps, render_table, to_builtins
 
@@ -93,21 +94,57 @@ def cmd_up(args: argparse.Namespace) -> int:
                        extras=emulators.parse_extras(args.with_),
                        aws_endpoint=args.aws_endpoint, postgres_dsn=args.postgres_dsn, tls=args.tls,
                        access=Path(args.access) if args.access else None, cluster_size=args.cluster,
-                       copies=args.replicas)
+                       copies=args.replicas, approvers=args.approvers,
+                       preflight_config=Path(args.preflight_config) if args.preflight_config else None)
     except ServerStartFailed as err:
         return fail(str(err))
     targets = "".join(f"\n{name}: " + ", ".join(f"{k} {v}" for k, v in where.items() if v is not None)
                       for name, where in state.get("targets", {}).items())
+    data_flag = "" if folder == app.data_dir(None) else f" --data {shlex.quote(str(folder))}"
     emit(state, args, text=f"UPM is up: NATS {state['url']}, services {', '.join(app.SERVICE_NAMES)}{targets}\n"
                            f"security: {app.security_summary(state)}\n"
-                           f"data in {folder}; stop with `upm down`")
+                           f"approvals: {approval_summary(state)}\n"
+                           f"data in {folder}; stop with `upm down{data_flag}`")
     return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """The shell's completion script, generated from the whole parser (shtab is imported only here)."""
+    import shtab
+
+    from services.cli import build_parser
+
+    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
+def approval_summary(state: dict[str, Any]) -> str:
+    """Who can approve, in words, with the command that does it."""
+    if state.get("approvers"):
+        return (f"{', '.join(state['approvers'])} can approve (group {app.APPROVER_GROUP}, every tenant): "
+                f"`upm approve CHANGE_ID --as {state['approvers'][0]}`")
+    if state.get("preflight_config"):
+        return f"approver groups as set in {state['preflight_config']}"
+    return (f"nobody can approve yet; low-risk dev changes go through on their own, others wait for an approver "
+            f"of {app.APPROVER_GROUP}: start with `upm up --approvers NAME[,NAME]` (or --preflight-config FILE)")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    stopped = app.down(app.data_dir(args.data))
-    emit({"stopped": stopped}, args, text=f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    folders = [app.data_dir(args.data)] if args.data or os.environ.get("UPM_DATA") else _running_folders()
+    if len(folders) > 1:
+        listed = "; ".join(f"upm down --data {shlex.quote(str(f))}" for f in folders)
+        return fail(f"{len(folders)} UPM instances are running; say which to stop: {listed}")
+    folder = folders[0] if folders else app.data_dir(None)
+    stopped = app.down(folder)
+    emit({"stopped": stopped, "data": str(folder)}, args,
+         text=f"stopped: {', '.join(stopped) or 'nothing was running'} (data folder {folder})")
     return 0
+
+
+def _running_folders() -> list[Path]:
+    """Without --data: the default folder when it runs, else every registered running instance."""
+    default = app.data_dir(None)
+    return [default] if app.is_running(default) else instances.running(app.is_running)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -315,11 +352,25 @@ def register(sub: Any) -> None:
                         "stream and store gets UPM_REPLICAS replicas (default 3)")
     p.add_argument("--replicas", type=cliargs.positive, default=1, metavar="N",
                    help="run N processes of each service (they share its durable consumer; default 1)")
+    p.add_argument("--approvers", type=cliargs.names, default=(), metavar="NAME[,NAME]",
+                   help=f"these people approve changes in every tenant (members of {app.APPROVER_GROUP}, the group "
+                        "the built-in approval lanes ask); written to DIR/preflight.json")
+    p.add_argument("--preflight-config", metavar="FILE",
+                   help="the pre-flight configuration (groups, budgets, windows, policies; see "
+                        "services/preflight/README.md; default UPM_PREFLIGHT_CONFIG)")
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_up))
 
+    p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                       description="Print the completion script of SHELL. bash: `source <(upm completion bash)` "
+                                   "(or save it under ~/.local/share/bash-completion/completions/upm); zsh: save "
+                                   "`upm completion zsh` as _upm in a folder of your $fpath.")
+    p.add_argument("shell", choices=("bash", "zsh"), help="the shell")
+    p.set_defaults(func=guarded(cmd_completion))
+
     p = sub.add_parser("down", help="stop what `upm up` started")
-    p.add_argument("--data", metavar="DIR", help="data folder of `upm up`")
+    p.add_argument("--data", metavar="DIR",
+                   help="data folder of `upm up` (default: UPM_DATA, ./.upm, else the one instance running)")
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_down))
 

@@ -1,5 +1,7 @@
 """Checks before any mutation: scope, ownership, prerequisites, the dry run (conflicts), quotas.
 
+* **reachable** — each remote target the plan acts on answers a read-only call with UPM's
+  credentials (:mod:`services.preflight.reach`); a failure says what to start or configure.
 * **scope** — each local step's path lies below its tenant's roots and no component of it is a
   symbolic link (:mod:`services.scope`; rules ``path-scope``, ``path-symlink``, ``path-characters``).
 * **ownership** — no step acts on a resource another tenant owns (the desired-state inventory,
@@ -33,11 +35,13 @@ from events.plan import Command, Plan, Prerequisite, Step
 from providers import CATALOG, Unknown, compare
 from providers.readback import unknown
 from services.preflight.config import PreflightConfig
+from services.preflight.reach import Runner as Runner  # re-exported: the service passes its own
+from services.preflight.reach import reach
+from services.preflight.reach import targets as reach_targets
 from services.scope import Scope, load_scope, symlink_refusal
 from services.steps import observe_one, run_command, timed_out
 
 CHECK_CONCURRENCY = 8
-Runner = Callable[[Command, str, float], Awaitable[StepOutput]]
 
 
 async def guarded_read(command: Command, target: str, timeout_s: float) -> StepOutput:
@@ -148,12 +152,16 @@ async def run_checks(
     plan: Plan, tenant: str, config: PreflightConfig, run: Runner = guarded_read, *, scope: Scope | None = None,
     inventory: Inventory = EMPTY,
 ) -> tuple[Check, ...]:
-    """Quotas, scope (default: :func:`~services.scope.load_scope`) and ownership, then every
-    prerequisite; the dry run only when all passed (a halt says why, and nothing is read back
+    """Quotas, scope (default: :func:`~services.scope.load_scope`) and ownership, each remote target's
+    reachability, then every prerequisite (when every target answered); the dry run only when all passed (a halt says why, and nothing is read back
     through a refused path)."""
     checks: list[Check] = [*quotas(plan, tenant, config), *scope_checks(plan, tenant, scope or load_scope()),
                            *ownership(plan, tenant, inventory)]
-    checks += await _all([functools.partial(prerequisite, p, run) for p in plan.resources_needed])
+    reached = await _all([functools.partial(reach, provider, target, run, cache=run is guarded_read)
+                          for provider, target in reach_targets(plan)])
+    checks += reached
+    if all(c.ok for c in reached):  # a target that does not answer: its read-backs would only say so again
+        checks += await _all([functools.partial(prerequisite, p, run) for p in plan.resources_needed])
     if all(c.ok for c in checks):
         checks += await _all([functools.partial(dry_run, s, run, inventory) for s in plan.steps])
     return tuple(checks)

@@ -40,7 +40,7 @@ from events.model import (
     WindowRequirement,
 )
 from events.plan import Plan
-from services.preflight.config import PreflightConfig
+from services.preflight.config import DEFAULT, PreflightConfig
 from services.preflight.errors import ApprovalRefused
 from services.preflight.policy import ApprovalRule
 from services.preflight.verdict import Verdict, verdict_of
@@ -163,6 +163,14 @@ def satisfied(state: ChangeState, members: dict[str, frozenset[str]]) -> bool:
     return bool(state.requests)
 
 
+def where_groups(config: PreflightConfig) -> str:
+    """Where approver groups are set, in words: with no configuration, how to name approvers at all."""
+    if config.source == DEFAULT.source:
+        return ("no approver groups are configured (embedded defaults): start UPM with `upm up --approvers "
+                "NAME[,NAME]`, or give groups in a pre-flight configuration (`upm up --preflight-config FILE`)")
+    return f"groups are set under groups in {config.source}"
+
+
 def decide_command(
     state: ChangeState, verb: str, cmd: ChangeCommand, config: PreflightConfig, now: datetime
 ) -> list[Payload]:
@@ -172,8 +180,8 @@ def decide_command(
     asked = sorted({g for r in state.requests for g in r.groups})
     mine = groups_of(cmd.by, members)
     if cmd.group is not None and cmd.group not in mine:
-        raise ApprovalRefused(f"{cmd.by} is not a member of group {cmd.group} (tenant {state.tenant}); groups are "
-                              f"set under groups in {config.source}", field="group", rule="group-membership")
+        raise ApprovalRefused(f"{cmd.by} is not a member of group {cmd.group} (tenant {state.tenant}); "
+                              f"{where_groups(config)}", field="group", rule="group-membership")
     if verb == "deny":
         relevant = (mine & set(asked)) if asked else mine
         if cmd.by != state.initiator and not relevant:
@@ -203,7 +211,7 @@ def decide_command(
     if not eligible:
         raise ApprovalRefused(
             f"{cmd.by} is not a member of {', '.join(asked) or 'any approver group'} (tenant {state.tenant}), "
-            f"which this change needs; groups are set under groups in {config.source}",
+            f"which this change needs; {where_groups(config)}",
             field="by", rule="group-membership")
     group = cmd.group or min(eligible)
     grant = ApprovalGranted(plan_hash=state.plan_hash, approver=cmd.by, group=group, reason=cmd.reason)

@@ -1,8 +1,8 @@
 """Risk and budget scoring from the plan's content. Pure.
 
 The score (0-100) sums named factors: the environment (dev 0, test 5, staging 15, prod 35),
-destructive actions (25, +1 per destroyed resource after the first, up to +10), the number of
-steps (2 per step after the first, up to 20), the number of targets (5 per target after the
+destructive actions (by environment: dev 10, test 15, staging 20, prod 25; +1 per destroyed resource
+after the first, up to +10), the number of steps (1 per step after the first, up to 20), the number of targets (5 per target after the
 first, up to 15), the monthly cost estimate against the tenant's budget (up to 20 in proportion,
 30 over budget) and timing (10 when the environment's maintenance window is closed now). The
 level is ``low`` below ``risk.low_below``, ``high`` from ``risk.high_from``, else ``medium``.
@@ -20,6 +20,8 @@ from services.preflight.config import PreflightConfig
 
 Level = Literal["low", "medium", "high"]
 ENVIRONMENT_POINTS = {"dev": 0.0, "test": 5.0, "staging": 15.0, "prod": 35.0}
+# Destroying in dev is routine: a dev delete of one resource stays in the automatic lane.
+DESTRUCTIVE_POINTS = {"dev": 10.0, "test": 15.0, "staging": 20.0, "prod": 25.0}
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,9 @@ def score(subject: Subject, config: PreflightConfig, now: datetime) -> RiskAsses
     add("environment", ENVIRONMENT_POINTS.get(subject.environment, 35.0), f"environment {subject.environment}")
     destroyed = len(plan.annotations.impact.destroyed) or sum(s.action == "delete" for s in plan.steps)
     if is_destructive(plan):
-        add("destructive", 25 + min(10, max(0, destroyed - 1)), f"{destroyed} resource(s) destroyed or replaced")
+        add("destructive", DESTRUCTIVE_POINTS.get(subject.environment, 25.0) + min(10, max(0, destroyed - 1)), f"{destroyed} resource(s) destroyed or replaced")
     steps = len(plan.steps)
-    add("resources", min(20.0, 2.0 * max(0, steps - 1)), f"{steps} step(s)")
+    add("resources", min(20.0, 1.0 * max(0, steps - 1)), f"{steps} step(s)")
     targets = len(targets_of(plan))
     add("targets", min(15.0, 5.0 * max(0, targets - 1)), f"{targets} target(s)")
     cost, budget = plan.annotations.cost.monthly, config.budget(subject.tenant)

@@ -73,8 +73,8 @@ async def test_wait_shows_the_id_who_must_approve_and_stops_with_its_own_code(
     target.mkdir()
     url = nats_server.url  # type: ignore[attr-defined]
     code = await anyio.to_thread.run_sync(main, [
-        "submit", f"Delete directory {target}", "--wait", "--timeout", "4",
-        "--nats", url, "--as", "alice"])
+        "submit", f"Delete directory {target}", "--env", "staging", "--wait", "--timeout", "4",
+        "--nats", url, "--as", "alice"])  # a staging delete waits for an approver (a dev one goes through)
     out, err = capsys.readouterr()
     first = out.splitlines()[0]
     assert first.startswith("change ") and "submitted" in first

@@ -70,20 +70,20 @@ async def test_the_dry_run_reports_create_no_op_conflict_and_unknown(tmp_path: P
     assert dry.ok and dry.detail.startswith("create: current state unknown")
 
 
-async def test_a_target_that_refuses_the_connection_is_unknown_not_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real psql against a port with nothing listening: the prerequisite is "could not check",
-    with why, not "missing"; the dry run's current state is unknown, with why, not "absent"."""
+async def test_a_target_that_refuses_the_connection_halts_as_unreachable_not_missing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real psql against a port with nothing listening: the reachability probe halts the change,
+    saying why and what to run; nothing is claimed missing or absent (no prerequisite or dry run is read
+    through a target that does not answer)."""
     monkeypatch.setenv("UPM_PG_HOST", "127.0.0.1")
     monkeypatch.setenv("UPM_PG_PORT", str(free_port()))
-    checks = await run_checks(plan_of("Create schema reports in database sales"), "acme", config())
-    (exists,) = [c for c in checks if c.name == "exists"]
-    assert not exists.ok and exists.target == "pg_database:default:sales"
-    assert exists.detail.startswith("could not check prerequisite pg_database sales on default: refused (exit 2): ")
-    assert "Connection refused" in exists.detail and "missing" not in exists.detail
-    role = await run_checks(plan_of("Create postgres role auditor"), "acme", config())
-    (dry,) = [c for c in role if c.name == "dry-run"]
-    assert dry.ok and dry.detail.startswith("create: current state unknown (could not read back "
-                                            "pg_role:default:auditor: refused (exit 2): ")
+    for request in ("Create schema reports in database sales", "Create postgres role auditor"):
+        checks = await run_checks(plan_of(request), "acme", config())
+        (reachable,) = [c for c in checks if c.name == "reachable"]
+        assert not reachable.ok and reachable.target == "postgres:default"
+        assert "Connection refused" in reachable.detail and "upm up --with postgres" in reachable.detail
+        assert not [c for c in checks if c.name in ("exists", "dry-run")]
+        assert not any("missing" in c.detail or "absent" in c.detail for c in checks)
 
 
 def _managed_by(tenant: str, plan: Plan) -> Inventory:

@@ -33,8 +33,10 @@ async def submit(store: EventStore, request: str, *, within: float = 90) -> clie
 
 
 async def submit_approved(store: EventStore, request: str, eventually: Eventually) -> client.ChangeStatus:
-    """Submit a change that needs an approver (a delete), approve it as bob, wait until it closes."""
-    change_id = await client.submit(store.nc, "acme", {"request": request}, principal="alice")
+    """Submit a change that needs an approver (a delete in staging: one in dev takes the automatic lane),
+    approve it as bob, wait until it closes."""
+    change_id = await client.submit(store.nc, "acme", {"request": request, "environment": "staging"},
+                                    principal="alice")
 
     async def asked() -> bool:
         return any(s.event.type == "approval.requested" for s in (await store.read("acme", change_id)).events)
