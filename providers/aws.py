@@ -291,7 +291,7 @@ ROLE = ResourceType(
         _IAM_NAME,
         FieldSpec(
             name="service",
-            default="ec2.amazonaws.com",
+            required=True,
             pattern=r"[a-z0-9.-]+\.amazonaws\.com",
             rule="an AWS service principal like lambda.amazonaws.com",
             nl_keys=("for service", "assumable by", "service", "for"),

@@ -2,7 +2,8 @@
 
 Example (every key optional)::
 
-    ssh_public_key: "ssh-rsa AAAA..."     # az aks create --ssh-key-value (a public key, not a secret)
+    ssh_public_key: "ssh-ed25519 AAAA…"   # az aks create --ssh-key-value (a public key, not a secret);
+                                          # no default: an AKS create is refused until it is set
     variant: all-at-once                  # default rollout variant
     waves: ["1", "25%", "100%"]           # cumulative wave sizes for the waves variant
     aws_region: us-east-1
@@ -31,7 +32,7 @@ _WAVE = re.compile(r"(\d+)(%?)")
 class PlannerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Defaults and tables the compiler uses; see the module docstring for the file form."""
 
-    ssh_public_key: str = "ssh-rsa AAAA..."
+    ssh_public_key: str = ""
     variant: str = "all-at-once"
     waves: tuple[str, ...] = ("1", "25%", "100%")
     aws_region: str = "us-east-1"
