@@ -87,7 +87,7 @@ def compile_intent(inp: CompileInput, config: PlannerConfig = DEFAULT_CONFIG) ->
         initiator=inp.initiator or intent.initiator,
         reason=inp.reason or intent.reason,
         window=window,
-        impact=Impact(notes=(*intent.notes, *compiler.assumed)),
+        impact=Impact(notes=(*intent.notes, *sorted(set(compiler.assumed)))),
     )
     return assemble(
         compiler.nodes,

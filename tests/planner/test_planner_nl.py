@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.planner import CompileInput, PlannerConfig, compile_intent
+from services.planner import CompileInput, compile_intent
 from services.planner.errors import (
     AmbiguousPhrase,
     ConflictingActions,
@@ -16,9 +16,8 @@ from services.planner.errors import (
     UnrecognisedPhrase,
     UnsupportedAction,
 )
+from tests.planner.keyed import KEYED
 
-# The SSH public key of AKS creates has no default: it comes from the planner configuration.
-KEYED = PlannerConfig(ssh_public_key="ssh-rsa AAAA...")
 PSQL = "psql -X -q -v ON_ERROR_STOP=1"
 S3_PAB = (
     "aws s3api put-public-access-block --bucket {b} --public-access-block-configuration "

@@ -6,11 +6,12 @@ import shlex
 
 from events.plan import plan_digest
 from services.planner import CompileInput, PlannerConfig, compile_intent
+from tests.planner.keyed import KEYED
 
 REQUEST = "Create AKS cluster aks-demo in eastus and namespace team-alpha"
 # The spec's plan shows the SSH public key "ssh-rsa AAAA..." that its request does not name: the key
 # comes from the planner configuration (there is no default key), as it does in a deployment.
-SPEC_CONFIG = PlannerConfig(ssh_public_key="ssh-rsa AAAA...")
+SPEC_CONFIG = KEYED
 
 
 def test_spec_example_commands_resources_and_rollback() -> None:
