@@ -36,8 +36,8 @@ from services.planner.errors import (
     AmbiguousPhrase,
     InvalidFieldValue,
     MissingRequiredField,
-    UnknownResourceType,
     PlanError,
+    UnknownResourceType,
     UnrecognisedPhrase,
 )
 from services.planner.model import Intent, ResourceIntent

@@ -24,33 +24,35 @@ from rapidfuzz import fuzz, process
 
 _TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|,|[^\s,]+")
 
-# (phrase, replacement) — longest phrases first so "i need to" wins over "i need".
+# replacement ← phrases ("|"-separated); matched longest first, so "i need to" wins over "i need".
+_REWRITES: tuple[tuple[str, str], ...] = (
+    (
+        "",
+        "please|pls|plz|kindly|can you|could you|would you|can we|could we|will you|for me|for us|thanks"
+        "|thank you|thx|i need to|we need to|i want to|we want to|i'd like to|i would like to|we'd like to"
+        "|let's|lets|go ahead and|quickly|hey|hi",
+    ),
+    (
+        "create",
+        "spin up|spinup|set up|setup|stand up|bring up|build|launch|spawn|establish|allocate|ensure"
+        "|i need|we need|i want|we want|i'd like|there should be|there must be",
+    ),
+    ("delete", "tear down|teardown|get rid of|take down|clean up|decommission|deprovision|nuke|erase|purge"),
+    ("update", "bump|edit|adjust|increase|reduce"),
+    ("enable", "turn on|switch on"),
+    ("disable", "turn off|switch off"),
+    ("grant", "give"),
+    ("revoke", "take away"),
+    ("postgres", "postgresql|psql|pg"),
+    ("sqs queue", "dlq"),
+    ("dynamodb table", "dynamo table|ddb table"),
+    ("configmap", "cm"),
+    ("aks cluster", "azure kubernetes cluster|azure cluster"),
+    ("namespace", "k8s ns|kubernetes ns"),
+)
 _PHRASES: tuple[tuple[str, str], ...] = tuple(
     sorted(
-        (
-            *((p, "") for p in (
-                "please", "pls", "plz", "kindly", "can you", "could you", "would you", "can we",
-                "could we", "will you", "for me", "for us", "thanks", "thank you", "thx", "i need to",
-                "we need to", "i want to", "we want to", "i'd like to", "i would like to", "we'd like to",
-                "let's", "lets", "go ahead and", "quickly", "hey", "hi",
-            )),
-            *((p, "create") for p in (
-                "spin up", "spinup", "set up", "setup", "stand up", "bring up", "build", "launch",
-                "spawn", "establish", "allocate", "ensure", "i need", "we need", "i want", "we want",
-                "i'd like", "there should be", "there must be",
-            )),
-            *((p, "delete") for p in (
-                "tear down", "teardown", "get rid of", "take down", "clean up", "decommission",
-                "deprovision", "nuke", "erase", "purge",
-            )),
-            *((p, "update") for p in ("bump", "edit", "adjust", "increase", "reduce")),
-            ("turn on", "enable"), ("switch on", "enable"), ("turn off", "disable"), ("switch off", "disable"),
-            ("give", "grant"), ("take away", "revoke"),
-            ("postgresql", "postgres"), ("psql", "postgres"), ("pg", "postgres"), ("dlq", "sqs queue"),
-            ("dynamo table", "dynamodb table"), ("ddb table", "dynamodb table"), ("cm", "configmap"),
-            ("azure kubernetes cluster", "aks cluster"), ("azure cluster", "aks cluster"),
-            ("k8s ns", "namespace"), ("kubernetes ns", "namespace"),
-        ),
+        ((phrase, replacement) for replacement, phrases in _REWRITES for phrase in phrases.split("|")),
         key=lambda pair: (-len(pair[0].split()), pair[0]),
     )
 )
@@ -66,7 +68,8 @@ _PASSIVE = re.compile(
     re.IGNORECASE,
 )
 _TRAILING_VERB = re.compile(
-    r"^(?P<what>.+?)(?:\s*:\s*|\s+[-—]\s+)(?P<verb>create|delete|update|remove|add|drop)(?:\s+it)?$", re.IGNORECASE
+    r"^(?P<what>.+?)(?:\s*:\s*|\s+[-—]\s+)(?P<verb>create|delete|update|remove|add|drop)(?:\s+it)?$",
+    re.IGNORECASE,
 )
 _CALLED = re.compile(r"\b(?:called|named|with (?:the )?name|by the name(?: of)?)\s+", re.IGNORECASE)
 _IN_THE_X = re.compile(
@@ -78,10 +81,29 @@ _DEPLOY_AS = re.compile(
     r"(?:(?:k8s|kubernetes)\s+)?(?:deployment|deploy|app)\s+(?:called\s+|named\s+)?(?P<name>[\w.-]+)(?P<rest>.*)$",
     re.IGNORECASE,
 )
+_VERB_ME = {"create", "make", "delete", "grant"}  # "make me a namespace"
 _QUALIFIERS = ("k8s", "kubernetes", "aws", "amazon", "azure", "local", "a", "an", "the", "new")
 _TARGETED = {"in", "on", "across", "to"}
-_LIST_STOP = {"in", "on", "with", "without", "tagged", "owned", "for", "containing", "pointing", "as", "to", "at",
-              "using", "across", "from", "having", "and", ","}
+_LIST_STOP = {
+    "in",
+    "on",
+    "with",
+    "without",
+    "tagged",
+    "owned",
+    "for",
+    "containing",
+    "pointing",
+    "as",
+    "to",
+    "at",
+    "using",
+    "across",
+    "from",
+    "having",
+    "and",
+    ",",
+}
 
 
 def normalise(request: str, nouns: Sequence[str], verbs: Sequence[str]) -> tuple[str, tuple[str, ...]]:
@@ -143,9 +165,8 @@ def _phrases(text: str, nouns: Sequence[str], notes: list[str]) -> str:
         else:
             out.append(words[i])
             i += 1
-        if out and out[-1].lower() in {"create", "make", "delete", "grant"} and i < len(words):
-            if words[i].lower() in {"me", "us"}:
-                i += 1
+        if out and out[-1].lower() in _VERB_ME and i < len(words) and words[i].lower() in {"me", "us"}:
+            i += 1
     return " ".join(out)
 
 
@@ -160,7 +181,11 @@ def _qualifiers(words: list[str], nouns: Sequence[str]) -> list[str]:
     """Drop a qualifier ("k8s", "aws") before a noun when qualifier + noun is not itself a noun."""
     out: list[str] = []
     for i, word in enumerate(words):
-        if word.lower() in _QUALIFIERS[:5] and _noun_len(words, i, nouns) == 0 and _noun_len(words, i + 1, nouns):
+        if (
+            word.lower() in _QUALIFIERS[:5]
+            and _noun_len(words, i, nouns) == 0
+            and _noun_len(words, i + 1, nouns)
+        ):
             continue
         out.append(word)
     return out
@@ -180,7 +205,11 @@ def _plurals(words: list[str], nouns: Sequence[str], verbs: Sequence[str], notes
         start, noun = i - 1, _singular(" ".join(words[i - 1 : i + 1]), nouns) if i else None
         if noun is None:
             start, noun = i, _singular(word, nouns)
-        if noun is None or i + 1 >= len(words) or {w.lower() for w in words[max(0, start - 2) : start]} & _TARGETED:
+        if (
+            noun is None
+            or i + 1 >= len(words)
+            or {w.lower() for w in words[max(0, start - 2) : start]} & _TARGETED
+        ):
             continue
         names: list[str] = []
         j = i + 1
@@ -199,9 +228,11 @@ def _plurals(words: list[str], nouns: Sequence[str], verbs: Sequence[str], notes
             and end + 1 < len(words)
             and (words[end + 1].lower() in verbs or _noun_len(words, end + 1, nouns))
         ):
-            if words[end].lower() in {"in", "on", "across"} and end + 1 < len(words) and words[end + 1].lower().rstrip("s") in {
-                "cluster", "region", "server", "target", "context"
-            }:
+            if (
+                words[end].lower() in {"in", "on", "across"}
+                and end + 1 < len(words)
+                and words[end + 1].lower().rstrip("s") in {"cluster", "region", "server", "target", "context"}
+            ):
                 break
             end += 1
         shared = words[j:end]

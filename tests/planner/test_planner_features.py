@@ -10,7 +10,6 @@ import pytest
 
 from events.plan import Plan
 from services.planner import CompileInput, PlannerConfig, compile_intent, load_config, load_spec
-from tests.planner.keyed import KEYED
 from services.planner.diff import diff_plans
 from services.planner.errors import (
     ConfigError,
@@ -24,6 +23,7 @@ from services.planner.errors import (
 from services.planner.export import export_graph
 from services.planner.render import render_diff, render_plan, render_simulation
 from services.planner.simulate import simulate
+from tests.planner.keyed import KEYED
 
 EXAMPLE = "Create AKS cluster aks-demo in eastus and namespace team-alpha"
 FLEET = (

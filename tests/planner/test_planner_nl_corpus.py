@@ -31,8 +31,10 @@ def corpus_hashes() -> list[str]:
 def _matches(item: dict[str, Any], found: Any) -> bool:
     want = {k: v for k, v in item.items() if k not in {"type", "action"}}
     fields = {**found.fields, **({"region": found.targets[0]} if found.targets else {})}
-    return found.type == item["type"] and found.action == item["action"] and all(
-        fields.get(k) == v or str(fields.get(k)) == str(v) for k, v in want.items()
+    return (
+        found.type == item["type"]
+        and found.action == item["action"]
+        and all(fields.get(k) == v or str(fields.get(k)) == str(v) for k, v in want.items())
     )
 
 
@@ -56,7 +58,9 @@ def test_corpus_covers_every_type_and_action_of_the_catalog() -> None:
     for rtype in CATALOG.values():
         if rtype.facet_of or not rtype.nouns:
             continue
-        wanted |= {(rtype.name, "create"), (rtype.name, "delete")} if rtype.delete else {(rtype.name, "create")}
+        wanted |= (
+            {(rtype.name, "create"), (rtype.name, "delete")} if rtype.delete else {(rtype.name, "create")}
+        )
         if rtype.update is not None or any(f.facet_field for f in facets_of(rtype.name)):
             wanted.add((rtype.name, "update"))
     assert sorted(wanted - covered) == []
@@ -68,7 +72,12 @@ def test_corpus_compiles_byte_identically_across_hash_seeds_and_processes() -> N
     for seed in ("1", "4242"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parents[2],
         )
         runs.append(json.loads(out.stdout))
     assert runs[0] == runs[1] == corpus_hashes()
