@@ -155,7 +155,12 @@ class _Compiler:
     def _assume(self, rtype: ResourceType, item: ResourceIntent, intent: Intent, node: Node) -> None:
         """Note every default applied to ``item``: the plan lists them as assumptions."""
         label = f"{rtype.name} {node.name}"
-        if not item.targets and rtype.fixed_target is None and not (rtype.cluster_bound and intent.targets):
+        if (
+            not item.targets
+            and rtype.fixed_target is None
+            and rtype.provider != "local"
+            and not (rtype.cluster_bound and intent.targets)
+        ):
             where = ", ".join(self.config.default_target(rtype.provider))
             self.assumed.append(f"{label}: target {where} assumed (planner config default)")
         for spec in rtype.fields:

@@ -192,7 +192,7 @@ def _starts_clause(words: Sequence[str], i: int) -> bool:
     if i < len(words) and words[i].lower() in SPECIAL:
         return True
     if i < len(words) and words[i].lower() in VERBS:
-        i += 1
+        return True
     if i < len(words) and words[i].lower() in _ARTICLES:
         i += 1
     return i < len(words) and _noun_at(words, i) is not None
@@ -229,9 +229,8 @@ def _clause(words: list[str], previous: Action | None, notes: list[str]) -> tupl
         words = words[1:]
     if action is None:
         raise UnrecognisedPhrase(
-            f"{text!r} has no verb UPM knows (read {words[0]!r} as neither a verb nor a resource word); "
-            f"say what to do first: {_nearest_phrasing(words)}; verbs: create, delete, update, grant, revoke, "
-            f"attach, detach, enable, disable"
+            f"{text!r} does not say what to do: start with a verb; {_nearest_phrasing(words)}; verbs: create, "
+            "delete, update, grant, revoke, attach, detach, enable, disable"
         )
     if words and words[0].lower() in _ARTICLES:
         words = words[1:]
@@ -245,7 +244,7 @@ def _nearest_phrasing(words: list[str]) -> str:
         item, _ = _clause(["create", *words], None, [])
     except PlanError:
         return f"e.g. {_EXAMPLES}"
-    return f"e.g. 'create {' '.join(words)}' (a {item.type})"
+    return f"the nearest phrasing that compiles: 'create {' '.join(words)}' (a {item.type})"
 
 
 def _field_of(words: list[str]) -> list[str]:
@@ -271,7 +270,7 @@ def _noun(words: list[str], text: str, notes: list[str]) -> tuple[ResourceType, 
                 ("local_directory", "local_file", "local_symlink"),
             )
         phrase = " ".join(words[:2]) or text
-        close = nearest(phrase, [f"{n} ({t})" for n, ts in sorted(NOUNS.items()) for t in ts])
+        close = nearest(phrase, [f"{' '.join(n)} ({t})" for n, ts in sorted(NOUNS.items()) for t in ts])
         raise UnknownResourceType(
             f"{phrase!r} (in {text!r}) is not a resource type in UPM's catalog"
             + (f"; the closest types: {', '.join(close)}" if close else "")
@@ -428,6 +427,8 @@ def _words_of(rtype: ResourceType) -> tuple[str, ...]:
 def _without(text: str, word: str) -> str:
     """The nearest phrasing that parses: ``text`` without ``word``, if that parses."""
     shorter = [w for w in _tokens(text) if w != word]
+    while shorter and shorter[-1].lower() in _FILLERS:
+        shorter.pop()
     try:
         _clause(shorter, None, [])
     except PlanError:
