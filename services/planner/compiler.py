@@ -131,6 +131,7 @@ class _Compiler:
         self.added: list[str] = []
         self.clusters: list[Node] = []
         self.assumed: list[str] = []
+        self.unset = tuple(k for k, v in self.context.items() if not v)
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -167,11 +168,12 @@ class _Compiler:
             value = node.values.get(spec.name)
             if spec.name not in item.fields and is_set(value):
                 self.assumed.append(f"{label}: {spec.name} {value!r} assumed (default)")
-        for key, value in self.context.items():
-            if not value and any(f"{{{key}}}" in token for token in _templates(rtype, node.action)):
+        for key in self.unset:
+            if any(f"{{{key}}}" in token for token in _templates(rtype, node.action)):
                 raise MissingRequiredField(
-                    f"{label}: {rtype.name} {node.action} needs {key}, which has no safe default; "
-                    f"set {key} in the planner configuration (upm plan --config FILE; e.g. {key}: \"ssh-ed25519 AAAA… you@host\")"
+                    f"{label}: {rtype.name} {node.action} needs {key}, which has no safe default; set it in "
+                    f"the planner configuration (upm plan --config FILE with '{key}: …'; "
+                    "see services/planner/README.md)"
                 )
 
     def _targets(self, rtype: ResourceType, item: ResourceIntent, intent: Intent) -> tuple[str, ...]:
