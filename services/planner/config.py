@@ -16,6 +16,7 @@ Example (every key optional)::
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,13 @@ class PlannerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 DEFAULT_CONFIG = PlannerConfig()
+ENV_VAR = "UPM_PLANNER_CONFIG"
+
+
+def config_from_environment() -> PlannerConfig:
+    """The configuration in the file ``$UPM_PLANNER_CONFIG`` names (for ``upm up``), else the default."""
+    path = os.environ.get(ENV_VAR)
+    return load_config(path) if path else DEFAULT_CONFIG
 
 
 def load_config(path: str | Path) -> PlannerConfig:

@@ -17,9 +17,14 @@ Grammar (case-insensitive; a trailing period is ignored)::
     targets  := ('in'|'on'|'across'|'to') ('clusters'|'regions'|'servers'|'targets') NAME ((','|'and') NAME)*
     variant  := ['as a'|'using'|'with a'|'in'] ('canary'|'blue-green'|'waves') ['rollout'|'deployment'|'release']
 
-A new clause starts after ``,`` or ``and`` only where a resource noun (or a verb and a noun)
-follows, so "with versioning and encryption, tagged team=alpha" stays one clause. Words that
-fit nowhere are an error naming them: the parser never guesses.
+A new clause starts after ``,`` or ``and`` only where a verb or a resource noun follows, so
+"with versioning and encryption, tagged team=alpha" stays one clause. Words that fit nowhere are
+an error naming them and the nearest phrasing that compiles: the parser never guesses.
+
+Before the grammar, :mod:`services.planner.nl_front` rewrites requests as people type them
+(filler, phrasal verbs, passives, lists); a misspelt verb, resource word or setting is read as the
+catalog's unique nearest word. Every such reading is a note in ``Intent.notes`` (the plan's impact
+notes).
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from services.planner import CompileInput, PlannerConfig, compile_intent
+from services.planner.config import ENV_VAR, config_from_environment
 from services.planner.errors import AmbiguousPhrase, MissingRequiredField, PlanError, UnknownResourceType
 from services.planner.nl import parse_request
-from tests.planner.keyed import KEYED
+from tests.planner.keyed import KEYED, KEYED_FILE
 
 # Requests measured as refused by the fixed grammar, with the resource each must compile to.
 MEASURED: list[tuple[str, str, str, dict[str, object]]] = [
@@ -141,3 +142,10 @@ def test_names_that_look_like_filler_or_abbreviations_are_kept() -> None:
     assert item.fields["name"] == "pg"
     (item,) = parse_request("create namespace build").resources
     assert item.fields["name"] == "build"
+
+
+def test_upm_up_reads_the_planner_configuration_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert config_from_environment() == PlannerConfig()
+    monkeypatch.setenv(ENV_VAR, str(KEYED_FILE))
+    assert config_from_environment().ssh_public_key == "ssh-rsa AAAA..."
