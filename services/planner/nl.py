@@ -198,7 +198,7 @@ def _starts_clause(words: Sequence[str], i: int) -> bool:
         return True
     if i < len(words) and words[i].lower() in VERBS:
         return True
-    if i < len(words) and words[i].lower() in _ARTICLES:
+    while i < len(words) and words[i].lower() in _ARTICLES:
         i += 1
     return i < len(words) and _noun_at(words, i) is not None
 
@@ -237,7 +237,7 @@ def _clause(words: list[str], previous: Action | None, notes: list[str]) -> tupl
             f"{text!r} does not say what to do: start with a verb; {_nearest_phrasing(words)}; verbs: create, "
             "delete, update, grant, revoke, attach, detach, enable, disable"
         )
-    if words and words[0].lower() in _ARTICLES:
+    while words and words[0].lower() in _ARTICLES:
         words = words[1:]
     rtype, words = _noun(_field_of(words), text, notes)
     return _resource(rtype, action, words, text, notes), action

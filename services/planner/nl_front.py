@@ -72,6 +72,7 @@ _TRAILING_VERB = re.compile(
     re.IGNORECASE,
 )
 _CALLED = re.compile(r"\b(?:called|named|with (?:the )?name|by the name(?: of)?)\s+", re.IGNORECASE)
+_AT_PATH = re.compile(r"\b(?:at|under)\s+(?=/)", re.IGNORECASE)  # "a directory at /srv/app"
 _IN_THE_X = re.compile(
     r"\b(in|on)\s+(?:the\s+)?(?!clusters?\b|namespace\b)([\w.-]+)\s+(cluster|context|region|server|namespace)\b",
     re.IGNORECASE,
@@ -113,7 +114,7 @@ def normalise(request: str, nouns: Sequence[str], verbs: Sequence[str]) -> tuple
     """
     notes: list[str] = []
     text = " ".join(request.split()).strip().rstrip(".!?").strip()
-    text = _phrases(text, nouns, notes)
+    text = _phrases(text, nouns, notes).strip(" ,")
     match = _PASSIVE.match(text) or _TRAILING_VERB.match(text)
     if match is not None:
         verb = _PARTICIPLES.get(match.group("verb").lower(), match.group("verb").lower())
@@ -121,6 +122,7 @@ def normalise(request: str, nouns: Sequence[str], verbs: Sequence[str]) -> tuple
         text = f"{verb} {match.group('what')}{rest}"
         notes.append(f"read the request as {text!r}")
     text = _CALLED.sub("", text)
+    text = _AT_PATH.sub("", text)
     text = _IN_THE_X.sub(lambda m: f"{m.group(1)} {m.group(3)} {m.group(2)}", text)
     deploy = _DEPLOY_AS.match(text)
     if deploy is not None and not deploy.group("image").startswith("/"):
@@ -215,11 +217,13 @@ def _plurals(words: list[str], nouns: Sequence[str], verbs: Sequence[str], notes
         j = i + 1
         while j < len(words) and words[j].lower() not in _LIST_STOP and not _noun_len(words, j, nouns):
             names.append(words[j])
-            j += 1
-            while j < len(words) and words[j].lower() in {"and", ","}:
+            k = j + 1
+            while k < len(words) and words[k].lower() in {"and", ","}:
+                k += 1
+            if k < len(words) and (words[k].lower() in verbs or _noun_len(words, k, nouns)):
                 j += 1
-            if j < len(words) and (words[j].lower() in verbs or _noun_len(words, j, nouns)):
                 break
+            j = k
         if not names:
             continue
         end = j
@@ -235,6 +239,8 @@ def _plurals(words: list[str], nouns: Sequence[str], verbs: Sequence[str], notes
             ):
                 break
             end += 1
+        while end > j and words[end - 1].lower() in {"and", ","}:
+            end -= 1
         shared = words[j:end]
         clauses = [[noun, name, *shared] for name in names]
         expanded = [w for clause in clauses for w in ("and", *clause)][1:]
