@@ -26,7 +26,9 @@ from services.planner import CompileInput, PlanError, PlannerConfig, compile_int
 from services.planner.nl import parse_request
 
 EXAMPLE = "Create AKS cluster aks-demo in eastus and namespace team-alpha"
-CONFIG = PlannerConfig(ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIbench bench@example")
+CONFIG = PlannerConfig(
+    ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIbench bench@example", aws_account_id="123456789012"
+)
 CORPUS = Path(__file__).parents[1] / "tests" / "planner" / "nl_corpus.yaml"
 
 

@@ -131,7 +131,7 @@ class _Compiler:
         self.added: list[str] = []
         self.clusters: list[Node] = []
         self.assumed: list[str] = []
-        self.unset = tuple(k for k, v in self.context.items() if not v)
+        self.unset = config.unset()
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -168,8 +168,8 @@ class _Compiler:
             value = node.values.get(spec.name)
             if spec.name not in item.fields and is_set(value):
                 self.assumed.append(f"{label}: {spec.name} {value!r} assumed (default)")
-        for key in self.unset:
-            if any(f"{{{key}}}" in token for token in _templates(rtype, node.action)):
+        for var, key in self.unset:
+            if any(f"{{{var}}}" in token for token in _templates(rtype, node.action)):
                 raise MissingRequiredField(
                     f"{label}: {rtype.name} {node.action} needs {key}, which has no safe default; set it in "
                     f"the planner configuration (upm plan --config FILE with '{key}: …'; "
@@ -391,8 +391,9 @@ class _Compiler:
 
 
 def _templates(rtype: ResourceType, action: Action) -> tuple[Any, ...]:
+    """The template tokens a step of ``action`` on ``rtype`` renders (its command and read-back)."""
     template = {"create": rtype.create, "update": rtype.update, "delete": rtype.delete}[action]
-    return tuple(template or ())
+    return (*(template or ()), *(rtype.readback or ()))
 
 
 def _unknown_type(name: str, rtype: ResourceType | None) -> str:

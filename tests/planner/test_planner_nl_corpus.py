@@ -15,17 +15,17 @@ import pytest
 import yaml
 
 from providers import CATALOG, facets_of
-from services.planner import CompileInput, PlannerConfig, compile_intent
+from services.planner import CompileInput, compile_intent
 from services.planner.nl import parse_request
+from tests.planner.keyed import KEYED
 
 CORPUS_FILE = Path(__file__).with_name("nl_corpus.yaml")
 CORPUS: list[dict[str, Any]] = yaml.safe_load(CORPUS_FILE.read_text(encoding="utf-8"))
-CONFIG = PlannerConfig(ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIcorpus corpus@example")
 
 
 def corpus_hashes() -> list[str]:
     """The plan hash of every corpus phrasing, in corpus order."""
-    return [compile_intent(CompileInput(request=e["request"]), CONFIG).hash for e in CORPUS]
+    return [compile_intent(CompileInput(request=e["request"]), KEYED).hash for e in CORPUS]
 
 
 def _matches(item: dict[str, Any], found: Any) -> bool:
@@ -44,7 +44,7 @@ def test_phrasing_compiles_to_its_expected_resources(entry: dict[str, Any]) -> N
     assert len(intent.resources) == len(entry["expect"]), intent.resources
     for item in entry["expect"]:
         assert any(_matches(item, found) for found in intent.resources), (item, intent.resources)
-    plan = compile_intent(CompileInput(request=entry["request"]), CONFIG)
+    plan = compile_intent(CompileInput(request=entry["request"]), KEYED)
     kinds = {s.resource.type for s in plan.steps} | {p.resource.type for p in plan.resources_needed}
     for item in entry["expect"]:
         family = {item["type"], *(f.name for f in facets_of(item["type"]))}

@@ -85,7 +85,7 @@ def test_defaults_are_listed_as_assumptions() -> None:
     assert "az_aks edge: location 'eastus' assumed (default)" in plan.annotations.impact.notes
 
 
-def test_no_placeholder_values_ssh_key_and_trust_principal_are_asked_for() -> None:
+def test_no_placeholder_values_ssh_key_account_id_and_trust_principal_are_asked_for() -> None:
     assert PlannerConfig().ssh_public_key == ""
     with pytest.raises(MissingRequiredField) as caught:
         compile_intent(CompileInput(request="Create AKS cluster edge in eastus"))
@@ -93,6 +93,12 @@ def test_no_placeholder_values_ssh_key_and_trust_principal_are_asked_for() -> No
     with pytest.raises(MissingRequiredField) as caught:
         compile_intent(CompileInput(request="Create IAM role app"))
     assert "'service'" in caught.value.message and "for service" in caught.value.message
+    assert PlannerConfig().aws_account_id == ""
+    with pytest.raises(MissingRequiredField) as caught:
+        compile_intent(CompileInput(request="Create SQS queue jobs"))
+    assert "aws_account_id" in caught.value.message
+    plan = compile_intent(CompileInput(request="Delete SQS queue jobs"), KEYED)
+    assert "https://sqs.us-east-1.amazonaws.com/123456789012/jobs" in plan.steps[0].command.display
     plan = compile_intent(CompileInput(request="Create IAM role app for service lambda.amazonaws.com"))
     assert "lambda.amazonaws.com" in plan.steps[0].command.display
 
