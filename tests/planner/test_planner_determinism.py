@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from typing import Any
 
+import msgspec
+
 from services.planner import CompileInput, compile_intent
-from tests.planner.keyed import KEYED
+from tests.planner.keyed import KEYED, KEYED_FILE
 
 REQUEST = "Create AKS cluster aks-demo in eastus and namespace team-alpha"
 SPEC: dict[str, Any] = {
@@ -83,3 +86,16 @@ def test_reordering_clauses_of_a_request_gives_the_same_plan() -> None:
     b = compile_intent(
         CompileInput(request="Create DynamoDB table sessions, SQS queue jobs and S3 bucket logs-acme"), KEYED)
     assert a.steps == b.steps and a.hash != ""
+
+
+def test_the_determinism_witness_compiles_with_the_planner_services_configuration() -> None:
+    line = msgspec.json.encode(CompileInput(request=REQUEST)) + b"\n"
+    answers = []
+    for config in (str(KEYED_FILE), ""):
+        env = {**os.environ, "PYTHONHASHSEED": "7", "UPM_PLANNER_CONFIG": config}
+        out = subprocess.run(
+            [sys.executable, "-m", "services.planner.recompile"], input=line, env=env, capture_output=True, check=True
+        )
+        answers.append(json.loads(out.stdout))
+    assert answers[0] == {"hash": compile_intent(CompileInput(request=REQUEST), KEYED).hash}
+    assert "ssh_public_key" in answers[1]["error"]
