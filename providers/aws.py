@@ -80,13 +80,15 @@ def _bucket_vars(v: Vars) -> dict[str, Any]:
     }
 
 
+_QUEUE_URL = "https://sqs.{region}.amazonaws.com/{account_id}/{name}"  # account_id: planner config
+
+
 def _regional(v: Vars) -> dict[str, Any]:
     region = str(v["at"])
     name = str(v.get("name", ""))
     fifo = ",FifoQueue=true" if name.endswith(".fifo") else ""
     return {
         "region": region,
-        "queue_url": f"https://sqs.{region}.amazonaws.com/{v.get('account_id', '')}/{name}",
         "attributes": f"VisibilityTimeout={v.get('visibility_timeout', 30)}{fifo}",
     }
 
@@ -291,7 +293,7 @@ ROLE = ResourceType(
         _IAM_NAME,
         FieldSpec(
             name="service",
-            default="ec2.amazonaws.com",
+            required=True,
             pattern=r"[a-z0-9.-]+\.amazonaws\.com",
             rule="an AWS service principal like lambda.amazonaws.com",
             nl_keys=("for service", "assumable by", "service", "for"),
@@ -405,19 +407,19 @@ QUEUE = ResourceType(
         "sqs",
         "set-queue-attributes",
         "--queue-url",
-        "{queue_url}",
+        _QUEUE_URL,
         "--attributes",
         "VisibilityTimeout={visibility_timeout}",
         "--region",
         "{region}",
     ),
-    delete=("aws", "sqs", "delete-queue", "--queue-url", "{queue_url}", "--region", "{region}"),
+    delete=("aws", "sqs", "delete-queue", "--queue-url", _QUEUE_URL, "--region", "{region}"),
     readback=(
         "aws",
         "sqs",
         "get-queue-attributes",
         "--queue-url",
-        "{queue_url}",
+        _QUEUE_URL,
         "--attribute-names",
         "VisibilityTimeout",
         "--region",

@@ -77,7 +77,8 @@ STORIES: dict[str, list[Scenario]] = {
                  {"request": "Create S3 bucket logs-acme with versioning and encryption, tagged team=alpha"},
                  "succeeded"),
         Scenario("an IAM role whose policy attachment fails: rolled back",
-                 {"request": "Create iam role demo-role and attach policy arn:aws:iam::aws:policy/UpmNoSuchPolicy "
+                 {"request": "Create iam role demo-role for service ec2.amazonaws.com and attach policy "
+                             "arn:aws:iam::aws:policy/UpmNoSuchPolicy "
                              "to role demo-role"}, "rolled_back"),
     ],
     "postgres": [

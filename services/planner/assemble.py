@@ -79,7 +79,9 @@ def assemble(
             edges=tuple(GraphEdge(source=d, target=s.id) for s in steps for d in s.depends_on),
         ),
         annotations=msgspec.structs.replace(
-            annotations, impact=_impact(nodes, steps), cost=_cost(nodes, steps, config)
+            annotations,
+            impact=_impact(nodes, steps, annotations.impact.notes),
+            cost=_cost(nodes, steps, config),
         ),
         variant=variant,
         waves=tuple(w for w in waves if w.steps),
@@ -112,9 +114,10 @@ def _resources(nodes: dict[str, Node], steps: Iterable[Step]) -> tuple[dict[str,
     return tuple(seen.values())
 
 
-def _impact(nodes: dict[str, Node], steps: tuple[Step, ...]) -> Impact:
+def _impact(nodes: dict[str, Node], steps: tuple[Step, ...], given: tuple[str, ...]) -> Impact:
+    """What the plan does, with ``given`` notes (readings of the request, assumptions) first."""
     by_action: dict[str, dict[str, None]] = {"create": {}, "update": {}, "delete": {}}
-    notes: list[str] = []
+    notes: list[str] = list(given)
     for step in steps:
         node = _base(nodes, step)
         by_action[step.action if node is nodes[step.id] else node.action][node.key] = None

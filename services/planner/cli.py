@@ -20,7 +20,7 @@ from events.secrets import refuse_secrets
 from services import cliargs, output
 from services.output import add_output_options, emit
 from services.planner.compiler import CompileInput, compile_intent
-from services.planner.config import DEFAULT_CONFIG, PlannerConfig, load_config
+from services.planner.config import PlannerConfig, config_from_environment, load_config
 from services.planner.diff import diff_plans
 from services.planner.errors import PlanError, SecretRefused, SpecError
 from services.planner.export import export_graph
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """Handler of ``upm plan``: 0 on success, 2 on a planning error (message on stderr)."""
     try:
-        config = load_config(args.config) if args.config else DEFAULT_CONFIG
+        config = load_config(args.config) if args.config else config_from_environment()
         if args.request[:1] == ["diff"] and args.file is None:
             return _diff(args, config)
         plan = compile_intent(_input(args), config)

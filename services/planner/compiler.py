@@ -20,6 +20,7 @@ from events.codec import canonical_json
 from events.plan import (
     Action,
     Annotations,
+    Impact,
     Plan,
     Prerequisite,
     ResourceRef,
@@ -34,6 +35,7 @@ from services.planner.errors import (
     ConflictingActions,
     InputError,
     InvalidFieldValue,
+    MissingRequiredField,
     SpecError,
     UnknownResourceType,
     UnsupportedAction,
@@ -82,7 +84,10 @@ def compile_intent(inp: CompileInput, config: PlannerConfig = DEFAULT_CONFIG) ->
     rollout = compiler.rollout_targets(intent)
     wave_names = waves_for(variant, rollout, compiler.nodes, config)
     annotations = Annotations(
-        initiator=inp.initiator or intent.initiator, reason=inp.reason or intent.reason, window=window
+        initiator=inp.initiator or intent.initiator,
+        reason=inp.reason or intent.reason,
+        window=window,
+        impact=Impact(notes=(*intent.notes, *sorted(set(compiler.assumed)))),
     )
     return assemble(
         compiler.nodes,
@@ -125,6 +130,8 @@ class _Compiler:
         self.multi: list[tuple[bytes, tuple[str, ...]]] = []
         self.added: list[str] = []
         self.clusters: list[Node] = []
+        self.assumed: list[str] = []
+        self.unset = config.unset()
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -144,6 +151,30 @@ class _Compiler:
                 node = self.put(self.make(rtype, item.action, target, item.fields))
                 if item.depends_on:
                     self.explicit.append((node, item.depends_on))
+            self._assume(rtype, item, intent, node)
+
+    def _assume(self, rtype: ResourceType, item: ResourceIntent, intent: Intent, node: Node) -> None:
+        """Note every default applied to ``item``: the plan lists them as assumptions."""
+        label = f"{rtype.name} {node.name}"
+        if (
+            not item.targets
+            and rtype.fixed_target is None
+            and rtype.provider != "local"
+            and not (rtype.cluster_bound and intent.targets)
+        ):
+            where = ", ".join(self.config.default_target(rtype.provider))
+            self.assumed.append(f"{label}: target {where} assumed (planner config default)")
+        for spec in rtype.fields:
+            value = node.values.get(spec.name)
+            if spec.name not in item.fields and is_set(value):
+                self.assumed.append(f"{label}: {spec.name} {value!r} assumed (default)")
+        for var, key in self.unset:
+            if any(f"{{{var}}}" in token for token in _templates(rtype, node.action)):
+                raise MissingRequiredField(
+                    f"{label}: {rtype.name} {node.action} needs {key}, which has no safe default; set it in "
+                    f"the planner configuration (upm plan --config FILE with '{key}: …'; "
+                    "see services/planner/README.md)"
+                )
 
     def _targets(self, rtype: ResourceType, item: ResourceIntent, intent: Intent) -> tuple[str, ...]:
         if rtype.fixed_target is not None:
@@ -357,6 +388,12 @@ class _Compiler:
         if intent.targets:
             return intent.targets
         return tuple(dict.fromkeys(t for _, targets in sorted(self.multi) for t in targets))
+
+
+def _templates(rtype: ResourceType, action: Action) -> tuple[Any, ...]:
+    """The template tokens a step of ``action`` on ``rtype`` renders (its command and read-back)."""
+    template = {"create": rtype.create, "update": rtype.update, "delete": rtype.delete}[action]
+    return (*(template or ()), *(rtype.readback or ()))
 
 
 def _unknown_type(name: str, rtype: ResourceType | None) -> str:

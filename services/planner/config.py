@@ -2,11 +2,12 @@
 
 Example (every key optional)::
 
-    ssh_public_key: "ssh-rsa AAAA..."     # az aks create --ssh-key-value (a public key, not a secret)
+    ssh_public_key: "ssh-ed25519 AAAA…"   # az aks create --ssh-key-value (a public key, not a secret);
+                                          # no default: an AKS create is refused until it is set
     variant: all-at-once                  # default rollout variant
     waves: ["1", "25%", "100%"]           # cumulative wave sizes for the waves variant
     aws_region: us-east-1
-    aws_account_id: "123456789012"        # for SQS queue URLs
+    aws_account_id: "123456789012"        # for SQS queue URLs; no default: SQS is refused until set
     azure_location: eastus
     k8s_targets: [default]                # clusters when a request names none
     postgres_target: default
@@ -15,6 +16,7 @@ Example (every key optional)::
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,11 @@ _WAVE = re.compile(r"(\d+)(%?)")
 class PlannerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Defaults and tables the compiler uses; see the module docstring for the file form."""
 
-    ssh_public_key: str = "ssh-rsa AAAA..."
+    ssh_public_key: str = ""
     variant: str = "all-at-once"
     waves: tuple[str, ...] = ("1", "25%", "100%")
     aws_region: str = "us-east-1"
-    aws_account_id: str = "123456789012"
+    aws_account_id: str = ""
     azure_location: str = "eastus"
     k8s_targets: tuple[str, ...] = ("default",)
     postgres_target: str = "default"
@@ -50,7 +52,7 @@ class PlannerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             )
         if not self.k8s_targets:
             raise ConfigError("config k8s_targets must name at least one cluster context (e.g. [default])")
-        if not re.fullmatch(r"\d{12}", self.aws_account_id):
+        if self.aws_account_id and not re.fullmatch(r"\d{12}", self.aws_account_id):
             raise ConfigError(f"config aws_account_id {self.aws_account_id!r} must be 12 digits")
 
     def provider_defaults(self, provider: str) -> dict[str, Any]:
@@ -60,6 +62,11 @@ class PlannerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     def context(self) -> dict[str, Any]:
         """Template variables every provider may use (public values only, never secrets)."""
         return {"ssh_public_key": self.ssh_public_key, "account_id": self.aws_account_id}
+
+    def unset(self) -> tuple[tuple[str, str], ...]:
+        """(template variable, configuration key) of each context value with no default, still unset."""
+        keys = (("ssh_public_key", "ssh_public_key"), ("account_id", "aws_account_id"))
+        return tuple((var, key) for var, key in keys if not getattr(self, key))
 
     def default_target(self, provider: str) -> tuple[str, ...]:
         """The targets a resource of ``provider`` gets when the request names none."""
@@ -88,6 +95,13 @@ class PlannerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 DEFAULT_CONFIG = PlannerConfig()
+ENV_VAR = "UPM_PLANNER_CONFIG"
+
+
+def config_from_environment() -> PlannerConfig:
+    """The configuration in the file ``$UPM_PLANNER_CONFIG`` names (for ``upm up``), else the default."""
+    path = os.environ.get(ENV_VAR)
+    return load_config(path) if path else DEFAULT_CONFIG
 
 
 def load_config(path: str | Path) -> PlannerConfig:

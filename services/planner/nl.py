@@ -17,14 +17,18 @@ Grammar (case-insensitive; a trailing period is ignored)::
     targets  := ('in'|'on'|'across'|'to') ('clusters'|'regions'|'servers'|'targets') NAME ((','|'and') NAME)*
     variant  := ['as a'|'using'|'with a'|'in'] ('canary'|'blue-green'|'waves') ['rollout'|'deployment'|'release']
 
-A new clause starts after ``,`` or ``and`` only where a resource noun (or a verb and a noun)
-follows, so "with versioning and encryption, tagged team=alpha" stays one clause. Words that
-fit nowhere are an error naming them: the parser never guesses.
+A new clause starts after ``,`` or ``and`` only where a verb or a resource noun follows, so
+"with versioning and encryption, tagged team=alpha" stays one clause. Words that fit nowhere are
+an error naming them and the nearest phrasing that compiles: the parser never guesses.
+
+Before the grammar, :mod:`services.planner.nl_front` rewrites requests as people type them
+(filler, phrasal verbs, passives, lists); a misspelt verb, resource word or setting is read as the
+catalog's unique nearest word. Every such reading is a note in ``Intent.notes`` (the plan's impact
+notes).
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -37,10 +41,12 @@ from services.planner.errors import (
     AmbiguousPhrase,
     InvalidFieldValue,
     MissingRequiredField,
+    PlanError,
     UnknownResourceType,
     UnrecognisedPhrase,
 )
 from services.planner.model import Intent, ResourceIntent
+from services.planner.nl_front import closest, nearest, normalise
 
 VERBS: dict[str, Action] = {
     **dict.fromkeys(("create", "add", "make", "provision", "deploy", "new"), "create"),
@@ -96,6 +102,9 @@ def _nouns() -> dict[tuple[str, ...], tuple[str, ...]]:
 
 
 NOUNS = _nouns()
+_NOUN_WORDS = tuple(sorted(" ".join(k) for k in NOUNS))
+_VERB_WORDS = tuple(sorted({*VERBS, *SPECIAL}))
+_VAGUE = {("cluster",), ("kubernetes", "cluster"), ("k8s", "cluster")}
 _LONGEST = max(len(k) for k in NOUNS)
 _STOP = "|".join(sorted({*VERBS, *SPECIAL, *(k[0] for k in NOUNS)}))
 _TARGETS = re.compile(
@@ -107,7 +116,8 @@ _TARGETS = re.compile(
 
 def parse_request(request: str) -> Intent:
     """The :class:`Intent` a natural-language request describes (see the module docstring)."""
-    text = " ".join(request.split()).rstrip(".")
+    text, front = normalise(request, _NOUN_WORDS, _VERB_WORDS)
+    notes = list(front)
     if not text:
         raise UnrecognisedPhrase(f"the request is empty; say what to change, e.g. {_EXAMPLES}")
     variant, text = _variant(text)
@@ -115,16 +125,16 @@ def parse_request(request: str) -> Intent:
     intents: list[ResourceIntent] = []
     action: Action | None = None
     for clause in _clauses(_tokens(text)):
-        item, action = _clause(clause, action)
+        item, action = _clause(clause, action, notes)
         intents.append(item)
     if targets:
         intents = _apply_targets(intents, targets, kind)
-    return Intent(resources=tuple(intents), targets=targets, variant=variant)
+    return Intent(resources=tuple(intents), targets=targets, variant=variant, notes=tuple(notes))
 
 
 def suggest(word: str, choices: Sequence[str]) -> str:
     """Up to three close matches of ``word`` among ``choices``, quoted, or ``""``."""
-    return ", ".join(repr(c) for c in difflib.get_close_matches(word, choices, n=3, cutoff=0.6))
+    return ", ".join(repr(c) for c in nearest(word, choices))
 
 
 def _variant(text: str) -> tuple[str | None, str]:
@@ -187,8 +197,8 @@ def _starts_clause(words: Sequence[str], i: int) -> bool:
     if i < len(words) and words[i].lower() in SPECIAL:
         return True
     if i < len(words) and words[i].lower() in VERBS:
-        i += 1
-    if i < len(words) and words[i].lower() in _ARTICLES:
+        return True
+    while i < len(words) and words[i].lower() in _ARTICLES:
         i += 1
     return i < len(words) and _noun_at(words, i) is not None
 
@@ -209,22 +219,37 @@ def _clauses(words: list[str]) -> list[list[str]]:
     return [c for c in clauses if c]
 
 
-def _clause(words: list[str], previous: Action | None) -> tuple[ResourceIntent, Action]:
-    text = " ".join(words)
+def _clause(words: list[str], previous: Action | None, notes: list[str]) -> tuple[ResourceIntent, Action]:
     head = words[0].lower()
+    if head not in VERBS and head not in SPECIAL and _noun_at(words, 0) is None:
+        fixed = closest(head, _VERB_WORDS)
+        if len(fixed) == 1:
+            notes.append(f"read {words[0]!r} as {fixed[0]!r}")
+            words, head = [fixed[0], *words[1:]], fixed[0]
+    text = " ".join(words)
     if head in SPECIAL:
-        return _special(head, text)
+        return _special(head, text, notes)
     action = VERBS.get(head, previous)
     if head in VERBS:
         words = words[1:]
     if action is None:
         raise UnrecognisedPhrase(
-            f"{text!r} does not start with a verb; start with create, delete, update, grant, revoke… e.g. {_EXAMPLES}"
+            f"{text!r} does not say what to do: start with a verb; {_nearest_phrasing(words)}; verbs: create, "
+            "delete, update, grant, revoke, attach, detach, enable, disable"
         )
-    if words and words[0].lower() in _ARTICLES:
+    while words and words[0].lower() in _ARTICLES:
         words = words[1:]
-    rtype, words = _noun(_field_of(words), text)
-    return _resource(rtype, action, words, text), action
+    rtype, words = _noun(_field_of(words), text, notes)
+    return _resource(rtype, action, words, text, notes), action
+
+
+def _nearest_phrasing(words: list[str]) -> str:
+    """'create <words>' if that parses, else the generic examples."""
+    try:
+        item, _ = _clause(["create", *words], None, [])
+    except PlanError:
+        return f"e.g. {_EXAMPLES}"
+    return f"the nearest phrasing that compiles: 'create {' '.join(words)}' (a {item.type})"
 
 
 def _field_of(words: list[str]) -> list[str]:
@@ -240,18 +265,31 @@ def _field_of(words: list[str]) -> list[str]:
     return words[k + 1 : end] + words[:k] + words[end:]
 
 
-def _noun(words: list[str], text: str) -> tuple[ResourceType, list[str]]:
-    found = _noun_at(words, 0)
+def _noun(words: list[str], text: str, notes: list[str]) -> tuple[ResourceType, list[str]]:
+    found = _noun_at(words, 0) or _fuzzy_noun(words, notes)
     if found is None:
+        if words and words[0].startswith("/"):
+            raise AmbiguousPhrase(
+                f"{words[0]!r} in {text!r} is a path but not which kind: say 'directory {words[0]}', "
+                f"'file {words[0]} containing …' or 'symlink {words[0]} pointing to …'",
+                ("local_directory", "local_file", "local_symlink"),
+            )
         phrase = " ".join(words[:2]) or text
-        nouns = sorted({" ".join(k) for k in NOUNS})
-        close = suggest(words[0].lower() if words else "", nouns)
+        close = nearest(phrase, [f"{' '.join(n)} ({t})" for n, ts in sorted(NOUNS.items()) for t in ts])
         raise UnknownResourceType(
-            f"{phrase!r} (in {text!r}) is not a resource type UPM knows"
-            + (f" (did you mean {close}?)" if close else "")
-            + f". Known resource words: {', '.join(nouns)}"
+            f"{phrase!r} (in {text!r}) is not a resource type in UPM's catalog"
+            + (f"; the closest types: {', '.join(close)}" if close else "")
+            + f". Known resource words: {', '.join(_NOUN_WORDS)}"
         )
     size, candidates = found
+    if tuple(w.lower() for w in words[:size]) in _VAGUE:
+        name = words[size] if size < len(words) else "NAME"
+        raise AmbiguousPhrase(
+            f"{' '.join(words[:size])!r} in {text!r} does not say which kind of cluster; UPM's catalog creates "
+            f"Azure AKS clusters (say 'Create AKS cluster {name} in eastus'); for an existing Kubernetes "
+            f"cluster, name it as a target ('Create namespace team-a in cluster {name}')",
+            candidates,
+        )
     if len(candidates) > 1:
         noun = " ".join(words[:size])
         options = "; ".join(
@@ -263,7 +301,22 @@ def _noun(words: list[str], text: str) -> tuple[ResourceType, list[str]]:
     return CATALOG[candidates[0]], words[size:]
 
 
-def _resource(rtype: ResourceType, action: Action, words: list[str], text: str) -> ResourceIntent:
+def _fuzzy_noun(words: list[str], notes: list[str]) -> tuple[int, tuple[str, ...]] | None:
+    """A resource word with a typo ("bukket", "s3 bukket"), read as the catalog's word and noted."""
+    for size in (2, 1):
+        if len(words) <= size:
+            continue
+        typed = " ".join(words[:size]).lower()
+        fixed = closest(typed, _NOUN_WORDS, cutoff=85.0 if size == 2 else 80.0)
+        if len(fixed) == 1:
+            notes.append(f"read {' '.join(words[:size])!r} as {fixed[0]!r}")
+            return size, NOUNS[tuple(fixed[0].split())]
+    return None
+
+
+def _resource(
+    rtype: ResourceType, action: Action, words: list[str], text: str, notes: list[str]
+) -> ResourceIntent:
     naming = rtype.fields[0]
     if not words or _is_keyword(rtype, words[0]):
         raise MissingRequiredField(
@@ -308,8 +361,14 @@ def _resource(rtype: ResourceType, action: Action, words: list[str], text: str) 
         if word in _FILLERS:
             i += 1
             continue
+        fixed = closest(word, _words_of(rtype))
+        if len(fixed) == 1:
+            notes.append(f"read {rest[i]!r} as {fixed[0]!r}")
+            rest = [*rest[:i], *fixed[0].split(), *rest[i + 1 :]]
+            continue
         raise UnrecognisedPhrase(
             f"could not understand {rest[i]!r} in {text!r}; {rtype.name} understands: {_vocabulary(rtype)}"
+            + _without(text, rest[i])
         )
     return ResourceIntent(type=rtype.name, action=action, fields=fields, targets=targets)
 
@@ -364,6 +423,24 @@ def _suffix(rtype: ResourceType, words: Sequence[str], i: int) -> tuple[str, int
     return None
 
 
+def _words_of(rtype: ResourceType) -> tuple[str, ...]:
+    """The words ``rtype`` understands after its name, for typo correction."""
+    return tuple(sorted({*(k.split()[0] for s in rtype.fields for k in s.nl_keys), *(
+        f for s in rtype.fields for f in s.nl_flags), *(x for s in rtype.fields for x in s.nl_suffix)} - {"to", "->"}))
+
+
+def _without(text: str, word: str) -> str:
+    """The nearest phrasing that parses: ``text`` without ``word``, if that parses."""
+    shorter = [w for w in _tokens(text) if w != word]
+    while shorter and shorter[-1].lower() in _FILLERS:
+        shorter.pop()
+    try:
+        _clause(shorter, None, [])
+    except PlanError:
+        return ""
+    return f"; the nearest phrasing that compiles: {' '.join(shorter)!r}"
+
+
 def _is_keyword(rtype: ResourceType, word: str) -> bool:
     return word.lower() in {"in", "with", "and", ","} or _key_at(rtype, [word], 0) is not None
 
@@ -374,6 +451,8 @@ def _vocabulary(rtype: ResourceType) -> str:
     words += [f"'N {x}'" for s in rtype.fields for x in s.nl_suffix]
     if rtype.nl_in:
         words.append("'in " + ("REGION" if rtype.nl_in == "@target" else rtype.nl_in.upper()) + "'")
+    if rtype.cluster_bound:
+        words.append("'in cluster CONTEXT'")
     return ", ".join(words) or "only its name"
 
 
@@ -387,7 +466,7 @@ def _unquote(word: str) -> str:
     return word
 
 
-def _special(verb: str, text: str) -> tuple[ResourceIntent, Action]:
+def _special(verb: str, text: str, notes: list[str]) -> tuple[ResourceIntent, Action]:
     if verb in {"grant", "revoke"}:
         match = _GRANT.match(text) or _GRANT_TO.match(text)
         if match is None:
@@ -424,7 +503,7 @@ def _special(verb: str, text: str) -> tuple[ResourceIntent, Action]:
     words = _tokens(match.group("rest"))
     if words and words[0].lower() in _ARTICLES:
         words = words[1:]
-    rtype, rest = _noun(words, text)
+    rtype, rest = _noun(words, text, notes)
     flag = _flag(rtype, match.group("flag"))
     if flag is None or not rest:
         raise UnrecognisedPhrase(
@@ -435,6 +514,6 @@ def _special(verb: str, text: str) -> tuple[ResourceIntent, Action]:
         raise UnrecognisedPhrase(
             f"{flag[0]} of {rtype.name} cannot be disabled in place; set another value instead"
         )
-    item = _resource(rtype, "update", rest[:1], text)
+    item = _resource(rtype, "update", rest[:1], text, notes)
     value = flag[1] if verb == "enable" else False
     return ResourceIntent(type=item.type, action="update", fields={**item.fields, flag[0]: value}), "update"

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from events.model import ChangeStalled, Event, IntentSubmitted, Payload, PlanCompiled, PlanRejected, type_of
 from services.planner import CompileInput, PlanError, PlannerConfig, compile_intent
-from services.planner.config import DEFAULT_CONFIG
+from services.planner.config import DEFAULT_CONFIG, config_from_environment
 from services.runtime import Context, Handler, ServiceSpec, pure
 from services.scope import Scope, load_scope
 
@@ -64,6 +64,7 @@ def make_handler(config: PlannerConfig, scope: Scope) -> Handler:
     return handle
 
 
-def spec(config: PlannerConfig = DEFAULT_CONFIG, scope: Scope | None = None) -> ServiceSpec:
+def spec(config: PlannerConfig | None = None, scope: Scope | None = None) -> ServiceSpec:
+    """The planner service; its configuration is ``config``, else the file $UPM_PLANNER_CONFIG names."""
     return ServiceSpec(name=NAME, consumes=("intent.submitted", "change.stalled"),
-                       handle=make_handler(config, scope or load_scope()))
+                       handle=make_handler(config or config_from_environment(), scope or load_scope()))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.planner.cli import register
+from tests.planner.keyed import KEYED_FILE
 
 EXAMPLE = "Create AKS cluster aks-demo in eastus and namespace team-alpha"
 
@@ -16,7 +17,7 @@ EXAMPLE = "Create AKS cluster aks-demo in eastus and namespace team-alpha"
 def _upm(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="upm")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = parser.parse_args([*argv, "--config", str(KEYED_FILE)] if argv[:1] == ["plan"] else argv)
     code: int = args.func(args)
     return code
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from typing import Any
 
+import msgspec
+
 from services.planner import CompileInput, compile_intent
+from tests.planner.keyed import KEYED, KEYED_FILE
 
 REQUEST = "Create AKS cluster aks-demo in eastus and namespace team-alpha"
 SPEC: dict[str, Any] = {
@@ -37,14 +41,15 @@ SPEC: dict[str, Any] = {
 }
 _CHILD = (
     "from services.planner import CompileInput, compile_intent\n"
+    "from tests.planner.keyed import KEYED\n"
     "import json, sys\n"
     "spec = json.loads(sys.argv[1])\n"
-    "print(compile_intent(CompileInput(request=sys.argv[2])).hash, compile_intent(CompileInput(spec=spec)).hash)\n"
+    "print(compile_intent(CompileInput(request=sys.argv[2]), KEYED).hash, compile_intent(CompileInput(spec=spec), KEYED).hash)\n"
 )
 
 
 def test_one_input_compiled_1000_times_gives_one_hash() -> None:
-    hashes = {compile_intent(CompileInput(request=REQUEST)).hash for _ in range(1000)}
+    hashes = {compile_intent(CompileInput(request=REQUEST), KEYED).hash for _ in range(1000)}
     assert len(hashes) == 1
 
 
@@ -52,7 +57,7 @@ def test_fresh_processes_with_different_hash_seeds_agree() -> None:
     import json
 
     expected = (
-        f"{compile_intent(CompileInput(request=REQUEST)).hash} {compile_intent(CompileInput(spec=SPEC)).hash}"
+        f"{compile_intent(CompileInput(request=REQUEST), KEYED).hash} {compile_intent(CompileInput(spec=SPEC), KEYED).hash}"
     )
     for seed in ("0", "1", "4242", "random"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
@@ -68,18 +73,29 @@ def test_fresh_processes_with_different_hash_seeds_agree() -> None:
 
 
 def test_reordering_resources_in_a_spec_gives_the_same_plan() -> None:
-    base = compile_intent(CompileInput(spec=SPEC))
+    base = compile_intent(CompileInput(spec=SPEC), KEYED)
     reordered = {**SPEC, "resources": list(reversed(SPEC["resources"]))}
     rotated = {**SPEC, "resources": SPEC["resources"][3:] + SPEC["resources"][:3]}
-    assert compile_intent(CompileInput(spec=reordered)) == base
-    assert compile_intent(CompileInput(spec=rotated)) == base
+    assert compile_intent(CompileInput(spec=reordered), KEYED) == base
+    assert compile_intent(CompileInput(spec=rotated), KEYED) == base
 
 
 def test_reordering_clauses_of_a_request_gives_the_same_plan() -> None:
     a = compile_intent(
-        CompileInput(request="Create S3 bucket logs-acme and SQS queue jobs and DynamoDB table sessions")
-    )
+        CompileInput(request="Create S3 bucket logs-acme and SQS queue jobs and DynamoDB table sessions"), KEYED)
     b = compile_intent(
-        CompileInput(request="Create DynamoDB table sessions, SQS queue jobs and S3 bucket logs-acme")
-    )
+        CompileInput(request="Create DynamoDB table sessions, SQS queue jobs and S3 bucket logs-acme"), KEYED)
     assert a.steps == b.steps and a.hash != ""
+
+
+def test_the_determinism_witness_compiles_with_the_planner_services_configuration() -> None:
+    line = msgspec.json.encode(CompileInput(request=REQUEST)) + b"\n"
+    answers = []
+    for config in (str(KEYED_FILE), ""):
+        env = {**os.environ, "PYTHONHASHSEED": "7", "UPM_PLANNER_CONFIG": config}
+        out = subprocess.run(
+            [sys.executable, "-m", "services.planner.recompile"], input=line, env=env, capture_output=True, check=True
+        )
+        answers.append(json.loads(out.stdout))
+    assert answers[0] == {"hash": compile_intent(CompileInput(request=REQUEST), KEYED).hash}
+    assert "ssh_public_key" in answers[1]["error"]

@@ -23,6 +23,7 @@ from services.planner.errors import (
 from services.planner.export import export_graph
 from services.planner.render import render_diff, render_plan, render_simulation
 from services.planner.simulate import simulate
+from tests.planner.keyed import KEYED
 
 EXAMPLE = "Create AKS cluster aks-demo in eastus and namespace team-alpha"
 FLEET = (
@@ -31,7 +32,7 @@ FLEET = (
 
 
 def test_canary_runs_the_first_target_alone_first() -> None:
-    plan = compile_intent(CompileInput(request=FLEET + " as a canary"))
+    plan = compile_intent(CompileInput(request=FLEET + " as a canary"), KEYED)
     assert plan.variant == "canary"
     assert [(w.name, w.targets) for w in plan.waves] == [
         ("canary", ("c1",)),
@@ -41,7 +42,7 @@ def test_canary_runs_the_first_target_alone_first() -> None:
 
 
 def test_waves_follow_configured_percentages() -> None:
-    plan = compile_intent(CompileInput(request=FLEET, variant="waves"))
+    plan = compile_intent(CompileInput(request=FLEET, variant="waves"), KEYED)
     assert [len(w.targets) for w in plan.waves] == [1, 1, 6]
     config = PlannerConfig(waves=("1", "50%"))
     plan = compile_intent(CompileInput(request=FLEET, variant="waves"), config)
@@ -61,8 +62,7 @@ def test_blue_green_creates_alongside_switches_and_retires() -> None:
     plan = compile_intent(
         CompileInput(
             request="Update deployment web image nginx:1.28 with 3 replicas in namespace shop using blue-green"
-        )
-    )
+        ), KEYED)
     assert [s.command.display for s in plan.steps] == [
         "kubectl-1.29 create deployment web-green --image=nginx:1.28 --replicas=3 -n shop",
         """kubectl-1.29 patch service web -n shop -p '{"spec":{"selector":{"app":"web-green"}}}'""",
@@ -82,7 +82,7 @@ def test_blue_green_creates_alongside_switches_and_retires() -> None:
 
 def test_blue_green_needs_a_deployment() -> None:
     with pytest.raises(VariantError, match="deployment"):
-        compile_intent(CompileInput(request="Create namespace x using blue-green"))
+        compile_intent(CompileInput(request="Create namespace x using blue-green"), KEYED)
 
 
 def test_annotations_who_why_when_impact_cost() -> None:
@@ -92,8 +92,7 @@ def test_annotations_who_why_when_impact_cost() -> None:
             initiator="user-123",
             reason="new team",
             window="2025-10-09T22:00Z/2025-10-10T02:00Z",
-        )
-    )
+        ), KEYED)
     a = plan.annotations
     assert (a.initiator, a.reason, a.window) == (
         "user-123",
@@ -111,14 +110,14 @@ def test_annotations_who_why_when_impact_cost() -> None:
 @pytest.mark.parametrize("window", ["tomorrow", "2025-10-10T02:00Z/2025-10-09T22:00Z", "2025-10-09T22:00Z"])
 def test_bad_window_is_rejected(window: str) -> None:
     with pytest.raises(InputError, match="ISO 8601"):
-        compile_intent(CompileInput(request=EXAMPLE, window=window))
+        compile_intent(CompileInput(request=EXAMPLE, window=window), KEYED)
 
 
 def test_input_needs_exactly_one_form() -> None:
     with pytest.raises(InputError):
-        compile_intent(CompileInput())
+        compile_intent(CompileInput(), KEYED)
     with pytest.raises(InputError):
-        compile_intent(CompileInput(request=EXAMPLE, spec={"resources": []}))
+        compile_intent(CompileInput(request=EXAMPLE, spec={"resources": []}), KEYED)
 
 
 def test_simulation_reports_create_update_noop_delete() -> None:
@@ -133,8 +132,7 @@ def test_simulation_reports_create_update_noop_delete() -> None:
                     {"type": "local_directory", "path": "/srv/gone", "action": "delete"},
                 ]
             }
-        )
-    )
+        ), KEYED)
     observed = {
         "local_directory:local:/srv/b": {"kind": "directory", "mode": "0750", "owner": "root"},
         "local_directory:local:/srv/c": {"kind": "directory", "mode": "0700", "owner": "root"},
@@ -157,20 +155,19 @@ def test_simulation_reports_create_update_noop_delete() -> None:
 
 
 def test_simulation_of_facets_uses_the_parent_entry() -> None:
-    plan = compile_intent(CompileInput(request="Create S3 bucket logs-acme with versioning"))
+    plan = compile_intent(CompileInput(request="Create S3 bucket logs-acme with versioning"), KEYED)
     report = simulate(
         plan, {"aws_s3_bucket:us-east-1:logs-acme": {"versioning": True, "public_access_block": True}}
     )
     assert [s.outcome for s in report.steps] == ["no-op", "no-op", "no-op"]
-    update = compile_intent(CompileInput(request="Scale deployment web to 3 replicas"))
+    update = compile_intent(CompileInput(request="Scale deployment web to 3 replicas"), KEYED)
     assert [s.outcome for s in simulate(update, {}).steps] == ["blocked"]
 
 
 def test_plan_diff_between_revisions() -> None:
-    r1 = compile_intent(CompileInput(request=EXAMPLE))
+    r1 = compile_intent(CompileInput(request=EXAMPLE), KEYED)
     r2 = compile_intent(
-        CompileInput(request="Create AKS cluster aks-demo in eastus with 3 nodes and namespace team-beta")
-    )
+        CompileInput(request="Create AKS cluster aks-demo in eastus with 3 nodes and namespace team-beta"), KEYED)
     diff = diff_plans(r1, r2)
     assert [s.id for s in diff.added] == ["k8s_namespace:default:team-beta"]
     assert [s.id for s in diff.removed] == ["k8s_namespace:default:team-alpha"]
@@ -187,7 +184,7 @@ def test_plan_diff_between_revisions() -> None:
 
 
 def test_graph_exports() -> None:
-    plan = compile_intent(CompileInput(request=EXAMPLE))
+    plan = compile_intent(CompileInput(request=EXAMPLE), KEYED)
     graph = json.loads(export_graph(plan, "json"))
     assert [e["target"] for e in graph["edges"]] == [
         "az_aks:default:aks-demo",
@@ -200,7 +197,7 @@ def test_graph_exports() -> None:
 
 
 def test_plan_round_trips_through_json() -> None:
-    plan = compile_intent(CompileInput(request=EXAMPLE))
+    plan = compile_intent(CompileInput(request=EXAMPLE), KEYED)
     assert msgspec.json.decode(msgspec.json.encode(plan), type=Plan) == plan
 
 
@@ -215,9 +212,9 @@ def test_spec_files_yaml_and_json_compile_like_the_request(tmp_path: Path) -> No
     (tmp_path / "s.yaml").write_text(
         "resources:\n  - {type: k8s_namespace, name: team-alpha}\n  - {type: az_aks, name: aks-demo, location: eastus}\n"
     )
-    nl = compile_intent(CompileInput(request=EXAMPLE))
+    nl = compile_intent(CompileInput(request=EXAMPLE), KEYED)
     for name in ("s.json", "s.yaml"):
-        plan = compile_intent(CompileInput(spec=load_spec(tmp_path / name)))
+        plan = compile_intent(CompileInput(spec=load_spec(tmp_path / name)), KEYED)
         assert plan.steps == nl.steps and plan.resources == nl.resources
 
 
@@ -236,7 +233,7 @@ def test_malformed_spec_files(tmp_path: Path, content: str, suffix: str, words: 
     path = tmp_path / f"spec{suffix}"
     path.write_text(content)
     with pytest.raises(SpecError, match=words):
-        compile_intent(CompileInput(spec=load_spec(path)))
+        compile_intent(CompileInput(spec=load_spec(path)), KEYED)
 
 
 def test_missing_spec_file() -> None:
@@ -246,9 +243,9 @@ def test_missing_spec_file() -> None:
 
 def test_spec_errors_unknown_type_cycle_unknown_field_facet() -> None:
     with pytest.raises(UnknownResourceType, match="k8s_namespace"):
-        compile_intent(CompileInput(spec={"resources": [{"type": "k8s_namespce", "name": "x"}]}))
+        compile_intent(CompileInput(spec={"resources": [{"type": "k8s_namespce", "name": "x"}]}), KEYED)
     with pytest.raises(UnknownResourceType, match="field 'versioning'"):
-        compile_intent(CompileInput(spec={"resources": [{"type": "aws_s3_bucket_versioning", "name": "x"}]}))
+        compile_intent(CompileInput(spec={"resources": [{"type": "aws_s3_bucket_versioning", "name": "x"}]}), KEYED)
     cycle = {
         "resources": [
             {"type": "k8s_namespace", "name": "a", "depends_on": ["k8s_namespace:b"]},
@@ -257,7 +254,7 @@ def test_spec_errors_unknown_type_cycle_unknown_field_facet() -> None:
         ]
     }
     with pytest.raises(DependencyCycle) as caught:
-        compile_intent(CompileInput(spec=cycle))
+        compile_intent(CompileInput(spec=cycle), KEYED)
     assert len(caught.value.cycle) == 4 and caught.value.cycle[0] == caught.value.cycle[-1]
     assert "remove one" in caught.value.message
     with pytest.raises(SpecError, match="matches no resource"):
@@ -266,20 +263,17 @@ def test_spec_errors_unknown_type_cycle_unknown_field_facet() -> None:
                 spec={
                     "resources": [{"type": "k8s_namespace", "name": "a", "depends_on": ["k8s_namespace:zz"]}]
                 }
-            )
-        )
+            ), KEYED)
     from services.planner.errors import InvalidFieldValue
 
     with pytest.raises(InvalidFieldValue, match="its fields are"):
         compile_intent(
-            CompileInput(spec={"resources": [{"type": "k8s_namespace", "name": "a", "colour": "red"}]})
-        )
+            CompileInput(spec={"resources": [{"type": "k8s_namespace", "name": "a", "colour": "red"}]}), KEYED)
     with pytest.raises(UnsupportedAction, match="cannot be updated"):
         compile_intent(
             CompileInput(
                 spec={"resources": [{"type": "pg_schema", "name": "a", "database": "d", "action": "update"}]}
-            )
-        )
+            ), KEYED)
 
 
 def test_explicit_dependencies_order_independent_resources() -> None:
@@ -289,7 +283,7 @@ def test_explicit_dependencies_order_independent_resources() -> None:
             {"type": "k8s_namespace", "name": "z"},
         ]
     }
-    plan = compile_intent(CompileInput(spec=spec))
+    plan = compile_intent(CompileInput(spec=spec), KEYED)
     assert [s.resource.name for s in plan.steps] == ["z", "a"]
 
 
@@ -312,6 +306,6 @@ def test_config_files(tmp_path: Path) -> None:
 
 
 def test_no_secret_values_in_plans() -> None:
-    plan = compile_intent(CompileInput(request="Create postgres role app with login and SQS queue jobs"))
+    plan = compile_intent(CompileInput(request="Create postgres role app with login and SQS queue jobs"), KEYED)
     text = msgspec.json.encode(plan).decode().lower()
     assert "password" not in text and "secret" not in text and "token" not in text

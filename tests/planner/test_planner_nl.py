@@ -16,6 +16,7 @@ from services.planner.errors import (
     UnrecognisedPhrase,
     UnsupportedAction,
 )
+from tests.planner.keyed import KEYED
 
 PSQL = "psql -X -q -v ON_ERROR_STOP=1"
 S3_PAB = (
@@ -191,13 +192,15 @@ def test_targets_by_kind_and_clauses_after_the_target_list() -> None:
 
 @pytest.mark.parametrize(("request_text", "commands"), PHRASINGS, ids=[p[0][:60] for p in PHRASINGS])
 def test_phrasing_compiles_to_expected_commands(request_text: str, commands: list[str]) -> None:
-    plan = compile_intent(CompileInput(request=request_text))
+    plan = compile_intent(CompileInput(request=request_text), KEYED)
     assert [s.command.display for s in plan.steps] == commands
 
 
 def test_there_are_at_least_25_phrasings_across_all_providers() -> None:
     providers = {
-        s.resource.provider for text, _ in PHRASINGS for s in compile_intent(CompileInput(request=text)).steps
+        s.resource.provider
+        for text, _ in PHRASINGS
+        for s in compile_intent(CompileInput(request=text), KEYED).steps
     }
     assert len(PHRASINGS) >= 25
     assert providers == {"local", "aws", "postgres", "azure", "k8s"}

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from events.plan import Plan, plan_digest
 from services.planner import CompileInput, compile_intent
+from tests.planner.keyed import KEYED
 
 _META = (";", "&&", "||", "\\", "$(", "`", "<", ">", "\n")
 _names = st.sampled_from(["alpha", "beta", "gamma", "delta"])
@@ -101,7 +102,7 @@ def resources(draw: st.DrawFn) -> list[dict[str, Any]]:
         elif kind == "table":
             add({"type": "aws_dynamodb_table", "name": f"t-{name}"})
         elif kind == "iam":
-            add({"type": "aws_iam_role", "name": name})
+            add({"type": "aws_iam_role", "name": name, "service": "lambda.amazonaws.com"})
         elif kind == "attach":
             add(
                 {
@@ -138,11 +139,11 @@ def _check(plan: Plan) -> None:
 @settings(max_examples=60, deadline=None)
 @given(resources(), st.randoms(use_true_random=False))
 def test_any_valid_spec_compiles_to_an_ordered_reversible_plan(items: list[dict[str, Any]], rnd: Any) -> None:
-    plan = compile_intent(CompileInput(spec={"resources": items}))
+    plan = compile_intent(CompileInput(spec={"resources": items}), KEYED)
     _check(plan)
     shuffled = list(items)
     rnd.shuffle(shuffled)
-    assert compile_intent(CompileInput(spec={"resources": shuffled})) == plan
+    assert compile_intent(CompileInput(spec={"resources": shuffled}), KEYED) == plan
 
 
 @settings(max_examples=30, deadline=None)
@@ -159,7 +160,7 @@ def test_variants_keep_dependencies_and_never_run_a_step_before_its_wave(
         "targets": targets,
         "variant": variant,
     }
-    plan = compile_intent(CompileInput(spec=spec))
+    plan = compile_intent(CompileInput(spec=spec), KEYED)
     _check(plan)
     waves = [s.wave for s in plan.steps]
     assert waves == sorted(waves)
@@ -172,9 +173,9 @@ def test_variants_keep_dependencies_and_never_run_a_step_before_its_wave(
 @settings(max_examples=40, deadline=None)
 @given(resources())
 def test_deleting_what_a_spec_creates_runs_in_reverse_dependency_order(items: list[dict[str, Any]]) -> None:
-    created = compile_intent(CompileInput(spec={"resources": items}))
+    created = compile_intent(CompileInput(spec={"resources": items}), KEYED)
     deletes = [{**r, "action": "delete"} for r in items]
-    plan = compile_intent(CompileInput(spec={"resources": deletes}))
+    plan = compile_intent(CompileInput(spec={"resources": deletes}), KEYED)
     _check(plan)
     order = [s.id for s in plan.steps]
     explicit = [

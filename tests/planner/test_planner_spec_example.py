@@ -6,12 +6,16 @@ import shlex
 
 from events.plan import plan_digest
 from services.planner import CompileInput, PlannerConfig, compile_intent
+from tests.planner.keyed import KEYED
 
 REQUEST = "Create AKS cluster aks-demo in eastus and namespace team-alpha"
+# The spec's plan shows the SSH public key "ssh-rsa AAAA..." that its request does not name: the key
+# comes from the planner configuration (there is no default key), as it does in a deployment.
+SPEC_CONFIG = KEYED
 
 
 def test_spec_example_commands_resources_and_rollback() -> None:
-    plan = compile_intent(CompileInput(request=REQUEST, initiator="user-123", tenant="acme"))
+    plan = compile_intent(CompileInput(request=REQUEST, initiator="user-123", tenant="acme"), SPEC_CONFIG)
     assert [s.command.display for s in plan.steps] == [
         "az group create --name rg-demo --location eastus",
         'az aks create --name aks-demo --resource-group rg-demo --node-count 2 --ssh-key-value "ssh-rsa AAAA..."',
@@ -45,7 +49,7 @@ def test_ssh_key_comes_from_configuration() -> None:
 
 def test_named_resource_group_overrides_the_rule() -> None:
     plan = compile_intent(
-        CompileInput(request="Create AKS cluster prod in westeurope in resource group rg-shared")
+        CompileInput(request="Create AKS cluster prod in westeurope in resource group rg-shared"), SPEC_CONFIG
     )
     assert (
         next(s.command.display for s in plan.steps)
@@ -55,5 +59,5 @@ def test_named_resource_group_overrides_the_rule() -> None:
 
 
 def test_cluster_name_without_prefix_gets_rg_prefix() -> None:
-    plan = compile_intent(CompileInput(request="Create AKS cluster edge in eastus"))
+    plan = compile_intent(CompileInput(request="Create AKS cluster edge in eastus"), SPEC_CONFIG)
     assert plan.resources[0] == {"type": "az_resource_group", "name": "rg-edge", "location": "eastus"}

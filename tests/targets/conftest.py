@@ -64,6 +64,9 @@ def targets_env(
     preflight_config = tmp_path / "preflight.json"  # deletes need an approver: bob
     preflight_config.write_text(json.dumps({"groups": {"*": {"platform-owners": ["bob"]}}}))
     monkeypatch.setenv("UPM_PREFLIGHT_CONFIG", str(preflight_config))
+    planner_config = tmp_path / "planner.yaml"  # SQS queue URLs name the emulator's account
+    planner_config.write_text('aws_account_id: "123456789012"\n')
+    monkeypatch.setenv("UPM_PLANNER_CONFIG", str(planner_config))
     return targets
 
 

@@ -95,8 +95,8 @@ async def test_a_failing_step_rolls_back_what_the_change_created(
 ) -> None:
     status = await submit(
         targets_pipeline,
-        "Create S3 bucket rb-bucket with encryption and iam role rb-role and attach policy "
-        "arn:aws:iam::aws:policy/UpmNoSuchPolicy to role rb-role",
+        "Create S3 bucket rb-bucket with encryption and iam role rb-role for service ec2.amazonaws.com and "
+        "attach policy arn:aws:iam::aws:policy/UpmNoSuchPolicy to role rb-role",
     )
     assert status.outcome in ("failed", "rolled_back")
     await rolled_back(targets_pipeline, status.change_id, eventually)
@@ -108,7 +108,9 @@ async def test_table_and_role_are_created_updated_and_deleted(
     aws_target: AwsTarget, targets_pipeline: EventStore, eventually: Eventually
 ) -> None:
     iam, dynamodb = boto(aws_target, "iam"), boto(aws_target, "dynamodb")
-    created = await submit(targets_pipeline, "Create dynamodb table orders-acme and iam role app-role")
+    created = await submit(
+        targets_pipeline, "Create dynamodb table orders-acme and iam role app-role for service ec2.amazonaws.com"
+    )
     assert created.outcome == "succeeded", created.reason
     assert dynamodb.describe_table(TableName="orders-acme")["Table"]["KeySchema"][0]["AttributeName"] == "id"
     trust = iam.get_role(RoleName="app-role")["Role"]["AssumeRolePolicyDocument"]
