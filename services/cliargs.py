@@ -76,3 +76,11 @@ def change_id(text: str) -> str:
     if not CHANGE_ID_RE.match(text):
         raise argparse.ArgumentTypeError(f"{text[:80]!r} is not a change id: give the UUID `upm submit` printed")
     return text
+
+
+def add_var_options(parser: argparse.ArgumentParser) -> None:
+    """``--var NAME=VALUE`` and ``--var-file FILE``: Terraform variables for ``.tf`` input (repeatable)."""
+    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                        help="a Terraform variable for .tf input (repeatable)")
+    parser.add_argument("--var-file", action="append", default=[], metavar="FILE",
+                        help="a .tfvars or .tfvars.json file for .tf input (repeatable; --var wins)")

@@ -34,3 +34,4 @@ class Intent(msgspec.Struct, frozen=True, kw_only=True):
     initiator: str = ""
     reason: str = ""
     window: str | None = None
+    notes: tuple[str, ...] = ()
