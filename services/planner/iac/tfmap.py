@@ -66,6 +66,22 @@ def _hash_key_type(a: Attrs) -> Any:
     return None
 
 
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and value else value
+
+
+def _sse(a: Attrs) -> Any:
+    """The algorithm of the inline ``server_side_encryption_configuration`` block."""
+    rule = _first((_first(a.get("server_side_encryption_configuration")) or {}).get("rule"))
+    default = _first((rule or {}).get("apply_server_side_encryption_by_default"))
+    return (default or {}).get("sse_algorithm")
+
+
+def _versioning(a: Attrs) -> Any:
+    """``enabled`` of the inline ``versioning`` block."""
+    return (_first(a.get("versioning")) or {}).get("enabled")
+
+
 def _mode(a: Attrs) -> Any:
     return a.get("file_permission")
 
@@ -116,7 +132,9 @@ _K8S_META = frozenset({"metadata"})
 
 TYPES: Mapping[str, TfType] = {
     "aws_s3_bucket": TfType(
-        "aws_s3_bucket", {"name": attr("bucket"), "tags": attr("tags")}, frozenset({"bucket", "tags"}),
+        "aws_s3_bucket",
+        {"name": attr("bucket"), "tags": attr("tags"), "encryption": _sse, "versioning": _versioning},
+        frozenset({"bucket", "tags", "server_side_encryption_configuration", "versioning"}),
         ignored=frozenset({"bucket_domain_name", "bucket_regional_domain_name", "hosted_zone_id",
                            "acceleration_status", "acl", "policy", "request_payer", "object_lock_enabled",
                            "website_domain", "website_endpoint", "bucket_prefix"}),
