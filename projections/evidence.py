@@ -253,9 +253,9 @@ def source_files(events: Sequence[Event]) -> dict[str, bytes]:
     sha256 and the variables; nothing for a request in words or a native spec."""
     intents = [e.payload for e in events if isinstance(e.payload, IntentSubmitted)]
     spec = intents[-1].spec if intents else None
-    given = spec.get("files") if isinstance(spec, Mapping) and "format" in spec else None
-    if not isinstance(given, Mapping):
+    if spec is None or "format" not in spec or not isinstance(spec.get("files"), Mapping):
         return {}
+    given = spec["files"]
     out: dict[str, bytes] = {}
     digests: dict[str, str] = {}
     for name, text in sorted(given.items()):
