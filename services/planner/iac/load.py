@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from events import jsonbounds
+from events.errors import InvalidEvent
 from services.configfile import parse_documents, read_text
 from services.planner.errors import SpecError
 from services.planner.iac.hcl import tfvars_values
@@ -33,7 +35,8 @@ def load_input(path: str | Path, variables: Sequence[str] = (), var_files: Seque
     if file.is_dir() or file.suffix == ".tf":
         tf = sorted(file.glob("*.tf")) if file.is_dir() else [file]
         if not tf:
-            raise SpecError(f"{file} holds no .tf file; give a directory of Terraform files, a .tf file or a spec")
+            raise SpecError(f"spec file {file} is not a regular file and holds no .tf file; give a spec file, "
+                            "a .tf file or a directory of .tf files")
         return {"format": "hcl", "files": {p.name: _text(p) for p in tf},
                 "variables": _variables(variables, var_files)}
     text = _text(file)
@@ -54,9 +57,10 @@ def _text(file: Path) -> str:
 def _detect(file: Path, text: str) -> str | None:
     if file.suffix == ".json" or text.lstrip().startswith("{"):
         try:
+            jsonbounds.check(text.encode("utf-8", "surrogatepass"), what="the file")
             doc = json.loads(text)
-        except ValueError:
-            return None  # load_spec names the line
+        except (InvalidEvent, ValueError):
+            return None  # load_spec names what is wrong, and where
         return "terraform-plan" if isinstance(doc, dict) and is_plan(doc) else None
     try:
         docs = [d for d in parse_documents(text) if d is not None]
