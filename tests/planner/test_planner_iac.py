@@ -119,7 +119,7 @@ def test_hcl_reference_is_an_edge_of_the_dag() -> None:
     plan = _compile(load_input(FIXTURES / "tf", ["env=dev"]))
     edges = {(e.source, e.target) for e in plan.graph.edges}
     assert ("aws_sqs_queue:us-east-1:acme-dev-jobs", "aws_s3_bucket:us-east-1:acme-dev-logs") in edges
-    assert [s.id for s in plan.steps][0] == "aws_sqs_queue:us-east-1:acme-dev-jobs"
+    assert plan.steps[0].id == "aws_sqs_queue:us-east-1:acme-dev-jobs"
 
 
 def test_manifests_put_the_namespace_first() -> None:
@@ -234,7 +234,7 @@ def test_same_identity_replace_is_refused(tmp_path: Path) -> None:
     plan = json.loads((FIXTURES / "plan.json").read_text())
     role = plan["resource_changes"][3]
     role["change"]["after"]["name"] = "app-v1"
-    with pytest.raises(SpecError, match="aws_iam_role.app is replaced under the same identity"):
+    with pytest.raises(SpecError, match=r"aws_iam_role\.app is replaced under the same identity"):
         to_native(plan)
 
 
