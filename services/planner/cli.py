@@ -28,7 +28,7 @@ from services.planner.iac.load import load_input
 from services.planner.model import VARIANTS
 from services.planner.render import render_diff, render_plan, render_simulation
 from services.planner.simulate import simulate
-from services.planner.spec import load_spec, read_document
+from services.planner.spec import read_document
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,7 +118,7 @@ def _diff(args: argparse.Namespace, config: PlannerConfig) -> int:
 
 
 def _plan_from(path: str, config: PlannerConfig, args: argparse.Namespace) -> Plan:
-    doc = load_spec(path)
+    doc = load_input(path)
     if "steps" in doc and "hash" in doc:
         try:
             return msgspec.convert(doc, Plan)

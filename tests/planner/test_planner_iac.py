@@ -245,3 +245,17 @@ def test_cli_plans_a_tf_directory_with_vars(capsys: pytest.CaptureFixture[str]) 
                                                    "aws_s3_bucket:us-east-1:acme-qa-logs"]
     assert _upm(["plan", "--file", str(FIXTURES / "tf")]) == 2
     assert "variable(s) without a value: env (variables.tf:1)" in capsys.readouterr().err
+
+
+def test_count_of_a_known_number_is_expanded_and_plan_diff_reads_tf(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "main.tf").write_text('variable "n" {\n  default = 2\n}\n'
+                                      'resource "aws_sqs_queue" "q" {\n  count = var.n\n  name = "q-${count.index}"\n}\n')
+    native = to_native(load_input(tmp_path))
+    assert [r["name"] for r in native["resources"]] == ["q-0", "q-1"]
+    assert native["notes"][1] == "from aws_sqs_queue.q[1] (main.tf:4): create aws_sqs_queue:q-1"
+    assert _upm(["plan", "diff", str(tmp_path), str(tmp_path), "--json"]) == 0
+    capsys.readouterr()
+    assert _upm(["plan", "diff", str(FIXTURES / "tf" / "main.tf"), str(tmp_path)]) == 2  # without variables.tf
+    assert 'main.tf:1: var.region is not declared; add variable "region" {}' in capsys.readouterr().err
