@@ -18,9 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import hcl2
-from lark.exceptions import LarkError, UnexpectedInput
-
 from services.planner.errors import SpecError
 from services.planner.iac.tfmap import TYPES, name_of, refuse_unsupported, with_region
 
@@ -89,15 +86,7 @@ def hcl_to_spec(files: Mapping[str, str], variables: Mapping[str, Any]) -> dict[
 
 
 def _collect(config: _Config, file: str, text: str) -> None:
-    try:
-        doc = hcl2.loads(text)
-    except UnexpectedInput as exc:
-        raise SpecError(
-            f"{file}:{exc.line}:{exc.column} is not valid HCL ({type(exc).__name__}); fix the syntax "
-            "(`terraform validate` names it too)"
-        ) from None
-    except (LarkError, ValueError) as exc:
-        raise SpecError(f"{file} is not valid HCL: {str(exc).splitlines()[0]}") from None
+    doc = _parse(text, file)
     lines = text.splitlines()
     for kind, items in doc.items():
         for item in items if isinstance(items, list) else [items]:
@@ -108,6 +97,23 @@ def _collect(config: _Config, file: str, text: str) -> None:
                 continue
             for label, body in item.items():
                 _block(config, file, lines, kind, _unquote(label), body)
+
+
+def _parse(text: str, file: str) -> dict[str, Any]:
+    """``text`` parsed by python-hcl2 (imported here: it builds its grammar on first use)."""
+    import hcl2
+    from lark.exceptions import LarkError, UnexpectedInput
+
+    try:
+        doc: dict[str, Any] = hcl2.loads(text)
+    except UnexpectedInput as exc:
+        raise SpecError(
+            f"{file}:{exc.line}:{exc.column} is not valid HCL ({type(exc).__name__}); fix the syntax "
+            "(`terraform validate` names it too)"
+        ) from None
+    except (LarkError, ValueError) as exc:
+        raise SpecError(f"{file} is not valid HCL: {str(exc).splitlines()[0]}") from None
+    return doc
 
 
 def _block(config: _Config, file: str, lines: list[str], kind: str, label: str, body: Any) -> None:
@@ -340,12 +346,6 @@ def _walk(value: Any, path: list[str], expr: str, where: str) -> Any:
 
 def tfvars_values(text: str, file: str) -> dict[str, Any]:
     """The variable values a ``.tfvars`` file sets (literal values only)."""
-    config = _Config()
-    try:
-        doc = hcl2.loads(text)
-    except UnexpectedInput as exc:
-        raise SpecError(f"{file}:{exc.line}:{exc.column} is not valid HCL; a .tfvars file holds NAME = VALUE lines") from None
-    except (LarkError, ValueError) as exc:
-        raise SpecError(f"{file} is not valid HCL: {str(exc).splitlines()[0]}") from None
-    ev = _Evaluator(config, {})
+    doc = _parse(text, file)
+    ev = _Evaluator(_Config(), {})
     return {k: ev.value(v, f"{file} {k}") for k, v in doc.items() if k != "__is_block__"}
