@@ -259,3 +259,63 @@ def test_count_of_a_known_number_is_expanded_and_plan_diff_reads_tf(
     capsys.readouterr()
     assert _upm(["plan", "diff", str(FIXTURES / "tf" / "main.tf"), str(tmp_path)]) == 2  # without variables.tf
     assert 'main.tf:1: var.region is not declared; add variable "region" {}' in capsys.readouterr().err
+
+
+SETTINGS_TF = """\
+resource "aws_s3_bucket" "logs" {
+  bucket = "acme-logs"
+}
+
+resource "aws_s3_bucket_versioning" "logs" {
+  bucket = aws_s3_bucket.logs.id
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "logs" {
+  bucket = aws_s3_bucket.logs.bucket
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm = "aws:kms"
+    }
+  }
+}
+
+resource "aws_s3_bucket_versioning" "other" {
+  bucket = "acme-existing"
+  versioning_configuration {
+    status = "Suspended"
+  }
+}
+"""
+
+
+def test_bucket_setting_resources_merge_into_their_bucket(tmp_path: Path) -> None:
+    (tmp_path / "main.tf").write_text(SETTINGS_TF)
+    native = to_native(load_input(tmp_path))
+    assert native["resources"] == [
+        {"type": "aws_s3_bucket", "name": "acme-logs", "versioning": True, "encryption": "aws:kms"},
+        {"type": "aws_s3_bucket", "name": "acme-existing", "versioning": False, "action": "update"},
+    ]
+    assert "from aws_s3_bucket_versioning.logs (main.tf:5): set versioning of aws_s3_bucket:acme-logs" in native["notes"]
+    plan = _compile(load_input(tmp_path))
+    ids = [s.id for s in plan.steps]
+    assert "aws_s3_bucket_versioning:us-east-1:acme-logs" in ids
+    assert "aws_s3_bucket_encryption:us-east-1:acme-logs" in ids
+
+
+def test_a_plan_destroying_a_bucket_setting_alone_is_refused_and_with_its_bucket_goes_along() -> None:
+    plan = json.loads((FIXTURES / "plan.json").read_text())
+    versioning = {"address": "aws_s3_bucket_versioning.gone", "mode": "managed", "type": "aws_s3_bucket_versioning",
+                  "name": "gone", "change": {"actions": ["delete"], "after": None, "after_unknown": {},
+                                             "before": {"bucket": "acme-gone", "id": "acme-gone",
+                                                        "versioning_configuration": [{"status": "Enabled"}]}}}
+    plan["resource_changes"].append(versioning)
+    with pytest.raises(SpecError, match=r"aws_s3_bucket_versioning\.gone is destroyed while its bucket stays"):
+        to_native(plan)
+    plan["resource_changes"].append({
+        "address": "aws_s3_bucket.gone", "mode": "managed", "type": "aws_s3_bucket", "name": "gone",
+        "change": {"actions": ["delete"], "before": {"bucket": "acme-gone"}, "after": None, "after_unknown": {}}})
+    native = to_native(plan)
+    assert {"type": "aws_s3_bucket", "action": "delete", "name": "acme-gone", "target": "eu-west-1"} in native["resources"]

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.planner.errors import SpecError
-from services.planner.iac.tfmap import TYPES, name_of, refuse_unsupported, with_region
+from services.planner.iac.tfmap import (
+    TYPES,
+    fields_set,
+    merge_settings,
+    name_of,
+    refuse_unsupported,
+    with_region,
+)
 
 _IGNORED_BLOCKS = frozenset({"terraform", "output", "moved", "import", "removed", "check"})
 _META_ARGS = frozenset({"depends_on", "count", "provider", "lifecycle"})
@@ -72,17 +79,20 @@ def hcl_to_spec(files: Mapping[str, str], variables: Mapping[str, Any]) -> dict[
     ev = _Evaluator(config, _variables(config, variables))
     region = ev.value(config.regions["aws"][0], config.regions["aws"][1]) if "aws" in config.regions else None
     resources: list[dict[str, Any]] = []
+    settings: list[dict[str, Any]] = []
     notes: list[str] = []
     for res in _expand(config.resources, ev):
         entry, deps = ev.resource(res)
         entry = with_region(entry, region)
         if deps:
             entry["depends_on"] = sorted(deps)
-        resources.append(entry)
-        notes.append(f"from {res.address} ({res.where}): create {name_of(entry['type'], entry)}")
-    if not resources:
+        setting = TYPES[res.type].setting
+        (settings if setting else resources).append(entry)
+        what = f"set {fields_set(entry)} of" if setting else "create"
+        notes.append(f"from {res.address} ({res.where}): {what} {name_of(entry['type'], entry)}")
+    if not resources and not settings:
         raise SpecError(f"{', '.join(sorted(files))} hold no resource block; nothing to plan")
-    return {"resources": resources, "notes": notes}
+    return {"resources": merge_settings(resources, settings), "notes": notes}
 
 
 def _collect(config: _Config, file: str, text: str) -> None:

@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.planner.errors import SpecError
-from services.planner.iac.tfmap import TYPES, TfType, name_of, refuse_unsupported, with_region
+from services.planner.iac.tfmap import (
+    TYPES,
+    TfType,
+    fields_set,
+    merge_settings,
+    name_of,
+    refuse_unsupported,
+    with_region,
+)
 
 _SKIPPED = (["no-op"], ["read"], ["forget"])
 _REPLACE = (["delete", "create"], ["create", "delete"])
@@ -44,19 +52,40 @@ def plan_to_spec(doc: Mapping[str, Any], source: str = "terraform plan") -> dict
     constants = _constants(doc.get("configuration"))
     region = _region(doc.get("configuration"))
     resources: list[dict[str, Any]] = []
+    settings: list[tuple[dict[str, Any], str]] = []
     notes: list[str] = []
     for e in sorted(managed, key=lambda e: str(e["address"])):
         actions = e["change"]["actions"]
         if actions in _SKIPPED:
             continue
         made = [with_region(r, region) for r in _translate(e, actions, constants.get(str(e["address"]), {}), source)]
-        resources += made
-        verbs = ", ".join(f"{r.get('action', 'create')} {name_of(r['type'], r)}" for r in made)
         kind = "replace" if actions in _REPLACE else actions[0]
+        if TYPES[e["type"]].setting:
+            settings += [(r, f"{source}: {e['address']}") for r in made]
+            verbs = ", ".join(f"{'unset' if r.get('action') == 'delete' else 'set'} "
+                              f"{fields_set(r)} of {name_of(r['type'], r)}"
+                              for r in made)
+        else:
+            resources += made
+            verbs = ", ".join(f"{r.get('action', 'create')} {name_of(r['type'], r)}" for r in made)
         notes.append(f"from {e['address']} ({kind}): {verbs}")
-    if not resources:
+    if not resources and not settings:
         raise SpecError(f"{source}: the plan changes nothing UPM would do (every resource change is no-op or read)")
-    return {"resources": resources, "notes": notes}
+    return {"resources": merge_settings(resources, _settings(settings, resources)), "notes": notes}
+
+
+def _settings(settings: list[tuple[dict[str, Any], str]], resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The settings to merge: a removed setting of a bucket the plan deletes goes with it; one of a
+    bucket that stays is refused (UPM has no "unset" for it that keeps the bucket as it was)."""
+    deleted = {name_of(r["type"], r) for r in resources if r.get("action") == "delete"}
+    out = []
+    for setting, where in settings:
+        if setting.get("action") != "delete":
+            out.append(setting)
+        elif name_of(setting["type"], setting) not in deleted:
+            raise SpecError(f"{where} is destroyed while its bucket stays; UPM cannot remove a bucket setting "
+                            "as such: set the value you want instead (e.g. versioning Suspended) and plan again")
+    return out
 
 
 def _entry(index: int, raw: Any, source: str) -> dict[str, Any]:

@@ -82,6 +82,22 @@ def _versioning(a: Attrs) -> Any:
     return (_first(a.get("versioning")) or {}).get("enabled")
 
 
+def _versioning_status(a: Attrs) -> Any:
+    status = (_first(a.get("versioning_configuration")) or {}).get("status")
+    return None if status is None else status == "Enabled"
+
+
+def _sse_rule(a: Attrs) -> Any:
+    return _sse({"server_side_encryption_configuration": [{"rule": a.get("rule")}]})
+
+
+_BLOCKS = ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")
+
+
+def _public_access_block(a: Attrs) -> Any:
+    return all(bool(a.get(k)) for k in _BLOCKS)
+
+
 def _mode(a: Attrs) -> Any:
     return a.get("file_permission")
 
@@ -95,6 +111,7 @@ class TfType:
     consumes: frozenset[str]
     ignored: frozenset[str] = frozenset()
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    setting: bool = False  # a setting of another resource (``upm``), merged into it: see merge_settings
 
     def translate(self, attrs: Attrs, where: str) -> dict[str, Any]:
         """The UPM fields of a resource with Terraform ``attrs``; refuses attributes UPM cannot set."""
@@ -138,6 +155,18 @@ TYPES: Mapping[str, TfType] = {
         ignored=frozenset({"bucket_domain_name", "bucket_regional_domain_name", "hosted_zone_id",
                            "acceleration_status", "acl", "policy", "request_payer", "object_lock_enabled",
                            "website_domain", "website_endpoint", "bucket_prefix"}),
+    ),
+    "aws_s3_bucket_versioning": TfType(
+        "aws_s3_bucket", {"name": attr("bucket"), "versioning": _versioning_status},
+        frozenset({"bucket", "versioning_configuration"}), ignored=frozenset({"expected_bucket_owner"}), setting=True,
+    ),
+    "aws_s3_bucket_server_side_encryption_configuration": TfType(
+        "aws_s3_bucket", {"name": attr("bucket"), "encryption": _sse_rule},
+        frozenset({"bucket", "rule"}), ignored=frozenset({"expected_bucket_owner"}), setting=True,
+    ),
+    "aws_s3_bucket_public_access_block": TfType(
+        "aws_s3_bucket", {"name": attr("bucket"), "public_access_block": _public_access_block},
+        frozenset({"bucket", *_BLOCKS}), setting=True,
     ),
     "aws_sqs_queue": TfType(
         "aws_sqs_queue",
@@ -200,6 +229,35 @@ def with_region(entry: dict[str, Any], region: Any) -> dict[str, Any]:
 
 
 _REGIONAL = frozenset({"aws_s3_bucket", "aws_sqs_queue", "aws_dynamodb_table"})
+
+
+_NOT_SET = frozenset({"type", "name", "target", "depends_on", "action"})
+
+
+def fields_set(entry: Mapping[str, Any]) -> str:
+    """The fields a translated setting sets, for the notes (``versioning, encryption``)."""
+    return ", ".join(k for k in entry if k not in _NOT_SET)
+
+
+def merge_settings(resources: list[dict[str, Any]], settings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``resources`` with each setting (a translated ``aws_s3_bucket_versioning``…: the parent's type,
+    its name, the field) merged into the parent the same input creates or updates, else added as
+    an update of that parent (which must exist: the plan checks it)."""
+    out = [dict(r) for r in resources]
+    for setting in settings:
+        key = name_of(setting["type"], setting)
+        parent = next((r for r in out if name_of(r["type"], r) == key and r.get("action") != "delete"), None)
+        if parent is None:
+            out.append({**setting, "action": "update"})
+            continue
+        for field_name, value in setting.items():
+            if field_name == "depends_on":
+                deps = sorted(set(parent.get("depends_on", [])) | set(value) - {key})
+                if deps:
+                    parent["depends_on"] = deps
+            elif field_name != "action":
+                parent[field_name] = value
+    return out
 
 
 def name_of(upm_type: str, fields: Mapping[str, Any]) -> str:
