@@ -6,7 +6,7 @@ declaration's ``default``), ``locals``, string templates (``"acme-${var.env}"``)
 another resource's configured attribute (``aws_sqs_queue.jobs.name``; ``.id`` where Terraform's id
 is the name), each of which, like ``depends_on``, becomes an edge of the plan's DAG; ``count`` of
 a known number (``count.index`` in the names); a provider's ``region`` (the AWS resources' target).
-Refused, naming the construct and ``file:line``: ``data`` sources, ``module`` calls, function calls,
+Refused, naming the construct and ``file:line``: ``data`` sources, ``module`` calls, function calls, provider aliases,
 ``for_each``, ``dynamic`` blocks, provisioners, values known only after apply (``.arn``), missing
 variables, and every resource type the catalog does not have (all at once). Pure: text in, spec out.
 """
@@ -29,9 +29,9 @@ from services.planner.iac.tfmap import (
 )
 
 _IGNORED_BLOCKS = frozenset({"terraform", "output", "moved", "import", "removed", "check"})
-_META_ARGS = frozenset({"depends_on", "count", "provider", "lifecycle"})
+_META_ARGS = frozenset({"depends_on", "count", "lifecycle"})
 _REFUSED_ARGS = {"for_each": "for_each", "dynamic": "a dynamic block", "provisioner": "a provisioner",
-                 "connection": "a connection block"}
+                 "connection": "a connection block", "provider": "a provider alias"}
 # Terraform types whose ``id`` is the name UPM knows them by.
 _ID_IS = {"aws_s3_bucket": "bucket", "aws_iam_role": "name", "aws_dynamodb_table": "name",
           "postgresql_database": "name", "postgresql_role": "name"}
@@ -133,7 +133,7 @@ def _block(config: _Config, file: str, lines: list[str], kind: str, label: str, 
         config.declared[label] = (body, f"{file}:{_line(lines, 'variable', label)}")
         return
     if kind == "provider":
-        if isinstance(body, Mapping) and "region" in body:
+        if isinstance(body, Mapping) and "region" in body and "alias" not in body:
             config.regions[label] = (body["region"], f"{file}:{_line(lines, 'provider', label)}")
         return
     if kind == "data":
