@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from events.model import IntentSubmitted
 from services.planner.cli import register
 from services.planner.compiler import CompileInput, compile_intent
 from services.planner.errors import PlanError, SpecError, UnknownResourceType
@@ -132,6 +133,10 @@ def test_a_plan_document_on_the_bus_is_detected_by_content() -> None:
     as_file = load_input(FIXTURES / "plan.json")
     assert as_file["format"] == "terraform-plan" and as_file["files"]["plan.json"] == (FIXTURES / "plan.json").read_text()
     assert to_native(raw)["resources"] == PLAN_NATIVE["resources"]
+    # What the planner service compiles from an intent whose spec is the bare plan document.
+    intent = IntentSubmitted(spec=raw, initiator="alice")
+    from_bus = compile_intent(CompileInput(**intent.compile_fields("acme")))
+    assert from_bus.hash == _compile(PLAN_NATIVE).hash
 
 
 # -- refusals -------------------------------------------------------------------------------
