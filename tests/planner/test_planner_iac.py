@@ -324,3 +324,13 @@ def test_a_plan_destroying_a_bucket_setting_alone_is_refused_and_with_its_bucket
         "change": {"actions": ["delete"], "before": {"bucket": "acme-gone"}, "after": None, "after_unknown": {}}})
     native = to_native(plan)
     assert {"type": "aws_s3_bucket", "action": "delete", "name": "acme-gone", "target": "eu-west-1"} in native["resources"]
+
+
+def test_an_update_of_only_what_upm_does_not_manage_plans_nothing_for_it() -> None:
+    plan = json.loads((FIXTURES / "plan.json").read_text())
+    jobs = plan["resource_changes"][1]["change"]
+    jobs["after"]["visibility_timeout_seconds"] = 30
+    jobs["after"]["arn"] = "arn:aws:sqs:eu-west-1:123456789012:acme-jobs"  # computed: not UPM's
+    native = to_native(plan)
+    assert not [r for r in native["resources"] if r["type"] == "aws_sqs_queue"]
+    assert "from aws_sqs_queue.jobs (update): nothing UPM sets changes" in native["notes"]

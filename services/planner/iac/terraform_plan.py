@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from providers import CATALOG
 from services.planner.errors import SpecError
 from services.planner.iac.tfmap import (
     TYPES,
@@ -68,7 +69,7 @@ def plan_to_spec(doc: Mapping[str, Any], source: str = "terraform plan") -> dict
         else:
             resources += made
             verbs = ", ".join(f"{r.get('action', 'create')} {name_of(r['type'], r)}" for r in made)
-        notes.append(f"from {e['address']} ({kind}): {verbs}")
+        notes.append(f"from {e['address']} ({kind}): {verbs or 'nothing UPM sets changes'}")
     if not resources and not settings:
         raise SpecError(f"{source}: the plan changes nothing UPM would do (every resource change is no-op or read)")
     return {"resources": merge_settings(resources, _settings(settings, resources)), "notes": notes}
@@ -115,7 +116,8 @@ def _translate(e: Mapping[str, Any], actions: list[str], config: Mapping[str, An
     if actions == ["update"]:
         old, new = tf.translate(before, where), tf.translate(after, where)
         changed = {k: v for k, v in new.items() if old.get(k) != v}
-        return [{"type": tf.upm, "action": "update", **_ident(tf, after, where), **changed}]
+        ident = {k: v for k, v in new.items() if k in CATALOG[tf.upm].ident_fields}
+        return [{"type": tf.upm, "action": "update", **ident, **changed}] if changed else []
     if actions in _REPLACE:
         gone = {"type": tf.upm, "action": "delete", **tf.translate(before, where)}
         made = {"type": tf.upm, **tf.translate(after, where)}
@@ -126,14 +128,6 @@ def _translate(e: Mapping[str, Any], actions: list[str], config: Mapping[str, An
             )
         return [gone, made]
     raise SpecError(f"{where}: change.actions {actions} is not one terraform writes; regenerate the plan JSON")
-
-
-def _ident(tf: TfType, attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The naming fields of the resource with ``attrs`` (an update or delete needs only those)."""
-    from providers import CATALOG
-
-    fields = tf.translate(attrs, where) if attrs else {}
-    return {k: v for k, v in fields.items() if k in CATALOG[tf.upm].ident_fields}
 
 
 def _known_after(tf: TfType, change: Mapping[str, Any], config: Mapping[str, Any], where: str) -> dict[str, Any]:
