@@ -334,3 +334,13 @@ def test_an_update_of_only_what_upm_does_not_manage_plans_nothing_for_it() -> No
     native = to_native(plan)
     assert not [r for r in native["resources"] if r["type"] == "aws_sqs_queue"]
     assert "from aws_sqs_queue.jobs (update): nothing UPM sets changes" in native["notes"]
+
+
+def test_heredocs_counted_references_and_escapes(tmp_path: Path) -> None:
+    (tmp_path / "main.tf").write_text(
+        'resource "aws_sqs_queue" "q" {\n  count = 2\n  name  = "q-${count.index}"\n}\n'
+        'resource "local_file" "f" {\n  filename = "/tmp/upm-iac/conf.txt"\n  file_permission = "0640"\n'
+        '  content  = <<-EOT\n    queue=${aws_sqs_queue.q[1].name}\n    literal=$${kept}\n  EOT\n}\n')
+    [*_, conf] = to_native(load_input(tmp_path))["resources"]
+    assert conf == {"type": "local_file", "path": "/tmp/upm-iac/conf.txt", "mode": "0640",
+                    "content": "queue=q-1\nliteral=${kept}\n", "depends_on": ["aws_sqs_queue:q-1"]}

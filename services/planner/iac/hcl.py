@@ -243,12 +243,12 @@ class _Evaluator:
             return [self.value(v, where) for v in raw]
         if not isinstance(raw, str):
             return raw
+        if raw.startswith('"<<') and raw.endswith('"'):
+            return self._template(_heredoc(raw[1:-1]), where)
         if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
             return self._template(raw[1:-1], where)
         if raw.startswith("${") and raw.endswith("}"):
             return self._expression(raw[2:-1].strip(), where)
-        if raw.startswith("<<"):
-            return self._template("\n".join(raw.splitlines()[1:-1]) + "\n", where)
         return self._expression(raw, where)
 
     def _template(self, text: str, where: str) -> Any:
@@ -344,6 +344,15 @@ class _Evaluator:
             self.deps = saved
             self._stack.pop()
 
+
+
+def _heredoc(text: str) -> str:
+    """The body of ``<<ID`` / ``<<-ID`` … ``ID`` (``<<-`` drops the common indentation, as Terraform does)."""
+    lines = text.splitlines()[1:-1]
+    if text.startswith("<<-"):
+        indent = min((len(x) - len(x.lstrip(" \t")) for x in lines if x.strip()), default=0)
+        lines = [x[indent:] for x in lines]
+    return "".join(x + "\n" for x in lines)
 
 
 def _walk(value: Any, path: list[str], expr: str, where: str) -> Any:
