@@ -14,6 +14,8 @@
                            acts on as of the pack's last event (null: not desired/managed)
     rollback.plan.json     the rollback plan
     rollback.evidence.json the rollback run and its verification (only where one ran)
+    source/NAME            the infrastructure code the intent carried (.tf, plan JSON, manifests), as given
+    source.json            its format, each file's sha256 and the variables (only for such intents)
     neutral_event.json     the change as the spec's neutral provisioning event
     manifest.json          sha256 of every file above, sequence range, chain head, log head, key
     manifest.sig           ed25519 signature (hex) over manifest.json
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import re
 import tarfile
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -56,6 +59,7 @@ from events.model import (
     ExecutionPaused,
     ExecutionResumed,
     ExecutionStarted,
+    IntentSubmitted,
     LogHeadSigned,
     PlanCompiled,
     PolicyEvaluated,
@@ -234,12 +238,36 @@ def sections(events: Sequence[Event], inventory: Inventory = EMPTY) -> dict[str,
         ),
         "neutral_event.json": _json(neutral.render(events)),
     }
+    files.update(source_files(events))
     if ran:
         files["rollback.evidence.json"] = _json({
             "events": [_entry(e) for e in events if isinstance(e.payload, ROLLBACK_TYPES)],
             "verifications": [_entry(e) for e, _ in _verifications(events, "rollback")],
         })
     return files
+
+
+def source_files(events: Sequence[Event]) -> dict[str, bytes]:
+    """The original infrastructure code of the change's latest intent, when it came as files
+    (``source/<name>``, byte for byte as submitted) with ``source.json``: the format, each file's
+    sha256 and the variables; nothing for a request in words or a native spec."""
+    intents = [e.payload for e in events if isinstance(e.payload, IntentSubmitted)]
+    spec = intents[-1].spec if intents else None
+    if spec is None or "format" not in spec or not isinstance(spec.get("files"), Mapping):
+        return {}
+    given = spec["files"]
+    out: dict[str, bytes] = {}
+    digests: dict[str, str] = {}
+    for name, text in sorted(given.items()):
+        if not isinstance(text, str):
+            continue
+        body = text.encode("utf-8", "surrogatepass")
+        safe = "source/" + (re.sub(r"[^\w.-]", "_", str(name)).lstrip(".") or "file")
+        out[safe] = body
+        digests[str(name)] = "sha256:" + hashlib.sha256(body).hexdigest()
+    out["source.json"] = _json({"format": spec.get("format"), "files": digests,
+                                "variables": spec.get("variables") or {}})
+    return out
 
 
 def _tar(files: Mapping[str, bytes]) -> bytes:

@@ -90,3 +90,11 @@ def names(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"{bad[0][:80] if bad else text!r} is not a name: give names of letters, "
                                          "digits, '.', '_', '@' and '-', comma-separated (e.g. alice,bob)")
     return tuple(dict.fromkeys(found))
+
+
+def add_var_options(parser: argparse.ArgumentParser) -> None:
+    """``--var NAME=VALUE`` and ``--var-file FILE``: Terraform variables for ``.tf`` input (repeatable)."""
+    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                        help="a Terraform variable for .tf input (repeatable)")
+    parser.add_argument("--var-file", action="append", default=[], metavar="FILE",
+                        help="a .tfvars or .tfvars.json file for .tf input (repeatable; --var wins)")

@@ -195,11 +195,12 @@ def intent_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.request is not None:
         command["request"] = args.request
     else:
-        from services.planner import PlanError, load_spec, spec_to_intent
+        from services.planner import PlanError, spec_to_intent
         from services.planner.errors import SecretRefused
+        from services.planner.iac.load import load_input
 
         try:
-            command["spec"] = load_spec(Path(args.file))
+            command["spec"] = load_input(Path(args.file), args.var, args.var_file)
             spec_to_intent(command["spec"])  # not a spec (e.g. /etc/passwd): refused here, never sent
         except PlanError as err:
             rule = "secret" if isinstance(err, SecretRefused) else "spec"
@@ -389,7 +390,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("submit", help="submit an intent (natural language or --file SPEC)")
     p.add_argument("request", nargs="?", help="what to change, in words")
-    p.add_argument("--file", metavar="SPEC", help="a declarative spec (YAML or JSON) instead of words")
+    p.add_argument("--file", metavar="SPEC", help="a declarative spec (YAML or JSON) or infrastructure code "
+                   "(terraform show -json plan, .tf file or directory, Kubernetes manifests) instead of words")
+    cliargs.add_var_options(p)
     p.add_argument("--tenant", type=cliargs.tenant, default="default", help="tenant (default: default)")
     add_identity_option(p)
     p.add_argument("--source", default="api", choices=("chatops", "api", "ticket"))

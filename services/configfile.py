@@ -69,6 +69,12 @@ def _parse(text: str, is_json: bool) -> Any:
     return yaml.load(text, Loader=_BoundedLoader)
 
 
+def parse_documents(text: str) -> list[Any]:
+    """Every document of a multi-document YAML ``text`` (``---`` separated), read as safely as one
+    mapping is (no aliases, no repeated keys, bounded nesting); ``yaml.YAMLError`` otherwise."""
+    return list(yaml.load_all(text, Loader=_BoundedLoader))
+
+
 def read_bytes(path: str | Path, *, what: str, error: type[Exception], limit: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes, or ``error`` saying why not (a
     directory, a device such as /dev/zero, a FIFO, a missing or unreadable path, too large)."""

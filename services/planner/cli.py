@@ -24,10 +24,11 @@ from services.planner.config import PlannerConfig, config_from_environment, load
 from services.planner.diff import diff_plans
 from services.planner.errors import PlanError, SecretRefused, SpecError
 from services.planner.export import export_graph
+from services.planner.iac.load import load_input
 from services.planner.model import VARIANTS
 from services.planner.render import render_diff, render_plan, render_simulation
 from services.planner.simulate import simulate
-from services.planner.spec import load_spec, read_document
+from services.planner.spec import read_document
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,7 +40,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "'upm plan diff A B' compares two plans (plan JSON files, or spec files compiled on the fly).",
     )
     parser.add_argument("request", nargs="*", help="the request in natural language (or: diff A B)")
-    parser.add_argument("--file", "-f", metavar="SPEC", help="a declarative spec file (YAML or JSON)")
+    parser.add_argument(
+        "--file", "-f", metavar="SPEC",
+        help="a declarative spec (YAML or JSON), or infrastructure code: a `terraform show -json` plan, "
+        "a .tf file or a directory of them, Kubernetes manifests (multi-document YAML)",
+    )
+    cliargs.add_var_options(parser)
     parser.add_argument("--graph", choices=("dot", "mermaid", "json"), help="print only the dependency graph")
     parser.add_argument(
         "--simulate", action="store_true", help="dry-run report against --state (default: empty)"
@@ -98,7 +104,7 @@ def _input(args: argparse.Namespace) -> CompileInput:
     except InvalidEvent as err:
         raise SecretRefused(str(err)) from None
     if args.file:
-        return CompileInput(spec=load_spec(args.file), **common)
+        return CompileInput(spec=load_input(args.file, args.var, args.var_file), **common)
     return CompileInput(request=request, **common)
 
 
@@ -112,7 +118,7 @@ def _diff(args: argparse.Namespace, config: PlannerConfig) -> int:
 
 
 def _plan_from(path: str, config: PlannerConfig, args: argparse.Namespace) -> Plan:
-    doc = load_spec(path)
+    doc = load_input(path)
     if "steps" in doc and "hash" in doc:
         try:
             return msgspec.convert(doc, Plan)

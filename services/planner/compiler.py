@@ -24,6 +24,7 @@ from events.plan import (
     Plan,
     Prerequisite,
     ResourceRef,
+    seal,
 )
 from providers import CATALOG, TARGET_RULES, ResourceType, facets_of
 from providers.base import command, is_set
@@ -89,7 +90,7 @@ def compile_intent(inp: CompileInput, config: PlannerConfig = DEFAULT_CONFIG) ->
         window=window,
         impact=Impact(notes=(*intent.notes, *sorted(set(compiler.assumed)))),
     )
-    return assemble(
+    plan = assemble(
         compiler.nodes,
         compiler.edges,
         compiler.needed,
@@ -101,6 +102,15 @@ def compile_intent(inp: CompileInput, config: PlannerConfig = DEFAULT_CONFIG) ->
         wave_names,
         annotations,
     )
+    return _with_notes(plan, intent.notes)
+
+
+def _with_notes(plan: Plan, notes: tuple[str, ...]) -> Plan:
+    """``plan`` with the spec's ``notes`` (where a translated resource came from) after its impact notes."""
+    if not notes:
+        return plan
+    impact = msgspec.structs.replace(plan.annotations.impact, notes=plan.annotations.impact.notes + notes)
+    return seal(msgspec.structs.replace(plan, annotations=msgspec.structs.replace(plan.annotations, impact=impact)))
 
 
 def _check_window(window: str | None) -> None:

@@ -7,6 +7,7 @@
     initiator: user-123             # optional annotations (the compile input wins)
     reason: new team
     window: 2025-10-09T22:00Z/2025-10-10T02:00Z
+    notes: [from aws_s3_bucket.logs]  # optional: added to the plan's impact notes (translations name their source)
     resources:
       - type: az_aks                # a catalog type
         name: aks-demo              # then the type's fields
@@ -30,9 +31,10 @@ from events.secrets import Finding, find_secret, refusal
 from providers import CATALOG
 from services.configfile import read_mapping
 from services.planner.errors import PlanError, SecretRefused, SpecError
+from services.planner.iac import to_native
 from services.planner.model import Intent, ResourceIntent
 
-_TOP = ("resources", "variant", "targets", "initiator", "reason", "window", "request")
+_TOP = ("resources", "variant", "targets", "initiator", "reason", "window", "request", "notes")
 _ACTIONS: tuple[Action, ...] = ("create", "update", "delete")
 _RESERVED = ("type", "action", "target", "targets", "depends_on")
 _RESERVED_BUT_TARGET = ("type", "action", "targets", "depends_on")
@@ -48,17 +50,22 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     regular UTF-8 text file of at most 1 MiB, holding no secret (scanned line by line before
     it is parsed; :class:`SecretRefused` names the line and the kind, never the value)."""
 
-    def no_secrets(text: str) -> None:
-        for number, line in enumerate(text.splitlines(), start=1):
-            kind = find_secret(line)
-            if kind:
-                raise SecretRefused(refusal(Finding(f"spec file {path} line {number}", kind)))
+    return read_mapping(path, what="spec file", error=SpecError, check_text=lambda text: no_secrets(text, path))
 
-    return read_mapping(path, what="spec file", error=SpecError, check_text=no_secrets)
+
+def no_secrets(text: str, path: str | Path) -> None:
+    """:class:`SecretRefused` naming the first line of ``text`` (from ``path``) that holds a secret."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        kind = find_secret(line)
+        if kind:
+            raise SecretRefused(refusal(Finding(f"spec file {path} line {number}", kind)))
 
 
 def spec_to_intent(spec: Mapping[str, Any]) -> Intent:
-    """The :class:`Intent` a spec document describes; :class:`SpecError` when it is malformed."""
+    """The :class:`Intent` a spec document describes; :class:`SpecError` when it is malformed.
+    Infrastructure code (a Terraform plan JSON, ``.tf`` files, Kubernetes manifests) is translated
+    to the native spec first (:mod:`services.planner.iac`)."""
+    spec = to_native(spec)
     unknown = sorted(set(spec) - set(_TOP))
     if unknown:
         raise SpecError(f"spec has unknown top-level keys {unknown}; allowed: {', '.join(_TOP)}")
@@ -74,6 +81,7 @@ def spec_to_intent(spec: Mapping[str, Any]) -> Intent:
         initiator=str(spec.get("initiator", "")),
         reason=str(spec.get("reason", "")),
         window=None if window is None else str(window),
+        notes=_names(spec.get("notes"), "notes"),
     )
 
 

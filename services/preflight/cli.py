@@ -131,10 +131,11 @@ def _load_plan(path: Path, tenant: str) -> Plan:
                 return msgspec.convert(doc, Plan)
             except msgspec.ValidationError as exc:
                 raise CommandRejected(f"{path} is not a plan: {exc}", field="file", rule="plan") from exc
-    from services.planner import CompileInput, PlanError, compile_intent, load_spec
+    from services.planner import CompileInput, PlanError, compile_intent
+    from services.planner.iac.load import load_input
 
     try:
-        return compile_intent(CompileInput(spec=load_spec(path), tenant=tenant))
+        return compile_intent(CompileInput(spec=load_input(path), tenant=tenant))
     except PlanError as err:
         raise CommandRejected(f"{path}: {err}", field="file", rule="spec") from err
 

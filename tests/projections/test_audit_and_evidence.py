@@ -11,6 +11,7 @@ from upm_history import History, failed, happy, ts
 
 from events import merkle, signing
 from events.codec import decode_event
+from events.model import IntentSubmitted
 from events.subjects import LOG_HEADS_CHANGE_ID, SYSTEM_TENANT
 from projections import audit, evidence, heads, neutral
 from projections.errors import AuditFailed, EvidenceInvalid
@@ -239,3 +240,24 @@ def test_the_heads_file_skips_a_torn_last_line_and_refuses_an_edited_one(signer:
     heads.path(tmp_path).write_bytes(b"not a head\n")
     with pytest.raises(AuditFailed, match="line 1 is not a signed head"):
         heads.read(tmp_path)
+
+
+def test_a_pack_keeps_the_infrastructure_code_the_intent_carried_and_its_sha256(signer: signing.Signer) -> None:
+    text = 'resource "aws_sqs_queue" "q" {\n  name = "q"\n}\n'
+    h = History()
+    c = h.change("acme")
+    c.add(IntentSubmitted(spec={"format": "hcl", "files": {"main.tf": text}, "variables": {"env": "dev"}},
+                          initiator="alice"), 0, "alice")
+    c.compiled(1).preflight(2).execute(3)
+    head = sign_head(h, signer)
+    data = pack(h, c.change_id, head, signer)
+    evidence.verify_pack(data, {signer.key_id: signer.public_hex})
+    files = evidence.read_pack(data)
+    assert files["source/main.tf"] == text.encode()
+    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    assert json.loads(files["source.json"]) == {"format": "hcl", "files": {"main.tf": digest},
+                                                "variables": {"env": "dev"}}
+    assert json.loads(files["manifest.json"])["files"]["source/main.tf"] == digest
+    files["source/main.tf"] = text.replace("q", "x").encode()  # the original, and only it, verifies
+    with pytest.raises(EvidenceInvalid, match=r"source/main\.tf"):
+        evidence.verify_pack(evidence._tar(files), {signer.key_id: signer.public_hex})

@@ -1,0 +1,2 @@
+env        = "prod"
+visibility = 45
