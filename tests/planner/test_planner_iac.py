@@ -19,6 +19,7 @@ from services.planner.compiler import CompileInput, compile_intent
 from services.planner.errors import PlanError, SpecError, UnknownResourceType
 from services.planner.iac import to_native
 from services.planner.iac.load import load_input
+from tests.planner.keyed import KEYED, KEYED_FILE
 
 FIXTURES = Path(__file__).parent / "iac"
 
@@ -75,13 +76,13 @@ CASES = [
 
 
 def _compile(spec: dict[str, Any]) -> Any:
-    return compile_intent(CompileInput(spec=spec, tenant="acme", initiator="alice"))
+    return compile_intent(CompileInput(spec=spec, tenant="acme", initiator="alice"), KEYED)
 
 
 def _upm(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="upm")
     register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    args = parser.parse_args([*argv, "--config", str(KEYED_FILE)] if argv[:1] == ["plan"] else argv)
     code: int = args.func(args)
     return code
 
@@ -135,7 +136,7 @@ def test_a_plan_document_on_the_bus_is_detected_by_content() -> None:
     assert to_native(raw)["resources"] == PLAN_NATIVE["resources"]
     # What the planner service compiles from an intent whose spec is the bare plan document.
     intent = IntentSubmitted(spec=raw, initiator="alice")
-    from_bus = compile_intent(CompileInput(**intent.compile_fields("acme")))
+    from_bus = compile_intent(CompileInput(**intent.compile_fields("acme")), KEYED)
     assert from_bus.hash == _compile(PLAN_NATIVE).hash
 
 
