@@ -2,7 +2,7 @@
 
 Commands (argv, no shell):
 
-Every write runs ``upm-localfs`` (:mod:`providers.localfs`, pinned as :data:`HELPER`), which
+Every write runs ``upm-localfs`` (:mod:`upm_localfs`, pinned as :data:`HELPER`), which
 walks the path from ``/`` with ``O_NOFOLLOW`` on every component: no write ever goes through a
 symbolic link. Its verbs mirror the coreutils they replace.
 
@@ -42,8 +42,8 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import upm_localfs as localfs
 from events.secrets import RESOLVED_AT_RUN_TIME, references
-from providers import localfs
 from providers.base import (
     Batch,
     CliPin,
@@ -72,7 +72,7 @@ HELPER = CliPin(
     version_argv=(localfs.NAME, "--version"),
     version_pattern=localfs.NAME + r" (\S+)",
 )
-"""The local provider's writer (:mod:`providers.localfs`): every create, update and delete runs it."""
+"""The local provider's writer (:mod:`upm_localfs`): every create, update and delete runs it."""
 _FS = localfs.NAME
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200d\u202a-\u202e\u2066-\u2069\ufeff]")
 

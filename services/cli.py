@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the last resort (see the module docstring)
         if os.environ.get(DEBUG_ENV):
             raise
+        if args.command == "service":  # a service's log is for its operators: keep where it failed
+            logging.getLogger("upm").exception("service failed unexpectedly")
         return output.error(f"{args.command} failed unexpectedly: {type(exc).__name__}: {str(exc)[:500]} "
                             f"(run again with {DEBUG_ENV}=1 to see where)", 2)
     finally:

@@ -11,7 +11,7 @@ the executor (a step is refused again right before it runs). One YAML or JSON fi
 
 A local resource's path must lie strictly below one of its tenant's roots (never the root
 itself); roots are compared as written, and since no component of a path may be a symbolic link
-(:mod:`providers.localfs` walks every one with ``O_NOFOLLOW``), the path written is where the
+(:mod:`upm_localfs` walks every one with ``O_NOFOLLOW``), the path written is where the
 write lands: give roots by their real path. Paths are also re-checked for the characters and
 parts the planner refuses (:func:`providers.local.path_problem`), so a plan
 that did not come from the planner gets no further.
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import msgspec
 
+import upm_localfs as localfs
 from events.plan import Plan, Step
-from providers import localfs
 from providers.local import PROVIDER, path_problem
 from services.configfile import read_mapping
 from services.errors import ConfigError

@@ -255,7 +255,7 @@ class Executor:
 
     async def _exec(self, run: _Run, step: Step, command: Command, stdin: str | None, timeout_s: float) -> Executed:
         """Run a step's (or its inverse's) command; a local path out of the tenant's scope is refused
-        again here, and the local writer itself never follows a link (:mod:`providers.localfs`)."""
+        again here, and the local writer itself never follows a link (:mod:`upm_localfs`)."""
         refused = self.scope.step_refusal(run.ctx.input.tenant, step)
         if refused is not None:
             return Executed(StepOutput(rc=126, stderr=f"refused before running ({refused})"))

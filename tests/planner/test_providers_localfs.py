@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from providers import localfs
+import upm_localfs as localfs
 from services.steps import step_path
 
 ORIGINAL = "in no plan\n"
