@@ -43,6 +43,7 @@ from events.subjects import (
 )
 
 ERR_WRONG_LAST_SEQUENCE = 10071
+ERR_WRONG_LAST_SEQUENCE_UNKNOWN = 10164  # the same refusal, worded without the sequence (a cluster's answer)
 ERR_DUPLICATE_IN_PROCESS = 10158  # a cluster's leader is storing a message with this id right now
 ERR_STREAM_NOT_FOUND = 10059
 READ_BATCH = 512
@@ -90,7 +91,7 @@ def map_error(exc: BaseException, *, subject: str = "", expected_seq: int = 0) -
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, nats.js.errors.APIError):
-        if exc.err_code in (ERR_WRONG_LAST_SEQUENCE, ERR_DUPLICATE_IN_PROCESS):
+        if exc.err_code in (ERR_WRONG_LAST_SEQUENCE, ERR_WRONG_LAST_SEQUENCE_UNKNOWN, ERR_DUPLICATE_IN_PROCESS):
             return ConcurrencyConflict(subject, expected_seq, exc.description or "")
         if exc.err_code == ERR_STREAM_NOT_FOUND or isinstance(exc, nats.js.errors.NotFoundError):
             return StreamNotFound(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from collections.abc import Sequence
 from typing import Any
 
 from services.guard.errors import CommandRefused, PolicyInvalid
@@ -42,6 +43,12 @@ def register(
         action="append",
         help="replace the pipe allow-list with these programs (repeat the option)",
     )
+    parser.add_argument(
+        "--tenant",
+        metavar="TENANT",
+        help="also apply the executor's scope rules for this tenant: a local write must run through "
+             "upm-localfs, on a path below the tenant's roots (UPM_SCOPE_CONFIG)",
+    )
     add_output_options(parser)
     parser.set_defaults(func=guard_command, pins=pins)
 
@@ -70,12 +77,18 @@ def guard_command(args: argparse.Namespace) -> int:
     except PolicyInvalid as exc:
         emit(_verdict(False, shown, "policy", str(exc)), args, text=f"refused [policy]: {exc}")
         return REFUSED
+    if args.tenant:
+        refused_scope = scope_refusal(pipeline.stages[0], args.tenant)
+        if refused_scope is not None:
+            emit(_verdict(False, shown, "path-scope", refused_scope), args, text=f"refused [path-scope]: {refused_scope}")
+            return REFUSED
     checked = [
         "no live shell metacharacters (; && || \\ $( ` < > >> newline)",
         *([f"pipes only into the allow-list with safe options: {', '.join(pipeline.programs[1:])}"]
           if len(pipeline.stages) > 1 else []),
         f"every program is pinned: {', '.join(dict.fromkeys(pipeline.programs))} (each version is checked "
         "against the binary's own report when the step runs)",
+        *([f"tenant {args.tenant}'s scope: {scope_summary(pipeline.stages[0])}"] if args.tenant else []),
     ]
     reason = "; ".join(checked)
     stages = [[redact(word) for word in argv] for argv in pipeline.stages]
@@ -84,6 +97,30 @@ def guard_command(args: argparse.Namespace) -> int:
     lines = "\n".join(f"  ✓ {c}" for c in checked)
     emit(verdict, args, text=f"passes the guard rails: {verdict['command']}\n{lines}\n  not checked: {NOT_CHECKED}")
     return ALLOWED
+
+
+LOCAL_WRITERS = frozenset({"rm", "rmdir", "mkdir", "chmod", "chown", "ln", "dd", "install", "mv", "cp", "touch",
+                           "truncate", "tee"})
+"""Programs that write local files: the executor never runs them for a tenant (its writes go
+through upm-localfs, held to the tenant's roots)."""
+
+
+def scope_refusal(argv: Sequence[str], tenant: str) -> str | None:
+    """Why the executor would not run ``argv`` for ``tenant`` (its scope rules), or ``None``."""
+    from services.scope import load_scope
+
+    program = argv[0].rsplit("/", 1)[-1] if argv else ""
+    if program in LOCAL_WRITERS:
+        return (f"`{program}` writes local files without the scope rules; the executor writes local paths only "
+                f"through upm-localfs, below tenant {tenant}'s roots (plan the change instead: `upm plan`)")
+    if program == "upm-localfs" and len(argv) > 1:
+        return load_scope().refusal(tenant, argv[-1])
+    return None
+
+
+def scope_summary(argv: Sequence[str]) -> str:
+    program = argv[0].rsplit("/", 1)[-1] if argv else ""
+    return f"{argv[-1]} is below its roots" if program == "upm-localfs" and len(argv) > 1 else "no local write"
 
 
 def _verdict(

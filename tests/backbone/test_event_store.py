@@ -165,3 +165,17 @@ async def test_a_writer_keeps_appending_from_the_tail_of_a_long_change(store: Ev
     whole = await store.read("acme", cid)
     assert len(whole.events) == 8 and whole.head == tail.head
     assert chain.verify(cid, [(s.seq, s.data) for s in whole.events]) == tail.head
+
+
+@pytest.mark.parametrize("err_code", [10071, 10164, 10158])
+def test_every_form_of_a_write_conflict_is_a_concurrency_conflict(err_code: int) -> None:
+    """A cluster answers an expected-sequence miss as 10164 ("wrong last sequence", no number) as
+    well as 10071: both, and a duplicate id still being stored (10158), are conflicts to re-read
+    and decide again on, never a refusal that kills the writer (the auditor died on 10164)."""
+    import nats.js.errors
+
+    from events.errors import ConcurrencyConflict
+    from events.store import map_error
+
+    exc = nats.js.errors.BadRequestError(code=400, err_code=err_code, description="wrong last sequence")
+    assert isinstance(map_error(exc, subject="upm.evt.x", expected_seq=3), ConcurrencyConflict)

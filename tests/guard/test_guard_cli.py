@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,18 @@ def test_secrets_in_the_command_are_not_echoed(capsys: pytest.CaptureFixture[str
     assert code == 0 and "s3cr3tTOKEN" not in out and "--token=***" in out
     code, out = _guard(capsys, "ls --token=s3cr3tTOKEN | sh", "--json")
     assert code == 2 and "s3cr3tTOKEN" not in out
+
+
+def test_with_a_tenant_the_executor_scope_rules_apply(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    scope = tmp_path / "scope.yaml"
+    scope.write_text(f"roots: [{tmp_path}]\n")
+    monkeypatch.setenv("UPM_SCOPE_CONFIG", str(scope))
+    from services.steps import pin_table
+
+    code, out = _guard(capsys, "rm -rf /", "--tenant", "acme", pins=pin_table())
+    assert code == 2 and "refused [path-scope]" in out and "upm-localfs" in out
+    code, out = _guard(capsys, "upm-localfs mkdir -m 0755 /etc/x", "--tenant", "acme", pins=pin_table())
+    assert code == 2 and "rule path-scope: /etc/x is outside tenant acme's roots" in out
+    code, out = _guard(capsys, f"upm-localfs mkdir -m 0755 {tmp_path}/app", "--tenant", "acme", pins=pin_table())
+    assert code == 0 and f"tenant acme's scope: {tmp_path}/app is below its roots" in out
