@@ -9,3 +9,16 @@ from services.planner import load_config
 
 KEYED_FILE = Path(__file__).with_name("planner_keyed.yaml")
 KEYED = load_config(KEYED_FILE)
+
+
+def upm(argv: list[str]) -> int:
+    """Run a planner CLI command (``upm plan ...`` gets ``--config KEYED_FILE``) in-process."""
+    import argparse
+
+    from services.planner.cli import register
+
+    parser = argparse.ArgumentParser(prog="upm")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([*argv, "--config", str(KEYED_FILE)] if argv[:1] == ["plan"] else argv)
+    code: int = args.func(args)
+    return code

@@ -5,7 +5,6 @@ saying where and what to do."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,11 @@ import pytest
 import yaml
 
 from events.model import IntentSubmitted
-from services.planner.cli import register
 from services.planner.compiler import CompileInput, compile_intent
 from services.planner.errors import PlanError, SpecError, UnknownResourceType
 from services.planner.iac import to_native
 from services.planner.iac.load import load_input
-from tests.planner.keyed import KEYED, KEYED_FILE
+from tests.planner.keyed import KEYED, upm
 
 FIXTURES = Path(__file__).parent / "iac"
 
@@ -79,12 +77,6 @@ def _compile(spec: dict[str, Any]) -> Any:
     return compile_intent(CompileInput(spec=spec, tenant="acme", initiator="alice"), KEYED)
 
 
-def _upm(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="upm")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([*argv, "--config", str(KEYED_FILE)] if argv[:1] == ["plan"] else argv)
-    code: int = args.func(args)
-    return code
 
 
 @pytest.mark.parametrize(("name", "variables", "var_files", "native"), CASES)
@@ -101,7 +93,7 @@ def test_fixture_translates_to_its_native_spec_and_the_same_plan_hash(
 
 
 def test_plan_json_create_update_delete_replace(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _upm(["plan", "--file", str(FIXTURES / "plan.json"), "--json"]) == 0
+    assert upm(["plan", "--file", str(FIXTURES / "plan.json"), "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     by_id = {s["id"]: s for s in plan["steps"]}
     assert by_id["aws_s3_bucket:eu-west-1:acme-logs"]["action"] == "create"
@@ -245,11 +237,11 @@ def test_same_identity_replace_is_refused(tmp_path: Path) -> None:
 
 
 def test_cli_plans_a_tf_directory_with_vars(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _upm(["plan", "--file", str(FIXTURES / "tf"), "--var", "env=qa", "--json"]) == 0
+    assert upm(["plan", "--file", str(FIXTURES / "tf"), "--var", "env=qa", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert [s["id"] for s in plan["steps"]][:2] == ["aws_sqs_queue:us-east-1:acme-qa-jobs",
                                                    "aws_s3_bucket:us-east-1:acme-qa-logs"]
-    assert _upm(["plan", "--file", str(FIXTURES / "tf")]) == 2
+    assert upm(["plan", "--file", str(FIXTURES / "tf")]) == 2
     assert "variable(s) without a value: env (variables.tf:1)" in capsys.readouterr().err
 
 
@@ -261,9 +253,9 @@ def test_count_of_a_known_number_is_expanded_and_plan_diff_reads_tf(
     native = to_native(load_input(tmp_path))
     assert [r["name"] for r in native["resources"]] == ["q-0", "q-1"]
     assert native["notes"][1] == "from aws_sqs_queue.q[1] (main.tf:4): create aws_sqs_queue:q-1"
-    assert _upm(["plan", "diff", str(tmp_path), str(tmp_path), "--json"]) == 0
+    assert upm(["plan", "diff", str(tmp_path), str(tmp_path), "--json"]) == 0
     capsys.readouterr()
-    assert _upm(["plan", "diff", str(FIXTURES / "tf" / "main.tf"), str(tmp_path)]) == 2  # without variables.tf
+    assert upm(["plan", "diff", str(FIXTURES / "tf" / "main.tf"), str(tmp_path)]) == 2  # without variables.tf
     assert 'main.tf:1: var.region is not declared; add variable "region" {}' in capsys.readouterr().err
 
 
