@@ -21,7 +21,8 @@ from events.codec import encode_event
 from events.ids import new_id
 from events.model import Event, IntentSubmitted
 from events.store import ChangeLog, EventStore, new_event
-from services import app, client
+from services.common import client
+from upm import app
 
 
 def _event(change_id: str, i: int) -> Event:

@@ -26,14 +26,14 @@ from common import machine, p95
 from nats.aio.msg import Msg
 
 from events.subjects import inbox_prefix
-from services import client, cluster
+from services.common import client, cluster
 
 TENANT = "bench"
 ME = "bench"
 
 
 def _upm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "upm.cli", *args], capture_output=True, text=True, env=env,
                           timeout=300, check=False)
 
 

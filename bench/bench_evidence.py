@@ -65,7 +65,7 @@ async def fill_stream(url: str, n: int) -> None:
 async def witness(url: str, data: str) -> None:
     """The witness process: follow the stream and publish packs until killed (``UPM_BENCH_PROFILE``:
     a file to dump a cProfile of it to on SIGTERM)."""
-    from services.auditor import Witness
+    from services.auditor.service import Witness
 
     nc = await nats.connect(url)
     await Witness(nc, data).run()

@@ -23,9 +23,11 @@ from common import embedded_server, machine, median, p95
 
 from events.store import EventStore
 from events.subjects import inbox_prefix
-from services import app, client, queries
-from services.access import ENV_VAR as ACCESS_ENV
-from services.errors import CommandRejected
+from services.common import client
+from services.common.errors import CommandRejected
+from services.gateway import queries
+from services.security.access import ENV_VAR as ACCESS_ENV
+from upm import app
 
 ACCESS = {"tenants": {"bench": {"alice": ["requester"], "dave": ["requester"]}}}
 

@@ -32,9 +32,10 @@ from common import machine, median, p95
 from events.plan import Command
 from providers import CATALOG
 from providers.base import batch_readbacks, command, display
-from services import emulators
-from services.emulators import AwsTarget, PgTarget, Targets
-from services.steps import execute
+from services.common import targets as target_settings
+from services.guard.steps import execute
+from upm import emulators
+from upm.emulators import AwsTarget, PgTarget, Targets
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Verification against real targets (bench_targets.py)"
@@ -97,7 +98,7 @@ def seed(aws: AwsTarget, pg: PgTarget, n: int) -> tuple[list[str], list[str]]:
         statements += [f"DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
                        f"GRANT CONNECT ON DATABASE benchdb TO {role}", f"GRANT USAGE ON SCHEMA public TO {role}",
                        f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"]
-    emulators.psql_dsn(pg.dsn.rsplit("/", 1)[0] + "/benchdb", tuple(statements), timeout=300)
+    target_settings.psql_dsn(pg.dsn.rsplit("/", 1)[0] + "/benchdb", tuple(statements), timeout=300)
     return buckets, [f"{role}@benchdb.public:read" for role in roles]
 
 
@@ -133,7 +134,7 @@ async def main(quick: bool) -> None:
         assert targets.aws is not None and targets.postgres is not None
         try:
             os.environ.update(Targets(aws=targets.aws, postgres=targets.postgres).service_env("verifier"))
-            emulators.psql_dsn(targets.postgres.dsn, ("CREATE DATABASE benchdb",))
+            target_settings.psql_dsn(targets.postgres.dsn, ("CREATE DATABASE benchdb",))
             rows = []
             for n in SIZES:
                 buckets, grants = seed(targets.aws, targets.postgres, n)
@@ -161,7 +162,7 @@ async def main(quick: bool) -> None:
         "",
         f"- machine: {machine()}; load average at start {load:.2f}",
         "- method: see the module docstring. Moto server and embedded PostgreSQL 18 on loopback, started by",
-        "  `services/emulators.py` (as `upm up --with aws,postgres`); every read-back through the guarded runner",
+        "  `upm/emulators.py` (as `upm up --with aws,postgres`); every read-back through the guarded runner",
         "  (pinned aws 1.46.3 / psql 15, the read-only observer's credentials). P95 of whole verifications;",
         f"  per-resource runs: {3 if quick else 10} rounds (3 at 100), batched: {5 if quick else 20} rounds.",
         "",

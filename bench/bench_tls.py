@@ -3,7 +3,7 @@
     python bench/bench_tls.py [--connects N] [--messages N] [--rounds N]
 
 Two embedded nats-servers run side by side with the same configuration (JetStream on disk,
-``sync_interval: always``), one plain and one with mTLS (``services.tls.ensure_pki``, client
+``sync_interval: always``), one plain and one with mTLS (``services.security.tls.ensure_pki``, client
 certificate ``cli``). Each measure alternates plain and TLS so that neighbour load on a shared box
 hits both alike:
 
@@ -35,8 +35,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import StorageType
 
-from services.natsserver import EmbeddedNats
-from services.tls import ensure_pki
+from services.security.tls import ensure_pki
+from upm.natsserver import EmbeddedNats
 
 IN_FLIGHT = 64
 PAYLOADS = {"16 B": b"x" * 16, "1 KiB": b"x" * 1024}

@@ -15,8 +15,8 @@ from pathlib import Path
 import anyio
 from common import machine, median, p95
 
+from services.guard.steps import run_command
 from services.planner import CompileInput, compile_intent
-from services.steps import run_command
 from services.verifier import core
 from services.verifier.config import DriftConfig
 from services.verifier.drift import scan

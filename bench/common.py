@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from services.natsserver import EmbeddedNats
+from upm.natsserver import EmbeddedNats
 
 
 def p95(values: Sequence[float]) -> float:

@@ -17,11 +17,22 @@ if TYPE_CHECKING:
     from events.model import Event
 
 _canonical = msgspec.json.Encoder(order="sorted")
+_readable = msgspec.json.Encoder(order="deterministic")
 
 
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON bytes of ``value`` (Structs, dicts, tuples...): sorted keys, no spaces."""
     return _canonical.encode(value)
+
+
+def to_builtins(value: Any) -> Any:
+    """Structs, tuples and the like as plain JSON-ready Python values (fields in declaration order)."""
+    return msgspec.to_builtins(value, order="deterministic")
+
+
+def json_dumps(value: Any) -> str:
+    """One deterministic JSON document for ``value`` (Structs included), for people and tools to read."""
+    return _readable.encode(value).decode()
 
 
 def sha256_hex(data: bytes) -> str:

@@ -45,7 +45,7 @@ EMBEDDED_REFERENCE = re.compile(rf"\$\{{secret:({_NAME})\}}")
 
 RESOLVED_AT_RUN_TIME = "<from the resolved secret references>"
 """A desired-state value a plan cannot know (a file's size and sha256 when its content references
-a secret): the verifier computes it from the resolved content (``services.secrets.resolved_desired``)."""
+a secret): the verifier computes it from the resolved content (``services.security.secrets.resolved_desired``)."""
 
 HOW_TO_REFERENCE = (
     "Secrets are never stored by UPM: put the value in the executor's secret store (the environment "

@@ -145,7 +145,7 @@ class EventStore:
         Each publish carries the event id as ``Nats-Msg-Id`` and the change's last sequence as
         the expected last subject sequence, so a concurrent writer gets
         :class:`ConcurrencyConflict` and nothing half-written; and the current trace context (W3C
-        ``traceparent``, see :mod:`services.tracing`), so one change is one trace. ``log`` is updated in place.
+        ``traceparent``, see :mod:`services.common.tracing`), so one change is one trace. ``log`` is updated in place.
         """
         stored: list[StoredEvent] = []
         known = log.ids()

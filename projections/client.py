@@ -9,9 +9,9 @@ import nats.js.errors
 from events.model import EvidencePublished
 from events.store import ChangeLog, EventStore
 from events.subjects import EVENT_ROOT, STREAM
-from projections import audit
 from projections.errors import EvidenceNotFound
-from projections.evidence import EVIDENCE_BUCKET
+from services.auditor import audit
+from services.auditor.evidence import EVIDENCE_BUCKET
 
 
 async def pack_of(store: EventStore, log: ChangeLog) -> tuple[EvidencePublished, bytes]:

@@ -31,8 +31,8 @@ from events.subjects import ANY_TENANT, parse_caller_subject, query_subject
 from projections.client import pack_of
 from projections.errors import AccessDenied, EvidenceNotFound, ProjectionUnavailable, QueryRejected
 from projections.visibility import authorize_evidence
-from services.access import Access
-from services.queries import check_target, decode_query
+from services.gateway.queries import check_target, decode_query
+from services.security.access import Access
 
 VERB = "evidence"
 HDR_CHUNK = "Upm-Chunk"

@@ -8,7 +8,7 @@ arrives for ``IDLE_FLUSH_S`` the tenant files are brought up to date.
 :meth:`Projector.wait` gives read-your-writes. It answers ``upm.sql.<tenant>.<principal>``
 (:mod:`projections.visibility`: each caller sees the rows of the changes they may see) and
 ``upm.qry.<tenant>.evidence.<principal>`` (:mod:`projections.evidence_query`), with the roles of
-``access`` (default: :func:`services.access.load`). It never writes to NATS except replies.
+``access`` (default: :func:`services.security.access.load`). It never writes to NATS except replies.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from projections.errors import ProjectionError, QueryTimeout
 from projections.evidence_query import Message
 from projections.sqlservice import MAX_TIMEOUT_S, SqlError, decode_request, encode_reply, error_reply
 from projections.visibility import VisibleSql
-from services import access as access_rules
-from services.responder import INTERNAL_ERROR, INTERNAL_ERROR_TEXT
+from services.common.responder import INTERNAL_ERROR, INTERNAL_ERROR_TEXT
+from services.security import access as access_rules
 
 Record = tuple[int, bytes]
 Answer = Callable[[Msg], Awaitable[list[Message]]]
@@ -160,7 +160,7 @@ class Projector:
 
     async def _respond(self, msg: Msg, answer: Answer, failed: bytes) -> None:
         """Answer one request; an unexpected failure is logged and answered with ``failed``, and
-        never ends the projector (see :mod:`services.responder`)."""
+        never ends the projector (see :mod:`services.common.responder`)."""
         try:
             replies = await answer(msg)
         except Exception:

@@ -43,9 +43,9 @@ from events.subjects import ANY_TENANT, CHANGE_ID_RE, is_principal, is_tenant
 from projections import evidence_query, kpi, reports
 from projections.db import ALL_TENANTS
 from projections.errors import AccessDenied, EvidenceNotFound, ProjectionError
-from services.access import Access, service_identity
-from services.configfile import read_mapping
-from services.errors import ConfigError
+from services.common.configfile import read_mapping
+from services.common.errors import ConfigError
+from services.security.access import Access, service_identity
 
 SERVICE = "serve"  # connects as upm-serve
 MAX_REQUEST = 16 * 1024

@@ -1,6 +1,6 @@
 """What each caller may read: roles and visibility (team / org / private) on SQL and evidence.
 
-The rules are :mod:`services.access`'s; the caller is the principal the server authenticated
+The rules are :mod:`services.security.access`'s; the caller is the principal the server authenticated
 (the last token of ``upm.sql.<tenant>.<principal>`` / ``upm.qry.<tenant>.evidence.<principal>``).
 
 SQL. :func:`authorize_sql` decides whether the caller may query a tenant at all: ``_all`` (every
@@ -51,7 +51,7 @@ from projections import ingest
 from projections.db import ALL_TENANTS, LOCKED, ProjectionDB
 from projections.errors import AccessDenied
 from projections.sqlservice import SqlRequest, SqlResult, check, execute, read_only
-from services.access import Access, Forbidden, initiator_of
+from services.security.access import Access, Forbidden, initiator_of
 
 Mode = Literal["append", "upsert", "replace"]
 CHANGE_FREE = frozenset({"log_heads", "projector_position", "_migrations"})

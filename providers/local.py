@@ -15,14 +15,14 @@ symbolic link. Its verbs mirror the coreutils they replace.
   UTF-8, as stdin is fed); an empty file has no digest: size 0 already says it all. Content may
   reference secrets (``${secret:NAME}``, or ``secret:NAME`` as the whole content): the plan holds
   the reference, the executor feeds the resolved value, and the size and digest are compared
-  from the resolved value at verification (``services.secrets``).
+  from the resolved value at verification (``services.security.secrets``).
 - symlink: ``upm-localfs ln -s TARGET PATH``; update ``upm-localfs ln -sfn TARGET PATH``; delete
   ``upm-localfs rm -f PATH``.
 
 Paths are absolute, with no ``.`` or ``..`` part, no trailing ``/``, and no control, bidi
 (U+202A–U+202E, U+2066–U+2069) or zero-width (U+200B–U+200D, U+FEFF) character, DEL or tab:
 refused when the plan is compiled, naming the character and its position. Where a tenant may
-write (its roots) is :mod:`services.scope`.
+write (its roots) is :mod:`services.security.scope`.
 
 Read-backs: ``stat -c %F:%a:%U[:%s] PATH`` (``:`` separated; no ``|`` in a plan, ever) and
 ``readlink -v PATH``; a regular file's content is then read back as ``sha256sum -- PATH`` (the

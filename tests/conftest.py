@@ -15,8 +15,9 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from events.store import EventStore
-from services import app
-from services.natsserver import EmbeddedNats
+from services.common.settings import Settings
+from upm import app
+from upm.natsserver import EmbeddedNats
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def eventually() -> Callable[[Predicate, float], Awaitable[None]]:
 async def pipeline(
     nc: NATS, store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[EventStore]:
-    """Every UPM service (``services.app.SERVICE_NAMES``) as a task of this process, its data
+    """Every UPM service (``upm.app.SERVICE_NAMES``) as a task of this process, its data
     folder (keys, projections) in the test's temp dir."""
     monkeypatch.setenv("UPM_DATA", str(tmp_path / "upm-data"))
     started: list[str] = []
@@ -72,7 +73,7 @@ async def pipeline(
         if len(started) == len(app.SERVICE_NAMES):
             all_up.set()
 
-    task = asyncio.ensure_future(app.serve(nc, app.SERVICE_NAMES, ready=ready))
+    task = asyncio.ensure_future(app.serve(nc, app.SERVICE_NAMES, Settings.from_env(), ready=ready))
     with anyio.fail_after(15):
         await all_up.wait()
     yield store

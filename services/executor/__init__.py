@@ -10,22 +10,24 @@ from __future__ import annotations
 import anyio
 from nats.aio.client import Client as NATS
 
+from services.common.runtime import ServiceSpec
 from services.executor.commands import CommandService
 from services.executor.config import ExecutorConfig, load_config
 from services.executor.service import Executor
-from services.runtime import ServiceSpec
+from services.security.scope import Scope
 
 NAME = "executor"
 CONSUMES = ("change.approved", "execution.resumed", "rollback.approved", "change.stalled")
 
 
-def spec(config: ExecutorConfig | None = None) -> ServiceSpec:
-    """The executor as a pipeline service (policy from ``config``, else ``UPM_EXECUTOR_CONFIG``)."""
+def spec(config: ExecutorConfig | None = None, scope: Scope | None = None) -> ServiceSpec:
+    """The executor as a pipeline service (policy from ``config``, else ``UPM_EXECUTOR_CONFIG``; local writes
+    within ``scope``, else :func:`~services.security.scope.load_scope`)."""
     policy = config or load_config()
     return ServiceSpec(
         name=NAME,
         consumes=CONSUMES,
-        handle=Executor(policy).handle,
+        handle=Executor(policy, scope).handle,
         concurrency=policy.service.concurrency,
         ack_wait=policy.service.ack_wait_s,
     )

@@ -24,11 +24,11 @@ from events.lifecycle import ChangeState, fold
 from events.model import ExecutionCancelled, ExecutionResumed, Payload, RollbackApproved
 from events.store import EventStore, new_event
 from events.subjects import command_filter, parse_caller_subject
-from services.access import Access, Forbidden, initiator_of, refusal
-from services.access import load as load_access
+from services.common.responder import reply_to
+from services.common.runtime import MAX_CONFLICT_RETRIES, utc_now
 from services.executor.errors import CommandNotAllowed
-from services.responder import reply_to
-from services.runtime import MAX_CONFLICT_RETRIES, utc_now
+from services.security.access import Access, Forbidden, initiator_of, refusal
+from services.security.access import load as load_access
 
 log = logging.getLogger("upm.executor.commands")
 QUEUE = "upm-executor-commands"

@@ -15,7 +15,7 @@ every section and field is optional, and the embedded defaults below run ``upm d
     output:     {event_bytes: 4096, bucket: UPM_OUTPUTS}
     credentials: {ttl_s: 900, brokers: {local: none}, token_store: null}
     service:    {concurrency: 8, ack_wait_s: 30}
-    secrets:    {env: true, dir: null}   # UPM_SECRET_<NAME>, then <dir>/<NAME> (0600): services/secrets.py
+    secrets:    {env: true, dir: null}   # UPM_SECRET_<NAME>, then <dir>/<NAME> (0600): services/security/secrets.py
     pins: []    # extra pinned CLIs: {binary, version, version_args, pattern}
 """
 
@@ -27,11 +27,11 @@ from typing import Any, Literal
 
 import msgspec
 
-from services.configfile import read_mapping
+from services.common.configfile import read_mapping
 from services.executor.errors import ExecutorConfigInvalid
 from services.guard import GuardPolicy, Pin, PinTable
-from services.secrets import SecretsConfig
-from services.steps import pin_table
+from services.guard.steps import pin_table
+from services.security.secrets import SecretsConfig
 
 ENV_VAR = "UPM_EXECUTOR_CONFIG"
 

@@ -5,7 +5,7 @@
     └── CommandNotAllowed          resume / rollback / cancel is not allowed in the change's state
 
     UpmServiceError
-    └── CredentialsUnavailable     (services.credentials) a broker could not issue or revoke
+    └── CredentialsUnavailable     (services.security.credentials) a broker could not issue or revoke
 
 A limit that stops a change (blast radius, deadline) or an anomaly that pauses it is not an
 error: it is recorded as an event (``execution.failed`` with its ``rule``, ``execution.paused``).

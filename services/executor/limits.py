@@ -38,7 +38,7 @@ from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from events.plan import Plan
-from services import cluster
+from services.common import cluster
 from services.executor.config import Limits, Rates
 from services.executor.errors import ExecutorError
 from services.executor.waves import waves_of
@@ -176,7 +176,7 @@ class RateLimits:
 
 async def rate_buckets(js: JetStreamContext) -> KeyValue:
     """The key-value bucket of the shared rate buckets, created (file storage, history 1, the replicas of
-    :func:`services.cluster.replicas`) if missing."""
+    :func:`services.common.cluster.replicas`) if missing."""
     return await cluster.key_value(js, api.KeyValueConfig(
         bucket=RATES_BUCKET, history=1, storage=api.StorageType.FILE, direct=True,
         description="UPM executor rate buckets, per tenant and per target"))

@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from events.model import StepOutput
-from services import cluster
+from services.common import cluster
 
 
 def cut(text: str, limit: int) -> tuple[str, bool]:

@@ -45,8 +45,9 @@ from events.model import (
 )
 from events.plan import Command, Plan, Step
 from providers import Absent, Unknown, compare
-from services import metrics
-from services.credentials import CredentialsBroker, CredentialsUnavailable, IssuedCredentials, broker_for
+from services.common import metrics
+from services.common.runtime import Context
+from services.common.tracing import TRACER
 from services.executor.config import ExecutorConfig
 from services.executor.decide import (
     WAYS,
@@ -69,10 +70,14 @@ from services.executor.limits import RateLimits, rate_buckets
 from services.executor.outputs import OutputStore
 from services.executor.waves import WaveRun, waves_of
 from services.guard import Redactor
-from services.runtime import Context
-from services.scope import Scope, load_scope
-from services.steps import Executed, already_done, execute, read_back
-from services.tracing import TRACER
+from services.guard.steps import Executed, already_done, execute, read_back
+from services.security.credentials import (
+    CredentialsBroker,
+    CredentialsUnavailable,
+    IssuedCredentials,
+    broker_for,
+)
+from services.security.scope import Scope, load_scope
 
 log = logging.getLogger("upm.executor")
 

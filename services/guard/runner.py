@@ -29,7 +29,7 @@ from typing import Literal
 import anyio
 import msgspec
 
-from services import metrics
+from services.common import metrics
 from services.guard.classify import CliProfile, Verdict, profile_for
 from services.guard.errors import CommandRefused, PolicyInvalid, SpawnFailed
 from services.guard.parse import Pipeline, check

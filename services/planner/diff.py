@@ -10,8 +10,8 @@ from typing import Any
 
 import msgspec
 
+from events.codec import to_builtins
 from events.plan import Plan, Step
-from services.output import to_builtins
 
 _COMPARED = ("action", "command", "desired", "rollback", "guard", "depends_on", "wave", "stdin", "target")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from events.codec import json_dumps
 from events.plan import Plan
-from services.output import json_dumps
 from services.planner.diff import PlanDiff
 from services.planner.simulate import SimulationReport
 

@@ -10,10 +10,10 @@ import time
 from collections.abc import Sequence
 
 from events.model import ChangeStalled, Event, IntentSubmitted, Payload, PlanCompiled, PlanRejected, type_of
+from services.common.runtime import Context, Handler, ServiceSpec, pure
 from services.planner import CompileInput, PlanError, PlannerConfig, compile_intent
 from services.planner.config import DEFAULT_CONFIG, config_from_environment
-from services.runtime import Context, Handler, ServiceSpec, pure
-from services.scope import Scope, load_scope
+from services.security.scope import Scope, load_scope
 
 NAME = "planner"
 

@@ -29,7 +29,7 @@ from typing import Any
 from events.plan import Action
 from events.secrets import Finding, find_secret, refusal
 from providers import CATALOG
-from services.configfile import read_mapping
+from services.common.configfile import read_mapping
 from services.planner.errors import PlanError, SecretRefused, SpecError
 from services.planner.iac import to_native
 from services.planner.model import Intent, ResourceIntent

@@ -8,7 +8,7 @@ every Rego policy pack of the tenant → ``preflight.failed`` (every reason list
 
 :func:`spec` is the ``plan.compiled`` consumer run by the shared runtime; :func:`run` is the
 approve/deny command subscriber and the release loop of scheduled changes; :class:`Host` runs all
-three (``Host(nc).run(ready=...)``, the shape ``services.app.HOSTED`` expects).
+three (``Host(nc).run(ready=...)``, the shape ``upm.app.HOSTED`` expects).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 * **reachable** — each remote target the plan acts on answers a read-only call with UPM's
   credentials (:mod:`services.preflight.reach`); a failure says what to start or configure.
 * **scope** — each local step's path lies below its tenant's roots and no component of it is a
-  symbolic link (:mod:`services.scope`; rules ``path-scope``, ``path-symlink``, ``path-characters``).
+  symbolic link (:mod:`services.security.scope`; rules ``path-scope``, ``path-symlink``, ``path-characters``).
 * **ownership** — no step acts on a resource another tenant owns (the desired-state inventory,
   :mod:`events.desired`): ``policy tenant-ownership``, without saying who owns it. Implied steps
   (created only when absent, never rolled back) are exempt.
@@ -34,12 +34,12 @@ from events.model import Check, StepOutput
 from events.plan import Command, Plan, Prerequisite, Step
 from providers import CATALOG, Unknown, compare
 from providers.readback import unknown
+from services.guard.steps import observe_one, run_command, timed_out
 from services.preflight.config import PreflightConfig
 from services.preflight.reach import Runner as Runner  # re-exported: the service passes its own
 from services.preflight.reach import reach
 from services.preflight.reach import targets as reach_targets
-from services.scope import Scope, load_scope, symlink_refusal
-from services.steps import observe_one, run_command, timed_out
+from services.security.scope import Scope, load_scope, symlink_refusal
 
 CHECK_CONCURRENCY = 8
 
@@ -152,7 +152,7 @@ async def run_checks(
     plan: Plan, tenant: str, config: PreflightConfig, run: Runner = guarded_read, *, scope: Scope | None = None,
     inventory: Inventory = EMPTY,
 ) -> tuple[Check, ...]:
-    """Quotas, scope (default: :func:`~services.scope.load_scope`) and ownership, each remote target's
+    """Quotas, scope (default: :func:`~services.security.scope.load_scope`) and ownership, each remote target's
     reachability, then every prerequisite (when every target answered); the dry run only when all passed (a halt says why, and nothing is read back
     through a refused path)."""
     checks: list[Check] = [*quotas(plan, tenant, config), *scope_checks(plan, tenant, scope or load_scope()),

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import msgspec
 
 from events.commands import ENVIRONMENTS
-from services.configfile import read_mapping
+from services.common.configfile import read_mapping
 from services.preflight.errors import PreflightConfigError
 from services.preflight.windows import (
     Window,

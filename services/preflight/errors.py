@@ -12,7 +12,7 @@ Every message says what failed, why, and what to do. ``ApprovalRefused`` becomes
 
 from __future__ import annotations
 
-from services.errors import ConfigError
+from services.common.errors import ConfigError
 
 
 class PreflightError(Exception):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from events.model import Check, StepOutput
 from events.plan import Command, Plan
 from providers.base import display
-from services.steps import step_env
+from services.guard.steps import step_env
 
 CACHE_SECONDS = 60.0
 PROBE_TIMEOUT_S = 20.0

@@ -50,9 +50,10 @@ from events.model import (
 )
 from events.store import ChangeLog, EventStore, new_event
 from events.subjects import command_filter, parse_caller_subject, type_filter
-from services.access import Access, Forbidden, refusal
-from services.access import load as load_access
-from services.inventory import Follower, InventoryBehind
+from services.common.inventory import Follower, InventoryBehind
+from services.common.responder import reply_to
+from services.common.runtime import MAX_CONFLICT_RETRIES, Context, ServiceSpec
+from services.common.runtime import Runner as RuntimeRunner
 from services.preflight import verdict as verdicts
 from services.preflight.checks import Runner, guarded_read, run_checks
 from services.preflight.config import PreflightConfig, load_config
@@ -66,10 +67,9 @@ from services.preflight.core import (
 )
 from services.preflight.errors import ApprovalRefused, PolicyEvaluationError, PolicyLoadError
 from services.preflight.risk import Subject, score
-from services.responder import reply_to
-from services.runtime import MAX_CONFLICT_RETRIES, Context, ServiceSpec
-from services.runtime import Runner as RuntimeRunner
-from services.scope import Scope, load_scope
+from services.security.access import Access, Forbidden, refusal
+from services.security.access import load as load_access
+from services.security.scope import Scope, load_scope
 from services.verifier.inventory import from_log
 
 log = logging.getLogger("upm.preflight")
@@ -374,11 +374,13 @@ class Host:
     the follower keeping the desired-state inventory, the approve/deny subscriber and the release loop; ``run(ready=...)`` as ``upm service`` expects."""
 
     def __init__(self, nc: NATS, *, config: PreflightConfig | None = None, clock: Clock = utc_clock,
-                 reads: Runner = guarded_read, interval: float | None = None, access: Access | None = None) -> None:
+                 reads: Runner = guarded_read, interval: float | None = None, access: Access | None = None,
+                 scope: Scope | None = None) -> None:
         self.nc = nc
         self.follower = Follower(EventStore(nc))
         self.service = Preflight(config or load_config(), clock=clock, reads=reads,
-                                 access=access if access is not None else load_access(), follower=self.follower)
+                                 access=access if access is not None else load_access(),
+                                 scope=scope if scope is not None else load_scope(), follower=self.follower)
         self.interval = interval
 
     async def run(self, *, ready: anyio.Event | None = None) -> None:

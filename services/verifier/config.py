@@ -13,7 +13,7 @@ Loaded from YAML or JSON (``UPM_VERIFIER_CONFIG`` or a path); every key has a de
       confirm_backoff_s: 0.2
       mode: reconcile                   # reconcile | alarm
       modes: {"local_file:*": alarm}    # per resource key (shell-style patterns), first match wins
-    secrets: {env: true, dir: null}     # to compare files whose content references a secret (services/secrets.py)
+    secrets: {env: true, dir: null}     # to compare files whose content references a secret (services/security/secrets.py)
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Literal
 
 import msgspec
 
-from services.configfile import read_mapping
-from services.errors import ConfigError
-from services.secrets import SecretsConfig
+from services.common.configfile import read_mapping
+from services.common.errors import ConfigError
+from services.security.secrets import SecretsConfig
 
 DriftMode = Literal["reconcile", "alarm"]
 

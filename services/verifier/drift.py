@@ -46,11 +46,11 @@ from events.plan import Command
 from events.store import ChangeLog, EventStore, StoredEvent, new_event
 from providers import Known, Observed, Unknown, compare
 from providers.reconcile import reconcile_resource
+from services.common.inventory import Follower
+from services.common.runtime import utc_now
 from services.guard import RateLimiter
-from services.inventory import Follower
-from services.runtime import utc_now
-from services.secrets import SecretResolver, SecretsConfig, resolved_desired
-from services.steps import batch_observe, observe_one, run_command
+from services.guard.steps import batch_observe, observe_one, run_command
+from services.security.secrets import SecretResolver, SecretsConfig, resolved_desired
 from services.verifier.config import DriftConfig
 from services.verifier.inventory import Managed, managed
 
@@ -213,7 +213,7 @@ class DriftLoop:
 
     def _resolved(self, item: Managed) -> Managed:
         """``item`` with the desired fields its plan left to run time (a file whose content
-        references a secret) computed from the resolved references (:mod:`services.secrets`)."""
+        references a secret) computed from the resolved references (:mod:`services.security.secrets`)."""
         desired = resolved_desired(item.step, self.secrets)
         if desired == item.step.desired:
             return item

@@ -23,9 +23,9 @@ from events.model import (
     type_of,
 )
 from events.plan import Step
-from services.runtime import Context, ServiceSpec
-from services.secrets import resolved_desired
-from services.steps import observe_many
+from services.common.runtime import Context, ServiceSpec
+from services.guard.steps import observe_many
+from services.security.secrets import resolved_desired
 from services.verifier import core
 from services.verifier.config import VerifierConfig, load
 

@@ -13,8 +13,8 @@ import anyio
 import nats
 
 from events.model import Event
+from services.common.runtime import Context, Runner, ServiceSpec
 from services.planner import service as planner
-from services.runtime import Context, Runner, ServiceSpec
 
 ACK_WAIT = 1.0
 

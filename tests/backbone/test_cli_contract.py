@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import build_parser, main
+from upm.cli import build_parser, main
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 

@@ -1,7 +1,7 @@
 """Every `upm` command refuses bad flag values and bad files with a message and exit 2 (a pack that
 is not one fails verification: exit 1), never a traceback, and within a bounded time.
 
-Most cases run in-process through :func:`services.cli.main` (the code the console script runs);
+Most cases run in-process through :func:`upm.cli.main` (the code the console script runs);
 a representative subset runs the real ``upm`` entry point as a subprocess."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services import cli
+from upm import cli
 
 NO_NATS = ("--nats", "nats://127.0.0.1:1")  # nothing listens: input must be refused before connecting
 CID = "0190c5b8-5d2c-7b3a-8e4f-123456789abc"
@@ -126,7 +126,7 @@ def test_an_unforeseen_error_is_one_line_and_exit_2_unless_debugging(
     def broken(*_: object, **__: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr("services.planner.cli.compile_intent", broken)
+    monkeypatch.setattr("upm.commands.plan.compile_intent", broken)
     code, err = _run(["plan", "create directory /tmp/x"], capsys)
     assert code == 2 and err.count("\n") == 1 and "ZeroDivisionError" in err and "UPM_DEBUG=1" in err
     monkeypatch.setenv("UPM_DEBUG", "1")

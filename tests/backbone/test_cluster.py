@@ -39,8 +39,8 @@ from upm_load import (
 
 from events.model import ChangeStalled
 from events.subjects import STREAM
-from services import processes
 from services.executor.outputs import OutputStore
+from upm import processes
 
 CLUSTER_CHANGES = int(os.environ.get("UPM_CLUSTER_CHANGES", "60"))
 REPLICA_CHANGES = {1: int(os.environ.get("UPM_REPLICA_CHANGES", "1000")),  # one server: the brief's 1,000

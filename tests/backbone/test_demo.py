@@ -15,7 +15,7 @@ import pytest
 @pytest.mark.slow
 def test_upm_demo_runs_every_story_and_stops_everything(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "UPM_PREFLIGHT_CONFIG")}
-    done = subprocess.run([sys.executable, "-m", "services.cli", "demo", "--data", str(tmp_path / "demo"), "--json"],
+    done = subprocess.run([sys.executable, "-m", "upm.cli", "demo", "--data", str(tmp_path / "demo"), "--json"],
                           capture_output=True, text=True, env=env, timeout=180, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(done.stdout)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from services import app
+from upm import app
 
 ROOT = Path(__file__).resolve().parents[2]
 

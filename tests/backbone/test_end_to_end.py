@@ -15,7 +15,8 @@ import pytest
 from events import chain
 from events.model import PlanCompiled, PlanRecompiled
 from events.store import EventStore
-from services import app, client, processes
+from services.common import client
+from upm import app, processes
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 
@@ -104,7 +105,7 @@ async def test_an_uncompilable_request_is_rejected_with_the_planners_reason(pipe
 
 def _upm(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, env=env, timeout=120,
+        [sys.executable, "-m", "upm.cli", *args], capture_output=True, text=True, env=env, timeout=120,
         check=False,
     )
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from services.cli import main
-from services.output import emit, render_table
+from upm.cli import main
+from upm.output import emit, render_table
 
-UPM = [sys.executable, "-m", "services.cli"]
+UPM = [sys.executable, "-m", "upm.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -18,16 +18,17 @@ from events.ids import new_id
 from events.model import ChangeClosed, StepOutput
 from events.plan import Command, Plan
 from events.store import new_event
-from services import app, cliargs, client, instances
-from services.errors import ConfigError
+from services.common import client
+from services.common.errors import ConfigError
 from services.planner import CompileInput, compile_intent
 from services.preflight import load_config, parse_config
 from services.preflight.checks import guarded_read
 from services.preflight.core import where_groups
 from services.preflight.reach import reach
 from services.preflight.risk import Subject, score
+from upm import app, cliargs, instances
 
-UPM = [sys.executable, "-m", "services.cli"]
+UPM = [sys.executable, "-m", "upm.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 NOON = datetime(2025, 10, 6, 12, 0, tzinfo=UTC)
 
@@ -123,7 +124,7 @@ def test_the_registry_lists_running_instances_and_drops_stale_ones(tmp_path: Pat
 
 def test_down_without_data_names_each_running_instance_and_stops_none(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from services.cli import main
+    from upm.cli import main
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("UPM_DATA", raising=False)
@@ -164,7 +165,7 @@ def test_completion_scripts_cover_every_command_and_load_lazily() -> None:
         done = subprocess.run([*UPM, "completion", shell], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0 and marker in done.stdout and not done.stderr
         assert all(word in done.stdout for word in ("approve", "submit", "--approvers", "evidence"))
-    probe = "import sys; from services.cli import build_parser; build_parser(); print('shtab' in sys.modules)"
+    probe = "import sys; from upm.cli import build_parser; build_parser(); print('shtab' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False"
 

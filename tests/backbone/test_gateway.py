@@ -16,7 +16,7 @@ from events.errors import InvalidEvent
 from events.model import IntentSubmitted
 from events.store import EventStore
 from events.subjects import STREAM, command_subject
-from services.gateway import Gateway
+from services.gateway.service import Gateway
 
 
 @pytest.fixture

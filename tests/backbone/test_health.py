@@ -28,16 +28,17 @@ import pytest
 
 from events.lifecycle import ChangeState
 from events.store import EventStore
-from services import app, health, processes
-from services.access import parse
-from services.errors import CommandRejected
-from services.watchdog import Deadlines
+from services.auditor.watchdog import Deadlines
+from services.common import connection
+from services.common.errors import CommandRejected
+from services.security.access import parse
+from upm import app, health, processes
 
 PIPELINE = ("planner", "preflight", "executor", "verifier", "auditor")
 
 
 def _upm(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "upm.cli", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, check=False)
 
 
@@ -98,7 +99,7 @@ def test_upm_health_and_metrics_on_a_running_upm(tmp_path: Path) -> None:
         assert "upm_handle_seconds_bucket" in scraped and "upm_executor_step_seconds_count" in scraped
 
         # kill -9: the supervisor restarts it, and health says so
-        state = app.read_state(data) or {}
+        state = connection.read_state(data) or {}
         old = int(state["pids"]["planner"])
         os.kill(old, signal.SIGKILL)
 
@@ -147,13 +148,13 @@ async def test_under_an_access_file_only_operators_auditors_and_admins_may_ask(
     responder = health.Responder(nc, await _witnessed(tmp_path), services=(), durables=(), access=access)
     await host(responder)
     for who in ("olga", "audrey", "root"):
-        asker = await app.connect(nc.connected_url.geturl(), identity=who)
+        asker = await connection.connect(nc.connected_url.geturl(), identity=who)
         try:
             answer = await health.ask_health(asker, principal=who)
             assert answer.problems == [] and answer.stream is not None and answer.stream.name == "UPM_EVENTS"
         finally:
             await asker.close()
-    alice = await app.connect(nc.connected_url.geturl(), identity="alice")
+    alice = await connection.connect(nc.connected_url.geturl(), identity="alice")
     try:
         with pytest.raises(CommandRejected, match="alice may not ask for health"):
             await health.ask_health(alice, principal="alice")

@@ -40,11 +40,11 @@ from events.codec import decode_event
 from events.store import EventStore
 from events.subjects import command_subject, inbox_prefix, query_subject, sql_subject
 from projections.projector import Projector
-from services.access import Access
 from services.executor.commands import CommandService
-from services.gateway import Gateway
-from services.natsserver import EmbeddedNats
+from services.gateway.service import Gateway
 from services.preflight import service as preflight_service
+from services.security.access import Access
+from upm.natsserver import EmbeddedNats
 
 ME = "fuzz"
 BATCHES = 125

@@ -23,10 +23,13 @@ from nats.aio.client import Client as NATS
 from events.lifecycle import ChangeState, fold
 from events.model import ChangeStalled, Event, Payload, type_of
 from events.store import EventStore
-from services import app, client, executor, preflight, verifier
+from services import executor, preflight, verifier
+from services.auditor.watchdog import Deadlines, due
+from services.common import client
+from services.common.runtime import Context, Runner, ServiceSpec
+from services.common.settings import Settings
 from services.guard import DEFAULT_PATH
-from services.runtime import Context, Runner, ServiceSpec
-from services.watchdog import Deadlines, due
+from upm import app
 
 WRITER = str(Path(sysconfig.get_path("scripts")) / "upm-localfs")
 FAULTY_WRITER = f"""#!/bin/sh
@@ -67,8 +70,8 @@ def cut_spec(real: ServiceSpec, after: str) -> ServiceSpec:
                        ack_wait=real.ack_wait)
 
 
-def cutting(make: Callable[[], ServiceSpec], after: str) -> Callable[[NATS], Runner]:
-    return lambda nc: Runner(nc, cut_spec(make(), after))
+def cutting(make: Callable[[], ServiceSpec], after: str) -> Callable[[NATS, Settings], Runner]:
+    return lambda nc, _settings: Runner(nc, cut_spec(make(), after))
 
 
 def cut_preflight(after: str) -> Callable[[NATS], preflight.Host]:
@@ -97,7 +100,7 @@ def fast_watchdog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def pipeline_with(nc: NATS, **replaced: Callable[[NATS], Runner]) -> AsyncIterator[None]:
+async def pipeline_with(nc: NATS, **replaced: Callable[[NATS, Settings], Runner]) -> AsyncIterator[None]:
     hosted = dict(app.HOSTED)
     hosted.update(replaced)
     started: list[str] = []
@@ -110,7 +113,7 @@ async def pipeline_with(nc: NATS, **replaced: Callable[[NATS], Runner]) -> Async
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(app, "HOSTED", hosted)
-        task = asyncio.ensure_future(app.serve(nc, tuple(hosted), ready=ready))
+        task = asyncio.ensure_future(app.serve(nc, tuple(hosted), Settings.from_env(), ready=ready))
         with anyio.fail_after(15):
             await all_up.wait()
         try:
@@ -182,7 +185,7 @@ async def test_a_failed_verification_cut_short_is_still_rolled_back(
 async def test_a_change_nothing_finishes_is_closed_stalled_naming_where_it_stopped(
     nc: NATS, store: EventStore, tmp_path: Path, fast_watchdog: None
 ) -> None:
-    async with pipeline_with(nc, executor=lambda nc: _Idle()):  # no executor at all
+    async with pipeline_with(nc, executor=lambda nc, _settings: _Idle()):  # no executor at all
         change_id = await client.submit(nc, "acme", {"request": f"Create directory {tmp_path / 'x'}"},
                                         principal="alice")
         status = await _closed(store, change_id)

@@ -29,14 +29,14 @@ from events.ids import new_id
 from events.model import Event, PlanRejected, SloBreached
 from events.store import EventStore, new_event
 from events.subjects import LOG_HEADS_CHANGE_ID, SYSTEM_TENANT
-from services import cluster, retry
-from services.access import whoami
-from services.auditor import Witness
-from services.cli import main
-from services.errors import ConfigError
-from services.gateway import Gateway
-from services.natsserver import EmbeddedCluster
-from services.runtime import Context, Runner, ServiceSpec, read_through
+from services.auditor.service import Witness
+from services.common import cluster, retry
+from services.common.errors import ConfigError
+from services.common.runtime import Context, Runner, ServiceSpec, read_through
+from services.gateway.service import Gateway
+from services.security.access import whoami
+from upm.cli import main
+from upm.natsserver import EmbeddedCluster
 
 
 def _has_passwd_entry(uid: int) -> bool:

@@ -11,8 +11,8 @@ import nats.js.errors
 import pytest
 
 from events.errors import ConcurrencyConflict, ServerRefused, StoreTimeout
-from services import logs
-from services.retry import RetryPolicy, is_transient
+from services.common import logs
+from services.common.retry import RetryPolicy, is_transient
 
 
 def test_delays_grow_exponentially_up_to_the_maximum_less_their_jitter() -> None:

@@ -13,10 +13,10 @@ import msgspec
 from nats.aio.client import Client as NATS
 
 from events.store import EventStore
-from services.gateway import Gateway
-from services.natsserver import EmbeddedNats
+from services.common.runtime import Runner, ServiceSpec
+from services.gateway.service import Gateway
 from services.planner import service as planner
-from services.runtime import Runner, ServiceSpec
+from upm.natsserver import EmbeddedNats
 
 HERE = Path(__file__).parent
 

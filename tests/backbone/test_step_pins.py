@@ -6,7 +6,7 @@ import pytest
 
 from providers import PINS
 from services.guard import DEFAULT_PATH
-from services.steps import pin_table
+from services.guard.steps import pin_table
 
 
 @pytest.mark.parametrize("binary", PINS["coreutils"].binaries)

@@ -28,7 +28,8 @@ from upm_load import assert_each_closed_once_and_ran_once, clean_env, outcomes, 
 from upm_load import state as _state
 from upm_load import upm as _upm
 
-from services import app, processes
+from services.common import connection
+from upm import app, processes
 
 CHANGES = int(os.environ.get("UPM_SUPERVISION_CHANGES", "200"))
 BACK_WITHIN_S = 15.0  # a restarted Python service imports everything again; the box is shared
@@ -129,7 +130,7 @@ def test_down_while_nats_is_down_stops_everything_without_a_traceback(tmp_path: 
     try:
         _down_while_nats_is_down(data, env)
     finally:
-        if (data / app.STATE_FILE).exists():  # the test failed midway: leave nothing running
+        if (data / connection.STATE_FILE).exists():  # the test failed midway: leave nothing running
             _upm("down", "--data", str(data), env=env)
 
 
@@ -140,7 +141,7 @@ def _down_while_nats_is_down(data: Path, env: dict[str, str]) -> None:
     os.kill(int(state["supervisor"]), signal.SIGSTOP)
     os.kill(int(state["pids"]["nats-server"]), signal.SIGKILL)
     time.sleep(2.0)  # every service has noticed, and is reconnecting
-    down = subprocess.Popen([sys.executable, "-m", "services.cli", "down", "--data", str(data), "--json"],
+    down = subprocess.Popen([sys.executable, "-m", "upm.cli", "down", "--data", str(data), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     time.sleep(1.0)  # `upm down` has asked the supervisor to stop; let it hear it, with NATS still down
     os.kill(int(state["supervisor"]), signal.SIGCONT)
@@ -148,7 +149,7 @@ def _down_while_nats_is_down(data: Path, env: dict[str, str]) -> None:
     assert down.returncode == 0, err
     assert set(json.loads(out)["stopped"]) == {"supervisor", *app.SERVICE_NAMES}
     assert not any(processes.alive(pid) for pid in everything)
-    assert not (data / app.STATE_FILE).exists()
+    assert not (data / connection.STATE_FILE).exists()
     for name in app.SERVICE_NAMES:
         text = (data / "logs" / f"{name}.log").read_text()
         assert "Traceback" not in text, f"{name}.log:\n{text[-3000:]}"

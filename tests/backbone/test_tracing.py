@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from events.store import EventStore
 from events.subjects import STREAM
-from services import client, tracing
-from services.errors import ConfigError
+from services.common import client, tracing
+from services.common.errors import ConfigError
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 PIPELINE = {"planner", "preflight", "executor", "verifier", "auditor"}

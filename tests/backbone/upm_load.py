@@ -21,15 +21,15 @@ from nats.aio.client import Client as NATS
 from events.model import ChangeClosed, StepCompleted, StepFailed, StepStarted
 from events.store import EventStore
 from events.subjects import inbox_prefix
-from services import app, client, cluster
-from services.errors import CommandRejected, NotRunning
+from services.common import client, cluster, connection
+from services.common.errors import CommandRejected, NotRunning
 
 TENANT = "load"
 ME = "tester"
 
 
 def upm(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "upm.cli", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, check=False)
 
 
@@ -40,7 +40,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def state(data: Path) -> dict[str, Any]:
-    found = app.read_state(data)
+    found = connection.read_state(data)
     assert found is not None
     return found
 

@@ -21,9 +21,9 @@ from events.model import ChangeApproved, Event, IntentSubmitted, Payload, PlanCo
 from events.plan import Command, Plan, ResourceRef, Step, Wave, seal
 from events.store import ChangeLog, EventStore, new_event
 from services import executor
+from services.common.runtime import Runner, utc_now
 from services.executor.config import ExecutorConfig, parse_config
 from services.planner import CompileInput, compile_intent
-from services.runtime import Runner, utc_now
 
 REPO = Path(__file__).resolve().parents[2]
 TENANT = "acme"

@@ -12,7 +12,7 @@ import anyio
 import nats
 
 from services import executor
-from services.runtime import Runner
+from services.common.runtime import Runner
 
 
 async def main(url: str) -> None:

@@ -17,7 +17,7 @@ from executor_helpers import REPO, events, make_tool, submit, tool_plan, wait_fo
 
 from events.model import StepCompleted
 from events.store import EventStore
-from services.natsserver import EmbeddedNats
+from upm.natsserver import EmbeddedNats
 
 HERE = Path(__file__).parent
 STEPS = 20

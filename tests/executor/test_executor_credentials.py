@@ -13,8 +13,8 @@ from nats.aio.client import Client as NATS
 
 from events.model import CredentialsIssued, CredentialsRevoked, StepCompleted
 from events.store import EventStore
-from projections.evidence import sections
-from services.credentials import (
+from services.auditor.evidence import sections
+from services.security.credentials import (
     CredentialsUnavailable,
     LocalTokenBroker,
     NoCredentials,
@@ -31,7 +31,7 @@ async def test_a_step_gets_a_short_lived_token_that_is_never_recorded(
     # then misbehaves: it echoes the token on stdout and in an Authorization header on stderr.
     tool = make_tool(tmp_path / "bin", "tokcheck", """
         from pathlib import Path
-        from services.credentials import check_local_token
+        from services.security.credentials import check_local_token
         token = os.environ.get('UPM_LOCAL_TOKEN', '')
         ref = check_local_token(Path(os.environ.get('UPM_LOCAL_TOKEN_STORE', '/nonexistent')), token)
         if ref is None:

@@ -26,7 +26,7 @@ from events.model import Event, ExecutionFailed, StepFailed, StepStarted
 from events.store import EventStore
 from services.executor.limits import RateLimits, bucket_key, rate_buckets
 from services.guard.ratelimit import Bucket, take
-from services.natsserver import EmbeddedNats
+from upm.natsserver import EmbeddedNats
 
 
 def _failure(found: list[Event]) -> ExecutionFailed:

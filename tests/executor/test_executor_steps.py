@@ -33,9 +33,9 @@ from events.model import (
     StepRetried,
 )
 from events.store import EventStore
-from services.emulators import free_port
+from services.guard.steps import already_done
 from services.planner import CompileInput, compile_intent
-from services.steps import already_done
+from upm.emulators import free_port
 
 
 async def test_a_single_wave_change_keeps_the_plain_event_sequence(nc: NATS, store: EventStore, tmp_path: Path) -> None:

@@ -26,10 +26,11 @@ from events.model import (
 )
 from events.plan import Command
 from events.store import EventStore
-from services import auditor, verifier
-from services.executor import cli
-from services.natsserver import EmbeddedNats
-from services.runtime import Runner
+from services import verifier
+from services.auditor import service as auditor
+from services.common.runtime import Runner
+from upm.commands import operate as cli
+from upm.natsserver import EmbeddedNats
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.guard import DEFAULT_PINS, Pin, PinTable
-from services.guard.cli import register
+from upm.commands.guard import register
 
 
 def _guard(capsys: pytest.CaptureFixture[str], *argv: str, pins: PinTable = DEFAULT_PINS) -> tuple[int, str]:
@@ -89,7 +89,7 @@ def test_with_a_tenant_the_executor_scope_rules_apply(capsys: pytest.CaptureFixt
     scope = tmp_path / "scope.yaml"
     scope.write_text(f"roots: [{tmp_path}]\n")
     monkeypatch.setenv("UPM_SCOPE_CONFIG", str(scope))
-    from services.steps import pin_table
+    from services.guard.steps import pin_table
 
     code, out = _guard(capsys, "rm -rf /", "--tenant", "acme", pins=pin_table())
     assert code == 2 and "refused [path-scope]" in out and "upm-localfs" in out

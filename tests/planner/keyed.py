@@ -15,7 +15,7 @@ def upm(argv: list[str]) -> int:
     """Run a planner CLI command (``upm plan ...`` gets ``--config KEYED_FILE``) in-process."""
     import argparse
 
-    from services.planner.cli import register
+    from upm.commands.plan import register
 
     parser = argparse.ArgumentParser(prog="upm")
     register(parser.add_subparsers(dest="command", required=True))

@@ -1,4 +1,4 @@
-"""``upm plan``: the subcommand registered by services/planner/cli.py, driven through argparse."""
+"""``upm plan``: the subcommand registered by upm/commands/plan.py, driven through argparse."""
 
 from __future__ import annotations
 

@@ -27,8 +27,8 @@ from providers import (
     observe,
     pin_for,
 )
+from services.guard.steps import read_back, step_path
 from services.planner import CompileInput, compile_intent
-from services.steps import read_back, step_path
 
 
 def _run(cmd: Command, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

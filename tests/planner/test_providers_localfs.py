@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import upm_localfs as localfs
-from services.steps import step_path
+from services.guard.steps import step_path
 
 ORIGINAL = "in no plan\n"
 

@@ -17,8 +17,8 @@ import pytest
 from events.plan import ResourceRef
 from providers import CATALOG, Absent, Present, Unknown, observe
 from providers.readback import unknown
+from services.guard.steps import observe_many, read_back
 from services.planner import CompileInput, compile_intent
-from services.steps import observe_many, read_back
 
 SQS_TLS = ("\nSSL validation failed for https://127.0.0.1:45872/ [SSL: CERTIFICATE_VERIFY_FAILED] certificate "
            "verify failed: self-signed certificate (_ssl.c:1006)\n")

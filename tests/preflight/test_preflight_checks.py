@@ -19,9 +19,9 @@ from events.model import (
 )
 from events.plan import Command, Plan
 from events.store import new_event
-from services.emulators import free_port
 from services.preflight.checks import run_checks
-from services.scope import Scope
+from services.security.scope import Scope
+from upm.emulators import free_port
 
 
 def _scripted(outputs: dict[str, StepOutput]):

@@ -1,5 +1,5 @@
 """``upm approve``, ``upm deny``, ``upm approvals`` and ``upm policy test`` (parsers registered here,
-as ``services.cli`` will once wired)."""
+as ``upm.cli`` will once wired)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from nats.aio.client import Client as NATS
 from preflight_helpers import config, plan_of
 
 from events.store import EventStore
-from services import app, client
-from services.gateway import Gateway
-from services.natsserver import EmbeddedNats
+from services.common import client
+from services.common.runtime import Runner
+from services.gateway.service import Gateway
 from services.preflight import Host
-from services.preflight.cli import register
-from services.runtime import Runner
+from upm import app
+from upm.commands.approvals import register
+from upm.natsserver import EmbeddedNats
 
 
 def upm(*argv: str) -> int:

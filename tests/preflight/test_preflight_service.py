@@ -18,11 +18,12 @@ from events.ids import new_id
 from events.model import IntentSubmitted
 from events.store import EventStore, new_event
 from events.subjects import command_subject
-from services import app, client
-from services.gateway import Gateway
+from services.common import client
+from services.common.runtime import Runner
+from services.gateway.service import Gateway
 from services.preflight import Host
 from services.preflight.config import PreflightConfig
-from services.runtime import Runner
+from upm import app
 
 Start = Callable[..., Awaitable[FakeClock]]
 

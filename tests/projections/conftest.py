@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 
 from events.store import EventStore
 from projections.projector import Projector
-from services.access import Access
+from services.security.access import Access
 
 Host = Callable[..., Awaitable[None]]  # the host fixture (tests/conftest.py)
 

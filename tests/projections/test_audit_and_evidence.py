@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from upm_history import History, failed, happy, ts
 
-from events import merkle, signing
+from events import merkle, neutral, signing
 from events.codec import decode_event
 from events.model import IntentSubmitted
 from events.subjects import LOG_HEADS_CHANGE_ID, SYSTEM_TENANT
-from projections import audit, evidence, heads, neutral
-from projections.errors import AuditFailed, EvidenceInvalid
+from services.auditor import audit, evidence, heads
+from services.auditor.errors import AuditFailed, EvidenceInvalid
 
 SPEC_EXAMPLE = json.loads((Path(__file__).parent / "spec_neutral_event.json").read_text())
 

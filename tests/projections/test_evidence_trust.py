@@ -13,7 +13,8 @@ from test_audit_and_evidence import pack, sign_head
 from upm_history import History, happy
 
 from events import signing
-from projections import cli, evidence
+from services.auditor import evidence
+from upm.commands import read as cli
 
 
 def upm(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -21,14 +21,14 @@ from upm_history import History, happy, publish
 from events.codec import decode_event
 from events.store import EventStore
 from events.subjects import EVENT_ROOT, STREAM
-from projections import heads
-from projections.evidence import LogHead
 from projections.projector import Projector
-from services import client
-from services.access import Access
-from services.auditor import Witness
-from services.commands import _outcome_text
-from services.natsserver import EmbeddedNats
+from services.auditor import heads
+from services.auditor.evidence import LogHead
+from services.auditor.service import Witness
+from services.common import client
+from services.security.access import Access
+from upm.commands.core import _outcome_text
+from upm.natsserver import EmbeddedNats
 
 UPM = str(Path(sys.executable).parent / "upm")
 CHANGES = 30  # 30 × 8 events, plus the auditor's packs and heads: a few hundred records

@@ -16,9 +16,10 @@ from upm_history import History, happy, publish
 
 from events import merkle, signing
 from events.store import EventStore
-from projections import client, evidence, heads, merkle_store
-from projections.evidence import LogHead
-from services.auditor import Witness
+from projections import client
+from services.auditor import evidence, heads, merkle_store
+from services.auditor.evidence import LogHead
+from services.auditor.service import Witness
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 

@@ -18,9 +18,10 @@ import pytest
 from upm_history import History, failed, happy, publish
 
 from events.store import EventStore
-from projections import cli, evidence
-from services.auditor import Witness
-from services.natsserver import EmbeddedNats
+from services.auditor import evidence
+from services.auditor.service import Witness
+from upm.commands import read as cli
+from upm.natsserver import EmbeddedNats
 
 HERE = Path(__file__).parent
 

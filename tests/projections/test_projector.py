@@ -19,7 +19,7 @@ from projections import sqlservice
 from projections.db import ProjectionDB
 from projections.projector import Projector
 from projections.sqlservice import SqlRequest
-from services.natsserver import EmbeddedNats
+from upm.natsserver import EmbeddedNats
 
 HERE = Path(__file__).parent
 ENVELOPE = ("seq", "id", "change_id", "tenant", "type", "phase", "ts", "actor", "source", "visibility",

@@ -17,12 +17,13 @@ from nats.aio.client import Client as NATS
 from upm_history import History, happy, publish
 
 from events.store import EventStore
-from projections import evidence, evidence_query
+from projections import evidence_query
 from projections.errors import AccessDenied
 from projections.projector import Projector
 from projections.serve import Server, parse_tokens
-from services.access import Access
-from services.auditor import Witness
+from services.auditor import evidence
+from services.auditor.service import Witness
+from services.security.access import Access
 
 HttpGet = Callable[..., Awaitable[tuple[int, bytes]]]  # the http_get fixture (tests/conftest.py)
 

@@ -15,7 +15,7 @@ from projections.errors import AccessDenied, QueryFailed, QueryRejected, QueryTi
 from projections.projector import Projector
 from projections.sqlservice import SqlRequest
 from projections.visibility import VisibleSql
-from services.access import parse
+from services.security.access import parse
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from events import signing
 from events.model import EvidencePublished, LogHeadSigned
 from events.store import EventStore
 from events.subjects import LOG_HEADS_CHANGE_ID, SYSTEM_TENANT
-from projections import client, evidence
+from projections import client
 from projections.errors import EvidenceNotFound
-from services.auditor import Witness
+from services.auditor import evidence
+from services.auditor.service import Witness
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 

@@ -11,7 +11,7 @@ from upm_history import History, happy, publish
 from events.model import EvidencePublished
 from events.store import EventStore
 from events.subjects import EVENT_ROOT
-from services.auditor import Witness
+from services.auditor.service import Witness
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from services.natsserver import nats_server_binary
-from services.tls import ensure_pki
+from services.security.tls import ensure_pki
+from upm.natsserver import nats_server_binary
 
 ACCESS = {"org": "example", "admins": ["root"],
           "tenants": {"acme": {"alice": ["requester"], "bob": ["approver", "operator"]}}}
 
 
 def _upm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "upm.cli", *args], capture_output=True, text=True,
                           timeout=60, check=False)
 
 

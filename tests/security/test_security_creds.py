@@ -22,9 +22,9 @@ from typing import Any
 import nkeys
 import pytest
 
-from services import app
-from services.errors import ConfigError
-from services.natsserver import nats_server_binary
+from services.common import connection
+from services.common.errors import ConfigError
+from upm.natsserver import nats_server_binary
 
 UNLIMITED = {"subs": -1, "data": -1, "payload": -1}
 
@@ -83,7 +83,7 @@ def _creds(path: Path, account: nkeys.KeyPair, name: str, issuer: str = "") -> P
 @pytest.fixture(autouse=True)
 def no_upm_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No UPM client certificates: these servers want credentials, not certificates."""
-    monkeypatch.delenv(app.TLS_ENV, raising=False)
+    monkeypatch.delenv(connection.TLS_ENV, raising=False)
     monkeypatch.setenv("UPM_DATA", str(tmp_path / "upm"))
 
 
@@ -129,10 +129,10 @@ async def test_a_user_of_the_trusted_account_connects_with_its_creds_file(
     operator_server: OperatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Threat: none — the positive control: with NATS_CREDS naming a user's .creds file of an
-    account the operator signed, app.connect gets in and messages flow both ways."""
+    account the operator signed, connection.connect gets in and messages flow both ways."""
     creds = _creds(operator_server.folder / "alice.creds", operator_server.account, "alice")
-    monkeypatch.setenv(app.CREDS_ENV, str(creds))
-    nc = await app.connect(operator_server.url, identity="alice")
+    monkeypatch.setenv(connection.CREDS_ENV, str(creds))
+    nc = await connection.connect(operator_server.url, identity="alice")
     try:
         sub = await nc.subscribe("upm.creds.echo")
         await nc.publish("upm.creds.echo", b"hello")
@@ -145,9 +145,9 @@ async def test_without_creds_the_server_refuses_and_says_to_set_nats_creds(
     operator_server: OperatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Threat: an anonymous client on a server in operator mode: refused, and told what to set."""
-    monkeypatch.delenv(app.CREDS_ENV, raising=False)
-    with pytest.raises(ConfigError, match=f"requires authentication.*{app.CREDS_ENV}"):
-        await app.connect(operator_server.url, identity="alice")
+    monkeypatch.delenv(connection.CREDS_ENV, raising=False)
+    with pytest.raises(ConfigError, match=f"requires authentication.*{connection.CREDS_ENV}"):
+        await connection.connect(operator_server.url, identity="alice")
 
 
 @pytest.mark.parametrize("forgery", ["unknown account", "forged signature"])
@@ -159,9 +159,9 @@ async def test_a_user_not_signed_by_a_trusted_account_is_refused(
     issuer = _public(operator_server.account) if forgery == "forged signature" else ""
     rogue = _keypair(nkeys.PREFIX_BYTE_ACCOUNT)
     creds = _creds(operator_server.folder / "mallory.creds", rogue, "mallory", issuer)
-    monkeypatch.setenv(app.CREDS_ENV, str(creds))
+    monkeypatch.setenv(connection.CREDS_ENV, str(creds))
     with pytest.raises(ConfigError, match=f"refused the user in {re.escape(str(creds))}"):
-        await app.connect(operator_server.url, identity="mallory")
+        await connection.connect(operator_server.url, identity="mallory")
 
 
 @pytest.mark.parametrize("content", [None, "not a creds file\n"])
@@ -173,6 +173,6 @@ async def test_a_missing_or_malformed_creds_file_is_a_config_error_naming_it(
     creds = tmp_path / "missing.creds"
     if content is not None:
         creds.write_text(content)
-    monkeypatch.setenv(app.CREDS_ENV, str(creds))
-    with pytest.raises(ConfigError, match=f"{re.escape(str(creds))}.*{app.CREDS_ENV}"):
-        await app.connect("nats://127.0.0.1:1", identity="alice")
+    monkeypatch.setenv(connection.CREDS_ENV, str(creds))
+    with pytest.raises(ConfigError, match=f"{re.escape(str(creds))}.*{connection.CREDS_ENV}"):
+        await connection.connect("nats://127.0.0.1:1", identity="alice")

@@ -28,14 +28,16 @@ from nats.aio.client import Client as NATS
 from events.model import EvidencePublished
 from events.plan import Command
 from events.store import EventStore
-from projections.evidence import EVIDENCE_BUCKET, read_pack
-from services import app, client
+from services.auditor.evidence import EVIDENCE_BUCKET, read_pack
+from services.common import client
+from services.common.settings import Settings
 from services.executor.config import ENV_VAR as EXECUTOR_CONFIG_ENV
 from services.executor.config import load_config, parse_config
 from services.guard import DEFAULT_POLICY, GuardPolicy
-from services.natsserver import EmbeddedNats
-from services.steps import execute
-from services.tls import Pki
+from services.guard.steps import execute
+from services.security.tls import Pki
+from upm import app
+from upm.natsserver import EmbeddedNats
 
 
 def _test_module(folder: str, name: str) -> ModuleType:
@@ -130,7 +132,7 @@ async def _one_change(url: str, pki: Pki, target: Path, projections: Path) -> No
 def _upm(*args: str) -> str:
     """Run the `upm` CLI (as an operator would, so that no service's process object lives here)."""
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "UPM_TLS_DIR", "UPM_DATA", EXECUTOR_CONFIG_ENV)}
-    done = subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-m", "upm.cli", *args], capture_output=True, text=True, env=env,
                           timeout=60, check=False)
     assert done.returncode == 0, f"upm {' '.join(args)} failed: {done.stderr}"
     return done.stdout
@@ -167,7 +169,7 @@ async def _serving(nc: NATS, names: tuple[str, ...]) -> AsyncIterator[None]:
         if len(started) == len(names):
             ready.set()
 
-    task = asyncio.ensure_future(app.serve(nc, names, ready=mark))
+    task = asyncio.ensure_future(app.serve(nc, names, Settings.from_env(), ready=mark))
     try:
         with anyio.fail_after(15):
             await ready.wait()
@@ -184,7 +186,7 @@ def _files_holding(needle: bytes, *folders: Path) -> list[str]:
 
 LEAKY_TOOL = """
     from pathlib import Path
-    from services.credentials import check_local_token
+    from services.security.credentials import check_local_token
     token = os.environ.get('UPM_LOCAL_TOKEN', '')
     if check_local_token(Path(os.environ.get('UPM_LOCAL_TOKEN_STORE', '/nonexistent')), token) is None:
         sys.exit(77)

@@ -17,9 +17,9 @@ import nats.errors
 import pytest
 from cryptography import x509
 
-from services import app
-from services.natsserver import EmbeddedNats
-from services.tls import Pki, ensure_pki
+from services.security.tls import Pki, ensure_pki
+from upm import app
+from upm.natsserver import EmbeddedNats
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_keys_are_private_to_their_owner(pki: Pki) -> None:
 
 def _upm(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", "UPM_TLS_DIR")}
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "upm.cli", *args], capture_output=True, text=True,
                           env=env, timeout=120, check=False)
 
 

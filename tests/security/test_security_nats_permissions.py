@@ -34,10 +34,12 @@ from events.subjects import (
     inbox_prefix,
     sql_subject,
 )
-from services import access, app, natsauth
-from services.errors import ConfigError
-from services.natsserver import EmbeddedNats
-from services.tls import Pki, distinguished_name, ensure_pki
+from services.common import connection
+from services.common.errors import ConfigError
+from services.security import access
+from services.security.tls import Pki, distinguished_name, ensure_pki
+from upm import app, natsauth
+from upm.natsserver import EmbeddedNats
 
 ACCESS = {
     "org": "example",
@@ -164,12 +166,12 @@ async def test_connect_acts_as_the_identity_with_its_own_certificate_and_inbox(
     secured: Secured, connect: Connect, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Threat: a client connecting with a shared certificate or inbox, so the server cannot tell
-    (or limit) who it is: app.connect uses client-<identity> and replies under _INBOX.<identity>;
+    (or limit) who it is: connection.connect uses client-<identity> and replies under _INBOX.<identity>;
     an identity the server does not know is refused with a message saying what to do."""
-    monkeypatch.setenv(app.TLS_ENV, str(secured.pki.folder))
+    monkeypatch.setenv(connection.TLS_ENV, str(secured.pki.folder))
     gateway = await connect("upm-gateway")
     sub = await gateway.nc.subscribe("upm.cmd.*.intent.*")
-    nc = await app.connect(secured.url, identity="alice")
+    nc = await connection.connect(secured.url, identity="alice")
     try:
         async with anyio.create_task_group() as tg:
             async def answer() -> None:
@@ -182,9 +184,9 @@ async def test_connect_acts_as_the_identity_with_its_own_certificate_and_inbox(
     finally:
         await nc.close()
     with pytest.raises(ConfigError, match="refused identity mallory"):
-        await app.connect(secured.url, identity="mallory")
+        await connection.connect(secured.url, identity="mallory")
     with pytest.raises(ConfigError, match=r"client-nobody\.pem"):
-        await app.connect(secured.url, identity="nobody")
+        await connection.connect(secured.url, identity="nobody")
 
 
 # -- people: commands, inboxes, events ------------------------------------------------------
@@ -431,8 +433,8 @@ def test_people_get_no_jetstream_without_a_stream_role() -> None:
 
 
 def _upm(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", app.TLS_ENV, access.ENV_VAR)}
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, env=env,
+    env = {k: v for k, v in os.environ.items() if k not in ("NATS_URL", connection.TLS_ENV, access.ENV_VAR)}
+    return subprocess.run([sys.executable, "-m", "upm.cli", *args], capture_output=True, text=True, env=env,
                           timeout=120, check=False)
 
 
@@ -448,7 +450,7 @@ def test_upm_up_with_access_runs_a_change_to_closed(tmp_path: Path) -> None:
     assert up.returncode == 0, up.stderr
     try:
         state = json.loads(up.stdout)
-        assert state["security"] == app.SECURITY_ACCESS
+        assert state["security"] == connection.SECURITY_ACCESS
         change_id = anyio.run(_intent_to_closed, state, tmp_path / "made")
         assert (tmp_path / "made").is_dir()
         at = ("--data", str(data))

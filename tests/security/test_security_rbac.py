@@ -24,15 +24,17 @@ from events.ids import new_id
 from events.model import ApprovalGranted, IntentSubmitted
 from events.store import EventStore
 from events.subjects import ANY_TENANT, STREAM, command_subject, inbox_prefix, query_subject
-from services import app, client, queries
-from services.access import Access, parse
-from services.errors import CommandRejected, ConfigError
+from services.common import client
+from services.common.errors import CommandRejected, ConfigError
+from services.common.runtime import Runner
 from services.executor import CommandService
-from services.gateway import Gateway
-from services.natsserver import EmbeddedNats
+from services.gateway import queries
+from services.gateway.service import Gateway
 from services.preflight import Host
 from services.preflight.config import parse_config
-from services.runtime import Runner
+from services.security.access import Access, parse
+from upm import app
+from upm.natsserver import EmbeddedNats
 
 ACCESS: dict[str, Any] = {
     "org": "example",
@@ -47,7 +49,7 @@ Submit = Callable[..., Awaitable[str]]
 
 class People:
     """One connection per person, each with its own reply inbox ``_INBOX.<name>`` (as
-    ``services.app.connect`` makes them): with an access file a request is answered only there."""
+    ``upm.app.connect`` makes them): with an access file a request is answered only there."""
 
     def __init__(self, url: str) -> None:
         self.url = url

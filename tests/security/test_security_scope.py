@@ -22,19 +22,20 @@ from events.model import ChangeClosed, EvidencePublished, PlanRejected, Prefligh
 from events.store import EventStore
 from events.subjects import inbox_prefix
 from projections import client as packs
-from projections import evidence
-from services import app, client
-from services.access import parse
-from services.auditor import Witness
-from services.errors import ConfigError
+from services.auditor import evidence
+from services.auditor.service import Witness
+from services.common import client
+from services.common.errors import ConfigError
+from services.common.runtime import Runner
 from services.executor import CommandService
-from services.gateway import Gateway
-from services.natsserver import EmbeddedNats
+from services.gateway.service import Gateway
 from services.planner import CompileInput, compile_intent
 from services.planner.errors import InvalidFieldValue
 from services.preflight import Host
-from services.runtime import Runner
-from services.scope import default_roots, parse_scope
+from services.security.access import parse
+from services.security.scope import default_roots, parse_scope
+from upm import app
+from upm.natsserver import EmbeddedNats
 
 ACCESS: dict[str, Any] = {
     "org": "example",

@@ -32,12 +32,12 @@ from events.commands import parse_intent
 from events.model import EvidencePublished
 from events.plan import Command
 from events.store import EventStore
-from projections.evidence import EVIDENCE_BUCKET, read_pack
-from services import client
+from services.auditor.evidence import EVIDENCE_BUCKET, read_pack
+from services.common import client
 from services.executor.config import ENV_VAR as EXECUTOR_CONFIG_ENV
-from services.natsserver import EmbeddedNats
-from services.secrets import SecretsConfig
-from services.steps import execute
+from services.guard.steps import execute
+from services.security.secrets import SecretsConfig
+from upm.natsserver import EmbeddedNats
 
 UPM = str(Path(sys.executable).parent / "upm")
 TENANT = "acme"
@@ -372,7 +372,7 @@ def test_the_plan_holds_no_digest_of_a_secret_and_verification_compares_the_reso
     and an unresolvable reference makes it say so instead of matching anything."""
     from events.secrets import RESOLVED_AT_RUN_TIME
     from services.planner import CompileInput, compile_intent
-    from services.secrets import resolved_desired
+    from services.security.secrets import resolved_desired
 
     content = "password=${secret:DB_PASS}\n"
     plan = compile_intent(CompileInput(spec={"resources": [{"type": "local_file", "path": "/tmp/upm-ref", "content": content}]}))

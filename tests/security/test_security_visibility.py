@@ -27,16 +27,17 @@ from events.ids import new_id
 from events.model import ChangeClosed, IntentSubmitted
 from events.store import ChangeLog, EventStore, new_event
 from events.subjects import inbox_prefix, sql_subject
-from projections import evidence, evidence_query, schema, sqlservice
+from projections import evidence_query, schema, sqlservice
 from projections.errors import AccessDenied
 from projections.projector import Projector
 from projections.serve import Server, parse_tokens
 from projections.sqlservice import SqlRequest
 from projections.visibility import CHANGE_FREE
-from services.access import ASKER, parse
-from services.auditor import Witness
-from services.natsserver import EmbeddedNats
-from services.runtime import utc_now
+from services.auditor import evidence
+from services.auditor.service import Witness
+from services.common.runtime import utc_now
+from services.security.access import ASKER, parse
+from upm.natsserver import EmbeddedNats
 
 HttpGet = Callable[..., Awaitable[tuple[int, bytes]]]  # the http_get fixture (tests/conftest.py)
 

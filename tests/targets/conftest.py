@@ -1,6 +1,6 @@
 """Real targets for the whole pipeline: a moto server (driven by the real ``aws`` CLI) and an
 embedded PostgreSQL server (driven by the real ``psql``), each started once per module by the
-launchers ``upm up --with aws,postgres`` uses (``services/emulators.py``)."""
+launchers ``upm up --with aws,postgres`` uses (``upm/emulators.py``)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from targets_helpers import DRIFT_INTERVAL
 
 from events.store import EventStore
-from services import emulators
-from services.emulators import AwsTarget, PgTarget, Targets
+from upm import emulators
+from upm.emulators import AwsTarget, PgTarget, Targets
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from events.store import EventStore
 from events.subjects import command_subject
 from projections import kpi
 from projections.db import ProjectionDB
-from services import client, emulators
-from services.emulators import AwsTarget, PgTarget
+from services.common import client, targets
+from upm.emulators import AwsTarget, PgTarget
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 DRIFT_INTERVAL = 6.0  # a pass must fit every read-back (an aws CLI start-up is ~0.8 s of CPU)
@@ -84,7 +84,7 @@ def aws_cli(target: AwsTarget, *args: str, creds: dict[str, str] | None = None) 
 def sql(target: PgTarget, statement: str, *, database: str = "postgres") -> str:
     """A direct query as the superuser (real psql), bypassing UPM's read-backs."""
     dsn = target.dsn.rsplit("/", 1)[0] + "/" + database
-    return emulators.psql_dsn(dsn, (statement,)).strip()
+    return targets.psql_dsn(dsn, (statement,)).strip()
 
 
 def moto_sessions(target: AwsTarget) -> list[dict[str, Any]]:

@@ -20,8 +20,8 @@ from targets_helpers import (
 from events.commands import idempotent_change_id
 from events.model import CredentialsIssued, DriftDetected, DriftResolved
 from events.store import EventStore
-from services.emulators import AwsTarget
 from services.verifier.drift import DRIFT_LOG_KEY
+from upm.emulators import AwsTarget
 
 pytestmark = pytest.mark.usefixtures("aws_target")
 

@@ -9,8 +9,8 @@ from targets_helpers import boto, sql
 from events.plan import Command, ResourceRef
 from providers import CATALOG, Absent, Present
 from providers.base import batch_readbacks, command
-from services.emulators import AwsTarget, PgTarget, Targets
-from services.steps import execute, read_back
+from services.guard.steps import execute, read_back
+from upm.emulators import AwsTarget, PgTarget, Targets
 
 
 @pytest.fixture(autouse=True)

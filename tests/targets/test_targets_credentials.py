@@ -11,8 +11,8 @@ import anyio
 import pytest
 from targets_helpers import aws_cli
 
-from services.credentials import PostgresBroker, StsBroker, broker_for
-from services.emulators import AwsTarget, PgTarget, Targets
+from services.security.credentials import PostgresBroker, StsBroker, broker_for
+from upm.emulators import AwsTarget, PgTarget, Targets
 
 
 def psql_as(env: dict[str, str], statement: str) -> subprocess.CompletedProcess[str]:

@@ -14,11 +14,11 @@ from targets_helpers import DRIFT_INTERVAL, Eventually, aws_cli, boto, operator_
 from events.commands import idempotent_change_id
 from events.model import DriftDetected, PlanCompiled, RollbackCompleted, RollbackFailed
 from events.store import EventStore
-from projections import evidence
-from services import client
-from services.emulators import AwsTarget
+from services.auditor import evidence
+from services.common import client
 from services.planner.iac.load import load_input
 from services.verifier.drift import DRIFT_LOG_KEY
+from upm.emulators import AwsTarget
 
 pytestmark = pytest.mark.usefixtures("aws_target")
 

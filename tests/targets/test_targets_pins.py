@@ -9,9 +9,9 @@ import pytest
 from events.plan import Command
 from providers import PINS
 from providers.base import display
-from services.emulators import postgres_bin
 from services.guard import DEFAULT_PATH, Pin
-from services.steps import execute, pin_table
+from services.guard.steps import execute, pin_table
+from upm.emulators import postgres_bin
 
 
 def command(*argv: str) -> Command:

@@ -10,8 +10,8 @@ from targets_helpers import DRIFT_INTERVAL, Eventually, rolled_back, sql, submit
 from events.commands import idempotent_change_id
 from events.model import CredentialsIssued, DriftDetected, DriftResolved
 from events.store import EventStore
-from services.emulators import PgTarget
 from services.verifier.drift import DRIFT_LOG_KEY
+from upm.emulators import PgTarget
 
 pytestmark = pytest.mark.usefixtures("pg_target")
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from targets_helpers import boto
 
-from services.credentials import STS_MAX_S, StsBroker
-from services.emulators import AwsTarget, Targets
+from services.security.credentials import STS_MAX_S, StsBroker
+from upm.emulators import AwsTarget, Targets
 
 KEEP_S = 60
 
@@ -87,7 +87,7 @@ async def test_a_role_that_resists_or_vanishes_does_not_stop_the_sweep(
         return old
 
     monkeypatch.setattr(broker, "_old_roles", another_sweeper_meanwhile)
-    caplog.set_level(logging.INFO, logger="services.credentials")
+    caplog.set_level(logging.INFO, logger="services.security.credentials")
     deleted = await broker.sweep(time.time() + KEEP_S + 1)
     assert swept in deleted and stuck not in deleted and gone not in deleted
     assert policies(iam, swept) is None and policies(iam, stuck) is not None
@@ -105,7 +105,7 @@ async def test_issue_sweeps_at_most_once_per_interval_and_a_failing_sweep_does_n
         raise ConnectionError("Could not connect to the endpoint URL")
 
     monkeypatch.setattr(broker, "_old_roles", endpoint_down)
-    caplog.set_level(logging.WARNING, logger="services.credentials")
+    caplog.set_level(logging.WARNING, logger="services.security.credentials")
     first = await broker.issue(tenant="acme", change_id="c7", target="us-east-1", ttl_s=900)
     second = await broker.issue(tenant="acme", change_id="c8", target="us-east-1", ttl_s=900)
     assert first.ref != second.ref and len(calls) == 1

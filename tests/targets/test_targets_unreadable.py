@@ -45,11 +45,11 @@ from events.model import (
     VerificationFailed,
 )
 from events.store import EventStore
-from services import emulators
-from services.emulators import AwsTarget, PgTarget, Targets
 from services.verifier import core
 from services.verifier.drift import DRIFT_LOG_KEY
 from services.verifier.service import verify
+from upm import emulators
+from upm.emulators import AwsTarget, PgTarget, Targets
 
 pytestmark = pytest.mark.timeout(240)
 

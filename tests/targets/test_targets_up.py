@@ -16,13 +16,13 @@ import pytest
 from targets_helpers import sql
 
 from events.store import EventStore
-from services import app, client
-from services.emulators import PgTarget
-from services.processes import alive
+from services.common import client, connection
+from upm.emulators import PgTarget
+from upm.processes import alive
 
 
 def upm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "upm.cli", *args], capture_output=True, text=True,
                           timeout=120, check=False)
 
 
@@ -41,12 +41,12 @@ async def test_up_with_aws_and_postgres_runs_a_change_on_each_and_down_stops_eve
     targets = state["targets"]
     assert targets["aws"]["endpoint"].startswith("http://127.0.0.1:") and alive(targets["aws"]["pid"])
     assert targets["postgres"]["host"] == "127.0.0.1" and alive(targets["postgres"]["pid"])
-    recorded = (folder / app.STATE_FILE).read_text()
+    recorded = (folder / connection.STATE_FILE).read_text()
     assert "secret" not in recorded.lower() and "postgresql://" not in recorded  # pids and endpoints only
     brokers = json.loads((folder / "executor.json").read_text())["credentials"]["brokers"]
     assert brokers == {"local": "none", "aws": "sts", "postgres": "postgres"}
 
-    nc = await app.connect(state["url"])
+    nc = await connection.connect(state["url"])
     try:
         store = EventStore(nc)
         for request in ("Create S3 bucket up-bucket with encryption", "Create postgres database up_db"):

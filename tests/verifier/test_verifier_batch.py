@@ -7,8 +7,8 @@ from pathlib import Path
 import anyio
 
 from providers import Absent, Present
+from services.guard.steps import batch_observe, observe_many, run_command
 from services.planner import CompileInput, compile_intent
-from services.steps import batch_observe, observe_many, run_command
 
 
 async def test_one_stat_reads_many_directories_and_absent_ones_fall_back(tmp_path: Path) -> None:

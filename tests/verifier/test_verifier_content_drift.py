@@ -28,15 +28,15 @@ from events.model import (
 from events.plan import Plan
 from events.store import ChangeLog, EventStore, new_event
 from providers import CATALOG
+from services.common.runtime import utc_now
+from services.guard.steps import run_command
 from services.planner import CompileInput, compile_intent
-from services.runtime import utc_now
-from services.steps import run_command
 from services.verifier import core
-from services.verifier.cli import _drift
 from services.verifier.config import DriftConfig
 from services.verifier.drift import DRIFT_LOG_KEY, DriftLoop, check, scan
 from services.verifier.inventory import Managed, from_log
 from services.verifier.service import verify
+from upm.commands.verify import _drift
 
 FAST = DriftConfig(interval_s=30, confirm_retries=1, confirm_backoff_s=0.01, rate_per_s=1000, concurrency=8,
                    mode="alarm")

@@ -23,7 +23,7 @@ from events.model import (
 )
 from events.store import EventStore
 from events.subjects import type_filter
-from services import client
+from services.common import client
 from services.verifier.drift import DRIFT_LOG_KEY
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]

@@ -8,8 +8,8 @@ import anyio
 import pytest
 
 from providers import Observed, Unknown
+from services.guard.steps import run_command
 from services.planner import CompileInput, compile_intent
-from services.steps import run_command
 from services.verifier.config import DriftConfig
 from services.verifier.drift import check, read_resource, scan
 from services.verifier.inventory import Managed

@@ -12,7 +12,7 @@ import pytest
 from events.commands import idempotent_change_id
 from events.model import DriftDetected, DriftResolved, DriftScanned
 from events.store import EventStore
-from services import client
+from services.common import client
 from services.verifier.drift import DRIFT_LOG_KEY
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]

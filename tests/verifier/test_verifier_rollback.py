@@ -17,9 +17,9 @@ import pytest
 
 from events.model import RollbackApproved, RollbackPlanned
 from events.store import EventStore
-from services import client
-from services.cli import main
+from services.common import client
 from services.guard import DEFAULT_PATH
+from upm.cli import main
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 

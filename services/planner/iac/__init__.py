@@ -28,7 +28,7 @@ import yaml
 
 from events import jsonbounds
 from events.errors import InvalidEvent
-from services.configfile import parse_documents
+from services.common.configfile import parse_documents
 from services.planner.errors import SpecError
 from services.planner.iac.hcl import hcl_to_spec
 from services.planner.iac.manifests import is_manifest, manifests_to_spec

@@ -20,7 +20,7 @@ import yaml
 
 from events import jsonbounds
 from events.errors import InvalidEvent
-from services.configfile import parse_documents, read_text
+from services.common.configfile import parse_documents, read_text
 from services.planner.errors import SpecError
 from services.planner.iac.hcl import tfvars_values
 from services.planner.iac.manifests import is_manifest

@@ -1,0 +1,1 @@
+"""The auditor service: chain checks, closing changes, the witness, signed heads and evidence packs."""

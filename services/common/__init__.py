@@ -1,0 +1,1 @@
+"""Shared building blocks of every service: connection, runtime, retry, logs, metrics, tracing, client."""

@@ -1,0 +1,1 @@
+"""Security building blocks: TLS, access rules, credentials, scopes, secret references."""

@@ -1,0 +1,1 @@
+"""The `upm` subcommands, one module per group; each registers its parsers."""
