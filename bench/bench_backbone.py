@@ -17,9 +17,8 @@ import anyio
 import nats
 from common import embedded_server, machine, median, p95
 
-from events.codec import encode_event
 from events.ids import new_id
-from events.model import Event, IntentSubmitted
+from events.model import Event, IntentSubmitted, encode_event
 from events.store import ChangeLog, EventStore, new_event
 from services.common import client
 from upm import app

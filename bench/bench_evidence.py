@@ -36,8 +36,7 @@ from common import embedded_server, machine, median, p95
 from nats.js import api
 from upm_history import History, happy
 
-from events.codec import decode_event
-from events.model import ChangeClosed, EvidencePublished, type_of
+from events.model import ChangeClosed, EvidencePublished, decode_event, type_of
 from events.store import ChangeLog, EventStore
 from events.subjects import EVENT_ROOT, STREAM, event_subject
 

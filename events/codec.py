@@ -1,4 +1,5 @@
-"""One codec for the whole contract: canonical JSON, digests, and the event encoder/decoder.
+"""One codec for the whole contract: canonical JSON, digests and readable JSON (events are encoded and
+decoded by :mod:`events.model`).
 
 Canonical JSON is msgspec's JSON with keys in sorted order and no whitespace; it is what every
 hash in UPM (event chain, plan hash, baselines, evidence manifests) is computed over, so the same
@@ -7,14 +8,10 @@ value always hashes the same in any process, whatever ``PYTHONHASHSEED`` says.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
-
-if TYPE_CHECKING:
-    from events.model import Event
 
 _canonical = msgspec.json.Encoder(order="sorted")
 _readable = msgspec.json.Encoder(order="deterministic")
@@ -56,20 +53,3 @@ def decode_json_object(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise msgspec.ValidationError("expected a JSON object")
     return value
-
-
-@functools.cache
-def _event_decoder() -> msgspec.json.Decoder[Event]:
-    from events.model import Event
-
-    return msgspec.json.Decoder(Event)
-
-
-def encode_event(event: Event) -> bytes:
-    """The stored bytes of an event: its canonical JSON."""
-    return _canonical.encode(event)
-
-
-def decode_event(data: bytes) -> Event:
-    """An event from its stored bytes; raises ``msgspec.ValidationError`` naming the field."""
-    return _event_decoder().decode(data)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
+from events.codec import canonical_json
 from events.plan import Command, Plan
 
 Phase = Literal["plan", "preflight", "execute", "verify", "audit"]
@@ -702,3 +703,16 @@ def type_of(payload: Payload | type[Payload]) -> str:
 
 
 PAYLOAD_TYPES: dict[str, type[Payload]] = {type_of(cls): cls for cls in AnyPayload.__args__}
+
+
+_event_decoder = msgspec.json.Decoder(Event)
+
+
+def encode_event(event: Event) -> bytes:
+    """The stored bytes of an event: its canonical JSON."""
+    return canonical_json(event)
+
+
+def decode_event(data: bytes) -> Event:
+    """An event from its stored bytes; raises ``msgspec.ValidationError`` naming the field."""
+    return _event_decoder.decode(data)

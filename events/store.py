@@ -20,7 +20,6 @@ from nats.js import JetStreamContext, api
 from opentelemetry import propagate
 
 from events.chain import GENESIS, seal
-from events.codec import decode_event, encode_event
 from events.errors import (
     ConcurrencyConflict,
     InvalidEvent,
@@ -29,7 +28,7 @@ from events.errors import (
     StoreTimeout,
     StreamNotFound,
 )
-from events.model import Event
+from events.model import Event, decode_event, encode_event
 from events.stream import check_immutable, event_stream_config
 from events.subjects import (
     HDR_EXPECTED_LAST_SUBJECT_SEQ,

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 import duckdb
 import msgspec
 
-from events.codec import decode_event
 from events.lifecycle import NEUTRAL, ChangeState, evolve, fold
-from events.model import Event, IntentSubmitted
+from events.model import Event, IntentSubmitted, decode_event
 
 Key = tuple[str, str]
 Row = tuple[str, str, str]  # tenant, change_id, status

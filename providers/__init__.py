@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from events.plan import ResourceRef
 from providers import aws, azure, k8s, local, postgres
-from providers.base import CliPin, FieldDiff, FieldSpec, Requirement, ResourceType, compare, display
+from providers.base import CliPin, FieldSpec, Mismatch, Requirement, ResourceType, compare, display
 from providers.readback import Absent, Known, Observed, Present, Unknown
 
 __all__ = [
@@ -22,9 +22,9 @@ __all__ = [
     "TARGET_RULES",
     "Absent",
     "CliPin",
-    "FieldDiff",
     "FieldSpec",
     "Known",
+    "Mismatch",
     "Observed",
     "Present",
     "Requirement",

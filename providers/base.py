@@ -45,7 +45,7 @@ _DOUBLE_QUOTE_UNSAFE = re.compile(r'["\\$`]')
 _META = re.compile(r";|&&|\|\||\\|\$\(|`|<|>|\n")
 
 
-class FieldDiff(msgspec.Struct, frozen=True, kw_only=True):
+class Mismatch(msgspec.Struct, frozen=True, kw_only=True):
     """One field whose observed value differs from the desired one."""
 
     field: str
@@ -412,7 +412,7 @@ def is_set(value: Any) -> bool:
     return bool(value) or (value is not False and value is not None and value == 0)
 
 
-def compare(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> list[FieldDiff]:
+def compare(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> list[Mismatch]:
     """The fields where ``observed`` (``None`` = absent) differs from ``desired``.
 
     ``desired["exists"]`` (default ``True``) is compared with presence first; when the resource
@@ -421,11 +421,11 @@ def compare(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> l
     want = bool(desired.get("exists", True))
     present = observed is not None
     if want != present:
-        return [FieldDiff(field="exists", desired=want, observed=present)]
+        return [Mismatch(field="exists", desired=want, observed=present)]
     if observed is None:
         return []
     return [
-        FieldDiff(field=name, desired=value, observed=observed.get(name))
+        Mismatch(field=name, desired=value, observed=observed.get(name))
         for name, value in sorted(desired.items())
         if name != "exists" and observed.get(name) != value
     ]

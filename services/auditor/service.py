@@ -25,7 +25,6 @@ from anyio.abc import Process
 from nats.aio.client import Client as NATS
 
 from events import chain, merkle, signing
-from events.codec import decode_event
 from events.desired import EMPTY, Inventory, evolve
 from events.errors import ChainBroken, ConcurrencyConflict, StoreTimeout
 from events.ids import derive_id
@@ -49,6 +48,7 @@ from events.model import (
     RollbackPlanned,
     VerificationFailed,
     VerificationPassed,
+    decode_event,
     type_of,
 )
 from events.store import ChangeLog, EventStore, StoredEvent, new_event

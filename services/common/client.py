@@ -8,7 +8,6 @@ JetStream consumer on ``upm.evt.<tenant>.>``.
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -124,13 +123,19 @@ class Refusals:
             await self.changed.wait()
 
 
-REFUSALS: weakref.WeakKeyDictionary[NATS, Refusals] = weakref.WeakKeyDictionary()
+class Connection(NATS):
+    """A NATS connection that keeps the publishes its server refused (:class:`Refusals`), so requests on it
+    fail at once with the reason; :func:`services.common.connection.connect` opens these."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusals = Refusals()
 
 
 async def ask(nc: NATS, subject: str, payload: bytes, *, within: float, what: str) -> bytes:
     """The raw reply to a request, or :class:`NotRunning` / :class:`CommandRejected` saying why there is none."""
     outcome: list[bytes | Exception] = []
-    refusals = REFUSALS.get(nc)
+    refusals = nc.refusals if isinstance(nc, Connection) else None
     async with anyio.create_task_group() as tg:
 
         async def request() -> None:

@@ -125,20 +125,19 @@ async def open_as(url: str, identity: str, tls: ssl.SSLContext | None, *, servic
     creds = nats_credentials()
     # the server's reason, which a failed connect replaces by "no servers" (and a reset connection follows)
     last: deque[Exception] = deque(maxlen=4)
-    refusals = client.Refusals()
+    nc = client.Connection()
 
     async def on_error(exc: Exception) -> None:
         last.append(exc)
-        refusals.note(exc)
+        nc.refusals.note(exc)
         if service:  # a CLI call says what failed itself, once (a refusal, or the connect error below)
             nats_log.error("%s", exc)
 
     try:
-        nc = await nats.connect(
-            servers=cluster.servers(url), connect_timeout=5, max_reconnect_attempts=attempts, reconnect_time_wait=0.5 if service else 0.1,
+        await nc.connect(
+            servers=cluster.servers(url), connect_timeout=5, max_reconnect_attempts=attempts, reconnect_time_wait=0.5 if service else 0.1,  # type: ignore[arg-type]  # nats-py annotates int, sleeps a float
             tls=tls, inbox_prefix=inbox_prefix(identity), error_cb=on_error, user_credentials=creds,
         )
-        client.REFUSALS[nc] = refusals
         return nc
     except (OSError, nats.errors.Error) as exc:
         if any("authorization violation" in str(e).lower() for e in (exc, *last)):

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 import anyio
 import msgspec
 
-from events.codec import decode_event
 from events.desired import EMPTY, Inventory, evolve
+from events.model import decode_event
 from events.store import EventStore, StoredEvent
 from events.subjects import tenant_filter
 from services.common import retry

@@ -7,7 +7,8 @@ wake at once). :meth:`RetryPolicy.delay` is pure (the random draw is a parameter
 :func:`is_transient` says which errors are worth waiting out (a closed, reconnecting or refused
 connection, JetStream not answering yet, the stream or a consumer not found while the server
 recovers its store); :func:`keep_running` runs a loop body for ever, waiting out transient
-errors with the policy and re-raising anything else.
+errors with the policy and re-raising anything else; :func:`on_conflict` runs a read-decide-append
+body again while another writer appended to the same change first.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import anyio
 import nats.errors
 import nats.js.errors
 
-from events.errors import ServerRefused, StoreTimeout, StreamNotFound
+from events.errors import ConcurrencyConflict, ServerRefused, StoreTimeout, StreamNotFound
 
 log = logging.getLogger("upm.retry")
 T = TypeVar("T")
@@ -43,10 +44,10 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         problems = [
-            (self.initial_s <= 0, "initial_s must be positive"),
+            (self.initial_s < 0, "initial_s must not be negative"),
             (self.backoff < 1, "backoff must be at least 1"),
             (self.maximum_s < self.initial_s, "maximum_s must be at least initial_s"),
-            (not 0 <= self.jitter < 1, "jitter must be in [0, 1)"),
+            (not 0 <= self.jitter <= 1, "jitter must be in [0, 1]"),
         ]
         wrong = [text for bad, text in problems if bad]
         if wrong:
@@ -130,3 +131,15 @@ async def within(seconds: float, body: Callable[[], Awaitable[T]], policy: Retry
             if not is_transient(exc) or time.monotonic() + wait > deadline:
                 raise
             await anyio.sleep(wait)
+
+
+async def on_conflict(body: Callable[[int], Awaitable[T]], *, attempts: int, policy: RetryPolicy = CONFLICTS) -> T:
+    """``body(attempt)`` (attempt from 1; it reads the change, decides and appends), run again after the
+    policy's delay while another writer appended to the same change first; the last attempt's
+    :class:`~events.errors.ConcurrencyConflict` propagates."""
+    for attempt in range(1, attempts):
+        try:
+            return await body(attempt)
+        except ConcurrencyConflict:
+            await anyio.sleep(policy.delay(attempt, random.random()))
+    return await body(attempts)

@@ -40,11 +40,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from opentelemetry.trace import SpanKind
 
-from events.codec import decode_event
 from events.errors import ConcurrencyConflict, StoreTimeout
 from events.ids import derive_id
 from events.lifecycle import ChangeState, fold
-from events.model import Event, Payload, type_of
+from events.model import Event, Payload, decode_event, type_of
 from events.store import ChangeLog, EventStore, map_error, new_event
 from events.subjects import STREAM, type_filter
 from services.common import logs, metrics, retry

@@ -24,6 +24,7 @@ from events.lifecycle import ChangeState, fold
 from events.model import ExecutionCancelled, ExecutionResumed, Payload, RollbackApproved
 from events.store import EventStore, new_event
 from events.subjects import command_filter, parse_caller_subject
+from services.common import retry
 from services.common.responder import reply_to
 from services.common.runtime import MAX_CONFLICT_RETRIES, utc_now
 from services.executor.errors import CommandNotAllowed
@@ -116,7 +117,7 @@ class CommandService:
             return error_reply(InvalidEvent(f"not stored: {err}; retry", field="store", rule="unavailable"))
 
     async def _apply(self, tenant: str, verb: str, cmd: ChangeCommand) -> bytes:
-        for attempt in range(MAX_CONFLICT_RETRIES):
+        async def attempt(_: int) -> bytes:
             change = await self.store.read(tenant, cmd.change_id)
             if change.events:  # RBAC on the caller's authenticated identity (cmd.by is the subject's principal)
                 self.access.require(cmd.by, tenant, verb, initiator=initiator_of([s.event for s in change.events]))
@@ -124,11 +125,11 @@ class CommandService:
             origin = change.events[0].event
             event = new_event(payload, event_id=new_id(), change_id=cmd.change_id, tenant=tenant, ts=utc_now(),
                               actor=cmd.by, source=origin.source, visibility=origin.visibility)
-            try:
-                await self.store.append(change, [event])
-            except ConcurrencyConflict:
-                await anyio.sleep(min(0.2, 0.005 * 2**attempt))
-                continue
+            await self.store.append(change, [event])
             return ok_reply(cmd.change_id)
-        raise CommandNotAllowed(f"change {cmd.change_id} kept changing while {verb} was applied; retry",
-                                rule="busy")
+
+        try:
+            return await retry.on_conflict(attempt, attempts=MAX_CONFLICT_RETRIES)
+        except ConcurrencyConflict:
+            raise CommandNotAllowed(f"change {cmd.change_id} kept changing while {verb} was applied; retry",
+                                    rule="busy") from None

@@ -29,9 +29,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from events import jsonbounds
-from events.codec import decode_event
 from events.commands import error_reply
 from events.errors import InvalidEvent, StoreError
+from events.model import decode_event
 from events.store import ChangeLog, EventStore, StoredEvent
 from events.subjects import (
     ANY_TENANT,

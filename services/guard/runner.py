@@ -30,6 +30,7 @@ import anyio
 import msgspec
 
 from services.common import metrics
+from services.common.retry import RetryPolicy
 from services.guard.classify import CliProfile, Verdict, profile_for
 from services.guard.errors import CommandRefused, PolicyInvalid, SpawnFailed
 from services.guard.parse import Pipeline, check
@@ -321,8 +322,8 @@ class _Step:
 
     def _backoff(self, retry: int) -> float:
         spec = self.spec
-        delay = min(spec.backoff_cap_s, spec.backoff_base_s * 2.0 ** (retry - 1))
-        return delay * (1 - spec.jitter * self.rng.random())
+        policy = RetryPolicy(initial_s=spec.backoff_base_s, backoff=2.0, maximum_s=spec.backoff_cap_s, jitter=spec.jitter)
+        return policy.delay(retry, self.rng.random())
 
     def _final_reason(self, verdict: Verdict, fallback: bool) -> str:
         if verdict.kind != "tls":

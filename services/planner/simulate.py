@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from events.plan import Plan, Step
-from providers import CATALOG, FieldDiff, compare
+from providers import CATALOG, Mismatch, compare
 from services.planner.nodes import make_key
 
 Outcome = Literal["create", "update", "no-op", "delete", "blocked"]
@@ -28,7 +28,7 @@ class SimulatedStep(msgspec.Struct, frozen=True, kw_only=True):
     action: str
     outcome: Outcome
     command: str
-    diffs: tuple[FieldDiff, ...] = ()
+    diffs: tuple[Mismatch, ...] = ()
     note: str = ""
 
 
@@ -76,7 +76,7 @@ def _one(step: Step, state: Mapping[str, Any] | None) -> SimulatedStep:
         return _entry(step, "blocked", diffs, "the resource to update is absent")
     if state is None:
         fields = tuple(
-            FieldDiff(field=k, desired=v, observed=None)
+            Mismatch(field=k, desired=v, observed=None)
             for k, v in sorted(step.desired.items())
             if k != "exists"
         )
@@ -84,7 +84,7 @@ def _one(step: Step, state: Mapping[str, Any] | None) -> SimulatedStep:
     return _entry(step, "update", diffs)
 
 
-def _entry(step: Step, outcome: Outcome, diffs: tuple[FieldDiff, ...] = (), note: str = "") -> SimulatedStep:
+def _entry(step: Step, outcome: Outcome, diffs: tuple[Mismatch, ...] = (), note: str = "") -> SimulatedStep:
     return SimulatedStep(
         step=step.id,
         index=step.index,

@@ -28,7 +28,6 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from events.codec import decode_event
 from events.commands import ChangeCommand, error_reply, parse_change_command
 from events.desired import Inventory
 from events.errors import ConcurrencyConflict, InvalidEvent, StoreError
@@ -47,9 +46,11 @@ from events.model import (
     PreflightFailed,
     PreflightPassed,
     SloBreached,
+    decode_event,
 )
 from events.store import ChangeLog, EventStore, new_event
 from events.subjects import command_filter, parse_caller_subject, type_filter
+from services.common import retry
 from services.common.inventory import Follower, InventoryBehind
 from services.common.responder import reply_to
 from services.common.runtime import MAX_CONFLICT_RETRIES, Context, ServiceSpec
@@ -247,7 +248,8 @@ class Preflight:
         that follows a grant derives its id from the grant (as :meth:`_finish` does), so a crash
         between the two is finished by whoever comes next, once."""
         decision_id = new_id()
-        for attempt in range(MAX_CONFLICT_RETRIES):
+
+        async def attempt(_: int) -> bytes:
             change = await store.read(tenant, cmd.change_id)
             state = fold(s.event for s in change.events)
             if change.events:  # RBAC on the caller's authenticated identity (cmd.by is the subject's principal)
@@ -258,16 +260,10 @@ class Preflight:
             origin = first or state.last_grant_event
             ids = [first] if first else []
             ids += [derive_id(origin, f"{_tag(p)}:{i}") for i, p in enumerate(payloads[len(ids):])]
-            events = [self._event(change, p, ids[i], cmd.by, now) for i, p in enumerate(payloads)]
-            try:
-                await store.append(change, events)
-            except ConcurrencyConflict:
-                if attempt == MAX_CONFLICT_RETRIES - 1:
-                    raise
-                await anyio.sleep(min(0.2, 0.005 * 2**attempt))
-                continue
+            await store.append(change, [self._event(change, p, ids[i], cmd.by, now) for i, p in enumerate(payloads)])
             return _reply.encode(_outcome(cmd, state.plan_hash, payloads))
-        raise AssertionError("unreachable: the loop returns or raises")
+
+        return await retry.on_conflict(attempt, attempts=MAX_CONFLICT_RETRIES)
 
     def _event(self, change: ChangeLog, payload: Payload, event_id: str, by: str, now: datetime) -> Event:
         origin = change.events[0].event

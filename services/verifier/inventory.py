@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import msgspec
 
-from events.codec import decode_event
 from events.desired import Inventory, fold, owned_by
+from events.model import decode_event
 from events.plan import Step
 from events.store import EventStore
 from events.subjects import tenant_filter

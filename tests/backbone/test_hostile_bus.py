@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 
-from events.codec import decode_event
+from events.model import decode_event
 from events.store import EventStore
 from events.subjects import command_subject, inbox_prefix, query_subject, sql_subject
 from projections.projector import Projector

@@ -74,10 +74,10 @@ def cutting(make: Callable[[], ServiceSpec], after: str) -> Callable[[NATS, Sett
     return lambda nc, _settings: Runner(nc, cut_spec(make(), after))
 
 
-def cut_preflight(after: str) -> Callable[[NATS], preflight.Host]:
+def cut_preflight(after: str) -> Callable[[NATS, Settings], preflight.Host]:
     """Pre-flight as ``upm up`` hosts it (consumer, approve/deny, release loop), its consumer cut."""
 
-    def build(nc: NATS) -> preflight.Host:
+    def build(nc: NATS, _settings: Settings) -> preflight.Host:
         host = preflight.Host(nc)
         real = host.service.spec()
         host.service.spec = lambda: cut_spec(real, after)  # type: ignore[method-assign]

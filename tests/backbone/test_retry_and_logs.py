@@ -11,8 +11,10 @@ import nats.js.errors
 import pytest
 
 from events.errors import ConcurrencyConflict, ServerRefused, StoreTimeout
-from services.common import logs
+from services.common import logs, retry
 from services.common.retry import RetryPolicy, is_transient
+
+FAST = RetryPolicy(initial_s=0.001, maximum_s=0.002)
 
 
 def test_delays_grow_exponentially_up_to_the_maximum_less_their_jitter() -> None:
@@ -32,7 +34,29 @@ def test_a_run_that_lasted_counts_the_next_failure_from_the_first_attempt() -> N
 
 def test_a_policy_that_makes_no_sense_is_refused_with_every_reason() -> None:
     with pytest.raises(ValueError, match=r"backoff must be at least 1.*jitter must be in"):
-        RetryPolicy(backoff=0.5, jitter=1.0)
+        RetryPolicy(backoff=0.5, jitter=1.5)
+
+
+async def test_a_conflict_runs_the_body_again_and_the_last_one_propagates() -> None:
+    seen: list[int] = []
+
+    async def twice_conflicting(attempt: int) -> str:
+        seen.append(attempt)
+        if attempt < 3:
+            raise ConcurrencyConflict("upm.evt.t.c", 1, "another writer")
+        return "stored"
+
+    assert await retry.on_conflict(twice_conflicting, attempts=5, policy=FAST) == "stored"
+    assert seen == [1, 2, 3]
+
+    async def always(attempt: int) -> str:
+        seen.append(attempt)
+        raise ConcurrencyConflict("upm.evt.t.c", 1, "another writer")
+
+    seen.clear()
+    with pytest.raises(ConcurrencyConflict):
+        await retry.on_conflict(always, attempts=4, policy=FAST)
+    assert seen == [1, 2, 3, 4]
 
 
 def test_nats_being_away_is_transient_and_a_refusal_or_a_conflict_is_not() -> None:

@@ -19,7 +19,7 @@ from providers import (
     PINS,
     PROVIDERS,
     Absent,
-    FieldDiff,
+    Mismatch,
     Present,
     Unknown,
     compare,
@@ -181,14 +181,14 @@ def test_observe_parses_each_providers_read_back() -> None:
 def test_compare_semantics() -> None:
     assert compare({"exists": True, "mode": "0750"}, {"mode": "0750", "owner": "x"}) == []
     assert compare({"exists": True, "mode": "0750"}, {"mode": "0700"}) == [
-        FieldDiff(field="mode", desired="0750", observed="0700")
+        Mismatch(field="mode", desired="0750", observed="0700")
     ]
     assert compare({"exists": True, "mode": "0750"}, None) == [
-        FieldDiff(field="exists", desired=True, observed=False)
+        Mismatch(field="exists", desired=True, observed=False)
     ]
     assert compare({"exists": False}, None) == []
     assert compare({"exists": False}, {"mode": "0750"}) == [
-        FieldDiff(field="exists", desired=False, observed=True)
+        Mismatch(field="exists", desired=False, observed=True)
     ]
 
 

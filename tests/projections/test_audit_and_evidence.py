@@ -10,8 +10,7 @@ import pytest
 from upm_history import History, failed, happy, ts
 
 from events import merkle, neutral, signing
-from events.codec import decode_event
-from events.model import IntentSubmitted
+from events.model import IntentSubmitted, decode_event
 from events.subjects import LOG_HEADS_CHANGE_ID, SYSTEM_TENANT
 from services.auditor import audit, evidence, heads
 from services.auditor.errors import AuditFailed, EvidenceInvalid

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from upm_history import History, failed, happy
 
-from events.codec import decode_event
 from events.lifecycle import fold
+from events.model import decode_event
 from projections.db import ProjectionDB
 
 

@@ -18,7 +18,7 @@ import nats
 import pytest
 from upm_history import History, happy, publish
 
-from events.codec import decode_event
+from events.model import decode_event
 from events.store import EventStore
 from events.subjects import EVENT_ROOT, STREAM
 from projections.projector import Projector

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from events import chain
-from events.codec import decode_event, encode_event
 from events.ids import derive_id
 from events.model import (
     ApprovalGranted,
@@ -40,6 +39,8 @@ from events.model import (
     StepStarted,
     VerificationFailed,
     VerificationPassed,
+    decode_event,
+    encode_event,
 )
 from events.plan import Annotations, Command, Graph, GraphNode, Plan, ResourceRef, Step, seal
 from events.store import ChangeLog, EventStore, new_event

@@ -10,7 +10,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from events.codec import decode_event
 from events.commands import idempotent_change_id
 from events.model import (
     ApprovalRequested,
@@ -20,6 +19,7 @@ from events.model import (
     DriftScanned,
     Payload,
     VerificationPassed,
+    decode_event,
 )
 from events.store import EventStore
 from events.subjects import type_filter

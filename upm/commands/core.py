@@ -99,7 +99,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                        aws_endpoint=args.aws_endpoint, postgres_dsn=args.postgres_dsn, tls=args.tls,
                        access=Path(args.access) if args.access else None, cluster_size=args.cluster,
                        copies=args.replicas, approvers=args.approvers,
-                       preflight_config=Path(args.preflight_config) if args.preflight_config else None)
+                       preflight_config=Path(args.preflight_config) if args.preflight_config else None,
+                       timeout=args.ready_timeout)
     except ServerStartFailed as err:
         return fail(str(err))
     targets = "".join(f"\n{name}: " + ", ".join(f"{k} {v}" for k, v in where.items() if v is not None)
@@ -341,6 +342,8 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("up", help="start embedded NATS and every service (in the background)")
     add_connection_options(p)
+    p.add_argument("--ready-timeout", type=cliargs.seconds, default=30.0, metavar="S",
+                   help="seconds to wait for every service to be ready (default 30; more on a busy machine)")
     p.add_argument("--with", dest="with_", metavar="aws,postgres",
                    help="also start local targets: aws (a moto server), postgres (an embedded PostgreSQL)")
     p.add_argument("--aws-endpoint", metavar="URL",
