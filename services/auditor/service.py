@@ -416,24 +416,23 @@ class Witness:
         event = new_event(payload, event_id=derive_id(LOG_HEADS_CHANGE_ID, f"head-{payload.size}"),
                           change_id=LOG_HEADS_CHANGE_ID, tenant=SYSTEM_TENANT, ts=payload.signed_at,
                           actor=NAME, source="api")
-        head: LogHead | None = None
-        for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
-            try:
-                stored = await self.store.append(self._heads, [event])
-            except ConcurrencyConflict:
-                await anyio.sleep(retry.CONFLICTS.delay(attempt, random.random()))
+
+        async def attempt(n: int) -> LogHead:
+            if n > 1:  # a conflict: another auditor may have stored this very head
                 self._heads = await self.store.read_tail(SYSTEM_TENANT, LOG_HEADS_CHANGE_ID)
-                head = _same_size_head(self._heads, payload.size)
-                if head is not None:
-                    break  # another auditor stored this very head
-                continue
+                same = _same_size_head(self._heads, payload.size)
+                if same is not None:
+                    return same
+            stored = await self.store.append(self._heads, [event])
             seq = stored[0].seq if stored else self._heads.last_seq  # stored before: it is the log's last
-            head = LogHead(seq=seq, size=payload.size, root=payload.root, signed_at=payload.signed_at,
+            return LogHead(seq=seq, size=payload.size, root=payload.root, signed_at=payload.signed_at,
                            key_id=payload.key_id, signature=payload.signature)
-            break
-        if head is None:
+
+        try:
+            head = await retry.on_conflict(attempt, attempts=MAX_CONFLICT_RETRIES)
+        except ConcurrencyConflict as exc:
             raise StoreTimeout(f"other auditors kept appending log heads: {MAX_CONFLICT_RETRIES} attempts to append "
-                               f"the head of size {payload.size} conflicted; trying again")
+                               f"the head of size {payload.size} conflicted; trying again") from exc
         self._heads.trim()  # heads are only appended: keep where to append, not their history
         self.head_size = max(self.head_size, payload.size)
         self._head = head

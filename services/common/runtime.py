@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from events.errors import ConcurrencyConflict, StoreTimeout
 from events.ids import derive_id
 from events.lifecycle import ChangeState, fold
 from events.model import Event, Payload, decode_event, type_of
-from events.store import ChangeLog, EventStore, map_error, new_event
+from events.store import ChangeLog, EventStore, StoredEvent, map_error, new_event
 from events.subjects import STREAM, type_filter
 from services.common import logs, metrics, retry
 from services.common.tracing import TRACER, extract
@@ -131,28 +130,31 @@ class Context:
         events = [i if isinstance(i, Event) else self.event(*i) if isinstance(i, tuple) else self.event(i)
                   for i in items]
         mine = {e.id for e in events}
-        for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
-            before = len(self.log.events)
-            try:
-                stored = await self.store.append(self.log, events)
-            except ConcurrencyConflict as conflict:
-                if attempt == MAX_CONFLICT_RETRIES:
-                    raise
-                await anyio.sleep(retry.CONFLICTS.delay(attempt, random.random()))
+        conflicts: list[ConcurrencyConflict] = []
+
+        async def attempt(_: int) -> tuple[int, list[StoredEvent]]:
+            if conflicts:  # re-read: whose events came in?
                 self.log = await self.store.read(self.log.tenant, self.log.change_id)
                 self._state = None
                 foreign = [s.event for s in self.log.events if s.event.id not in self._seen | mine]
                 if foreign:
-                    raise Superseded(conflict.subject, conflict.expected_seq,
-                                     f"{', '.join(e.type for e in foreign)} stored meanwhile") from conflict
-                continue
-            self.appended.extend(events)
-            self._seen |= mine
-            if self._state is not None and len(self.log.events) == before + len(stored):
-                self._state = fold((s.event for s in stored), self._state)
-            else:
-                self._state = None  # someone else's events came in between: fold again when asked
-            return
+                    last = conflicts[-1]
+                    raise Superseded(last.subject, last.expected_seq,
+                                     f"{', '.join(e.type for e in foreign)} stored meanwhile") from last
+            before = len(self.log.events)
+            try:
+                return before, await self.store.append(self.log, events)
+            except ConcurrencyConflict as conflict:
+                conflicts.append(conflict)
+                raise
+
+        before, stored = await retry.on_conflict(attempt, attempts=MAX_CONFLICT_RETRIES)
+        self.appended.extend(events)
+        self._seen |= mine
+        if self._state is not None and len(self.log.events) == before + len(stored):
+            self._state = fold((s.event for s in stored), self._state)
+        else:
+            self._state = None  # someone else's events came in between: fold again when asked
 
 
 Handler = Callable[[Context, list[Event], Event], Awaitable[None]]
