@@ -306,25 +306,41 @@ def _names(args: argparse.Namespace, unreadable: list[tuple[int, int]]) -> tuple
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    tokens_file = Path(args.tokens) if args.tokens else app.data_dir(args.data) / "serve_tokens.json"
-    rules = access.load()
-    tokens = serve.load_tokens(tokens_file, rules)
+    """`upm serve [--host H] [--port P]`: the web console; `upm serve token add NAME`: a sign-in token."""
+    from projections.console import server
+
+    folder = app.data_dir(args.data)
+    tokens_file = Path(args.tokens) if args.tokens else folder / serve.TOKENS_FILE
+    if args.words:
+        return _serve_token(args.words, tokens_file)
+    chosen = server.settings(folder, args.host, Path(args.tokens) if args.tokens else None)
+    sock = server.bind(args.host, args.port)
 
     async def main() -> None:
         nc = await _connect(args, access.service_identity(serve.SERVICE))
+
+        def started(url: str) -> None:
+            sys.stdout.write(f"console: {url} ({'secure' if chosen.rules.enforced else 'open mode'}, "
+                             f"{len(chosen.tokens)} token(s)); Ctrl-C stops it\n")
+            sys.stdout.flush()
+
         try:
-            server = serve.Server(nc, tokens, rules)
-            ready = anyio.Event()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: server.serve(args.host, args.port, ready=ready))
-                await ready.wait()
-                sys.stdout.write(f"serving http://{args.host}:{server.port}/ for {len(tokens)} token(s)\n")
-                sys.stdout.flush()
+            await server.serve(server.app_for(nc, chosen), sock, ready=started)
         finally:
             with anyio.CancelScope(shield=True):
                 await nc.close()
 
     anyio.run(main)
+    return 0
+
+
+def _serve_token(words: list[str], tokens_file: Path) -> int:
+    if len(words) != 3 or words[:2] != ["token", "add"]:
+        raise ConfigError(f"`upm serve {' '.join(words)[:80]}` is not a command: `upm serve [--port P] [--host H]` "
+                          "runs the console, `upm serve token add NAME` makes a sign-in token for NAME")
+    rules = access.load()
+    token = serve.add_token(tokens_file, words[2], rules)
+    sys.stdout.write(f"token for {words[2]} (hand it to them; it is in {tokens_file}, mode 0600):\n{token}\n")
     return 0
 
 
@@ -396,8 +412,11 @@ def register(sub: Any) -> None:
     add_output_options(v)
     v.set_defaults(func=guarded(cmd_audit_verify))
 
-    p = sub.add_parser("serve", help="read-only HTTP permalinks (/changes/{id}[/evidence], /kpi, /score)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p = sub.add_parser("serve", help="the web console (changes, approvals, evidence, KPIs; JSON permalinks "
+                                     "/changes/{id}[/evidence], /kpi, /score); `upm serve token add NAME` makes a token")
+    p.add_argument("words", nargs="*", metavar="token add NAME", help="make a sign-in token for NAME and print it")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; an open console "
+                                                      "serves loopback only)")
     p.add_argument("--port", type=cliargs.port, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--tokens", metavar="FILE", help="JSON object token → identity (with an access file) or → tenant "
                                                    "(open mode); default: <data>/serve_tokens.json")
