@@ -284,7 +284,8 @@ async def _open(url: str, identity: str, tls: ssl.SSLContext | None, *, service:
 async def serve(nc: NATS, names: tuple[str, ...], *, ready: Callable[[str], None] | None = None) -> None:
     """Run the named services on ``nc`` until cancelled (once the event stream is there, at the replicas of
     :func:`services.cluster.replicas`; a cluster still electing its leaders is waited for)."""
-    await retry.keep_running("ensuring the event stream", functools.partial(ensure_stream, nc))
+    if any(name not in OPTIONAL for name in names):  # the console only asks: it needs no stream rights
+        await retry.keep_running("ensuring the event stream", functools.partial(ensure_stream, nc))
     async with anyio.create_task_group() as tg:
         for name in names:
             event = anyio.Event()
