@@ -170,6 +170,7 @@ def rows(values: dict[str, float | None]) -> list[KpiRow]:
     return out
 
 
+POSITION_QUERY = "SELECT max(seq) AS seq FROM events"
 SPAN_QUERY = ("SELECT epoch(min(at_utc)) AS first, epoch(max(at_utc)) AS last FROM events "
               "WHERE tenant <> '_system'")
 

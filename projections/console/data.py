@@ -11,10 +11,13 @@ identity: the console's sign-in is the authentication.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 from nats.aio.client import Client as NATS
 
 from events.commands import ENVIRONMENTS
@@ -31,6 +34,7 @@ from services.access import Access
 from services.errors import CommandRejected
 
 LIST_LIMIT = 200
+KPI_FRESH_S = 15.0
 STATUSES: frozenset[str] = frozenset(Status.__args__)  # type: ignore[attr-defined]
 _COLUMNS = ("tenant, change_id, status, outcome, initiator, environment, visibility, request, submitted_at, "
             "first_at, last_seq")
@@ -98,6 +102,15 @@ def list_tenants(grant: Grant, rules: Access, asked: str = "") -> list[str]:
     return list(rules.tenants_of(grant.principal))
 
 
+@dataclass(frozen=True)
+class Dashboard:
+    charts: list[views.KpiChart]
+    score: score.Score
+    position: object  # the projection's last sequence it was computed at
+    made: float  # time.monotonic()
+    at: str  # for people
+
+
 class Reader:
     """The console's reads and commands over one connection (see the module docstring)."""
 
@@ -105,6 +118,7 @@ class Reader:
         self.nc = nc
         self.rules = rules
         self.trusted = trusted
+        self._dashboards: dict[tuple[Grant, str], Dashboard] = {}
 
     def ask(self, grant: Grant, tenant: str) -> reports.Ask:
         return reports.bus(self.nc, tenant, principal=grant.principal)
@@ -170,13 +184,35 @@ class Reader:
         return {"ok": True, "message": f"verified: {report.files} files, {report.events} events, signed by "
                                        f"{report.key_id} (trusted), in the log head of size {report.log_head_size}"}
 
-    async def kpis(self, grant: Grant, tenant: str) -> tuple[list[views.KpiChart], score.Score]:
+    async def kpis(self, grant: Grant, tenant: str) -> Dashboard:
+        """The ten charts and the score, as this person may see them. The KPI views aggregate the whole
+        log (hundreds of ms), so a dashboard is kept per (person, tenant) and reused while no event was
+        projected since, or for :data:`KPI_FRESH_S` at most while events keep coming."""
         ask = self.ask(grant, tenant)
-        span = reports.records(await ask(kpi.SPAN_QUERY))[0]
-        width = views.bucket_seconds(span.get("first"), span.get("last"))
-        series = reports.records(await ask(kpi.series_query(width)))
-        current = await reports.kpis(ask)
-        return views.kpi_charts(series, current, width), await reports.scored(ask)
+        position = reports.records(await ask(kpi.POSITION_QUERY))[0].get("seq")
+        key = (grant, tenant)
+        kept = self._dashboards.get(key)
+        if kept is not None and (kept.position == position or time.monotonic() - kept.made < KPI_FRESH_S):
+            return kept
+        async with anyio.create_task_group() as tg:
+            answers: dict[str, Any] = {}
+
+            async def run(name: str, job: Callable[[], Awaitable[Any]]) -> None:
+                answers[name] = await job()
+
+            async def series() -> tuple[int, list[dict[str, Any]]]:
+                span = reports.records(await ask(kpi.SPAN_QUERY))[0]
+                width = views.bucket_seconds(span.get("first"), span.get("last"))
+                return width, reports.records(await ask(kpi.series_query(width)))
+
+            tg.start_soon(run, "series", series)
+            tg.start_soon(run, "current", lambda: reports.kpis(ask))
+        width, rows = answers["series"]
+        made = Dashboard(charts=views.kpi_charts(rows, answers["current"], width),
+                         score=await reports.scored(ask, figures=answers["current"]), position=position,
+                         made=time.monotonic(), at=datetime.now(UTC).strftime("%H:%M:%S UTC"))
+        self._dashboards[key] = made
+        return made
 
     async def drift(self, grant: Grant) -> list[views.DriftRow]:
         return views.drift_rows(await self._records(grant, list_tenants(grant, self.rules), DRIFT_QUERY))

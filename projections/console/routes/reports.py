@@ -35,8 +35,9 @@ async def kpi_page(console: Console, request: Request) -> Response:
         ask = console.reader.ask(who.grant, one_tenant(who.grant, asked, console.rules))
         return json_response(kpi.rows(await reports.kpis(ask, period(request))))
     tenant, choices = _page_tenant(console, request, who.grant.principal, pinned(who.grant, asked))
-    charts, scored = await console.reader.kpis(who.grant, tenant)
-    return console.page(request, who, "kpi.html", charts=charts, score=scored, tenant=tenant, tenants=choices)
+    board = await console.reader.kpis(who.grant, tenant)
+    return console.page(request, who, "kpi.html", charts=board.charts, score=board.score, at=board.at, tenant=tenant,
+                        tenants=choices)
 
 
 async def score_page(console: Console, request: Request) -> Response:
