@@ -217,6 +217,19 @@ class Reader:
     async def drift(self, grant: Grant) -> list[views.DriftRow]:
         return views.drift_rows(await self._records(grant, list_tenants(grant, self.rules), DRIFT_QUERY))
 
+    async def resource_drift(self, grant: Grant, tenant: str, keys: list[str]) -> dict[str, str]:
+        """The drift loop's latest word on each of ``keys`` (``detected`` / ``resolved``), as this person
+        may read the tenant; keys it never named are absent."""
+        if not keys:
+            return {}
+        listed = ", ".join("'" + k.replace("'", "''") + "'" for k in keys)
+        sql = (f"SELECT resource, arg_max(kind, seq) AS kind FROM drift WHERE tenant = '{tenant}' "
+               f"AND resource IN ({listed}) GROUP BY 1")
+        try:
+            return {str(r["resource"]): str(r["kind"]) for r in reports.records(await self.ask(grant, tenant)(sql))}
+        except AccessDenied:
+            return {}
+
     async def command(self, grant: Grant, tenant: str, verb: str, body: dict[str, Any]) -> dict[str, Any]:
         """``approve`` / ``deny`` as this person: exactly `upm approve|deny`'s request (refusals are
         :class:`CommandRejected` with pre-flight's rule and message)."""

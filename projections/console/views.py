@@ -137,6 +137,20 @@ class ChangeView:
     can_evidence: bool
     why_not_approve: str = ""
     pack: dict[str, Any] = field(default_factory=dict)  # filled by the shell: the download's verification
+    drift: list[tuple[str, str]] = field(default_factory=list)  # filled by the shell: (resource, ok|drifted|unknown)
+
+    @property
+    def resources(self) -> list[str]:
+        """The resources the change's plan creates or updates (what drift is watched on)."""
+        plan = self.state.plan
+        return sorted({s.resource.key for s in plan.steps if s.action != "delete"}) if plan else []
+
+    def with_drift(self, latest: dict[str, str]) -> None:
+        """Each resource's drift status from the drift loop's ``latest`` word on it (see :func:`drift_rows`)."""
+        verified = any(v["passed"] and v["scope"] == "change" for v in self.verification)
+        self.drift = [(key, "drifted" if latest.get(key) == "detected"
+                       else "ok" if latest.get(key) == "resolved" or verified else "unknown")
+                      for key in self.resources]
 
 
 def _clip(text: str) -> str:

@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from projections import reports
 from projections.console import auth, views
 from projections.console.app import Console, json_response, wants_html
-from projections.console.data import Filters
+from projections.console.data import STATUSES, Filters
 from projections.console.routes.session import form
 from projections.errors import AccessDenied, EvidenceNotFound, ProjectionError
 from projections.serve import tenants_to_try
@@ -32,7 +32,8 @@ async def change_list(console: Console, request: Request) -> Response:
     rows = await console.reader.changes(who.grant, filters)
     if not wants_html(request):
         return console.remember(json_response(to_builtins(rows)), who)
-    return console.page(request, who, "changes.html", rows=rows, filters=filters, query=filters.query())
+    return console.page(request, who, "changes.html", rows=rows, filters=filters, query=filters.query(),
+                        statuses=sorted(STATUSES))
 
 
 def _sse(event: str, html: str) -> str:
@@ -83,6 +84,7 @@ async def change(console: Console, request: Request) -> Response:
         raise AccessDenied(f"no change {change_id} that {who.grant.principal} may see", rule="visibility")
     events = await console.reader.events(who.grant, change_id, asked)
     view = views.change_view(events, who.grant.principal, console.rules)
+    view.with_drift(await console.reader.resource_drift(who.grant, view.state.tenant, view.resources))
     if view.evidence is not None and view.can_evidence:
         try:
             pack = await console.reader.pack(who.grant, change_id, asked)
