@@ -11,6 +11,7 @@ not trusted (UNTRUSTED: anyone can sign a pack with a key of their own).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -311,9 +312,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     folder = app.data_dir(args.data)
     tokens_file = Path(args.tokens) if args.tokens else folder / serve.TOKENS_FILE
+    rules = deployment_rules(folder)
     if args.words:
-        return _serve_token(args.words, tokens_file)
-    chosen = server.settings(folder, args.host, Path(args.tokens) if args.tokens else None)
+        return _serve_token(args.words, tokens_file, rules)
+    chosen = server.settings(folder, args.host, Path(args.tokens) if args.tokens else None, rules=rules)
     sock = server.bind(args.host, args.port)
 
     async def main() -> None:
@@ -334,11 +336,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_token(words: list[str], tokens_file: Path) -> int:
+def deployment_rules(folder: Path) -> access.Access:
+    """The access rules of the deployment the console serves: ``UPM_ACCESS``, else the access file `upm up
+    --access` copied into the data folder. Never open mode for a deployment that enforces identities: an
+    open console there would let anyone act as anyone through ``upm-serve``."""
+    state = app.read_state(folder) or {}
+    return access.load(os.environ.get(access.ENV_VAR) or state.get("access") or None)
+
+
+def _serve_token(words: list[str], tokens_file: Path, rules: access.Access) -> int:
     if len(words) != 3 or words[:2] != ["token", "add"]:
         raise ConfigError(f"`upm serve {' '.join(words)[:80]}` is not a command: `upm serve [--port P] [--host H]` "
                           "runs the console, `upm serve token add NAME` makes a sign-in token for NAME")
-    rules = access.load()
     token = serve.add_token(tokens_file, words[2], rules)
     sys.stdout.write(f"token for {words[2]} (hand it to them; it is in {tokens_file}, mode 0600):\n{token}\n")
     return 0

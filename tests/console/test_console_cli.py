@@ -93,10 +93,16 @@ def test_serve_prints_its_url_without_a_tokens_file_and_refuses_short_tokens_at_
     (data / "serve_tokens.json").unlink()
     access = tmp_path / "access.yaml"
     access.write_text("tenants: {acme: {alice: [requester]}}\n")
+    # a deployment started with `upm up --access`: the console takes its rules from the data folder, so it
+    # never serves it as an open console (anyone acting as anyone through upm-serve)
+    (data / "state.json").write_text(json.dumps({"url": "nats://127.0.0.1:1", "access": str(access)}))
+    secure = subprocess.run([*UPM, "serve", "--data", str(data), "--port", "0"], capture_output=True, text=True,
+                            env=env(), cwd=ROOT, timeout=60)
+    assert secure.returncode == 2 and "secure mode" in secure.stderr and "token add NAME" in secure.stderr
     made = subprocess.run([*UPM, "serve", "token", "add", "alice", "--data", str(data)], capture_output=True,
-                          text=True, env=env(UPM_ACCESS=str(access)), cwd=ROOT, timeout=60)
+                          text=True, env=env(), cwd=ROOT, timeout=60)
     assert made.returncode == 0, made.stderr
     assert json.loads((data / "serve_tokens.json").read_text()) == {made.stdout.split()[-1]: "alice"}
     stranger = subprocess.run([*UPM, "serve", "token", "add", "mallory", "--data", str(data)], capture_output=True,
-                              text=True, env=env(UPM_ACCESS=str(access)), cwd=ROOT, timeout=60)
+                              text=True, env=env(), cwd=ROOT, timeout=60)
     assert stranger.returncode == 2 and "not an identity named in the access file" in stranger.stderr

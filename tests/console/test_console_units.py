@@ -144,3 +144,15 @@ def test_serve_refuses_at_start_what_would_fail_later(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="serves loopback only"):
         server.settings(tmp_path / "none", "0.0.0.0", rules=Access.open())
     assert server.is_loopback("::1") and server.is_loopback("localhost") and not server.is_loopback("10.0.0.1")
+
+
+def test_what_people_wrote_is_escaped_on_the_pages() -> None:
+    """A request text is the submitter's: in the list (and its live updates) it is text, never markup."""
+    from starlette.templating import Jinja2Templates
+
+    from projections.console.app import HERE
+
+    rows = views.rows([{"tenant": "acme", "change_id": "c1", "status": "planning", "initiator": "alice",
+                        "request": '<img src=x onerror="alert(1)">create directory /x'}], datetime.now(UTC))
+    html = Jinja2Templates(directory=str(HERE / "templates")).get_template("_rows.html").render(rows=rows)
+    assert "<img" not in html and "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in html
