@@ -35,6 +35,7 @@ from services.errors import CommandRejected
 
 LIST_LIMIT = 200
 KPI_FRESH_S = 15.0
+PACKS_KEPT = 4096
 STATUSES: frozenset[str] = frozenset(Status.__args__)  # type: ignore[attr-defined]
 _COLUMNS = ("tenant, change_id, status, outcome, initiator, environment, visibility, request, submitted_at, "
             "first_at, last_seq")
@@ -119,6 +120,7 @@ class Reader:
         self.rules = rules
         self.trusted = trusted
         self._dashboards: dict[tuple[Grant, str], Dashboard] = {}
+        self._packs: dict[str, dict[str, Any]] = {}  # object name → its report (insertion order: oldest first)
 
     def ask(self, grant: Grant, tenant: str) -> reports.Ask:
         return reports.bus(self.nc, tenant, principal=grant.principal)
@@ -172,6 +174,21 @@ class Reader:
         tenant = pinned(grant, asked)
         return await evidence_query.fetch(self.nc, change_id, principal=grant.principal,
                                           tenant=ANY_TENANT if tenant in (None, ALL_TENANTS) else tenant)
+
+    async def pack_report(self, grant: Grant, change_id: str, object_name: str, asked: str | None = None
+                          ) -> dict[str, Any]:
+        """The size and verification of the pack stored as ``object_name`` (downloaded as this person). A
+        stored pack never changes (a later one has another name), so its report is kept per name: the
+        caller shows it only to a person who may download it (:func:`views.change_view`'s ``can_evidence``)."""
+        report = self._packs.get(object_name)
+        if report is None:
+            pack = await self.pack(grant, change_id, asked)
+            report = {"bytes": len(pack.data), "permalink": pack.permalink, **self.verify(pack.data)}
+            if pack.object_name == object_name:
+                self._packs[object_name] = report
+                while len(self._packs) > PACKS_KEPT:
+                    self._packs.pop(next(iter(self._packs)))
+        return report
 
     def verify(self, data: bytes) -> dict[str, Any]:
         """The pack's verification, for the page: ``ok`` and what was checked, or why it failed."""

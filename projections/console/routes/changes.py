@@ -87,8 +87,7 @@ async def change(console: Console, request: Request) -> Response:
     view.with_drift(await console.reader.resource_drift(who.grant, view.state.tenant, view.resources))
     if view.evidence is not None and view.can_evidence:
         try:
-            pack = await console.reader.pack(who.grant, change_id, asked)
-            view.pack = {"bytes": len(pack.data), "permalink": pack.permalink, **console.reader.verify(pack.data)}
+            view.pack = await console.reader.pack_report(who.grant, change_id, view.evidence.object_name, asked)
         except (AccessDenied, EvidenceNotFound, ProjectionError) as err:
             view.pack = {"ok": False, "message": str(err)}
     return console.page(request, who, "change.html", view=view, s=view.state, change_id=change_id)
