@@ -44,6 +44,7 @@ from services.commands import add_connection_options, add_identity_option, fail
 from services.configfile import read_bytes, read_text
 from services.errors import ConfigError, NotRunning
 from services.output import add_output_options, emit, render_table, to_builtins
+from services.tls import Pki
 
 T = TypeVar("T")
 PROJECTIONS_DIR = "projections"
@@ -316,6 +317,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.words:
         return _serve_token(args.words, tokens_file, rules)
     chosen = server.settings(folder, args.host, Path(args.tokens) if args.tokens else None, rules=rules)
+    pki = _console_pki(folder) if args.tls else None
     sock = server.bind(args.host, args.port)
 
     async def main() -> None:
@@ -327,13 +329,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
         try:
-            await server.serve(server.app_for(nc, chosen), sock, ready=started)
+            await server.serve(server.app_for(nc, chosen), sock, ready=started, tls=pki)
         finally:
             with anyio.CancelScope(shield=True):
                 await nc.close()
 
     anyio.run(main)
     return 0
+
+
+def _console_pki(folder: Path) -> Pki:
+    """The certificates of the deployment (``UPM_TLS_DIR``, else the data folder's ``tls_dir``)."""
+    state = app.read_state(folder) or {}
+    where = os.environ.get(app.TLS_ENV) or state.get("tls_dir")
+    if not where:
+        raise ConfigError("--tls serves HTTPS with the deployment's certificates, and this one has none: start it "
+                          "with `upm up --tls` or `--access FILE`, or set UPM_TLS_DIR")
+    return Pki(Path(where))
 
 
 def deployment_rules(folder: Path) -> access.Access:
@@ -429,5 +441,7 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=cliargs.port, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--tokens", metavar="FILE", help="JSON object token → identity (with an access file) or → tenant "
                                                    "(open mode); default: <data>/serve_tokens.json")
+    p.add_argument("--tls", action="store_true", help="HTTPS with the deployment's certificates; a person's client "
+                                                     "certificate (client-NAME.pem from `upm up --access`) signs them in")
     add_connection_options(p)
     p.set_defaults(func=guarded(cmd_serve))

@@ -132,19 +132,20 @@ ConsoleAt = Callable[..., Awaitable[int]]
 
 @pytest.fixture
 async def console() -> AsyncIterator[ConsoleAt]:
-    """``await console(nc, rules, tokens=None, trusted=None, default_name="tester")``: the web console
-    (``upm serve``) as a task of this process on a free loopback port; returns the port."""
+    """``await console(nc, rules, tokens=None, trusted=None, default_name="tester", tls=None)``: the web
+    console (``upm serve``; HTTPS with a :class:`services.tls.Pki`) as a task of this process on a free
+    loopback port; returns the port."""
     from projections.console import server
     from projections.console.app import create_app
 
     tasks: list[asyncio.Future[None]] = []
 
     async def start(nc: NATS, rules: Any, tokens: Any = None, *, trusted: Any = None,
-                    default_name: str = "tester", poll_s: float = 0.2) -> int:
+                    default_name: str = "tester", poll_s: float = 0.2, tls: Any = None) -> int:
         app = create_app(nc, rules, tokens or {}, trusted=trusted, default_name=default_name, poll_s=poll_s)
         sock = server.bind("127.0.0.1", 0)
         ready = anyio.Event()
-        tasks.append(asyncio.ensure_future(server.serve(app, sock, ready=lambda _url: ready.set())))
+        tasks.append(asyncio.ensure_future(server.serve(app, sock, ready=lambda _url: ready.set(), tls=tls)))
         with anyio.fail_after(10):
             await ready.wait()
         return int(sock.getsockname()[1])

@@ -35,6 +35,7 @@ from services.access import Access
 from services.errors import NotRunning
 
 HERE = Path(__file__).parent
+CLIENT_CN = "upm.client_cn"  # set by the server for a connection with a verified client certificate
 DENIED = {"no-token": 401, "token": 403, "rbac": 403, "visibility": 404}
 Handler = Callable[["Console", Request], Awaitable[Response]]
 
@@ -78,6 +79,9 @@ class Console:
         if header:
             return Who(grant_for(header, self.tokens), None)
         session = self.sessions.get(request.cookies.get(auth.COOKIE))
+        certified = auth.certified(self.rules, request.scope.get(CLIENT_CN))
+        if certified is not None and (session is None or session.grant != certified):
+            return Who(certified, self.sessions.start(certified), new=True)  # the certificate decides
         if session is not None:
             return Who(session.grant, session)
         if self.open_console:

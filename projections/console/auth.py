@@ -2,6 +2,8 @@
 
 * **Secure mode** (an access file): a person signs in with their token (``upm serve token add
   NAME``); the session then reads and acts as that identity.
+* **A client certificate** (``upm serve --tls``: HTTPS with the deployment's certificates) of a
+  person in the access file — the one `upm up --access` issued them — signs them in without a token.
 * **Open mode with a tokens file**: a token stands for a tenant (``_all`` for every one), as the
   permalinks always did.
 * **Open mode without one**: no sign-in. The console serves on loopback only and acts as the name
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from events.subjects import is_principal
 from projections.errors import AccessDenied
 from projections.serve import Grant
+from services.access import Access
 
 COOKIE = "upm_console"
 IDLE_S = 12 * 3600
@@ -66,6 +69,14 @@ class Sessions:
 
     def end(self, session_id: str | None) -> None:
         self._by_id.pop(session_id or "", None)
+
+
+def certified(rules: Access, common_name: object) -> Grant | None:
+    """The grant of a verified client certificate: a person named in the access file (secure mode only;
+    UPM's own ``upm-…`` certificates and strangers sign nobody in)."""
+    if not rules.enforced or not isinstance(common_name, str) or common_name not in rules.principals():
+        return None
+    return Grant(common_name)
 
 
 def csrf_ok(session: Session | None, given: str | None) -> bool:

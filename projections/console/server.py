@@ -10,25 +10,30 @@ runs uvicorn on a socket bound here (port 0 picks a free one) inside the caller'
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import uvicorn
 from nats.aio.client import Client as NATS
 from starlette.applications import Starlette
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from events import signing
-from projections.console.app import create_app
+from projections.console.app import CLIENT_CN, create_app
 from projections.serve import TOKENS_FILE, Grant, load_tokens
 from services.access import Access
 from services.access import load as load_access
 from services.errors import ConfigError
+from services.tls import Pki
 
 HOST_ENV, PORT_ENV = "UPM_CONSOLE_HOST", "UPM_CONSOLE_PORT"
 DEFAULT_PORT = 8080
@@ -84,22 +89,63 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, *, https: bool = False) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    return f"{'https' if https else 'http'}://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
-async def serve(app: Starlette, sock: socket.socket, *, ready: Callable[[str], None] | None = None) -> None:
-    """Serve ``app`` on ``sock`` until cancelled (uvicorn in this event loop; no signal handlers of its own)."""
+def common_name(peercert: Any) -> str | None:
+    """The common name of a verified peer certificate (:meth:`ssl.SSLSocket.getpeercert`'s dict)."""
+    if not isinstance(peercert, dict):
+        return None
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+class _ClientCertificates(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, adding to each request's scope who the verified client certificate of
+    its connection names (:data:`CLIENT_CN`), so a person can sign in with the certificate `upm up --access`
+    issued them (``client-NAME.pem``) instead of a token."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        name = common_name(transport.get_extra_info("peercert"))
+        if name is not None:
+            inner = self.app
+
+            async def app(scope: Any, receive: Any, send: Any) -> None:
+                await inner({**scope, CLIENT_CN: name}, receive, send)
+
+            self.app = app
+
+
+def tls_options(pki: Pki) -> dict[str, Any]:
+    """uvicorn's options for HTTPS with the deployment's server certificate; a client certificate from its CA
+    is asked for but optional (people without one sign in with a token)."""
+    for path in (pki.ca, pki.cert("server"), pki.key("server")):
+        if not path.exists():
+            raise ConfigError(f"--tls: {path} is missing; the console serves HTTPS with the certificates `upm up "
+                              "--tls` / `--access` made in the data folder's tls/ (or UPM_TLS_DIR)")
+    return {"ssl_certfile": str(pki.cert("server")), "ssl_keyfile": str(pki.key("server")),
+            "ssl_ca_certs": str(pki.ca), "ssl_cert_reqs": ssl.CERT_OPTIONAL, "http": _ClientCertificates}
+
+
+async def serve(app: Starlette, sock: socket.socket, *, ready: Callable[[str], None] | None = None,
+                tls: Pki | None = None) -> None:
+    """Serve ``app`` on ``sock`` until cancelled (uvicorn in this event loop; no signal handlers of its own);
+    with ``tls``, HTTPS (see :func:`tls_options`)."""
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1,
-                            access_log=False, log_config=None)
+                            access_log=False, log_config=None, **(tls_options(tls) if tls else {}))
     server = uvicorn.Server(config)
     config.load()
     server.lifespan = config.lifespan_class(config)
     await server.startup(sockets=[sock])
     try:
         if ready is not None:
-            ready(url_of(sock))
+            ready(url_of(sock, https=tls is not None))
         await server.main_loop()
     finally:
         with anyio.CancelScope(shield=True):

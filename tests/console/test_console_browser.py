@@ -13,47 +13,22 @@ keep running in the test's event loop.
 from __future__ import annotations
 
 import functools
-import json
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-import nats
 import pytest
-from nats.aio.client import Client as NATS
-
-from events import signing
-from events.store import EventStore
-from events.subjects import inbox_prefix
-from projections.serve import Grant
-from services import client, queries
-from services.access import ASKER, parse
-from services.client import ChangeStatus
-from services.natsserver import EmbeddedNats
+from console_world import World, token
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "console"
-ACCESS_DOC = {
-    "org": "example",
-    "tenants": {
-        "acme": {"alice": ["requester"], "bob": ["approver"], "carol": ["approver"], "audrey": ["auditor"]},
-        "globex": {"gina": ["requester"]},
-    },
-}
-ACCESS = parse(ACCESS_DOC, "test access")
-PEOPLE = ("alice", "bob", "carol", "audrey", "gina")
 ConsoleAt = Callable[..., Awaitable[int]]  # the console fixture (tests/conftest.py)
 T = TypeVar("T")
-
-
-def token(who: str) -> str:
-    return f"console-token-of-{who}-0123456789"
 
 
 def chromium() -> tuple[str, str]:
@@ -148,52 +123,6 @@ class Browser:
 
 async def run(func: Callable[..., T], *args: Any) -> T:
     return await anyio.to_thread.run_sync(functools.partial(func, *args))
-
-
-@dataclass
-class World:
-    url: str
-    base: str
-    people: dict[str, NATS]
-    tmp: Path
-
-    async def submit(self, who: str, request: str, **fields: str) -> str:
-        return await client.submit(self.people[who], "acme" if who != "gina" else "globex",
-                                   {"request": request, "source": "api", **fields}, principal=who)
-
-    async def status(self, who: str, change_id: str) -> ChangeStatus:
-        return await queries.ask_status(self.people[who], "_any", change_id, principal=who)
-
-    async def until(self, change_id: str, predicate: Callable[[ChangeStatus], bool], within: float = 30) -> ChangeStatus:
-        with anyio.fail_after(within):
-            while True:
-                status = await self.status("audrey", change_id)
-                if predicate(status):
-                    return status
-                await anyio.sleep(0.1)
-
-
-@pytest.fixture
-def secure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The access file and the approvers' group, for every service the pipeline starts."""
-    access = tmp_path / "access.json"
-    access.write_text(json.dumps(ACCESS_DOC))
-    preflight = tmp_path / "preflight.json"
-    preflight.write_text(json.dumps({"groups": {"*": {"platform-owners": ["bob", "carol"]}}}))
-    monkeypatch.setenv("UPM_ACCESS", str(access))
-    monkeypatch.setenv("UPM_PREFLIGHT_CONFIG", str(preflight))
-
-
-@pytest.fixture
-async def world(secure: None, pipeline: EventStore, nats_server: EmbeddedNats, console: ConsoleAt,
-                tmp_path: Path) -> AsyncIterator[World]:
-    people = {who: await nats.connect(nats_server.url, inbox_prefix=inbox_prefix(who)) for who in PEOPLE}
-    asker = await nats.connect(nats_server.url, inbox_prefix=inbox_prefix(ASKER))  # what `upm serve` connects as
-    port = await console(asker, ACCESS, {token(who): Grant(who) for who in PEOPLE},
-                         trusted=signing.public_keys(tmp_path / "upm-data"))  # the auditor's key (pipeline)
-    yield World(url=nats_server.url, base=f"http://127.0.0.1:{port}", people=people, tmp=tmp_path)
-    for conn in [*people.values(), asker]:
-        await conn.close()
 
 
 @pytest.fixture
