@@ -65,7 +65,8 @@ def settings(data: Path, host: str, tokens_file: Path | None = None, rules: Acce
         tokens = load_tokens(path, rules)
     elif rules.enforced:
         raise ConfigError(f"secure mode ({rules.source}): people sign in to the console with a token, and there is "
-                          f"no tokens file at {path}; create one per person with `upm serve token add NAME`")
+                          f"no tokens file at {path}; create one per person with `UPM_ACCESS={rules.source} upm serve "
+                          f"token add NAME --data {data}`")
     if not rules.enforced and not tokens and not is_loopback(host):
         raise ConfigError(f"an open console (no access file, no tokens file) serves loopback only, not {host}: "
                           "leave --host out (127.0.0.1), or run UPM with an access file and give people tokens")
