@@ -22,6 +22,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   touch "$stamp"
   echo "upm.sh: .venv ready" >&2
 fi
+# the console's browser tests drive Debian's chromium and chromium-driver: install them when missing and root
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "upm.sh: installing chromium and chromium-driver (the web console's browser tests)" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >&2 \
+      || echo "upm.sh: could not install chromium; the console's browser tests will be skipped" >&2
+  else
+    echo "upm.sh: chromium is missing (not root, or no apt-get): the console's browser tests will be skipped" >&2
+  fi
+fi
 case "${1:-demo}" in
   test)
     shift || true

@@ -168,3 +168,17 @@ def rows(values: dict[str, float | None]) -> list[KpiRow]:
             formula=k.formula,
         ))
     return out
+
+
+POSITION_QUERY = "SELECT max(seq) AS seq FROM events"
+SPAN_QUERY = ("SELECT epoch(min(at_utc)) AS first, epoch(max(at_utc)) AS last FROM events "
+              "WHERE tenant <> '_system'")
+
+
+def series_query(bucket_s: int, period: Range = EVER) -> str:
+    """One SELECT: every KPI per time bucket of ``bucket_s`` seconds, rows ``(kpi, t, value)`` with
+    ``t`` the bucket's start (seconds since the epoch); a bucket without facts has no row."""
+    where = period.where()
+    parts = [f"SELECT '{k.name}' AS kpi, epoch(time_bucket(INTERVAL '{int(bucket_s)} seconds', at_utc)) AS t, "
+             f"{_AGG[k.aggregate]} AS value FROM {k.view} WHERE {where} GROUP BY 2" for k in KPIS]
+    return "SELECT * FROM (" + "\nUNION ALL ".join(parts) + ") ORDER BY kpi, t"

@@ -50,11 +50,13 @@ async def kpis(ask: Ask, period: kpi.Range = kpi.EVER) -> dict[str, float | None
     return kpi.figures(records(result)[0])
 
 
-async def scored(ask: Ask, period: kpi.Range = kpi.EVER) -> score.Score:
+async def scored(ask: Ask, period: kpi.Range = kpi.EVER, figures: dict[str, float | None] | None = None) -> score.Score:
+    """The score; ``figures`` are the KPIs of ``period`` when the caller has them already."""
     facts = await ask(score.FACTS_QUERY)
     links = await ask(score.LINKS_QUERY)
     return score.score(
-        score.facts_from(facts.columns, facts.rows[0]), await kpis(ask, period), sorted(str(r[0]) for r in links.rows)
+        score.facts_from(facts.columns, facts.rows[0]), figures if figures is not None else await kpis(ask, period),
+        sorted(str(r[0]) for r in links.rows),
     )
 
 

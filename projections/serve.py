@@ -1,58 +1,43 @@
-"""`upm serve`: a read-only HTTP endpoint for permalinks, each token reading as one identity.
+"""`upm serve`'s tokens: who a bearer token or a console sign-in stands for.
 
-    GET /changes/{id}                 the change's row and its events           (application/json)
-    GET /changes/{id}/evidence        its latest evidence pack                   (application/x-tar)
-    GET /kpi[?since=&until=&tenant=]  the KPI table with the spec's bands        (application/json)
-    GET /score[?tenant=]              the comparison-template row and its reasons (application/json)
+The HTTP side is the web console (:mod:`projections.console`, Starlette under uvicorn): its pages
+and the JSON permalinks ``/changes/{id}``, ``/changes/{id}/evidence``, ``/kpi``, ``/score``.
 
-Every request carries ``Authorization: Bearer <token>``. The tokens file is one JSON object:
+The tokens file (default ``<data>/serve_tokens.json``, mode 0600) is one JSON object; a token has
+at least :data:`MIN_TOKEN` characters:
 
 * with an access file (``UPM_ACCESS``), token → **identity** (a person named in the access file).
   Every request is asked over the bus *as that identity* (``upm.sql.<tenant>.<identity>``,
   ``upm.qry.<tenant>.evidence.<identity>``), so the projector applies that person's roles and
-  visibility, exactly as for `upm sql` and `upm evidence`. ``?tenant=T`` picks the tenant of
-  ``/kpi`` and ``/score`` (needed when the identity reads several); a change is looked up in the
-  identity's own tenants, then in the org's other tenants (``org`` changes).
+  visibility, exactly as for `upm sql` and `upm evidence`. ``upm serve token add NAME`` creates one.
 * in open mode (no access file), token → **tenant** (``_all`` for every tenant): nothing is
-  enforced on the bus there, so the token's tenant is the only scope; it stays the per-tenant
-  token it always was.
+  enforced on the bus there, so the token's tenant is the only scope. Without a tokens file an
+  open console needs no token at all (loopback only).
 
-This process connects as ``upm-serve``, which the server lets publish those subjects for any
-identity; the token is the authentication. A change the identity may not see answers 404 like a
-missing one; 401 without a token, 403 for an unknown token or a role that does not allow the
-read, 405 for anything but GET.
+This process connects as ``upm-serve``, which the server lets ask those subjects for any identity;
+the token is the authentication.
 """
 
 from __future__ import annotations
 
 import hmac
-import re
+import json
+import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import anyio
-import msgspec
-from anyio.abc import SocketStream
-from nats.aio.client import Client as NATS
-
-from events.subjects import ANY_TENANT, CHANGE_ID_RE, is_principal, is_tenant
-from projections import evidence_query, kpi, reports
+from events.subjects import is_principal, is_tenant
 from projections.db import ALL_TENANTS
-from projections.errors import AccessDenied, EvidenceNotFound, ProjectionError
+from projections.errors import AccessDenied
 from services.common.configfile import read_mapping
 from services.common.errors import ConfigError
 from services.security.access import Access, service_identity
 
 SERVICE = "serve"  # connects as upm-serve
-MAX_REQUEST = 16 * 1024
-_json = msgspec.json.Encoder(order="deterministic")
-_STATUS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 503: "Service Unavailable"}
-_DENIED = {"no-token": 401, "token": 403, "rbac": 403, "visibility": 404}
+MIN_TOKEN = 16
+TOKENS_FILE = "serve_tokens.json"
 
 
 @dataclass(frozen=True)
@@ -73,8 +58,9 @@ def parse_tokens(doc: object, source: str, rules: Access) -> dict[str, Grant]:
     grants: dict[str, Grant] = {}
     for n, (token, value) in enumerate(doc.items(), 1):
         where = f"{source}: entry {n} (token not shown)"
-        if not isinstance(token, str) or len(token) < 16:
-            raise AccessDenied(f"{where}: a token must be a string of at least 16 characters", rule="token")
+        if not isinstance(token, str) or len(token) < MIN_TOKEN:
+            raise AccessDenied(f"{where}: a token must be a string of at least {MIN_TOKEN} characters; "
+                               "make one with `upm serve token add NAME`", rule="token")
         if rules.enforced and not (isinstance(value, str) and is_principal(value) and value in people):
             raise AccessDenied(f"{where}: {value!r} is not {want} ({rules.source})", rule="token")
         if not rules.enforced and not (isinstance(value, str) and (is_tenant(value) or value == ALL_TENANTS)):
@@ -120,6 +106,8 @@ def tenants_to_try(grant: Grant, asked: str | None, rules: Access) -> list[str]:
     tenant = pinned(grant, asked)
     if tenant is not None:
         return [tenant]
+    if not rules.enforced:
+        return [ALL_TENANTS]  # an open console without tokens: nothing is scoped
     own = list(rules.tenants_of(grant.principal))
     return own + [t for t in sorted(rules.members) if t not in own]
 
@@ -129,118 +117,30 @@ def one_tenant(grant: Grant, asked: str | None, rules: Access) -> str:
     tenant = pinned(grant, asked)
     if tenant is not None:
         return tenant
+    if not rules.enforced:
+        return ALL_TENANTS
     own = rules.tenants_of(grant.principal)
     if len(own) != 1:
         raise ValueError(f"add ?tenant=T: {grant.principal} reads {len(own)} tenants ({', '.join(own) or 'none'})")
     return own[0]
 
 
-class Response(msgspec.Struct, frozen=True):
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-
-    def encode(self) -> bytes:
-        head = (f"HTTP/1.1 {self.status} {_STATUS[self.status]}\r\nContent-Type: {self.content_type}\r\n"
-                f"Content-Length: {len(self.body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n")
-        return head.encode() + self.body
-
-
-def _error(status: int, message: str) -> Response:
-    return Response(status, _json.encode({"error": message}) + b"\n")
-
-
-def _ok(value: object) -> Response:
-    return Response(200, _json.encode(value) + b"\n")
-
-
-def _period(args: Mapping[str, list[str]]) -> kpi.Range:
-    since, until = args.get("since", [None])[0], args.get("until", [None])[0]
-    return kpi.Range(since=datetime.fromisoformat(since) if since else None,
-                     until=datetime.fromisoformat(until) if until else None)
-
-
-class Server:
-    """Answers the endpoints above for the holders of ``tokens``, under the rules of ``rules``."""
-
-    def __init__(self, nc: NATS, tokens: Mapping[str, Grant], rules: Access) -> None:
-        self.nc = nc
-        self.tokens = dict(tokens)
-        self.rules = rules
-
-    async def respond(self, method: str, target: str, headers: Mapping[str, str]) -> Response:
-        if method != "GET":
-            return _error(405, "read-only: only GET is served")
-        url = urlsplit(target)
-        args = parse_qs(url.query)
-        asked = args.get("tenant", [None])[0]
-        try:
-            grant = grant_for(headers.get("authorization"), self.tokens)
-            if url.path in ("/kpi", "/score"):
-                ask = self._ask(grant, one_tenant(grant, asked, self.rules))
-                if url.path == "/kpi":
-                    return _ok(kpi.rows(await reports.kpis(ask, _period(args))))
-                return _ok(await reports.scored(ask, _period(args)))
-            found = re.fullmatch(r"/changes/([^/]+)(/evidence)?", url.path)
-            if found is None or not CHANGE_ID_RE.match(found.group(1)):
-                return _error(404, "no such resource: use /changes/{id}, /changes/{id}/evidence, /kpi or /score")
-            change_id = found.group(1)
-            if found.group(2):
-                return Response(200, await self._pack(grant, change_id, asked), "application/x-tar")
-            return _ok(await self._change(grant, change_id, asked))
-        except AccessDenied as err:
-            return _error(_DENIED.get(err.rule, 403), str(err))
-        except EvidenceNotFound as err:
-            return _error(404, str(err))
-        except ValueError as err:
-            return _error(400, f"bad query: {err}")
-        except ProjectionError as err:
-            return _error(503, str(err))
-
-    def _ask(self, grant: Grant, tenant: str) -> reports.Ask:
-        return reports.bus(self.nc, tenant, principal=grant.principal)
-
-    async def _pack(self, grant: Grant, change_id: str, asked: str | None) -> bytes:
-        tenant = pinned(grant, asked)
-        pack = await evidence_query.fetch(self.nc, change_id, principal=grant.principal,
-                                          tenant=ANY_TENANT if tenant in (None, ALL_TENANTS) else tenant)
-        return pack.data
-
-    async def _change(self, grant: Grant, change_id: str, asked: str | None) -> dict[str, Any]:
-        for tenant in tenants_to_try(grant, asked, self.rules):
-            try:
-                view = await reports.change(self._ask(grant, tenant), change_id)
-            except AccessDenied:
-                continue  # may not read that tenant at all: look in the next
-            if view is not None:
-                return view
-        raise AccessDenied(f"no change {change_id} that {grant.principal} may see", rule="visibility")
-
-    async def handle(self, stream: SocketStream) -> None:
-        async with stream:
-            raw = b""
-            with anyio.move_on_after(10):
-                while b"\r\n\r\n" not in raw and len(raw) < MAX_REQUEST:
-                    raw += await stream.receive()
-            head = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-            parts = head[0].split(" ")
-            if len(parts) != 3:
-                await stream.send(_error(400, "malformed request line").encode())
-                return
-            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}
-            response = await self.respond(parts[0], parts[1], headers)
-            await stream.send(response.encode())
-
-    async def serve(self, host: str = "127.0.0.1", port: int = 8080, *, ready: anyio.Event | None = None) -> None:
-        listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
-        self.port = int(listener.extra(anyio.abc.SocketAttribute.local_port))
-        async with listener:
-            if ready is not None:
-                ready.set()
-            await listener.serve(self._safe)
-
-    async def _safe(self, stream: SocketStream) -> None:
-        try:
-            await self.handle(stream)
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, UnicodeDecodeError):
-            return
+def add_token(path: Path, value: str, rules: Access) -> str:
+    """Create a random token for ``value`` (an identity of the access file; in open mode a tenant or
+    ``_all``) in the tokens file at ``path`` (created with mode 0600; the other tokens are kept)."""
+    doc: dict[str, str] = {}
+    if path.exists():
+        existing = read_mapping(path, what="the tokens file", error=ConfigError)
+        parse_tokens(existing, str(path), rules)  # refuse to extend a file that would not load
+        doc = {str(k): str(v) for k, v in existing.items()}
+    token = secrets.token_urlsafe(24)
+    doc[token] = value
+    parse_tokens(doc, str(path), rules)  # the new entry names who it must
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(doc, out, indent=1, sort_keys=True)
+        out.write("\n")
+    temp.replace(path)
+    return token

@@ -112,7 +112,7 @@ HttpGet = Callable[..., Awaitable[tuple[int, bytes]]]
 async def _http_get(port: int, path: str, token: str | None = None, method: str = "GET") -> tuple[int, bytes]:
     async with await anyio.connect_tcp("127.0.0.1", port) as conn:
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        await conn.send(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+        await conn.send(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n".encode())
         raw = b""
         with contextlib.suppress(anyio.EndOfStream):
             while True:
@@ -126,3 +126,34 @@ def http_get() -> HttpGet:
     """``await http_get(port, path, token=None, method="GET")``: ``(status, body)`` of one request
     to a local HTTP server (``upm serve``)."""
     return _http_get
+
+
+ConsoleAt = Callable[..., Awaitable[int]]
+
+
+@pytest.fixture
+async def console() -> AsyncIterator[ConsoleAt]:
+    """``await console(nc, rules, tokens=None, trusted=None, default_name="tester", tls=None)``: the web
+    console (``upm serve``; HTTPS with a :class:`services.security.tls.Pki`) as a task of this process on a free
+    loopback port; returns the port."""
+    from projections.console import server
+    from projections.console.app import create_app
+
+    tasks: list[asyncio.Future[None]] = []
+
+    async def start(nc: NATS, rules: Any, tokens: Any = None, *, trusted: Any = None,
+                    default_name: str = "tester", poll_s: float = 0.2, tls: Any = None) -> int:
+        app = create_app(nc, rules, tokens or {}, trusted=trusted, default_name=default_name, poll_s=poll_s)
+        sock = server.bind("127.0.0.1", 0)
+        ready = anyio.Event()
+        tasks.append(asyncio.ensure_future(server.serve(app, sock, ready=lambda _url: ready.set(), tls=tls)))
+        with anyio.fail_after(10):
+            await ready.wait()
+        return int(sock.getsockname()[1])
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -54,8 +54,8 @@ from services.gateway.service import Gateway
 from services.planner import service as planner
 from services.preflight.config import ENV_VAR as PREFLIGHT_CONFIG_ENV
 from services.security.access import ENV_VAR as ACCESS_ENV
+from services.security.access import Access, service_identity
 from services.security.access import load as load_access
-from services.security.access import service_identity
 from services.security.scope import load_scope
 from services.security.tls import Pki, ensure_pki
 from services.verifier import config as verifier_config
@@ -147,28 +147,42 @@ HOSTED: dict[str, Callable[[NATS, Settings], Hosted]] = {  # each service's fact
 SERVICE_NAMES = tuple(HOSTED)
 
 
+def _console(nc: NATS, settings: Settings) -> Hosted:
+    from projections.console.server import Hosted as Console
+
+    return Console(nc, settings.data)
+
+
+OPTIONAL: dict[str, Callable[[NATS, Settings], Hosted]] = {
+    "console": _console,  # the web console (`upm up --console`): as upm-serve, on UPM_CONSOLE_HOST:PORT
+}
+CONSOLE = "console"
+
+
 async def serve(nc: NATS, names: tuple[str, ...], settings: Settings, *,
                 ready: Callable[[str], None] | None = None) -> None:
     """Run the named services on ``nc`` until cancelled (once the event stream is there, at the replicas of
     :func:`services.common.cluster.replicas`; a cluster still electing its leaders is waited for)."""
-    await retry.keep_running("ensuring the event stream", functools.partial(ensure_stream, nc))
+    if any(name not in OPTIONAL for name in names):  # the console only asks: it needs no stream rights
+        await retry.keep_running("ensuring the event stream", functools.partial(ensure_stream, nc))
     async with anyio.create_task_group() as tg:
         for name in names:
             event = anyio.Event()
-            tg.start_soon(functools.partial(HOSTED[name](nc, settings).run, ready=event))
+            tg.start_soon(functools.partial((HOSTED | OPTIONAL)[name](nc, settings).run, ready=event))
             await event.wait()
-            beacon = anyio.Event()  # answers `upm health`'s ping (upm/health.py)
-            tg.start_soon(functools.partial(health.Beacon(nc, name).run, ready=beacon))
-            await beacon.wait()
+            if name not in OPTIONAL:  # the console is no service of the pipeline: `upm health` does not ping it
+                beacon = anyio.Event()  # answers `upm health`'s ping (upm/health.py)
+                tg.start_soon(functools.partial(health.Beacon(nc, name).run, ready=beacon))
+                await beacon.wait()
             if ready is not None:
                 ready(name)
 
 
 def run_service_process(names: tuple[str, ...], url: str, ready_dir: Path | None, settings: Settings) -> None:
     """The body of ``upm service``: run until SIGTERM or SIGINT."""
-    unknown = [n for n in names if n not in SERVICE_NAMES]
+    unknown = [n for n in names if n not in SERVICE_NAMES and n not in OPTIONAL]
     if unknown:
-        raise ConfigError(f"unknown service {', '.join(unknown)}: choose from {', '.join(SERVICE_NAMES)}")
+        raise ConfigError(f"unknown service {', '.join(unknown)}: choose from {', '.join((*SERVICE_NAMES, *OPTIONAL))}")
 
     logs.configure("+".join(names))
     tracing.configure("+".join(names))
@@ -185,7 +199,7 @@ def run_service_process(names: tuple[str, ...], url: str, ready_dir: Path | None
         async with contextlib.AsyncExitStack() as stack:
             connections = []
             for name in names:  # each service as its own identity, so the server applies its permissions
-                nc = await connect(url, service=True, identity=service_identity(name))
+                nc = await connect(url, service=True, identity=identity_of(name))
                 stack.push_async_callback(close, nc)
                 connections.append(nc)
             async with anyio.create_task_group() as tg:
@@ -197,6 +211,28 @@ def run_service_process(names: tuple[str, ...], url: str, ready_dir: Path | None
                         break
 
     anyio.run(main)
+
+
+def identity_of(name: str) -> str:
+    """The identity a hosted process connects as: ``upm-<service>``; the console asks as ``upm-serve``."""
+    return natsauth.SERVE if name == CONSOLE else service_identity(name)
+
+
+def _console_env(folder: Path, acl: Access | None, port: int) -> dict[str, str]:
+    """Where the console of `upm up --console` listens (loopback; ``port`` 0: a free one chosen now, so a
+    restart finds the same), its settings checked first: a bad tokens file stops `upm up` with the reason."""
+    from projections.console import server
+    from projections.errors import AccessDenied
+
+    try:
+        server.settings(folder, "127.0.0.1", rules=acl or Access.open())
+    except AccessDenied as err:
+        raise ConfigError(f"--console: {err}") from None
+    if not port:
+        probe = server.bind("127.0.0.1", 0)
+        port = int(probe.getsockname()[1])
+        probe.close()
+    return {server.HOST_ENV: "127.0.0.1", server.PORT_ENV: str(port)}
 
 
 def up(
@@ -213,6 +249,8 @@ def up(
     copies: int = 1,
     approvers: tuple[str, ...] = (),
     preflight_config: Path | None = None,
+    console: bool = False,
+    console_port: int = 0,
 ) -> dict[str, Any]:
     """Start nats-server (unless ``external_url``; ``cluster_size`` servers forming a JetStream
     cluster, on loopback, with every stream and store at ``UPM_REPLICAS``, 3 unless set), the
@@ -230,6 +268,9 @@ def up(
     ``approvers`` become members of ``platform-owners`` in every tenant (a pre-flight configuration
     written to ``<folder>/preflight.json``); ``preflight_config`` is the operator's own file (else
     ``UPM_PREFLIGHT_CONFIG``). Either reaches the services as ``UPM_PREFLIGHT_CONFIG``.
+
+    ``console`` also runs the web console (:mod:`projections.console`) as one more supervised process on
+    loopback (``console_port``, else a free port); its URL is ``state["console"]``.
 
     Services learn where the targets are from environment variables (``upm/emulators.py``);
     the state file records the emulators' pids and endpoints (``targets``), never a secret.
@@ -252,6 +293,7 @@ def up(
     if acl is not None and external_url is not None:
         raise ConfigError("--access configures the users of the embedded nats-server; with --nats URL configure "
                           "your server's users yourself (upm.natsauth.authorization_block), or drop --nats")
+    where = _console_env(folder, acl, console_port) if console else None  # a bad tokens file: before anything starts
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         folder.chmod(0o700)  # an existing folder too: it holds keys, state and the log
@@ -291,6 +333,10 @@ def up(
         service_env[TLS_ENV] = str(pki.folder)
     write_state(folder, state)
     services = []
+    if where is not None:
+        state["console"] = f"http://{where['UPM_CONSOLE_HOST']}:{where['UPM_CONSOLE_PORT']}/"
+        services.append(supervisor.ServicePlan(name=CONSOLE, env=service_env | where))
+        write_state(folder, state)
     for instance in range(1, copies + 1):
         for name in SERVICE_NAMES:
             env = service_env | targets.service_env(name) | ({INSTANCE_ENV: str(instance)} if instance > 1 else {})

@@ -34,9 +34,11 @@ import msgspec
 from nats.aio.client import Client as NATS
 
 from events.store import StoredEvent
+from projections.serve import TOKENS_FILE, add_token
 from services.common import client, connection
 from services.common.errors import CommandRejected
 from services.gateway import queries
+from services.security.access import load as load_access
 from upm import app
 
 TENANT = "demo"
@@ -224,12 +226,16 @@ def run_demo(folder: Path, out: TextIO = sys.stdout, extras: tuple[str, ...] = (
     config.write_text(DEMO_PREFLIGHT_CONFIG)
     access = folder / "demo-access.yaml"
     access.write_text(DEMO_ACCESS)
-    out.write(f"Starting UPM: embedded NATS JetStream + {', '.join(app.SERVICE_NAMES)} (one process each)\n")
+    tokens = console_tokens(folder, access)
+    out.write(f"Starting UPM: embedded NATS JetStream + {', '.join(app.SERVICE_NAMES)} (one process each) and the "
+              "web console\n")
     out.flush()
     started = time.perf_counter()
-    state = app.up(folder, extras=extras, access=access, preflight_config=config)
+    state = app.up(folder, extras=extras, access=access, preflight_config=config, console=True)
     out.write(f"  up in {time.perf_counter() - started:.1f}s, NATS at {state['url']}, data in {folder}\n"
-              f"  security: {app.security_summary(state)}\n")
+              f"  security: {app.security_summary(state)}\n"
+              f"  console: {state['console']} while the demo runs (sign in as bob with {tokens['bob']}; every "
+              f"person's token is in {folder / TOKENS_FILE})\n")
     for name, where in state.get("targets", {}).items():
         place = where.get("endpoint") or f"{where.get('host')}:{where.get('port')}"
         out.write(f"  {name} at {place}\n")
@@ -239,6 +245,12 @@ def run_demo(folder: Path, out: TextIO = sys.stdout, extras: tuple[str, ...] = (
         stopped = app.down(folder)
         out.write(f"\nStopped {', '.join(stopped)}; nothing left running.\n")
     return results
+
+
+def console_tokens(folder: Path, access: Path) -> dict[str, str]:
+    """A console sign-in token for every person of the demo's access file (person → token)."""
+    rules = load_access(access)
+    return {who: add_token(folder / TOKENS_FILE, who, rules) for who in rules.principals()}
 
 
 def files_of(folder: Path) -> Path:

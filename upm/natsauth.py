@@ -20,7 +20,8 @@ upm-<service>  P its own event types on ``upm.evt.*.*.<type>`` (only ``upm-audit
                consumers, its object-store and key-value buckets; S the commands / queries it
                answers and P replies to ``_INBOX.>`` (not ``allow_responses``, which would let a
                reply subject the caller picks reach the JetStream API or any event subject)
-upm-serve      P ``upm.qry.*.*.*`` and ``upm.sql.*.*`` (it asks for token holders)
+upm-serve      P ``upm.qry.*.*.*``, ``upm.sql.*.*`` and ``upm.cmd.*.approve|deny.*`` (the web console asks and
+               approves for the people it signed in; pre-flight still checks each one's roles)
 every service  S ``upm.health.ping`` and P its answer to ``_INBOX.upm-auditor.>`` (the health responder's
                inbox); ``upm-auditor`` also P the ping and the durable consumers' info, and answers
                ``upm.qry._system.health.*`` (it checks the asker's roles: operator, auditor or admin)
@@ -253,7 +254,8 @@ def users(access: Access, services: Sequence[str], *, outputs_bucket: str = OUTP
     durables = sorted(s for s in services if table[s].durable)
     out = {p: person_permissions(access, p, durables) for p in access.principals()}
     out |= {service_identity(s): service_permissions(s, table[s]) for s in services}
-    out[SERVE] = Permissions(publish=(f"{QUERY_ROOT}.*.*.*", f"{SQL_ROOT}.*.*"),
+    out[SERVE] = Permissions(publish=(f"{QUERY_ROOT}.*.*.*", f"{SQL_ROOT}.*.*", command_subject("*", "approve", "*"),
+                                      command_subject("*", "deny", "*")),
                              subscribe=(f"{inbox_prefix(SERVE)}.>",))
     out[ADMIN] = Permissions(publish=(_api("STREAM", "INFO", STREAM), _api("STREAM", "CREATE", STREAM),
                                       _api("DIRECT", "GET", STREAM), _api("STREAM", "NAMES"),

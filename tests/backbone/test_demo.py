@@ -22,6 +22,7 @@ def test_upm_demo_runs_every_story_and_stops_everything(tmp_path: Path) -> None:
     assert [r["outcome"] for r in rows] == ["succeeded", "succeeded", "rejected", "rejected", "succeeded",
                                             "rolled_back", "succeeded"]
     assert "nothing left running" in done.stderr
+    assert "  console: http://127.0.0.1:" in done.stderr and "sign in as bob with " in done.stderr  # issue 25
     assert "security: secure" in done.stderr  # it runs as `upm up --access` does
     assert "--as dave: refused (server-refused)" in done.stderr  # a requester cannot approve
     assert "--as bob: ok" in done.stderr and "--as carol: ok" in done.stderr

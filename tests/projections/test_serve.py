@@ -1,6 +1,8 @@
-"""`upm serve` in open mode: permalinks scoped by a per-tenant token (real server, projector, witness).
+"""`upm serve` in open mode: the console's JSON permalinks scoped by a per-tenant token (real server,
+projector, witness; the console under uvicorn).
 
-With an access file (token → identity) see tests/security/test_security_visibility.py.
+With an access file (token → identity) see tests/security/test_security_visibility.py; the pages
+themselves, tests/console/.
 """
 
 from __future__ import annotations
@@ -20,26 +22,26 @@ from events.store import EventStore
 from projections import evidence_query
 from projections.errors import AccessDenied
 from projections.projector import Projector
-from projections.serve import Server, parse_tokens
+from projections.serve import parse_tokens
 from services.auditor import evidence
 from services.auditor.service import Witness
 from services.security.access import Access
 
 HttpGet = Callable[..., Awaitable[tuple[int, bytes]]]  # the http_get fixture (tests/conftest.py)
+ConsoleAt = Callable[..., Awaitable[int]]  # the console fixture (tests/conftest.py)
 
 ACME, OTHER = "tok-acme-0123456789abcdef", "tok-other-0123456789abcdef"
 TOKENS = {ACME: "acme", OTHER: "other"}
 
 
 @pytest.fixture
-async def served(projector: Projector, nc: NATS, store: EventStore, tmp_path: Path) -> AsyncIterator[tuple[int, str]]:
+async def served(projector: Projector, nc: NATS, store: EventStore, tmp_path: Path,
+                 console: ConsoleAt) -> AsyncIterator[tuple[int, str]]:
     witness = Witness(nc, tmp_path / "data", interval=60)
-    server = Server(nc, parse_tokens(TOKENS, "test", Access.open()), Access.open())
-    ready_w, ready_s = anyio.Event(), anyio.Event()
-    tasks = [asyncio.ensure_future(witness.run(ready=ready_w)),
-             asyncio.ensure_future(server.serve(port=0, ready=ready_s))]
+    port = await console(nc, Access.open(), parse_tokens(TOKENS, "test", Access.open()))
+    ready_w = anyio.Event()
+    tasks = [asyncio.ensure_future(witness.run(ready=ready_w))]
     await ready_w.wait()
-    await ready_s.wait()
     h = History()
     c = happy(h, "acme", published=False)
     await publish(store, h.records)
@@ -47,7 +49,7 @@ async def served(projector: Projector, nc: NATS, store: EventStore, tmp_path: Pa
         while witness.published < 1:  # noqa: ASYNC110 - polling the witness's counter
             await anyio.sleep(0.05)
     await projector.wait((await store.js.stream_info("UPM_EVENTS")).state.last_seq)
-    yield server.port, c.change_id
+    yield port, c.change_id
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -82,7 +84,7 @@ async def test_other_tenants_and_strangers_are_refused(served: tuple[int, str], 
 def test_a_malformed_tokens_file_says_what_to_write() -> None:
     with pytest.raises(AccessDenied, match="non-empty JSON object mapping each token to a tenant"):
         parse_tokens(["acme"], "tokens.json", Access.open())
-    with pytest.raises(AccessDenied, match="at least 16 characters"):
+    with pytest.raises(AccessDenied, match="at least 16 characters; make one with `upm serve token add NAME`"):
         parse_tokens({"short": "acme"}, "tokens.json", Access.open())
     with pytest.raises(AccessDenied, match=r"'Not A Tenant' is not a tenant name"):
         parse_tokens({ACME: "Not A Tenant"}, "tokens.json", Access.open())

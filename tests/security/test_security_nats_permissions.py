@@ -226,6 +226,25 @@ async def test_a_person_sends_only_the_verbs_her_roles_allow(connect: Connect) -
     assert await alice.refused(command_subject("acme", "approve", "alice"))
 
 
+async def test_the_console_sends_only_approve_and_deny_for_the_people_it_signed_in(connect: Connect) -> None:
+    """Threat: the web console's identity (``upm-serve``, which approves for whoever signed in) used to
+    submit, roll back, cancel or write events: it may send approve and deny only (pre-flight then
+    checks the named person's roles, tests/console/)."""
+    serve, preflight = await connect(natsauth.SERVE), await connect("upm-preflight")
+
+    async def send(verb: str) -> list[Msg]:
+        async def act() -> None:
+            await serve.nc.publish(command_subject("acme", verb, "bob"), b"{}")
+            await serve.nc.flush()
+
+        return await _messages(preflight, f"upm.cmd.*.{verb}.*", act)
+
+    assert len(await send("approve")) == 1 and len(await send("deny")) == 1
+    for verb in ("intent", "rollback", "cancel"):
+        await serve.nc.publish(command_subject("acme", verb, "bob"), b"{}")
+        assert await serve.refused(command_subject("acme", verb, "bob"))
+
+
 async def test_a_person_cannot_append_events(connect: Connect) -> None:
     """Threat: a person forging events directly on the stream (closing a change, faking an
     approval or a verification) instead of sending commands the services validate."""

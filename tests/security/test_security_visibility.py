@@ -30,7 +30,7 @@ from events.subjects import inbox_prefix, sql_subject
 from projections import evidence_query, schema, sqlservice
 from projections.errors import AccessDenied
 from projections.projector import Projector
-from projections.serve import Server, parse_tokens
+from projections.serve import parse_tokens
 from projections.sqlservice import SqlRequest
 from projections.visibility import CHANGE_FREE
 from services.auditor import evidence
@@ -40,6 +40,7 @@ from services.security.access import ASKER, parse
 from upm.natsserver import EmbeddedNats
 
 HttpGet = Callable[..., Awaitable[tuple[int, bytes]]]  # the http_get fixture (tests/conftest.py)
+ConsoleAt = Callable[..., Awaitable[int]]  # the console fixture (tests/conftest.py)
 
 ACCESS = parse({
     "org": "example",
@@ -233,15 +234,8 @@ async def test_evidence_goes_to_the_initiator_and_the_auditor_only(world: World)
 
 
 @pytest.fixture
-async def http(world: World) -> AsyncIterator[int]:
-    server = Server(world.nc, parse_tokens(TOKENS, "test tokens", ACCESS), ACCESS)
-    ready = anyio.Event()
-    task = asyncio.ensure_future(server.serve(port=0, ready=ready))
-    await ready.wait()
-    yield server.port
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+async def http(world: World, console: ConsoleAt) -> int:
+    return await console(world.nc, ACCESS, parse_tokens(TOKENS, "test tokens", ACCESS))
 
 
 def token(who: str) -> str:

@@ -100,7 +100,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                        access=Path(args.access) if args.access else None, cluster_size=args.cluster,
                        copies=args.replicas, approvers=args.approvers,
                        preflight_config=Path(args.preflight_config) if args.preflight_config else None,
-                       timeout=args.ready_timeout)
+                       timeout=args.ready_timeout, console=args.console, console_port=args.console_port)
     except ServerStartFailed as err:
         return fail(str(err))
     targets = "".join(f"\n{name}: " + ", ".join(f"{k} {v}" for k, v in where.items() if v is not None)
@@ -109,6 +109,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     emit(state, args, text=f"UPM is up: NATS {state['url']}, services {', '.join(app.SERVICE_NAMES)}{targets}\n"
                            f"security: {app.security_summary(state)}\n"
                            f"approvals: {approval_summary(state)}\n"
+                           + (f"console: {state['console']}\n" if state.get("console") else "") +
                            f"data in {folder}; stop with `upm down{data_flag}`")
     return 0
 
@@ -366,6 +367,11 @@ def register(sub: Any) -> None:
     p.add_argument("--preflight-config", metavar="FILE",
                    help="the pre-flight configuration (groups, budgets, windows, policies; see "
                         "services/preflight/README.md; default UPM_PREFLIGHT_CONFIG)")
+    p.add_argument("--console", action="store_true",
+                   help="also run the web console (`upm serve`) on loopback, supervised like the services; with "
+                        "--access people sign in with tokens from `upm serve token add NAME`")
+    p.add_argument("--console-port", type=cliargs.port, default=0, metavar="P",
+                   help="the console's port (default: a free one, printed)")
     add_output_options(p)
     p.set_defaults(func=guarded(cmd_up))
 
@@ -383,7 +389,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=guarded(cmd_down))
 
     p = sub.add_parser("service", help="run one or more services in the foreground")
-    p.add_argument("name", nargs="+", choices=app.SERVICE_NAMES, help="service(s) to run")
+    p.add_argument("name", nargs="+", choices=(*app.SERVICE_NAMES, *app.OPTIONAL), help="service(s) to run")
     p.add_argument("--ready-dir", help=argparse.SUPPRESS)
     add_connection_options(p)
     p.set_defaults(func=guarded(cmd_service))

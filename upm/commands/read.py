@@ -11,6 +11,7 @@ not trusted (UNTRUSTED: anyone can sign a pack with a key of their own).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -37,6 +38,7 @@ from services.common import connection, settings
 from services.common.configfile import read_bytes, read_text
 from services.common.errors import ConfigError, NotRunning
 from services.security import access
+from services.security.tls import Pki
 from upm import cliargs, natsauth
 from upm.commands.core import add_connection_options, add_identity_option, fail
 from upm.output import add_output_options, emit, render_table
@@ -303,25 +305,60 @@ def _names(args: argparse.Namespace, unreadable: list[tuple[int, int]]) -> tuple
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    tokens_file = Path(args.tokens) if args.tokens else settings.data_dir(args.data) / "serve_tokens.json"
-    rules = access.load()
-    tokens = serve.load_tokens(tokens_file, rules)
+    """`upm serve [--host H] [--port P]`: the web console; `upm serve token add NAME`: a sign-in token."""
+    from projections.console import server
+
+    folder = settings.data_dir(args.data)
+    tokens_file = Path(args.tokens) if args.tokens else folder / serve.TOKENS_FILE
+    rules = deployment_rules(folder)
+    if args.words:
+        return _serve_token(args.words, tokens_file, rules)
+    chosen = server.settings(folder, args.host, Path(args.tokens) if args.tokens else None, rules=rules)
+    pki = _console_pki(folder) if args.tls else None
+    sock = server.bind(args.host, args.port)
 
     async def main() -> None:
         nc = await _connect(args, access.service_identity(serve.SERVICE))
+
+        def started(url: str) -> None:
+            sys.stdout.write(f"console: {url} ({'secure' if chosen.rules.enforced else 'open mode'}, "
+                             f"{len(chosen.tokens)} token(s)); Ctrl-C stops it\n")
+            sys.stdout.flush()
+
         try:
-            server = serve.Server(nc, tokens, rules)
-            ready = anyio.Event()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: server.serve(args.host, args.port, ready=ready))
-                await ready.wait()
-                sys.stdout.write(f"serving http://{args.host}:{server.port}/ for {len(tokens)} token(s)\n")
-                sys.stdout.flush()
+            await server.serve(server.app_for(nc, chosen), sock, ready=started, tls=pki)
         finally:
             with anyio.CancelScope(shield=True):
                 await nc.close()
 
     anyio.run(main)
+    return 0
+
+
+def _console_pki(folder: Path) -> Pki:
+    """The certificates of the deployment (``UPM_TLS_DIR``, else the data folder's ``tls_dir``)."""
+    state = connection.read_state(folder) or {}
+    where = os.environ.get(connection.TLS_ENV) or state.get("tls_dir")
+    if not where:
+        raise ConfigError("--tls serves HTTPS with the deployment's certificates, and this one has none: start it "
+                          "with `upm up --tls` or `--access FILE`, or set UPM_TLS_DIR")
+    return Pki(Path(where))
+
+
+def deployment_rules(folder: Path) -> access.Access:
+    """The access rules of the deployment the console serves: ``UPM_ACCESS``, else the access file `upm up
+    --access` copied into the data folder. Never open mode for a deployment that enforces identities: an
+    open console there would let anyone act as anyone through ``upm-serve``."""
+    state = connection.read_state(folder) or {}
+    return access.load(os.environ.get(access.ENV_VAR) or state.get("access") or None)
+
+
+def _serve_token(words: list[str], tokens_file: Path, rules: access.Access) -> int:
+    if len(words) != 3 or words[:2] != ["token", "add"]:
+        raise ConfigError(f"`upm serve {' '.join(words)[:80]}` is not a command: `upm serve [--port P] [--host H]` "
+                          "runs the console, `upm serve token add NAME` makes a sign-in token for NAME")
+    token = serve.add_token(tokens_file, words[2], rules)
+    sys.stdout.write(f"token for {words[2]} (hand it to them; it is in {tokens_file}, mode 0600):\n{token}\n")
     return 0
 
 
@@ -393,10 +430,15 @@ def register(sub: Any) -> None:
     add_output_options(v)
     v.set_defaults(func=guarded(cmd_audit_verify))
 
-    p = sub.add_parser("serve", help="read-only HTTP permalinks (/changes/{id}[/evidence], /kpi, /score)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p = sub.add_parser("serve", help="the web console (changes, approvals, evidence, KPIs; JSON permalinks "
+                                     "/changes/{id}[/evidence], /kpi, /score); `upm serve token add NAME` makes a token")
+    p.add_argument("words", nargs="*", metavar="token add NAME", help="make a sign-in token for NAME and print it")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; an open console "
+                                                      "serves loopback only)")
     p.add_argument("--port", type=cliargs.port, default=8080, help="port (default 8080; 0 picks a free one)")
     p.add_argument("--tokens", metavar="FILE", help="JSON object token → identity (with an access file) or → tenant "
                                                    "(open mode); default: <data>/serve_tokens.json")
+    p.add_argument("--tls", action="store_true", help="HTTPS with the deployment's certificates; a person's client "
+                                                     "certificate (client-NAME.pem from `upm up --access`) signs them in")
     add_connection_options(p)
     p.set_defaults(func=guarded(cmd_serve))

@@ -1,0 +1,11 @@
+// The change list follows the server's events: each "changes" event carries the rows, rendered.
+(function () {
+  var body = document.getElementById("changes-body");
+  var live = document.getElementById("live");
+  if (!body || !window.EventSource) { return; }
+  var source = new EventSource(body.getAttribute("data-stream"));
+  source.addEventListener("changes", function (e) { body.innerHTML = e.data; });
+  source.addEventListener("problem", function () { if (live) { live.className = "live off"; } });
+  source.onopen = function () { if (live) { live.className = "live on"; } };
+  source.onerror = function () { if (live) { live.className = "live off"; } };
+})();
