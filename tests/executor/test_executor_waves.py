@@ -5,7 +5,6 @@ real nats-server; the commands go through the real `upm` subcommands."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -29,7 +28,7 @@ from events.store import EventStore
 from services import verifier
 from services.auditor import service as auditor
 from services.common.runtime import Runner
-from upm.commands import operate as cli
+from upm.cli import main
 from upm.natsserver import EmbeddedNats
 
 
@@ -52,10 +51,7 @@ async def verifier_and_auditor(nc: NATS) -> AsyncIterator[None]:
 
 async def upm(server: EmbeddedNats, *argv: str) -> int:
     """Run an executor `upm` subcommand (as the CLI does: its own connection, in a thread)."""
-    parser = argparse.ArgumentParser(prog="upm")
-    cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([*argv, "--nats", server.url, "--json"])
-    code: int = await anyio.to_thread.run_sync(args.func, args)
+    code: int = await anyio.to_thread.run_sync(main, [*argv, "--nats", server.url, "--json"])
     return code
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import click
 import msgspec
 from nats.aio.client import Client as NATS
 
@@ -25,7 +26,7 @@ from events import signing
 from events.codec import to_builtins
 from events.errors import StoreTimeout
 from events.store import EventStore
-from events.subjects import ANY_TENANT, CHANGE_ID_RE
+from events.subjects import ANY_TENANT
 from projections import client, evidence_query, kpi, reports, serve
 from projections.db import ALL_TENANTS, ProjectionDB
 from projections.errors import AccessDenied, ProjectionError, ProjectionUnavailable, QueryRejected
@@ -38,8 +39,9 @@ from services.common.configfile import read_bytes, read_text
 from services.common.errors import ConfigError, NotRunning
 from services.security import access
 from upm import cliargs, natsauth
-from upm.commands.core import add_connection_options, add_identity_option, fail
-from upm.output import add_output_options, emit, render_table
+from upm.cliargs import F, connection_options, identity_option, output_options
+from upm.commands.core import fail
+from upm.output import emit, render_table
 
 T = TypeVar("T")
 PROJECTIONS_DIR = "projections"
@@ -171,7 +173,7 @@ def _template(row: dict[str, Any]) -> str:
 def public_key(text: str) -> str:
     """``--public-key HEX``: an ed25519 public key as 64 hex digits."""
     if not signing.is_public_key(text.strip()):
-        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not an ed25519 public key: give its 64 hex digits "
+        raise ValueError(f"{text[:80]!r} is not an ed25519 public key: give its 64 hex digits "
                                          "(the content of keys/ed25519.pub in the data folder of the UPM that signed)")
     return text.strip().lower()
 
@@ -193,30 +195,26 @@ def _verified(data: bytes, args: argparse.Namespace) -> evidence.PackReport:
     return evidence.verify_pack(data, trusted_keys(args))
 
 
-def cmd_evidence(args: argparse.Namespace) -> int:
-    if args.target == "verify":
-        if not args.file:
-            raise ConfigError("give the pack to verify: `upm evidence verify FILE`")
-        report = _verified(read_bytes(args.file, what="the evidence pack", error=ConfigError, limit=MAX_PACK_BYTES), args)
-        emit(report, args, text=f"{args.file}: OK — {report.files} files, {report.events} events of change "
-                                f"{report.change_id} ({report.tenant}), signed by {report.key_id} (trusted), "
-                                f"included in the log head of size {report.log_head_size}")
-        return 0
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    report = _verified(read_bytes(args.file, what="the evidence pack", error=ConfigError, limit=MAX_PACK_BYTES), args)
+    emit(report, args, text=f"{args.file}: OK — {report.files} files, {report.events} events of change "
+                            f"{report.change_id} ({report.tenant}), signed by {report.key_id} (trusted), "
+                            f"included in the log head of size {report.log_head_size}")
+    return 0
 
-    if not CHANGE_ID_RE.match(args.target):
-        raise ConfigError(f"{args.target[:80]!r} is neither a change id nor `verify`: `upm evidence ID` downloads "
-                          "a change's pack, `upm evidence verify FILE` verifies one")
+
+def cmd_evidence_get(args: argparse.Namespace) -> int:
     principal = identity(args)
 
     async def main() -> evidence_query.Pack:
         nc = await _connect(args, principal)
         try:
-            return await evidence_query.fetch(nc, args.target, principal=principal, tenant=args.tenant)
+            return await evidence_query.fetch(nc, args.change_id, principal=principal, tenant=args.tenant)
         finally:
             await nc.close()
 
     pack = anyio.run(main)
-    out = Path(args.output or args.file or f"{args.target}.evidence.tar")
+    out = Path(args.output or args.file or f"{args.change_id}.evidence.tar")
     out.write_bytes(pack.data)
     report = _verified(pack.data, args)
     emit({"file": str(out), "permalink": pack.permalink, "object": pack.object_name,
@@ -241,7 +239,7 @@ def head_pin(text: str) -> tuple[int, str]:
     """``--expect-head SIZE:ROOT`` (what `upm audit verify` prints as the newest verified head)."""
     size, _, root = text.partition(":")
     if not size.isdigit() or int(size) < 1 or len(root) != 64 or any(c not in "0123456789abcdef" for c in root):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a head: give SIZE:ROOT, e.g. 1200:<64 hex digits>, as "
+        raise ValueError(f"{text!r} is not a head: give SIZE:ROOT, e.g. 1200:<64 hex digits>, as "
                                          "`upm audit verify` printed it")
     return int(size), root
 
@@ -325,78 +323,124 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scope_options(p: argparse.ArgumentParser, *, rows: bool = False) -> None:
-    p.add_argument("--tenant", type=cliargs.tenant, default="default", help="tenant whose rows to read (default: default)")
-    p.add_argument("--all-tenants", action="store_true", help="every tenant at once (admins only)")
-    p.add_argument("--timeout", type=cliargs.seconds, default=DEFAULT_TIMEOUT_S, help="query time limit in seconds")
-    if rows:
-        p.add_argument("--max-rows", type=cliargs.positive, default=DEFAULT_ROWS, help="row limit (default 1000)")
-    p.add_argument("--offline", action="store_true", help="read the projection file read-only, not the bus")
-    p.add_argument("--db", metavar="DIR", help="projection folder (default: <data>/projections)")
-    add_identity_option(p)
-    add_connection_options(p)
+# -- the click commands (registered in upm/cli.py's COMMANDS) --------------------------------------
+
+PUBLIC_KEY = cliargs.Checked(public_key, "HEX")
+HEAD_PIN = cliargs.Checked(head_pin, "SIZE:ROOT")
 
 
-def _period_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", type=cliargs.iso_time, metavar="ISO", help="only facts at or after this UTC time")
-    p.add_argument("--until", type=cliargs.iso_time, metavar="ISO", help="only facts before this UTC time")
+def _scope_options(f: F) -> F:
+    """Whose rows, how long, where from (bus or file), as whom."""
+    for option in reversed((
+        click.option("--tenant", type=cliargs.TENANT, default="default",
+                     help="tenant whose rows to read (default: default)"),
+        click.option("--all-tenants", is_flag=True, help="every tenant at once (admins only)"),
+        click.option("--timeout", type=cliargs.SECONDS, default=DEFAULT_TIMEOUT_S, help="query time limit in seconds"),
+        click.option("--offline", is_flag=True, help="read the projection file read-only, not the bus"),
+        click.option("--db", metavar="DIR", help="projection folder (default: <data>/projections)"),
+        identity_option,
+        connection_options,
+    )):
+        f = option(f)
+    return f
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("sql", help="read-only SQL over your tenant's projections (DuckDB)")
-    p.add_argument("query", help="one SELECT statement")
-    _scope_options(p, rows=True)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_sql))
+def _period_options(f: F) -> F:
+    f = click.option("--until", type=cliargs.ISO_TIME, help="only facts before this UTC time")(f)
+    return click.option("--since", type=cliargs.ISO_TIME, help="only facts at or after this UTC time")(f)
 
-    p = sub.add_parser("kpi", help="the ten UPM KPIs beside the spec's L3/L4 bands")
-    _scope_options(p)
-    _period_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_kpi))
 
-    p = sub.add_parser("score", help="this stack's UPM level per phase, the evidence gates, the KPIs")
-    _scope_options(p)
-    _period_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_score))
+def _trust_options(f: F) -> F:
+    f = click.option("--trust", multiple=True, metavar="FILE",
+                     help="trust only the keys in this file, one hex key a line (repeatable)")(f)
+    return click.option("--public-key", multiple=True, type=PUBLIC_KEY,
+                        help="trust only this ed25519 key (repeatable; default: the data folder's keys/*.pub and "
+                             "trust/*.pub)")(f)
 
-    p = sub.add_parser("evidence", help="download a change's evidence pack (`upm evidence ID`), or verify one "
-                                        "(`upm evidence verify FILE`)")
-    p.add_argument("target", metavar="ID|verify", help="a change id, or `verify`")
-    p.add_argument("file", nargs="?", help="with `verify`: the pack file")
-    p.add_argument("-o", "--output", metavar="FILE", help="where to write the pack (default: ID.evidence.tar)")
-    p.add_argument("--tenant", type=cliargs.tenant_or_any, default=ANY_TENANT,
-                   help="tenant of the change (default: look it up)")
-    p.add_argument("--public-key", action="append", type=public_key, metavar="HEX",
-                   help="trust only this ed25519 key (repeatable; default: the data folder's keys/*.pub and trust/*.pub)")
-    p.add_argument("--trust", action="append", metavar="FILE",
-                   help="trust only the keys in this file, one hex key a line (repeatable)")
-    add_identity_option(p)
-    add_connection_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_evidence))
 
-    p = sub.add_parser("audit", help="tamper evidence of the whole log")
-    audit_sub = p.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
-    v = audit_sub.add_parser("verify", help="re-verify every hash chain and every signed log head from the stream, "
-                                            "against the heads kept in the data folder and any pinned ones")
-    v.add_argument("--public-key", action="append", type=public_key, metavar="HEX",
-                   help="trust this ed25519 key (repeatable)")
-    v.add_argument("--require-signatures", action="store_true", help="fail on a head signed by an unknown key")
-    v.add_argument("--expect-head", action="append", type=head_pin, metavar="SIZE:ROOT",
-                   help="a head you pinned (as printed by an earlier verify): the log must still have it (repeatable)")
-    v.add_argument("--offline", action="store_true", help="name lost events from the projection file, not the bus")
-    v.add_argument("--db", metavar="DIR", help="projection folder naming lost events (default: <data>/projections)")
-    add_identity_option(v)
-    add_connection_options(v)
-    add_output_options(v)
-    v.set_defaults(func=guarded(cmd_audit_verify))
+@click.command(help="Read-only SQL over your tenant's projections (DuckDB): QUERY is one SELECT statement.")
+@click.argument("query")
+@_scope_options
+@click.option("--max-rows", type=cliargs.POSITIVE, default=DEFAULT_ROWS, help="row limit (default 1000)")
+@output_options
+def sql(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_sql), params)
 
-    p = sub.add_parser("serve", help="read-only HTTP permalinks (/changes/{id}[/evidence], /kpi, /score)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=cliargs.port, default=8080, help="port (default 8080; 0 picks a free one)")
-    p.add_argument("--tokens", metavar="FILE", help="JSON object token → identity (with an access file) or → tenant "
-                                                   "(open mode); default: <data>/serve_tokens.json")
-    add_connection_options(p)
-    p.set_defaults(func=guarded(cmd_serve))
+
+@click.command(help="The ten UPM KPIs beside the spec's L3/L4 bands.")
+@_scope_options
+@_period_options
+@output_options
+def kpi_command(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_kpi), params)
+
+
+@click.command(help="This stack's UPM level per phase, the evidence gates, the KPIs.")
+@_scope_options
+@_period_options
+@output_options
+def score(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_score), params)
+
+
+@click.group(cls=cliargs.DefaultGroup, default="get", subcommand_metavar="[get] CHANGE_ID | verify FILE",
+             help="Evidence packs: `upm evidence get ID` (or `upm evidence ID`) downloads a change's pack and "
+                  "verifies it; `upm evidence verify FILE` verifies a pack offline.")
+def evidence_group() -> None:
+    """``upm evidence``: get (the default) or verify."""
+
+
+@evidence_group.command("get", short_help="download a change's pack and verify it (the default)", help="Download CHANGE_ID's evidence pack (to FILE, -o FILE, or "
+                                    "CHANGE_ID.evidence.tar) and verify it.")
+@click.argument("change_id", type=cliargs.CHANGE_ID)
+@click.argument("file", required=False)
+@click.option("-o", "--output", metavar="FILE", help="where to write the pack (default: CHANGE_ID.evidence.tar)")
+@click.option("--tenant", type=cliargs.TENANT_OR_ANY, default=ANY_TENANT,
+              help="tenant of the change (default: look it up)")
+@_trust_options
+@identity_option
+@connection_options
+@output_options
+def evidence_get(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_evidence_get), params)
+
+
+@evidence_group.command("verify", short_help="verify a pack offline", help="Verify the evidence pack FILE offline: hashes, signature, chain, inclusion "
+                                       "proof, and whether the signing key is one you trust.")
+@click.argument("file")
+@_trust_options
+@click.option("--data", metavar="DIR", help="data folder whose keys/*.pub and trust/*.pub are trusted when no "
+                                            "--public-key or --trust is given (default: UPM_DATA or ./.upm)")
+@output_options
+def evidence_verify(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_evidence_verify), params)
+
+
+@click.group(help="Tamper evidence of the whole log.")
+def audit_group() -> None:
+    """``upm audit``: its subcommands."""
+
+
+@audit_group.command("verify", short_help="re-verify every hash chain and signed log head", help="Re-verify every hash chain and every signed log head from the stream, against "
+                                    "the heads kept in the data folder and any pinned ones.")
+@click.option("--public-key", multiple=True, type=PUBLIC_KEY, help="trust this ed25519 key (repeatable)")
+@click.option("--require-signatures", is_flag=True, help="fail on a head signed by an unknown key")
+@click.option("--expect-head", multiple=True, type=HEAD_PIN,
+              help="a head you pinned (as printed by an earlier verify): the log must still have it (repeatable)")
+@click.option("--offline", is_flag=True, help="name lost events from the projection file, not the bus")
+@click.option("--db", metavar="DIR", help="projection folder naming lost events (default: <data>/projections)")
+@identity_option
+@connection_options
+@output_options
+def audit_verify(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_audit_verify), params)
+
+
+@click.command(help="Read-only HTTP permalinks (/changes/{id}[/evidence], /kpi, /score).")
+@click.option("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+@click.option("--port", type=cliargs.PORT, default=8080, help="port (default 8080; 0 picks a free one)")
+@click.option("--tokens", metavar="FILE", help="JSON object token → identity (with an access file) or → tenant "
+                                               "(open mode); default: <data>/serve_tokens.json")
+@connection_options
+def serve_command(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_serve), params)
