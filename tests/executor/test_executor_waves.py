@@ -50,7 +50,8 @@ async def verifier_and_auditor(nc: NATS) -> AsyncIterator[None]:
 
 
 async def upm(server: EmbeddedNats, *argv: str) -> int:
-    """Run an executor `upm` subcommand (as the CLI does: its own connection, in a thread)."""
+    """Run an executor `upm` subcommand (as the CLI does: its own connection, in a thread) with ``--json``:
+    its errors are JSON on stdout, as `upm` prints them."""
     code: int = await anyio.to_thread.run_sync(main, [*argv, "--nats", server.url, "--json"])
     return code
 
@@ -88,7 +89,7 @@ async def test_three_waves_pause_on_red_health_resume_then_rollback_verified(
         assert [e.type for e in found].count("step.started") == 3  # nothing ran twice
         assert "verification.passed" in kinds
         code = await upm(nats_server, "resume", change, "--tenant", "acme", "--as", "oncall")
-        assert code == 2 and "not paused" in capfd.readouterr().err
+        assert code == 2 and "not paused" in json.loads(capfd.readouterr().out)["error"]["message"]  # --json: JSON
         # the operator rolls the change back; the verifier checks the pre-change state
         code = await upm(nats_server, "rollback", change, "--tenant", "acme", "--as", "oncall", "--reason", "bad release")
         assert code == 0, capfd.readouterr().err
@@ -101,7 +102,7 @@ async def test_three_waves_pause_on_red_health_resume_then_rollback_verified(
             while not await rollback_verified():  # noqa: ASYNC110 - polling state held by the server
                 await anyio.sleep(0.05)
         code = await upm(nats_server, "rollback", change, "--tenant", "acme", "--as", "oncall")
-        assert code == 2 and "already rolled back" in capfd.readouterr().err
+        assert code == 2 and "already rolled back" in json.loads(capfd.readouterr().out.splitlines()[-1])["error"]["message"]
     found = await events(store, change)
     assert not any(p.exists() for p in paths)
     undone = [e.payload.step_id for e in found if isinstance(e.payload, RollbackStepCompleted)]
