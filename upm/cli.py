@@ -18,11 +18,9 @@ never ends in a traceback.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from typing import Any
 
 import click
@@ -102,16 +100,24 @@ class LazyGroup(click.Group):
         return names + click.Command.shell_complete(self, ctx, incomplete)
 
 
-def _version() -> str:
+def _version(ctx: click.Context, _: click.Parameter, asked: bool) -> None:
+    """``--version``: the installed version (importlib.metadata is imported only when asked)."""
+    if not asked or ctx.resilient_parsing:
+        return
+    from importlib import metadata
+
     try:
-        return metadata.version("upm")
+        version = metadata.version("upm")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        return "(not installed)"
+        version = "(not installed)"
+    click.echo(f"upm {version}")
+    ctx.exit()
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]},
              help="UPM: plan, pre-flight, execute, verify and audit infrastructure changes.")
-@click.version_option(version=_version(), prog_name="upm", message="%(prog)s %(version)s")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Show the version and exit.")
 def upm() -> None:
     """The top of the command line; the work is in the subcommands."""
 
@@ -142,6 +148,8 @@ def run(command: click.Command, argv: Sequence[str], prog: str = "upm") -> int:
             raise
         name = (ctx.invoked_subcommand if ctx is not None else None) or prog
         if name == "service":  # a service's log is for its operators: keep where it failed
+            import logging
+
             logging.getLogger("upm").exception("service failed unexpectedly")
         return output.error(f"{name} failed unexpectedly: {type(exc).__name__}: {str(exc)[:500]} "
                             f"(run again with {DEBUG_ENV}=1 to see where)", 2)
@@ -150,12 +158,7 @@ def run(command: click.Command, argv: Sequence[str], prog: str = "upm") -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``upm`` console script."""
-    # asyncio warns on every TLS connection closed by the peer ("returning true from eof_received()
-    # has no effect when using ssl"): noise, not news, for a CLI.
-    logging.getLogger("asyncio").setLevel(logging.ERROR)
-    # nats-py logs every failed connect attempt itself; the CLI says what failed, once, in its own words.
-    logging.getLogger("nats.aio.client").setLevel(logging.CRITICAL)
+    """Entry point of the ``upm`` console script (log levels for a command line: :func:`upm.cliargs.run`)."""
     if COMPLETE_VAR in os.environ:  # a completion script asking (see `upm completion`)
         from click.shell_completion import shell_complete
 

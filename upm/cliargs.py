@@ -194,8 +194,15 @@ def run(handler: Callable[[argparse.Namespace], int], params: dict[str, Any]) ->
     """Run a command's ``handler`` on its parsed ``params`` (as an ``argparse.Namespace``: the handlers read
     ``args.flag``). ``--json`` and ``--csv`` together are refused here (click has no exclusive groups);
     under ``--json`` errors are JSON too (:data:`upm.output.JSON_ERRORS`, reset by :func:`upm.cli.main`)."""
+    import logging
+
     from upm import output
 
+    # asyncio warns on every TLS connection closed by the peer ("returning true from eof_received()
+    # has no effect when using ssl"): noise, not news, for a CLI.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
+    # nats-py logs every failed connect attempt itself; the CLI says what failed, once, in its own words.
+    logging.getLogger("nats.aio.client").setLevel(logging.CRITICAL)
     if params.get("json") and params.get("csv"):
         raise click.UsageError("--json and --csv are exclusive: give one of them")
     output.JSON_ERRORS.set(bool(params.get("json")))
