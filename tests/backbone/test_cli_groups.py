@@ -95,6 +95,15 @@ def test_plan_diff_is_a_subcommand_and_plan_words_still_compile(tmp_path: Path,
     assert cli.main(["plan", "compile", "--file", str(a), "--json"]) == 0
 
 
+def test_lazy_choices_show_the_values_their_module_holds() -> None:
+    from events.commands import ENVIRONMENTS
+    from upm.app import SERVICE_NAMES
+    from upm.commands import core
+
+    assert core.ENVIRONMENTS.metavar == f"[{'|'.join(ENVIRONMENTS)}]"  # what `upm submit --help` shows
+    assert tuple(core.ENVIRONMENTS.choices()) == ENVIRONMENTS and tuple(core.SERVICES.choices()) == SERVICE_NAMES
+
+
 def test_flag_checks_keep_their_messages_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     for argv, message in (
         (["watch", "--count", "x"], "'x' is not a whole number of 0 or more"),
