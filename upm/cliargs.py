@@ -225,6 +225,15 @@ class DefaultGroup(click.Group):
         completing = ctx.resilient_parsing  # `upm plan <TAB>`: offer the subcommands, not the default's words
         return super().parse_args(ctx, args or ([] if completing else [self.default]))
 
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The group's help also lists the default subcommand's flags (`upm plan --help` shows compile's)."""
+        super().format_options(ctx, formatter)
+        default = self.commands[self.default]
+        rows = [row for param in default.get_params(ctx)
+                if isinstance(param, click.Option) and (row := param.get_help_record(ctx)) is not None]
+        with formatter.section(f"Options of {self.default} (the default)"):
+            formatter.write_dl(rows)
+
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
                                                                              list[str]]:
         if args and args[0] in self.commands:

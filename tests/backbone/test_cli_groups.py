@@ -75,6 +75,7 @@ def test_each_subcommand_shows_only_its_own_flags(capsys: pytest.CaptureFixture[
     assert not any(flag in verify for flag in ("--nats", "--as", "--tenant", "--output"))
     get = _help(capsys, "evidence", "get")
     assert all(flag in get for flag in ("--nats", "--as", "--tenant", "--output"))
+    assert "--graph" in _help(capsys, "plan").split("Options of compile (the default)")[1]
     diff = _help(capsys, "plan", "diff")
     assert "A B" in diff and not any(flag in diff for flag in ("--graph", "--simulate", "--file", "--initiator"))
     nats_config = _help(capsys, "access", "nats-config")

@@ -116,7 +116,7 @@ def _state(path: str) -> dict[str, dict[str, Any] | None]:
 
 @click.group(cls=cliargs.DefaultGroup, default="compile", subcommand_metavar="[compile] REQUEST... | diff A B",
              help="Compile a natural-language REQUEST or a --file SPEC into a plan, offline: `upm plan REQUEST` "
-                  "is `upm plan compile REQUEST` (its flags: `upm plan compile --help`). `upm plan diff A B` "
+                  "is `upm plan compile REQUEST` (its flags are below). `upm plan diff A B` "
                   "compares two plans (plan JSON files, or spec files compiled on the fly).")
 def plan() -> None:
     """``upm plan``: compile (the default) or diff."""
