@@ -157,6 +157,7 @@ OPTIONAL: dict[str, Callable[[NATS, Settings], Hosted]] = {
     "console": _console,  # the web console (`upm up --console`): as upm-serve, on UPM_CONSOLE_HOST:PORT
 }
 CONSOLE = "console"
+PROCESS_NAMES = (*SERVICE_NAMES, *OPTIONAL)  # what `upm service NAME` runs
 
 
 async def serve(nc: NATS, names: tuple[str, ...], settings: Settings, *,

@@ -1,7 +1,8 @@
-"""Output options shared by every row-printing command: ``--json``, ``--csv`` or a table.
+"""Output shared by every row-printing command: ``--json``, ``--csv`` or a table.
 
-A command adds the options with :func:`add_output_options` and prints with :func:`emit`;
+A command adds the options with :func:`upm.cliargs.output_options` and prints with :func:`emit`;
 ``--json`` prints one JSON document (an object, or an array of rows), so scripts can rely on it.
+msgspec and the codec are imported when something is printed, not when ``upm --help`` loads this.
 """
 
 from __future__ import annotations
@@ -13,10 +14,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-import msgspec
-
-from events.codec import json_dumps
-
 JSON_ERRORS: contextvars.ContextVar[bool] = contextvars.ContextVar("upm_json_errors", default=False)
 """Set by ``upm``'s entry point when the command runs with ``--json``: errors are JSON too."""
 
@@ -25,17 +22,12 @@ def error(message: str, code: int, *, program: str = "upm") -> int:
     """Report a failed command: ``upm: message`` on stderr, or, under ``--json``, one JSON document
     ``{"ok": false, "error": {"message": ..., "exit": code}}`` on stdout. Returns ``code``."""
     if JSON_ERRORS.get():
+        from events.codec import json_dumps
+
         sys.stdout.write(json_dumps({"ok": False, "error": {"message": message, "exit": code}}) + "\n")
     else:
         sys.stderr.write(f"{program}: {message}\n")
     return code
-
-
-def add_output_options(parser: argparse.ArgumentParser) -> None:
-    """Give ``parser`` the mutually exclusive ``--json`` and ``--csv`` flags."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--json", action="store_true", help="print JSON (machine-readable)")
-    group.add_argument("--csv", action="store_true", help="print CSV rows")
 
 
 def emit(
@@ -46,6 +38,10 @@ def emit(
     out: IO[str] | None = None,
 ) -> None:
     """Print ``value`` as JSON, CSV or a table (or ``text``, when given, for people)."""
+    import msgspec
+
+    from events.codec import json_dumps
+
     stream = out or sys.stdout
     if getattr(args, "json", False):
         stream.write(json_dumps(value) + "\n")
@@ -93,4 +89,6 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
+    from events.codec import json_dumps
+
     return json_dumps(value)

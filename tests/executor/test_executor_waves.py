@@ -5,7 +5,6 @@ real nats-server; the commands go through the real `upm` subcommands."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -29,7 +28,7 @@ from events.store import EventStore
 from services import verifier
 from services.auditor import service as auditor
 from services.common.runtime import Runner
-from upm.commands import operate as cli
+from upm.cli import main
 from upm.natsserver import EmbeddedNats
 
 
@@ -51,11 +50,9 @@ async def verifier_and_auditor(nc: NATS) -> AsyncIterator[None]:
 
 
 async def upm(server: EmbeddedNats, *argv: str) -> int:
-    """Run an executor `upm` subcommand (as the CLI does: its own connection, in a thread)."""
-    parser = argparse.ArgumentParser(prog="upm")
-    cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([*argv, "--nats", server.url, "--json"])
-    code: int = await anyio.to_thread.run_sync(args.func, args)
+    """Run an executor `upm` subcommand (as the CLI does: its own connection, in a thread) with ``--json``:
+    its errors are JSON on stdout, as `upm` prints them."""
+    code: int = await anyio.to_thread.run_sync(main, [*argv, "--nats", server.url, "--json"])
     return code
 
 
@@ -92,7 +89,7 @@ async def test_three_waves_pause_on_red_health_resume_then_rollback_verified(
         assert [e.type for e in found].count("step.started") == 3  # nothing ran twice
         assert "verification.passed" in kinds
         code = await upm(nats_server, "resume", change, "--tenant", "acme", "--as", "oncall")
-        assert code == 2 and "not paused" in capfd.readouterr().err
+        assert code == 2 and "not paused" in json.loads(capfd.readouterr().out)["error"]["message"]  # --json: JSON
         # the operator rolls the change back; the verifier checks the pre-change state
         code = await upm(nats_server, "rollback", change, "--tenant", "acme", "--as", "oncall", "--reason", "bad release")
         assert code == 0, capfd.readouterr().err
@@ -105,7 +102,7 @@ async def test_three_waves_pause_on_red_health_resume_then_rollback_verified(
             while not await rollback_verified():  # noqa: ASYNC110 - polling state held by the server
                 await anyio.sleep(0.05)
         code = await upm(nats_server, "rollback", change, "--tenant", "acme", "--as", "oncall")
-        assert code == 2 and "already rolled back" in capfd.readouterr().err
+        assert code == 2 and "already rolled back" in json.loads(capfd.readouterr().out.splitlines()[-1])["error"]["message"]
     found = await events(store, change)
     assert not any(p.exists() for p in paths)
     undone = [e.payload.step_id for e in found if isinstance(e.payload, RollbackStepCompleted)]

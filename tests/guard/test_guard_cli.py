@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 
 from services.guard import DEFAULT_PINS, Pin, PinTable
-from upm.commands.guard import register
+from upm.cli import run
+from upm.commands.guard import command
 
 
 def _guard(capsys: pytest.CaptureFixture[str], *argv: str, pins: PinTable = DEFAULT_PINS) -> tuple[int, str]:
-    parser = argparse.ArgumentParser(prog="upm")
-    register(parser.add_subparsers(dest="command", required=True), pins=pins)
-    args = parser.parse_args(["guard", *argv])
-    code: int = args.func(args)
+    code = run(command(pins=pins), argv, prog="upm guard")
     return code, capsys.readouterr().out
 
 

@@ -13,12 +13,6 @@ KEYED = load_config(KEYED_FILE)
 
 def upm(argv: list[str]) -> int:
     """Run a planner CLI command (``upm plan ...`` gets ``--config KEYED_FILE``) in-process."""
-    import argparse
+    from upm.cli import main
 
-    from upm.commands.plan import register
-
-    parser = argparse.ArgumentParser(prog="upm")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([*argv, "--config", str(KEYED_FILE)] if argv[:1] == ["plan"] else argv)
-    code: int = args.func(args)
-    return code
+    return main([*argv, "--config", str(KEYED_FILE)] if argv[:1] == ["plan"] else argv)

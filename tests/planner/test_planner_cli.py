@@ -1,4 +1,4 @@
-"""``upm plan``: the subcommand registered by upm/commands/plan.py, driven through argparse."""
+"""``upm plan``: the command group of upm/commands/plan.py (compile, the default, and diff), run in-process."""
 
 from __future__ import annotations
 
@@ -69,6 +69,8 @@ def test_spec_file_variant_and_diff(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "+ k8s_namespace:default:team-beta" in capsys.readouterr().out
     assert upm(["plan", "diff", str(r1), str(r2), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["added"][0]["id"] == "k8s_namespace:default:team-beta"
-    assert upm(["plan", "diff", str(r1)]) == 2
+    with pytest.raises(SystemExit) as usage:  # a missing B is click's usage error (exit 2), as for any command
+        upm(["plan", "diff", str(r1)])
+    assert usage.value.code == 2 and "Missing argument 'B'" in capsys.readouterr().err
     assert upm(["plan", "--file", str(r2), "--variant", "canary", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["variant"] == "canary"

@@ -1,9 +1,8 @@
-"""``upm approve``, ``upm deny``, ``upm approvals`` and ``upm policy test`` (parsers registered here,
-as ``upm.cli`` will once wired)."""
+"""``upm approve``, ``upm deny``, ``upm approvals`` and ``upm policy test``, run in-process through
+``upm.cli.main``."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,16 +19,12 @@ from services.common.runtime import Runner
 from services.gateway.service import Gateway
 from services.preflight import Host
 from upm import app
-from upm.commands.approvals import register
+from upm.cli import main
 from upm.natsserver import EmbeddedNats
 
 
 def upm(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="upm")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
+    return main(argv)
 
 
 def test_every_preflight_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,6 @@ inside it swapped) is intact, but UNTRUSTED (exit 4) unless that very key is giv
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -14,16 +13,14 @@ from upm_history import History, happy
 
 from events import signing
 from services.auditor import evidence
+from upm.cli import main
 from upm.commands import read as cli
 
 
 def upm(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="upm")
-    cli.register(parser.add_subparsers(dest="command", required=True))
     try:
-        args = parser.parse_args(argv)
-        code = args.func(args)
-    except SystemExit as exc:  # argparse refusing a flag
+        code = main(argv)
+    except SystemExit as exc:  # click refusing a flag
         code = int(exc.code or 0)
     out, err = capsys.readouterr()
     return code, out, err

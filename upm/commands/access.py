@@ -15,10 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
+
 from services.security import access
-from upm import app, natsauth
+from upm import app, cliargs, natsauth
+from upm.cliargs import output_options
 from upm.commands.core import guarded
-from upm.output import add_output_options, emit, render_table
+from upm.output import emit, render_table
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -51,14 +54,23 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("access", help="check an access file; render the NATS permissions it stands for")
-    access_sub = p.add_subparsers(dest="access_command", metavar="COMMAND", required=True)
-    c = access_sub.add_parser("check", help="validate an access file and list who holds which role")
-    c.add_argument("file", help="the access file (YAML or JSON)")
-    add_output_options(c)
-    c.set_defaults(func=guarded(cmd_check))
-    n = access_sub.add_parser("nats-config", help="the nats-server users and permissions for your own server")
-    n.add_argument("file", help="the access file (YAML or JSON)")
-    n.add_argument("-o", "--output", metavar="FILE", help="write it here (mode 0600) instead of printing it")
-    n.set_defaults(func=guarded(cmd_nats_config))
+# -- the click commands (registered in upm/cli.py's COMMANDS) --------------------------------------
+
+
+@click.group(help="Check an access file; render the NATS permissions it stands for.")
+def access_group() -> None:
+    """``upm access``: its subcommands."""
+
+
+@access_group.command("check", help="Validate an access file and list who holds which role.")
+@click.argument("file")
+@output_options
+def check(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_check), params)
+
+
+@access_group.command("nats-config", help="The nats-server users and permissions for your own server.")
+@click.argument("file")
+@click.option("-o", "--output", metavar="FILE", help="write it here (mode 0600) instead of printing it")
+def nats_config(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_nats_config), params)

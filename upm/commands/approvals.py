@@ -10,11 +10,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import click
 import msgspec
 
 from events import jsonbounds
 from events.codec import to_builtins
-from events.commands import CHANGE_TEXT_FIELDS, ENVIRONMENTS
+from events.commands import CHANGE_TEXT_FIELDS
 from events.errors import InvalidEvent
 from events.plan import Plan
 from events.store import EventStore
@@ -30,8 +31,9 @@ from services.preflight.risk import Subject, score
 from services.preflight.trail import approval_trail
 from services.preflight.verdict import evaluate, policy_input
 from upm import cliargs
-from upm.commands.core import add_connection_options, add_identity_option, fail, guarded, identity, with_store
-from upm.output import add_output_options, emit, render_table
+from upm.cliargs import connection_options, identity_option, output_options
+from upm.commands.core import ENVIRONMENTS, fail, guarded, identity, with_store
+from upm.output import emit, render_table
 
 
 def _command(verb: str, args: argparse.Namespace) -> int:
@@ -143,38 +145,56 @@ def _load_plan(path: Path, tenant: str) -> Plan:
         raise CommandRejected(f"{path}: {err}", field="file", rule="spec") from err
 
 
-def register(sub: Any) -> None:
-    for verb, func, what in (("approve", cmd_approve, "approve a change's current plan"),
-                             ("deny", cmd_deny, "deny a change (a denied change never executes)")):
-        p = sub.add_parser(verb, help=what)
-        p.add_argument("change_id", type=cliargs.change_id)
-        add_identity_option(p)
-        p.add_argument("--reason", default="", help="why (recorded in the approval trail)")
-        if verb == "approve":
-            p.add_argument("--plan-hash", help="the plan hash you reviewed (refused if it is not the current plan)")
-            p.add_argument("--group", help="the approver group you approve for")
-        p.add_argument("--tenant", type=cliargs.tenant_or_any, help="tenant of the change (default: looked up)")
-        add_connection_options(p)
-        add_output_options(p)
-        p.set_defaults(func=guarded(func))
+# -- the click commands (registered in upm/cli.py's COMMANDS) --------------------------------------
 
-    p = sub.add_parser("approvals", help="a change's approval trail (who, when, group, plan hash, reason)")
-    p.add_argument("change_id", type=cliargs.change_id)
-    p.add_argument("--tenant", type=cliargs.tenant_or_any, help="tenant of the change (default: any)")
-    add_connection_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_approvals))
 
-    policy = sub.add_parser("policy", help="policy packs")
-    psub = policy.add_subparsers(dest="policy_command", metavar="COMMAND", required=True)
-    p = psub.add_parser("test", help="evaluate policy packs on a plan offline (violations, lane, approvals)")
-    p.add_argument("--file", required=True, metavar="PLAN|SPEC", help="a plan JSON (upm plan --json) or a spec file")
-    p.add_argument("--pack", action="append", metavar="DIR", help="a pack folder (repeatable; default: the config's)")
-    p.add_argument("--env", default="dev", choices=ENVIRONMENTS, help="environment (default: dev)")
-    p.add_argument("--tenant", type=cliargs.tenant, default="default")
-    p.add_argument("--initiator", default="policy-test")
-    p.add_argument("--config", metavar="FILE", help="pre-flight configuration (default: UPM_PREFLIGHT_CONFIG)")
-    p.add_argument("--at", type=cliargs.iso_time, metavar="ISO-TIME", help="evaluate as of this time (windows), e.g. 2025-10-11T23:00+02:00")
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_policy_test))
+@click.command(help="Approve a change's current plan.")
+@click.argument("change_id", type=cliargs.CHANGE_ID)
+@identity_option
+@click.option("--reason", default="", help="why (recorded in the approval trail)")
+@click.option("--plan-hash", help="the plan hash you reviewed (refused if it is not the current plan)")
+@click.option("--group", help="the approver group you approve for")
+@click.option("--tenant", type=cliargs.TENANT_OR_ANY, help="tenant of the change (default: looked up)")
+@connection_options
+@output_options
+def approve(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_approve), params)
 
+
+@click.command(help="Deny a change (a denied change never executes).")
+@click.argument("change_id", type=cliargs.CHANGE_ID)
+@identity_option
+@click.option("--reason", default="", help="why (recorded in the approval trail)")
+@click.option("--tenant", type=cliargs.TENANT_OR_ANY, help="tenant of the change (default: looked up)")
+@connection_options
+@output_options
+def deny(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_deny), params)
+
+
+@click.command(help="A change's approval trail (who, when, group, plan hash, reason).")
+@click.argument("change_id", type=cliargs.CHANGE_ID)
+@click.option("--tenant", type=cliargs.TENANT_OR_ANY, help="tenant of the change (default: any)")
+@connection_options
+@output_options
+def approvals(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_approvals), params)
+
+
+@click.group(help="Policy packs.")
+def policy() -> None:
+    """``upm policy``: its subcommands."""
+
+
+@policy.command("test", help="Evaluate policy packs on a plan offline (violations, lane, approvals).")
+@click.option("--file", required=True, metavar="PLAN|SPEC", help="a plan JSON (upm plan --json) or a spec file")
+@click.option("--pack", multiple=True, metavar="DIR", help="a pack folder (repeatable; default: the config's)")
+@click.option("--env", default="dev", type=ENVIRONMENTS, help="environment (default: dev)")
+@click.option("--tenant", type=cliargs.TENANT, default="default", help="(default: default)")
+@click.option("--initiator", default="policy-test", help="(default: policy-test)")
+@click.option("--config", metavar="FILE", help="pre-flight configuration (default: UPM_PREFLIGHT_CONFIG)")
+@click.option("--at", type=cliargs.ISO_TIME, metavar="ISO-TIME",
+              help="evaluate as of this time (windows), e.g. 2025-10-11T23:00+02:00")
+@output_options
+def test(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_policy_test), params)

@@ -1,8 +1,11 @@
-"""The core ``upm`` subcommands: up, down, service, health, submit, status, watch.
+"""The core ``upm`` subcommands: up, down, service, health, submit, status, watch, demo, completion.
 
 Thin: each parses its flags, calls :mod:`upm.app` or :mod:`services.common.client`, and prints
 with :mod:`upm.output`. Exit codes: 0 success, 1 the change did not succeed, 2 refused
 input (the message says why), 3 UPM not reachable.
+
+This module is light on purpose (click, :mod:`upm.cliargs`, :mod:`upm.output`): ``upm submit --help``
+loads it, so NATS, the services and the composition root are imported inside the handlers.
 """
 
 from __future__ import annotations
@@ -13,49 +16,43 @@ import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anyio
+import click
 
-from events.codec import json_dumps, to_builtins
-from events.commands import ENVIRONMENTS
-from events.model import ApprovalRequested, ChangeScheduled
-from events.store import EventStore, StoredEvent
 from events.subjects import ANY_TENANT
-from services.common import client, connection, settings
-from services.common.errors import CommandRejected, ConfigError, NotRunning, ServerStartFailed
-from services.gateway import queries
-from services.security import access
-from upm import app, cliargs, emulators, health, instances, output
-from upm.output import add_output_options, emit, render_table
+from services.common import settings
+from services.common.errors import CommandRejected, ConfigError, NotRunning
+from upm import cliargs, output
+from upm.cliargs import connection_options, identity_option, output_options
+from upm.output import emit, render_table
+
+if TYPE_CHECKING:
+    from events.store import EventStore, StoredEvent
+    from services.common import client
 
 T = TypeVar("T")
-Sub = "argparse._SubParsersAction[argparse.ArgumentParser]"
+ENVIRONMENTS = cliargs.LazyChoice("events.commands:ENVIRONMENTS", "[dev|test|staging|prod]")
+SERVICES = cliargs.LazyChoice("upm.app:PROCESS_NAMES", "NAME")
 
 
 def fail(message: str, code: int = 2) -> int:
     return output.error(message, code)
 
 
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nats", metavar="URL", help="NATS server URL (default: NATS_URL, then `upm up`'s)")
-    parser.add_argument("--data", metavar="DIR", help="data folder of `upm up` (default: UPM_DATA or ./.upm)")
-
-
-def add_identity_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--as", dest="as_user", metavar="NAME",
-                        help=f"who you act as (default: {access.IDENTITY_ENV}, then your login name); with TLS, "
-                             "the client certificate client-NAME is used, and with an access file the server "
-                             "accepts no other name from it")
-
-
 def identity(args: argparse.Namespace) -> str:
     """The identity this call acts as (``--as``, ``UPM_IDENTITY``, the login name)."""
+    from services.security import access
+
     return access.whoami(getattr(args, "as_user", None))
 
 
 def with_store(args: argparse.Namespace, body: Callable[[EventStore], Awaitable[T]]) -> T:
     """Connect as the flags say (as :func:`identity`), run ``body`` with an event store, close the connection."""
+    import anyio
+
+    from events.store import EventStore
+    from services.common import connection
 
     async def main() -> T:
         nc = await connection.connect(connection.resolve_url(args.nats, args.data), data=args.data, identity=identity(args))
@@ -92,13 +89,16 @@ def guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from services.common.errors import ServerStartFailed
+    from upm import app, emulators
+
     folder = settings.data_dir(args.data)
     try:
         state = app.up(folder, external_url=args.nats or os.environ.get("NATS_URL") or None,
                        extras=emulators.parse_extras(args.with_),
                        aws_endpoint=args.aws_endpoint, postgres_dsn=args.postgres_dsn, tls=args.tls,
                        access=Path(args.access) if args.access else None, cluster_size=args.cluster,
-                       copies=args.replicas, approvers=args.approvers,
+                       copies=args.replicas, approvers=args.approvers or (),
                        preflight_config=Path(args.preflight_config) if args.preflight_config else None,
                        timeout=args.ready_timeout, console=args.console, console_port=args.console_port)
     except ServerStartFailed as err:
@@ -115,17 +115,23 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    """The shell's completion script, generated from the whole parser (shtab is imported only here)."""
-    import shtab
+    """The shell's completion script, as click generates it: the shell asks ``upm`` itself for the
+    words (``_UPM_COMPLETE``), so every command, subcommand, flag and choice is completed."""
+    from click.shell_completion import get_completion_class
 
-    from upm.cli import build_parser
+    from upm import cli
 
-    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    completion = get_completion_class(args.shell)
+    if completion is None:  # click knows bash and zsh; the flag allows no other
+        raise ConfigError(f"no completion for {args.shell}")
+    sys.stdout.write(completion(cli.upm, {}, "upm", cli.COMPLETE_VAR).source() + "\n")
     return 0
 
 
 def approval_summary(state: dict[str, Any]) -> str:
     """Who can approve, in words, with the command that does it."""
+    from upm import app
+
     if state.get("approvers"):
         return (f"{', '.join(state['approvers'])} can approve (group {app.APPROVER_GROUP}, every tenant): "
                 f"`upm approve CHANGE_ID --as {state['approvers'][0]}`")
@@ -136,6 +142,8 @@ def approval_summary(state: dict[str, Any]) -> str:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from upm import app
+
     folders = [settings.data_dir(args.data)] if args.data or os.environ.get("UPM_DATA") else _running_folders()
     if len(folders) > 1:
         listed = "; ".join(f"upm down --data {shlex.quote(str(f))}" for f in folders)
@@ -149,11 +157,16 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def _running_folders() -> list[Path]:
     """Without --data: the default folder when it runs, else every registered running instance."""
+    from upm import app, instances
+
     default = settings.data_dir(None)
     return [default] if app.is_running(default) else instances.running(app.is_running)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
+    from services.common import connection
+    from upm import app
+
     url = connection.resolve_url(args.nats, args.data)
     # the auditor's keys, the projector's files and the local scope live in the data folder
     app.run_service_process(tuple(args.name), url, Path(args.ready_dir) if args.ready_dir else None,
@@ -162,6 +175,11 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    import anyio
+
+    from services.common import connection
+    from upm import app, health
+
     url = connection.resolve_url(args.nats, args.data)
     state = connection.read_state(settings.data_dir(args.data))
     who = identity(args)
@@ -218,6 +236,9 @@ def intent_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from services.common import client
+    from services.gateway import queries
+
     command = intent_from_args(args)
     who = identity(args)
 
@@ -259,6 +280,9 @@ class StoppedWaiting(Exception):
 
 
 def _progress_printer(change_id: str, tenant: str) -> Callable[[StoredEvent], None]:
+    from events.model import ApprovalRequested, ChangeScheduled
+    from services.common import client
+
     def show(stored: StoredEvent) -> None:
         e = client.line(stored)
         sys.stdout.write(f"  {e.phase:<9} {e.type:<22} {e.summary}\n")
@@ -285,6 +309,9 @@ def _outcome_text(status: client.ChangeStatus) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from events.codec import to_builtins
+    from services.gateway import queries
+
     status = with_store(args, lambda store: queries.ask_status(store.nc, args.tenant, args.change_id,
                                                                principal=identity(args)))
     table = render_table(to_builtins(list(status.events)))
@@ -293,6 +320,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    from events.codec import json_dumps
+    from services.common import client
+    from services.gateway import queries
+
     async def body(store: EventStore) -> int:
         seen = 0
         tenant = args.tenant or (ANY_TENANT if args.change_id else "default")
@@ -314,7 +345,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from upm import demo
+    from upm import demo, emulators
 
     folder = Path(args.data or ".upm-demo").resolve()
     out = sys.stderr if args.json else sys.stdout
@@ -333,110 +364,128 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if [r.outcome for r in results] == expected else 1
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run the whole pipeline on embedded defaults and show it")
-    p.add_argument("--data", metavar="DIR", help="data folder for the demo (default ./.upm-demo, wiped first)")
-    p.add_argument("--with", dest="with_", metavar="aws,postgres",
-                   help="also start these targets (moto server, embedded PostgreSQL) and tell their stories")
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_demo))
+# -- the click commands (registered in upm/cli.py's COMMANDS) --------------------------------------
 
-    p = sub.add_parser("up", help="start embedded NATS and every service (in the background)")
-    add_connection_options(p)
-    p.add_argument("--ready-timeout", type=cliargs.seconds, default=30.0, metavar="S",
-                   help="seconds to wait for every service to be ready (default 30; more on a busy machine)")
-    p.add_argument("--with", dest="with_", metavar="aws,postgres",
-                   help="also start local targets: aws (a moto server), postgres (an embedded PostgreSQL)")
-    p.add_argument("--aws-endpoint", metavar="URL",
-                   help="use this AWS endpoint (and the usual AWS_* credentials) instead of a moto server")
-    p.add_argument("--postgres-dsn", metavar="DSN",
-                   help="use this PostgreSQL (a superuser's postgresql:// DSN) instead of an embedded one")
-    p.add_argument("--tls", action="store_true",
-                   help="mTLS: make a CA under DIR/tls; NATS then refuses any client without one of its certificates")
-    p.add_argument("--access", metavar="FILE",
-                   help="roles per tenant (YAML/JSON; implies --tls): a certificate per person and service, and NATS "
-                        "lets each identity publish and subscribe only to what its roles allow")
-    p.add_argument("--cluster", type=cliargs.positive, default=0, metavar="N",
-                   help="start N (at least 3) embedded nats-servers on loopback forming one JetStream cluster; every "
-                        "stream and store gets UPM_REPLICAS replicas (default 3)")
-    p.add_argument("--replicas", type=cliargs.positive, default=1, metavar="N",
-                   help="run N processes of each service (they share its durable consumer; default 1)")
-    p.add_argument("--approvers", type=cliargs.names, default=(), metavar="NAME[,NAME]",
-                   help=f"these people approve changes in every tenant (members of {app.APPROVER_GROUP}, the group "
-                        "the built-in approval lanes ask); written to DIR/preflight.json")
-    p.add_argument("--preflight-config", metavar="FILE",
-                   help="the pre-flight configuration (groups, budgets, windows, policies; see "
-                        "services/preflight/README.md; default UPM_PREFLIGHT_CONFIG)")
-    p.add_argument("--console", action="store_true",
-                   help="also run the web console (`upm serve`) on loopback, supervised like the services; with "
-                        "--access people sign in with tokens from `upm serve token add NAME`")
-    p.add_argument("--console-port", type=cliargs.port, default=0, metavar="P",
-                   help="the console's port (default: a free one, printed)")
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_up))
 
-    p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
-                       description="Print the completion script of SHELL. bash: `source <(upm completion bash)` "
-                                   "(or save it under ~/.local/share/bash-completion/completions/upm); zsh: save "
-                                   "`upm completion zsh` as _upm in a folder of your $fpath.")
-    p.add_argument("shell", choices=("bash", "zsh"), help="the shell")
-    p.set_defaults(func=guarded(cmd_completion))
+@click.command(help="Run the whole pipeline on embedded defaults and show it.")
+@click.option("--data", metavar="DIR", help="data folder for the demo (default ./.upm-demo, wiped first)")
+@click.option("--with", "with_", metavar="aws,postgres",
+              help="also start these targets (moto server, embedded PostgreSQL) and tell their stories")
+@output_options
+def demo(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_demo), params)
 
-    p = sub.add_parser("down", help="stop what `upm up` started")
-    p.add_argument("--data", metavar="DIR",
-                   help="data folder of `upm up` (default: UPM_DATA, ./.upm, else the one instance running)")
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_down))
 
-    p = sub.add_parser("service", help="run one or more services in the foreground")
-    p.add_argument("name", nargs="+", choices=(*app.SERVICE_NAMES, *app.OPTIONAL), help="service(s) to run")
-    p.add_argument("--ready-dir", help=argparse.SUPPRESS)
-    add_connection_options(p)
-    p.set_defaults(func=guarded(cmd_service))
+@click.command(help="Start embedded NATS and every service (in the background).")
+@connection_options
+@click.option("--ready-timeout", type=cliargs.SECONDS, default=30.0,
+              help="seconds to wait for every service to be ready (default 30; more on a busy machine)")
+@click.option("--with", "with_", metavar="aws,postgres",
+              help="also start local targets: aws (a moto server), postgres (an embedded PostgreSQL)")
+@click.option("--aws-endpoint", metavar="URL",
+              help="use this AWS endpoint (and the usual AWS_* credentials) instead of a moto server")
+@click.option("--postgres-dsn", metavar="DSN",
+              help="use this PostgreSQL (a superuser's postgresql:// DSN) instead of an embedded one")
+@click.option("--tls", is_flag=True,
+              help="mTLS: make a CA under DIR/tls; NATS then refuses any client without one of its certificates")
+@click.option("--access", metavar="FILE",
+              help="roles per tenant (YAML/JSON; implies --tls): a certificate per person and service, and NATS "
+                   "lets each identity publish and subscribe only to what its roles allow")
+@click.option("--cluster", type=cliargs.POSITIVE, default=0,
+              help="start N (at least 3) embedded nats-servers on loopback forming one JetStream cluster; every "
+                   "stream and store gets UPM_REPLICAS replicas (default 3)")
+@click.option("--replicas", type=cliargs.POSITIVE, default=1,
+              help="run N processes of each service (they share its durable consumer; default 1)")
+@click.option("--approvers", type=cliargs.NAMES,
+              help="these people approve changes in every tenant (members of the group the built-in approval "
+                   "lanes ask, which `upm up` names); written to DIR/preflight.json")
+@click.option("--preflight-config", metavar="FILE",
+              help="the pre-flight configuration (groups, budgets, windows, policies; see "
+                   "services/preflight/README.md; default UPM_PREFLIGHT_CONFIG)")
+@click.option("--console", is_flag=True,
+              help="also run the web console (`upm serve`) on loopback, supervised like the services; with "
+                   "--access people sign in with tokens from `upm serve token add NAME`")
+@click.option("--console-port", type=cliargs.PORT, default=0,
+              help="the console's port (default: a free one, printed)")
+@output_options
+def up(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_up), params)
 
-    p = sub.add_parser("health", help="is every service up, behind or failing; the stream, the newest signed head, "
-                                      "stalled changes (exit 1 naming what is down)")
-    add_identity_option(p)
-    add_connection_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_health))
 
-    p = sub.add_parser("submit", help="submit an intent (natural language or --file SPEC)")
-    p.add_argument("request", nargs="?", help="what to change, in words")
-    p.add_argument("--file", metavar="SPEC", help="a declarative spec (YAML or JSON) or infrastructure code "
-                   "(terraform show -json plan, .tf file or directory, Kubernetes manifests) instead of words")
-    cliargs.add_var_options(p)
-    p.add_argument("--tenant", type=cliargs.tenant, default="default", help="tenant (default: default)")
-    add_identity_option(p)
-    p.add_argument("--source", default="api", choices=("chatops", "api", "ticket"))
-    p.add_argument("--visibility", default="team", choices=("team", "org", "private"))
-    p.add_argument("--env", default="dev", choices=ENVIRONMENTS, help="environment (default: dev)")
-    p.add_argument("--reason", default="", help="why (recorded in the plan's annotations)")
-    p.add_argument("--variant", help="rollout variant (canary, blue-green, waves)")
-    p.add_argument("--window", help="requested change window")
-    p.add_argument("--idempotency-key", help="resubmitting with the same key returns the same change")
-    p.add_argument("--wait", action="store_true", help="follow the change until it is closed")
-    p.add_argument("--timeout", type=cliargs.seconds, default=300.0, help="seconds to wait with --wait")
-    add_connection_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_submit))
+@click.command(help="Print the completion script of SHELL. bash: `source <(upm completion bash)` (or save it "
+                    "under ~/.local/share/bash-completion/completions/upm); zsh: save `upm completion zsh` as "
+                    "_upm in a folder of your $fpath.")
+@click.argument("shell", type=click.Choice(("bash", "zsh")))
+def completion(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_completion), params)
 
-    p = sub.add_parser("status", help="where a change stands, with its events")
-    p.add_argument("change_id", type=cliargs.change_id)
-    p.add_argument("--tenant", type=cliargs.tenant_or_any, default=ANY_TENANT,
-                   help="tenant (default: the change's, looked up)")
-    add_identity_option(p)
-    add_connection_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_status))
 
-    p = sub.add_parser("watch", help="stream events live (a tenant's, or one change's)")
-    p.add_argument("change_id", nargs="?", type=cliargs.change_id)
-    p.add_argument("--tenant", type=cliargs.tenant, default=None,
-                   help="tenant (default: the change's; without a change: `default`)")
-    p.add_argument("--from-start", action="store_true", help="replay from the first event")
-    p.add_argument("--count", type=cliargs.count, default=0, help="stop after N events")
-    add_identity_option(p)
-    add_connection_options(p)
-    p.add_argument("--json", action="store_true", help="one JSON event per line")
-    p.set_defaults(func=guarded(cmd_watch))
+@click.command(help="Stop what `upm up` started.")
+@click.option("--data", metavar="DIR",
+              help="data folder of `upm up` (default: UPM_DATA, ./.upm, else the one instance running)")
+@output_options
+def down(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_down), params)
+
+
+@click.command(help="Run one or more services in the foreground.")
+@click.argument("name", nargs=-1, required=True, type=SERVICES)
+@click.option("--ready-dir", hidden=True)
+@connection_options
+def service(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_service), params)
+
+
+@click.command(help="Is every service up, behind or failing; the stream, the newest signed head, stalled changes "
+                    "(exit 1 naming what is down).")
+@identity_option
+@connection_options
+@output_options
+def health(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_health), params)
+
+
+@click.command(help="Submit an intent: REQUEST in words, or --file SPEC.")
+@click.argument("request", required=False)
+@click.option("--file", metavar="SPEC", help="a declarative spec (YAML or JSON) or infrastructure code "
+              "(terraform show -json plan, .tf file or directory, Kubernetes manifests) instead of words")
+@cliargs.var_options
+@click.option("--tenant", type=cliargs.TENANT, default="default", help="tenant (default: default)")
+@identity_option
+@click.option("--source", default="api", type=click.Choice(("chatops", "api", "ticket")), help="(default: api)")
+@click.option("--visibility", default="team", type=click.Choice(("team", "org", "private")),
+              help="(default: team)")
+@click.option("--env", default="dev", type=ENVIRONMENTS, help="environment (default: dev)")
+@click.option("--reason", default="", help="why (recorded in the plan's annotations)")
+@click.option("--variant", help="rollout variant (canary, blue-green, waves)")
+@click.option("--window", help="requested change window")
+@click.option("--idempotency-key", help="resubmitting with the same key returns the same change")
+@click.option("--wait", is_flag=True, help="follow the change until it is closed")
+@click.option("--timeout", type=cliargs.SECONDS, default=300.0, help="seconds to wait with --wait")
+@connection_options
+@output_options
+def submit(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_submit), params)
+
+
+@click.command(help="Where a change stands, with its events.")
+@click.argument("change_id", type=cliargs.CHANGE_ID)
+@click.option("--tenant", type=cliargs.TENANT_OR_ANY, default=ANY_TENANT,
+              help="tenant (default: the change's, looked up)")
+@identity_option
+@connection_options
+@output_options
+def status(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_status), params)
+
+
+@click.command(help="Stream events live (a tenant's, or one change's).")
+@click.argument("change_id", required=False, type=cliargs.CHANGE_ID)
+@click.option("--tenant", type=cliargs.TENANT, help="tenant (default: the change's; without a change: `default`)")
+@click.option("--from-start", is_flag=True, help="replay from the first event")
+@click.option("--count", type=cliargs.COUNT, default=0, help="stop after N events")
+@identity_option
+@connection_options
+@click.option("--json", is_flag=True, help="one JSON event per line")
+def watch(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_watch), params)

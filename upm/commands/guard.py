@@ -11,46 +11,19 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
+import click
+
 from services.guard.errors import CommandRefused, PolicyInvalid
 from services.guard.parse import check
-from services.guard.pins import DEFAULT_PINS, PinTable
+from services.guard.pins import PinTable
 from services.guard.policy import DEFAULT_POLICY, GuardPolicy
 from services.guard.redact import Redactor
-from upm.output import add_output_options, emit
+from upm import cliargs
+from upm.cliargs import output_options
+from upm.output import emit
 
 ALLOWED = 0
 REFUSED = 2
-
-
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], *, pins: PinTable = DEFAULT_PINS
-) -> None:
-    """Add the ``guard`` subcommand; ``pins`` is the pin table it checks programs against
-    (pass the providers' pins with :func:`functools.partial`)."""
-    parser = subparsers.add_parser(
-        "guard",
-        help="say whether a command would be allowed to run, and why",
-        description=(
-            "Check COMMAND against the guard rails (no shell metacharacters, pipes only into the "
-            "allow-list with safe options, pinned programs) without running it. "
-            "Exit status 0: allowed; 2: refused, with the rule that refused it."
-        ),
-    )
-    parser.add_argument("command", metavar="COMMAND", help="the command, quoted as one argument")
-    parser.add_argument(
-        "--allow",
-        metavar="PROG",
-        action="append",
-        help="replace the pipe allow-list with these programs (repeat the option)",
-    )
-    parser.add_argument(
-        "--tenant",
-        metavar="TENANT",
-        help="also apply the executor's scope rules for this tenant: a local write must run through "
-             "upm-localfs, on a path below the tenant's roots (UPM_SCOPE_CONFIG)",
-    )
-    add_output_options(parser)
-    parser.set_defaults(func=guard_command, pins=pins)
 
 
 NOT_CHECKED = (
@@ -142,3 +115,31 @@ def _verdict(
         "reason": reason,
         "stages": stages or [],
     }
+
+
+# -- the click command (registered in upm/cli.py's COMMANDS) ---------------------------------------
+
+
+def command(pins: PinTable | None = None) -> click.Command:
+    """``upm guard``, checking programs against ``pins`` (default: the providers' pin table, read when it runs)."""
+
+    @click.command("guard", help=(
+        "Check COMMAND against the guard rails (no shell metacharacters, pipes only into the allow-list with "
+        "safe options, pinned programs) without running it. Exit status 0: allowed; 2: refused, with the rule "
+        "that refused it."))
+    @click.argument("command", metavar="COMMAND")
+    @click.option("--allow", metavar="PROG", multiple=True,
+                  help="replace the pipe allow-list with these programs (repeat the option)")
+    @click.option("--tenant", metavar="TENANT",
+                  help="also apply the executor's scope rules for this tenant: a local write must run through "
+                       "upm-localfs, on a path below the tenant's roots (UPM_SCOPE_CONFIG)")
+    @output_options
+    def guard(**params: Any) -> int:
+        from services.guard.steps import pin_table
+
+        return cliargs.run(guard_command, {**params, "pins": pin_table() if pins is None else pins})
+
+    return guard
+
+
+guard = command()

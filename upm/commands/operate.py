@@ -7,15 +7,19 @@ codes: 0 accepted, 2 refused (the message says why), 3 UPM not reachable.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
+
+import click
 
 from events.commands import CHANGE_TEXT_FIELDS
 from events.store import EventStore
 from services.common import client
 from services.gateway import queries
 from upm import cliargs
-from upm.commands.core import add_connection_options, add_identity_option, guarded, identity, with_store
-from upm.output import add_output_options, emit
+from upm.cliargs import connection_options, identity_option, output_options
+from upm.commands.core import guarded, identity, with_store
+from upm.output import emit
 
 HELP = {
     "resume": "continue a paused change from its first unfinished step",
@@ -24,7 +28,7 @@ HELP = {
 }
 
 
-def _handler(verb: str) -> Any:
+def _handler(verb: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         body = {"change_id": args.change_id, "reason": args.reason}
         client.refuse_secrets_locally(body, CHANGE_TEXT_FIELDS)
@@ -42,14 +46,20 @@ def _handler(verb: str) -> Any:
     return guarded(run)
 
 
-def register(sub: Any) -> None:
-    """Add ``resume``, ``rollback`` and ``cancel`` to the ``upm`` parser."""
-    for verb, text in HELP.items():
-        p = sub.add_parser(verb, help=text)
-        p.add_argument("change_id", type=cliargs.change_id)
-        add_identity_option(p)
-        p.add_argument("--reason", default="", help="why (recorded in the event)")
-        p.add_argument("--tenant", type=cliargs.tenant_or_any, help="tenant (default: the change's, looked up)")
-        add_connection_options(p)
-        add_output_options(p)
-        p.set_defaults(func=_handler(verb))
+def _command(verb: str) -> click.Command:
+    """The click command of ``verb``: the same flags for all three."""
+
+    @click.command(verb, help=HELP[verb][0].upper() + HELP[verb][1:] + ".")
+    @click.argument("change_id", type=cliargs.CHANGE_ID)
+    @identity_option
+    @click.option("--reason", default="", help="why (recorded in the event)")
+    @click.option("--tenant", type=cliargs.TENANT_OR_ANY, help="tenant (default: the change's, looked up)")
+    @connection_options
+    @output_options
+    def command(**params: Any) -> int:
+        return cliargs.run(_handler(verb), params)
+
+    return command
+
+
+resume, rollback, cancel = (_command(verb) for verb in ("resume", "rollback", "cancel"))

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import msgspec
 
 from events.errors import InvalidEvent
@@ -28,48 +29,14 @@ from services.planner.render import render_diff, render_plan, render_simulation
 from services.planner.simulate import simulate
 from services.planner.spec import read_document
 from upm import cliargs, output
-from upm.output import add_output_options, emit
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``plan`` subcommand."""
-    parser = subparsers.add_parser(
-        "plan",
-        help="compile a request or spec into a deterministic plan (offline); 'plan diff A B' compares plans",
-        description="Compile a natural-language REQUEST or a --file SPEC into a plan, offline. "
-        "'upm plan diff A B' compares two plans (plan JSON files, or spec files compiled on the fly).",
-    )
-    parser.add_argument("request", nargs="*", help="the request in natural language (or: diff A B)")
-    parser.add_argument(
-        "--file", "-f", metavar="SPEC",
-        help="a declarative spec (YAML or JSON), or infrastructure code: a `terraform show -json` plan, "
-        "a .tf file or a directory of them, Kubernetes manifests (multi-document YAML)",
-    )
-    cliargs.add_var_options(parser)
-    parser.add_argument("--graph", choices=("dot", "mermaid", "json"), help="print only the dependency graph")
-    parser.add_argument(
-        "--simulate", action="store_true", help="dry-run report against --state (default: empty)"
-    )
-    parser.add_argument(
-        "--state", metavar="FILE", help="observed state snapshot: {resource key: fields | null}"
-    )
-    parser.add_argument("--variant", choices=VARIANTS, help="rollout variant (overrides request and config)")
-    parser.add_argument("--config", metavar="FILE", help="planner configuration file (YAML or JSON)")
-    parser.add_argument("--initiator", default="", help="who asks for the change")
-    parser.add_argument("--reason", default="", help="why")
-    parser.add_argument("--window", help="requested window START/END (ISO 8601)")
-    parser.add_argument("--tenant", type=cliargs.tenant, default="default", help="tenant (default: default)")
-    add_output_options(parser)
-    parser.set_defaults(func=run)
+from upm.cliargs import output_options
+from upm.output import emit
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``upm plan``: 0 on success, 2 on a planning error (message on stderr)."""
+    """Handler of ``upm plan [compile]``: 0 on success, 2 on a planning error (message on stderr)."""
     try:
-        config = load_config(args.config) if args.config else config_from_environment()
-        if args.request[:1] == ["diff"] and args.file is None:
-            return _diff(args, config)
-        plan = compile_intent(_input(args), config)
+        plan = compile_intent(_input(args), _config(args))
         if args.graph:
             sys.stdout.write(export_graph(plan, args.graph) + "\n")
         elif args.simulate:
@@ -84,6 +51,22 @@ def run(args: argparse.Namespace) -> int:
     except PlanError as exc:
         return output.error(exc.message, 2, program="upm plan")
     return 0
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    """Handler of ``upm plan diff A B``: 0 on success, 2 on a planning error (message on stderr)."""
+    try:
+        config = _config(args)
+        a, b = (_plan_from(path, config, args) for path in (args.a, args.b))
+    except PlanError as exc:
+        return output.error(exc.message, 2, program="upm plan")
+    diff = diff_plans(a, b)
+    emit(diff, args, text=render_diff(diff))
+    return 0
+
+
+def _config(args: argparse.Namespace) -> PlannerConfig:
+    return load_config(args.config) if args.config else config_from_environment()
 
 
 def _input(args: argparse.Namespace) -> CompileInput:
@@ -108,15 +91,6 @@ def _input(args: argparse.Namespace) -> CompileInput:
     return CompileInput(request=request, **common)
 
 
-def _diff(args: argparse.Namespace, config: PlannerConfig) -> int:
-    if len(args.request) != 3:
-        raise PlanError("usage: upm plan diff A B (two plan JSON files or two spec files)")
-    a, b = (_plan_from(path, config, args) for path in args.request[1:])
-    diff = diff_plans(a, b)
-    emit(diff, args, text=render_diff(diff))
-    return 0
-
-
 def _plan_from(path: str, config: PlannerConfig, args: argparse.Namespace) -> Plan:
     doc = load_input(path)
     if "steps" in doc and "hash" in doc:
@@ -135,3 +109,53 @@ def _state(path: str) -> dict[str, dict[str, Any] | None]:
                 f"state snapshot {path}: {key!r} must map to observed fields or null, not {value!r}"
             )
     return doc
+
+
+# -- the click commands (registered in upm/cli.py's COMMANDS) --------------------------------------
+
+
+@click.group(cls=cliargs.DefaultGroup, default="compile", subcommand_metavar="[compile] REQUEST... | diff A B",
+             help="Compile a natural-language REQUEST or a --file SPEC into a plan, offline: `upm plan REQUEST` "
+                  "is `upm plan compile REQUEST` (its flags are below). `upm plan diff A B` "
+                  "compares two plans (plan JSON files, or spec files compiled on the fly).")
+def plan() -> None:
+    """``upm plan``: compile (the default) or diff."""
+
+
+def _common_options(f: cliargs.F) -> cliargs.F:
+    """The planner configuration, tenant and variant: what both compile and diff compile with."""
+    for option in reversed((
+        click.option("--variant", type=click.Choice(VARIANTS), help="rollout variant (overrides request and config)"),
+        click.option("--config", metavar="FILE", help="planner configuration file (YAML or JSON)"),
+        click.option("--tenant", type=cliargs.TENANT, default="default", help="tenant (default: default)"),
+    )):
+        f = option(f)
+    return f
+
+
+@plan.command("compile", short_help="compile REQUEST or --file SPEC into a plan (the default)", help="Compile a natural-language REQUEST or a --file SPEC into a plan, offline.")
+@click.argument("request", nargs=-1)
+@click.option("--file", "-f", metavar="SPEC",
+              help="a declarative spec (YAML or JSON), or infrastructure code: a `terraform show -json` plan, "
+                   "a .tf file or a directory of them, Kubernetes manifests (multi-document YAML)")
+@cliargs.var_options
+@click.option("--graph", type=click.Choice(("dot", "mermaid", "json")), help="print only the dependency graph")
+@click.option("--simulate", is_flag=True, help="dry-run report against --state (default: empty)")
+@click.option("--state", metavar="FILE", help="observed state snapshot: {resource key: fields | null}")
+@_common_options
+@click.option("--initiator", default="", help="who asks for the change")
+@click.option("--reason", default="", help="why")
+@click.option("--window", help="requested window START/END (ISO 8601)")
+@output_options
+def compile_(**params: Any) -> int:
+    return cliargs.run(run, params)
+
+
+@plan.command("diff", short_help="compare two plans or specs", help="Compare two plans: A and B are plan JSON files (`upm plan --json`) or spec files "
+                           "compiled on the fly.")
+@click.argument("a")
+@click.argument("b")
+@_common_options
+@output_options
+def diff(**params: Any) -> int:
+    return cliargs.run(run_diff, params)

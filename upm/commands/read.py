@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import click
 import msgspec
 from nats.aio.client import Client as NATS
 
@@ -26,7 +27,7 @@ from events import signing
 from events.codec import to_builtins
 from events.errors import StoreTimeout
 from events.store import EventStore
-from events.subjects import ANY_TENANT, CHANGE_ID_RE
+from events.subjects import ANY_TENANT
 from projections import client, evidence_query, kpi, reports, serve
 from projections.db import ALL_TENANTS, ProjectionDB
 from projections.errors import AccessDenied, ProjectionError, ProjectionUnavailable, QueryRejected
@@ -40,8 +41,9 @@ from services.common.errors import ConfigError, NotRunning
 from services.security import access
 from services.security.tls import Pki
 from upm import cliargs, natsauth
-from upm.commands.core import add_connection_options, add_identity_option, fail
-from upm.output import add_output_options, emit, render_table
+from upm.cliargs import F, connection_options, identity_option, output_options
+from upm.commands.core import fail
+from upm.output import emit, render_table
 
 T = TypeVar("T")
 PROJECTIONS_DIR = "projections"
@@ -173,7 +175,7 @@ def _template(row: dict[str, Any]) -> str:
 def public_key(text: str) -> str:
     """``--public-key HEX``: an ed25519 public key as 64 hex digits."""
     if not signing.is_public_key(text.strip()):
-        raise argparse.ArgumentTypeError(f"{text[:80]!r} is not an ed25519 public key: give its 64 hex digits "
+        raise ValueError(f"{text[:80]!r} is not an ed25519 public key: give its 64 hex digits "
                                          "(the content of keys/ed25519.pub in the data folder of the UPM that signed)")
     return text.strip().lower()
 
@@ -195,30 +197,26 @@ def _verified(data: bytes, args: argparse.Namespace) -> evidence.PackReport:
     return evidence.verify_pack(data, trusted_keys(args))
 
 
-def cmd_evidence(args: argparse.Namespace) -> int:
-    if args.target == "verify":
-        if not args.file:
-            raise ConfigError("give the pack to verify: `upm evidence verify FILE`")
-        report = _verified(read_bytes(args.file, what="the evidence pack", error=ConfigError, limit=MAX_PACK_BYTES), args)
-        emit(report, args, text=f"{args.file}: OK — {report.files} files, {report.events} events of change "
-                                f"{report.change_id} ({report.tenant}), signed by {report.key_id} (trusted), "
-                                f"included in the log head of size {report.log_head_size}")
-        return 0
+def cmd_evidence_verify(args: argparse.Namespace) -> int:
+    report = _verified(read_bytes(args.file, what="the evidence pack", error=ConfigError, limit=MAX_PACK_BYTES), args)
+    emit(report, args, text=f"{args.file}: OK — {report.files} files, {report.events} events of change "
+                            f"{report.change_id} ({report.tenant}), signed by {report.key_id} (trusted), "
+                            f"included in the log head of size {report.log_head_size}")
+    return 0
 
-    if not CHANGE_ID_RE.match(args.target):
-        raise ConfigError(f"{args.target[:80]!r} is neither a change id nor `verify`: `upm evidence ID` downloads "
-                          "a change's pack, `upm evidence verify FILE` verifies one")
+
+def cmd_evidence_get(args: argparse.Namespace) -> int:
     principal = identity(args)
 
     async def main() -> evidence_query.Pack:
         nc = await _connect(args, principal)
         try:
-            return await evidence_query.fetch(nc, args.target, principal=principal, tenant=args.tenant)
+            return await evidence_query.fetch(nc, args.change_id, principal=principal, tenant=args.tenant)
         finally:
             await nc.close()
 
     pack = anyio.run(main)
-    out = Path(args.output or args.file or f"{args.target}.evidence.tar")
+    out = Path(args.output or args.file or f"{args.change_id}.evidence.tar")
     out.write_bytes(pack.data)
     report = _verified(pack.data, args)
     emit({"file": str(out), "permalink": pack.permalink, "object": pack.object_name,
@@ -243,7 +241,7 @@ def head_pin(text: str) -> tuple[int, str]:
     """``--expect-head SIZE:ROOT`` (what `upm audit verify` prints as the newest verified head)."""
     size, _, root = text.partition(":")
     if not size.isdigit() or int(size) < 1 or len(root) != 64 or any(c not in "0123456789abcdef" for c in root):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a head: give SIZE:ROOT, e.g. 1200:<64 hex digits>, as "
+        raise ValueError(f"{text!r} is not a head: give SIZE:ROOT, e.g. 1200:<64 hex digits>, as "
                                          "`upm audit verify` printed it")
     return int(size), root
 
@@ -309,10 +307,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from projections.console import server
 
     folder = settings.data_dir(args.data)
-    tokens_file = Path(args.tokens) if args.tokens else folder / serve.TOKENS_FILE
     rules = deployment_rules(folder)
-    if args.words:
-        return _serve_token(args.words, tokens_file, rules)
     chosen = server.settings(folder, args.host, Path(args.tokens) if args.tokens else None, rules=rules)
     pki = _console_pki(folder) if args.tls else None
     sock = server.bind(args.host, args.port)
@@ -353,92 +348,159 @@ def deployment_rules(folder: Path) -> access.Access:
     return access.load(os.environ.get(access.ENV_VAR) or state.get("access") or None)
 
 
-def _serve_token(words: list[str], tokens_file: Path, rules: access.Access) -> int:
-    if len(words) != 3 or words[:2] != ["token", "add"]:
-        raise ConfigError(f"`upm serve {' '.join(words)[:80]}` is not a command: `upm serve [--port P] [--host H]` "
-                          "runs the console, `upm serve token add NAME` makes a sign-in token for NAME")
-    token = serve.add_token(tokens_file, words[2], rules)
-    sys.stdout.write(f"token for {words[2]} (hand it to them; it is in {tokens_file}, mode 0600):\n{token}\n")
+def cmd_serve_token(args: argparse.Namespace) -> int:
+    """`upm serve token add NAME`: a sign-in token for NAME, printed once."""
+    folder = settings.data_dir(args.data)
+    tokens_file = Path(args.tokens) if args.tokens else folder / serve.TOKENS_FILE
+    token = serve.add_token(tokens_file, args.name, deployment_rules(folder))
+    sys.stdout.write(f"token for {args.name} (hand it to them; it is in {tokens_file}, mode 0600):\n{token}\n")
     return 0
 
 
-def _scope_options(p: argparse.ArgumentParser, *, rows: bool = False) -> None:
-    p.add_argument("--tenant", type=cliargs.tenant, default="default", help="tenant whose rows to read (default: default)")
-    p.add_argument("--all-tenants", action="store_true", help="every tenant at once (admins only)")
-    p.add_argument("--timeout", type=cliargs.seconds, default=DEFAULT_TIMEOUT_S, help="query time limit in seconds")
-    if rows:
-        p.add_argument("--max-rows", type=cliargs.positive, default=DEFAULT_ROWS, help="row limit (default 1000)")
-    p.add_argument("--offline", action="store_true", help="read the projection file read-only, not the bus")
-    p.add_argument("--db", metavar="DIR", help="projection folder (default: <data>/projections)")
-    add_identity_option(p)
-    add_connection_options(p)
+# -- the click commands (registered in upm/cli.py's COMMANDS) --------------------------------------
+
+PUBLIC_KEY = cliargs.Checked(public_key, "HEX")
+HEAD_PIN = cliargs.Checked(head_pin, "SIZE:ROOT")
 
 
-def _period_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--since", type=cliargs.iso_time, metavar="ISO", help="only facts at or after this UTC time")
-    p.add_argument("--until", type=cliargs.iso_time, metavar="ISO", help="only facts before this UTC time")
+def _scope_options(f: F) -> F:
+    """Whose rows, how long, where from (bus or file), as whom."""
+    for option in reversed((
+        click.option("--tenant", type=cliargs.TENANT, default="default",
+                     help="tenant whose rows to read (default: default)"),
+        click.option("--all-tenants", is_flag=True, help="every tenant at once (admins only)"),
+        click.option("--timeout", type=cliargs.SECONDS, default=DEFAULT_TIMEOUT_S, help="query time limit in seconds"),
+        click.option("--offline", is_flag=True, help="read the projection file read-only, not the bus"),
+        click.option("--db", metavar="DIR", help="projection folder (default: <data>/projections)"),
+        identity_option,
+        connection_options,
+    )):
+        f = option(f)
+    return f
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("sql", help="read-only SQL over your tenant's projections (DuckDB)")
-    p.add_argument("query", help="one SELECT statement")
-    _scope_options(p, rows=True)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_sql))
+def _period_options(f: F) -> F:
+    f = click.option("--until", type=cliargs.ISO_TIME, help="only facts before this UTC time")(f)
+    return click.option("--since", type=cliargs.ISO_TIME, help="only facts at or after this UTC time")(f)
 
-    p = sub.add_parser("kpi", help="the ten UPM KPIs beside the spec's L3/L4 bands")
-    _scope_options(p)
-    _period_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_kpi))
 
-    p = sub.add_parser("score", help="this stack's UPM level per phase, the evidence gates, the KPIs")
-    _scope_options(p)
-    _period_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_score))
+def _trust_options(f: F) -> F:
+    f = click.option("--trust", multiple=True, metavar="FILE",
+                     help="trust only the keys in this file, one hex key a line (repeatable)")(f)
+    return click.option("--public-key", multiple=True, type=PUBLIC_KEY,
+                        help="trust only this ed25519 key (repeatable; default: the data folder's keys/*.pub and "
+                             "trust/*.pub)")(f)
 
-    p = sub.add_parser("evidence", help="download a change's evidence pack (`upm evidence ID`), or verify one "
-                                        "(`upm evidence verify FILE`)")
-    p.add_argument("target", metavar="ID|verify", help="a change id, or `verify`")
-    p.add_argument("file", nargs="?", help="with `verify`: the pack file")
-    p.add_argument("-o", "--output", metavar="FILE", help="where to write the pack (default: ID.evidence.tar)")
-    p.add_argument("--tenant", type=cliargs.tenant_or_any, default=ANY_TENANT,
-                   help="tenant of the change (default: look it up)")
-    p.add_argument("--public-key", action="append", type=public_key, metavar="HEX",
-                   help="trust only this ed25519 key (repeatable; default: the data folder's keys/*.pub and trust/*.pub)")
-    p.add_argument("--trust", action="append", metavar="FILE",
-                   help="trust only the keys in this file, one hex key a line (repeatable)")
-    add_identity_option(p)
-    add_connection_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_evidence))
 
-    p = sub.add_parser("audit", help="tamper evidence of the whole log")
-    audit_sub = p.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
-    v = audit_sub.add_parser("verify", help="re-verify every hash chain and every signed log head from the stream, "
-                                            "against the heads kept in the data folder and any pinned ones")
-    v.add_argument("--public-key", action="append", type=public_key, metavar="HEX",
-                   help="trust this ed25519 key (repeatable)")
-    v.add_argument("--require-signatures", action="store_true", help="fail on a head signed by an unknown key")
-    v.add_argument("--expect-head", action="append", type=head_pin, metavar="SIZE:ROOT",
-                   help="a head you pinned (as printed by an earlier verify): the log must still have it (repeatable)")
-    v.add_argument("--offline", action="store_true", help="name lost events from the projection file, not the bus")
-    v.add_argument("--db", metavar="DIR", help="projection folder naming lost events (default: <data>/projections)")
-    add_identity_option(v)
-    add_connection_options(v)
-    add_output_options(v)
-    v.set_defaults(func=guarded(cmd_audit_verify))
+@click.command(help="Read-only SQL over your tenant's projections (DuckDB): QUERY is one SELECT statement.")
+@click.argument("query")
+@_scope_options
+@click.option("--max-rows", type=cliargs.POSITIVE, default=DEFAULT_ROWS, help="row limit (default 1000)")
+@output_options
+def sql(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_sql), params)
 
-    p = sub.add_parser("serve", help="the web console (changes, approvals, evidence, KPIs; JSON permalinks "
-                                     "/changes/{id}[/evidence], /kpi, /score); `upm serve token add NAME` makes a token")
-    p.add_argument("words", nargs="*", metavar="token add NAME", help="make a sign-in token for NAME and print it")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; an open console "
-                                                      "serves loopback only)")
-    p.add_argument("--port", type=cliargs.port, default=8080, help="port (default 8080; 0 picks a free one)")
-    p.add_argument("--tokens", metavar="FILE", help="JSON object token → identity (with an access file) or → tenant "
-                                                   "(open mode); default: <data>/serve_tokens.json")
-    p.add_argument("--tls", action="store_true", help="HTTPS with the deployment's certificates; a person's client "
-                                                     "certificate (client-NAME.pem from `upm up --access`) signs them in")
-    add_connection_options(p)
-    p.set_defaults(func=guarded(cmd_serve))
+
+@click.command(help="The ten UPM KPIs beside the spec's L3/L4 bands.")
+@_scope_options
+@_period_options
+@output_options
+def kpi_command(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_kpi), params)
+
+
+@click.command(help="This stack's UPM level per phase, the evidence gates, the KPIs.")
+@_scope_options
+@_period_options
+@output_options
+def score(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_score), params)
+
+
+@click.group(cls=cliargs.DefaultGroup, default="get", subcommand_metavar="[get] CHANGE_ID | verify FILE",
+             help="Evidence packs: `upm evidence get ID` (or `upm evidence ID`) downloads a change's pack and "
+                  "verifies it; `upm evidence verify FILE` verifies a pack offline.")
+def evidence_group() -> None:
+    """``upm evidence``: get (the default) or verify."""
+
+
+@evidence_group.command("get", short_help="download a change's pack and verify it (the default)", help="Download CHANGE_ID's evidence pack (to FILE, -o FILE, or "
+                                    "CHANGE_ID.evidence.tar) and verify it.")
+@click.argument("change_id", type=cliargs.CHANGE_ID)
+@click.argument("file", required=False)
+@click.option("-o", "--output", metavar="FILE", help="where to write the pack (default: CHANGE_ID.evidence.tar)")
+@click.option("--tenant", type=cliargs.TENANT_OR_ANY, default=ANY_TENANT,
+              help="tenant of the change (default: look it up)")
+@_trust_options
+@identity_option
+@connection_options
+@output_options
+def evidence_get(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_evidence_get), params)
+
+
+@evidence_group.command("verify", short_help="verify a pack offline", help="Verify the evidence pack FILE offline: hashes, signature, chain, inclusion "
+                                       "proof, and whether the signing key is one you trust.")
+@click.argument("file")
+@_trust_options
+@click.option("--data", metavar="DIR", help="data folder whose keys/*.pub and trust/*.pub are trusted when no "
+                                            "--public-key or --trust is given (default: UPM_DATA or ./.upm)")
+@output_options
+def evidence_verify(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_evidence_verify), params)
+
+
+@click.group(help="Tamper evidence of the whole log.")
+def audit_group() -> None:
+    """``upm audit``: its subcommands."""
+
+
+@audit_group.command("verify", short_help="re-verify every hash chain and signed log head", help="Re-verify every hash chain and every signed log head from the stream, against "
+                                    "the heads kept in the data folder and any pinned ones.")
+@click.option("--public-key", multiple=True, type=PUBLIC_KEY, help="trust this ed25519 key (repeatable)")
+@click.option("--require-signatures", is_flag=True, help="fail on a head signed by an unknown key")
+@click.option("--expect-head", multiple=True, type=HEAD_PIN,
+              help="a head you pinned (as printed by an earlier verify): the log must still have it (repeatable)")
+@click.option("--offline", is_flag=True, help="name lost events from the projection file, not the bus")
+@click.option("--db", metavar="DIR", help="projection folder naming lost events (default: <data>/projections)")
+@identity_option
+@connection_options
+@output_options
+def audit_verify(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_audit_verify), params)
+
+
+@click.group(cls=cliargs.DefaultGroup, default="run", subcommand_metavar="[run] | token add NAME",
+             help="The web console (changes, approvals, evidence, KPIs; JSON permalinks /changes/{id}[/evidence], "
+                  "/kpi, /score): `upm serve` runs it; `upm serve token add NAME` makes a sign-in token.")
+def serve_group() -> None:
+    """``upm serve``: run (the default) or token add."""
+
+
+_TOKENS = click.option("--tokens", metavar="FILE", help="JSON object token → identity (with an access file) or → "
+                                                        "tenant (open mode); default: <data>/serve_tokens.json")
+
+
+@serve_group.command("run", short_help="run the console (the default)", help="Run the web console and print its URL.")
+@click.option("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; an open console serves "
+                                                  "loopback only)")
+@click.option("--port", type=cliargs.PORT, default=8080, help="port (default 8080; 0 picks a free one)")
+@_TOKENS
+@click.option("--tls", is_flag=True, help="HTTPS with the deployment's certificates; a person's client certificate "
+                                          "(client-NAME.pem from `upm up --access`) signs them in")
+@connection_options
+def serve_run(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_serve), params)
+
+
+@serve_group.group("token", help="Sign-in tokens of the console.")
+def serve_token_group() -> None:
+    """``upm serve token``: its subcommands."""
+
+
+@serve_token_group.command("add", help="Make a sign-in token for NAME, store it (mode 0600) and print it once.")
+@click.argument("name")
+@_TOKENS
+@click.option("--data", metavar="DIR", help="data folder of `upm up` (default: UPM_DATA or ./.upm)")
+def serve_token_add(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_serve_token), params)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import click
+
 from events.codec import to_builtins
 from events.model import ExecutionCompleted, VerificationPassed
 from events.store import EventStore
@@ -21,8 +23,9 @@ from services.verifier.drift import scan
 from services.verifier.inventory import from_log, managed
 from services.verifier.service import verify
 from upm import cliargs
-from upm.commands.core import add_connection_options, add_identity_option, guarded, with_store
-from upm.output import add_output_options, emit, render_table
+from upm.cliargs import connection_options, identity_option, output_options
+from upm.commands.core import guarded, with_store
+from upm.output import emit, render_table
 
 
 async def _verify(store: EventStore, change_id: str, tenant: str) -> Any:
@@ -69,20 +72,23 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "verify", help="re-run a change's verification now (read-backs vs the desired state the log holds now)"
-    )
-    p.add_argument("change_id", type=cliargs.change_id)
-    p.add_argument("--tenant", type=cliargs.tenant_or_any, default="*", help="tenant (default: any)")
-    add_identity_option(p)
-    add_connection_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_verify))
+# -- the click commands (registered in upm/cli.py's COMMANDS) --------------------------------------
 
-    p = sub.add_parser("drift", help="read every managed resource back now and show drift per resource")
-    p.add_argument("--tenant", type=cliargs.tenant_or_any, default="*", help="tenant (default: all)")
-    add_identity_option(p)
-    add_connection_options(p)
-    add_output_options(p)
-    p.set_defaults(func=guarded(cmd_drift))
+
+@click.command(help="Re-run a change's verification now (read-backs vs the desired state the log holds now).")
+@click.argument("change_id", type=cliargs.CHANGE_ID)
+@click.option("--tenant", type=cliargs.TENANT_OR_ANY, default="*", help="tenant (default: any)")
+@identity_option
+@connection_options
+@output_options
+def verify_command(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_verify), params)
+
+
+@click.command(help="Read every managed resource back now and show drift per resource.")
+@click.option("--tenant", type=cliargs.TENANT_OR_ANY, default="*", help="tenant (default: all)")
+@identity_option
+@connection_options
+@output_options
+def drift(**params: Any) -> int:
+    return cliargs.run(guarded(cmd_drift), params)
