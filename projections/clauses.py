@@ -41,6 +41,8 @@ Status = Literal["held", "not held", "not exercised"]
 # Shell metacharacters of the spec's meta-blocking example (`; && || \ $() < > >>` and backquotes),
 # and the pipe allow-list.
 META_RE = r"[;`<>\\]|&&|\|\||\$\("
+SECRET_VALUE_RE = r"AKIA[0-9A-Z]{16}|(?i:bearer) [A-Za-z0-9._~+/-]{20,}|-----BEGIN [A-Z ]*PRIVATE KEY"
+"""What a leaked secret value looks like in an event (an AWS key id, a bearer token, a private key)."""
 PIPE_ALLOWED_RE = r"\|\s*(jq|grep|wc|head|tail|cut|sort|uniq)(\s|$)"
 
 
@@ -230,6 +232,12 @@ CLAUSES: tuple[Clause, ...] = (
        _ev("e.type = 'execution.failed' AND e.payload->>'$.rule' = 'blast-radius'",
            "NOT EXISTS (SELECT 1 FROM events s WHERE s.tenant = e.tenant AND s.change_id = e.change_id "
            "AND s.type = 'step.started' AND s.seq < e.seq)")),
+    _c("exec.l3.masked_secrets", 2, 3, "masked secret egress: a change using a secret reference runs, and no "
+       "secret value appears in any of its events",
+       _ev("e.type = 'intent.submitted' AND contains(CAST(e.payload->'$.spec' AS VARCHAR), '${secret:')",
+           "EXISTS (SELECT 1 FROM events x WHERE x.tenant = e.tenant AND x.change_id = e.change_id "
+           "AND x.type = 'execution.completed') AND NOT EXISTS (SELECT 1 FROM events x WHERE x.tenant = e.tenant "
+           f"AND x.change_id = e.change_id AND regexp_matches(CAST(x.payload AS VARCHAR), '{SECRET_VALUE_RE}'))")),
     _k(2, 3, "change_success_pct"),
     _c("exec.l4.health_gates", 2, 4, "health-gated progression: every wave is gated on its health checks",
        _ev("e.type = 'wave.completed'", "json_array_length(e.payload->'$.checks') > 0")),
@@ -326,7 +334,7 @@ EXERCISES_QUERY = (
 )
 """One row per exercised clause: how many exercises, how many failed, and each one (failures first)."""
 
-EXCLUDABLE = frozenset({"change_success_pct", "policy_pass_pct"})
+EXCLUDABLE = frozenset({"change_success_pct", "policy_pass_pct", "rollback_success_pct"})
 """KPIs whose rows name a change, so a conformance run can leave out its deliberately failing changes."""
 
 

@@ -33,6 +33,7 @@ def _registrars() -> list[Register]:
     from services.preflight import cli as preflight_cli
     from services.steps import pin_table
     from services.verifier import cli as verifier_cli
+    from upm import conformance_cli
 
     return [
         commands.register,
@@ -43,6 +44,7 @@ def _registrars() -> list[Register]:
         executor_cli.register,
         projections_cli.register,
         access_cli.register,
+        conformance_cli.register,
     ]
 
 
