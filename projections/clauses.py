@@ -98,10 +98,9 @@ _UNDONE = (
     "FROM events r WHERE r.tenant = e.tenant AND r.change_id = e.change_id AND r.type = 'rollback.started' "
     "AND r.seq < e.seq), 0))"
 )
-_EXECUTED_ROLLBACK = _ev(
-    "e.type IN ('rollback.completed', 'rollback.failed')",
-    f"e.type = 'rollback.completed' AND {_UNDONE} AND {_ROLLBACK_VERIFIED}",
-)
+_EXECUTED_ROLLBACK = _ev("e.type = 'rollback.completed'", f"{_UNDONE} AND {_ROLLBACK_VERIFIED}")
+"""Each rollback run that claimed success: it holds only if it undid steps and its restored state read
+back and matched (a run that failed and said so is no claim; RollbackSuccess counts it)."""
 
 
 def _c(cid: str, phase: int, level: int, text: str, sql: str) -> Clause:
@@ -251,12 +250,20 @@ CLAUSES: tuple[Clause, ...] = (
     _c("verify.l2.readbacks", 3, 2, "verifications read back the resources (checks per resource)",
        _ev("e.type IN ('verification.passed', 'verification.failed')",
            "json_array_length(e.payload->'$.checks') > 0")),
-    _c("verify.l2.unknown", 3, 2, "a target that cannot be read is unknown, not absent: the check fails naming "
-       "why and claims no diff",
+    _c("verify.l2.unknown", 3, 2, "a target that cannot be read is unknown, not absent: a verification check "
+       "fails naming why and claims no diff; the drift loop counts it unknown, not drifted",
        "SELECT e.tenant, e.change_id, e.id AS event_id, NOT EXISTS (SELECT 1 FROM (SELECT unnest(from_json("
        "e.payload->'$.diff', '[\"JSON\"]')) AS d) WHERE d->>'$.resource' = k.target) AS ok FROM events e "
        "JOIN checks k ON k.seq = e.seq WHERE e.type IN ('verification.passed', 'verification.failed') "
-       "AND NOT k.ok AND k.detail LIKE 'could not read back %'"),
+       "AND NOT k.ok AND k.detail LIKE 'could not read back %' UNION ALL "
+       + _ev("e.type = 'drift.scanned' AND (e.payload->>'$.unknown')::INT > 0",
+             "(e.payload->>'$.drifted')::INT <= (e.payload->>'$.managed')::INT")),
+    _c("verify.l2.baseline_follows_log", 3, 2, "the drift baseline follows the log: a resource a rollback "
+       "removed is never reported as drift",
+       _ev("e.type = 'rollback.completed' AND " + _UNDONE,
+           "NOT EXISTS (SELECT 1 FROM drift d JOIN plan_steps s ON s.tenant = e.tenant AND s.change_id = e.change_id "
+           "AND s.action = 'create' AND s.resource_key = d.resource WHERE d.tenant = e.tenant AND d.kind = 'detected' "
+           "AND d.seq > e.seq)")),
     _c("verify.l3.baseline", 3, 3, "baseline diffs: every verification records baseline and current state hashes",
        _ev("e.type IN ('verification.passed', 'verification.failed')",
            "coalesce(e.payload->>'$.baseline_hash', '') <> '' AND coalesce(e.payload->>'$.current_hash', '') <> ''")),

@@ -272,7 +272,9 @@ class Player:
             while True:
                 events = await queries.read_change(me, self.m.tenant, cid, principal=self.m.initiator)
                 types = [e.event.type for e in events]
-                if "rollback.approved" in types and "change.closed" in types[types.index("rollback.approved"):]:
+                after = types[types.index("rollback.approved"):] if "rollback.approved" in types else []
+                ended = [i for i, t in enumerate(after) if t in ("rollback.completed", "rollback.failed")]
+                if ended and "evidence.published" in after[ended[0]:]:
                     status = await queries.ask_status(me, self.m.tenant, cid, principal=self.m.initiator)
                     return status.outcome or status.state
                 await anyio.sleep(0.5)
