@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -43,6 +43,7 @@ SECRET_NAME = "CONF_TOKEN"
 SECRET_VALUE = "AKIACONFORMANCE0TEST"  # shaped like an AWS key id: a leak is what the secret clause looks for
 BLAST_LIMIT = 20
 WAIT_S = 240.0
+COMMAND_S = 60.0  # a busy machine (CI, two cores) answers a command late rather than never
 
 
 class Change(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -90,6 +91,19 @@ def load_manifest(folder: Path = CHANGESET) -> Manifest:
             raise ValueError(f"conformance manifest: {ch.id} needs exactly one of request, spec, iac")
         seen.add(ch.id)
     return manifest
+
+
+def subset(manifest: Manifest, ids: Iterable[str]) -> Manifest:
+    """The manifest cut to the changes ``ids`` and the earlier changes they come after."""
+    by_id = {ch.id: ch for ch in manifest.changes}
+    wanted: set[str] = set()
+    for cid in ids:
+        if cid not in by_id:
+            raise ValueError(f"no change {cid} in the conformance manifest {manifest.name}")
+        while cid is not None and cid not in wanted:
+            wanted.add(cid)
+            cid = by_id[cid].after  # type: ignore[assignment]
+    return msgspec.structs.replace(manifest, changes=[ch for ch in manifest.changes if ch.id in wanted])
 
 
 def _fill(text: str, root: Path, variables: Mapping[str, str]) -> str:
@@ -203,7 +217,7 @@ class Player:
             await _window_closed()
         me = await self.people(self.m.initiator)
         try:
-            cid = await client.submit(me, self.m.tenant, intent(ch, self.root), principal=self.m.initiator)
+            cid = await client.submit(me, self.m.tenant, intent(ch, self.root), principal=self.m.initiator, within=COMMAND_S)
         except CommandRejected as err:
             p.refused, p.outcome = f"{err.rule}: {err}", "refused"
             return
@@ -231,7 +245,8 @@ class Player:
             who = action.get("approve") or action["self_approve"]
             try:
                 await client.command(await self.people(who), self.m.tenant, "approve",
-                                     {"change_id": cid, "reason": "conformance review"}, principal=who)
+                                     {"change_id": cid, "reason": "conformance review"}, principal=who,
+                                     within=COMMAND_S)
                 answer = "ok"
             except CommandRejected as err:
                 answer = f"refused ({err.rule})"
@@ -262,7 +277,8 @@ class Player:
     async def _rollback(self, cid: str, operator: str, p: Played) -> str:
         try:
             await client.command(await self.people(operator), self.m.tenant, "rollback",
-                                 {"change_id": cid, "reason": "conformance: operator rollback"}, principal=operator)
+                                 {"change_id": cid, "reason": "conformance: operator rollback"}, principal=operator,
+                                 within=COMMAND_S)
         except CommandRejected as err:
             p.people.append(f"rollback as {operator}: refused ({err.rule})")
             return p.outcome or ""
@@ -275,7 +291,7 @@ class Player:
                 after = types[types.index("rollback.approved"):] if "rollback.approved" in types else []
                 ended = [i for i, t in enumerate(after) if t in ("rollback.completed", "rollback.failed")]
                 if ended and "evidence.published" in after[ended[0]:]:
-                    status = await queries.ask_status(me, self.m.tenant, cid, principal=self.m.initiator)
+                    status = await queries.ask_status(me, self.m.tenant, cid, principal=self.m.initiator, within=COMMAND_S)
                     return status.outcome or status.state
                 await anyio.sleep(0.5)
 
@@ -287,8 +303,14 @@ async def _window_closed() -> None:
         await anyio.sleep((25 - second) % 60)
 
 
-SETTLED_SQL = ("SELECT count(*) FILTER (WHERE outcome IS NULL) AS open, "
-               "count(*) FILTER (WHERE outcome IS NOT NULL AND permalink IS NULL) AS unpublished FROM changes")
+SETTLED_SQL = (
+    "SELECT count(*) FILTER (WHERE outcome IS NULL) AS open, "
+    "count(*) FILTER (WHERE outcome IS NOT NULL AND permalink IS NULL) AS unpublished, "
+    # the drift loop has looked at the tenant since the last execution or rollback ended
+    "coalesce((SELECT max(seq) FROM events WHERE type = 'drift.scanned'), 0) > coalesce((SELECT max(seq) "
+    "FROM events WHERE type IN ('execution.completed', 'rollback.completed', 'rollback.failed')), 0) AS scanned "
+    "FROM changes"
+)
 
 
 async def _settle(ask: reports.Ask, out: TextIO) -> None:
@@ -296,9 +318,10 @@ async def _settle(ask: reports.Ask, out: TextIO) -> None:
     with anyio.fail_after(WAIT_S):
         while True:
             row = reports.records(await ask(SETTLED_SQL))[0]
-            if not row["open"] and not row["unpublished"]:
+            if not row["open"] and not row["unpublished"] and row["scanned"]:
                 return
-            out.write(f"  waiting: {row['open']} open, {row['unpublished']} without an evidence pack\n")
+            out.write(f"  waiting: {row['open']} open, {row['unpublished']} without an evidence pack"
+                      f"{'' if row['scanned'] else ', the drift loop'}\n")
             out.flush()
             await anyio.sleep(2.0)
 

@@ -12,7 +12,11 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     from upm import conformance
 
     out_dir = Path(args.out).resolve()
-    report = conformance.run(out_dir, extras=tuple(args.with_targets.split(",")) if args.with_targets else ())
+    manifest = conformance.load_manifest()
+    if args.only:
+        manifest = conformance.subset(manifest, [x.strip() for x in args.only.split(",") if x.strip()])
+    report = conformance.run(out_dir, extras=tuple(args.with_targets.split(",")) if args.with_targets else (),
+                             manifest=manifest)
     if args.json:
         emit(report, args)
         return 0
@@ -37,5 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="where the report, the evidence packs and the run's data go (default ./conformance-report)")
     p.add_argument("--with", dest="with_targets", default="aws,postgres", metavar="TARGETS",
                    help="emulated targets to start (default aws,postgres; empty: local changes only)")
+    p.add_argument("--only", metavar="IDS", help="play only these changes of the set (and those they come after): "
+                                                 "for trying one story; the level of a partial set is not UPM's")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_conformance)
