@@ -163,8 +163,9 @@ CLAUSES: tuple[Clause, ...] = (
        _ev("e.type = 'preflight.failed' AND EXISTS (SELECT 1 FROM checks k WHERE k.seq = e.seq AND NOT k.ok)",
            "json_array_length(e.payload->'$.reasons') > 0 AND NOT " + _later("e", "'execution.started'"))),
     _c("preflight.l3.policy", 1, 3, "a policy violation is listed and halts the change",
-       _ev("e.type = 'policy.evaluated' AND NOT (e.payload->>'$.allowed')::BOOLEAN",
-           "json_array_length(e.payload->'$.violations') > 0 AND NOT " + _later("e", "'execution.started'"))),
+       "SELECT p.tenant, p.change_id, e.id AS event_id, p.violations > 0 AND NOT " + _later("p", "'execution.started'",
+                                                                                          "p.seq")
+       + " AS ok FROM policy_decisions p JOIN events e ON e.seq = p.seq WHERE NOT p.allowed"),
     _c("preflight.l3.two_person", 1, 3, "a change asking for two approvers runs only after two distinct people "
        "approved its plan",
        _ev("e.type = 'approval.requested' AND (e.payload->>'$.required')::INT >= 2 AND "
@@ -187,8 +188,8 @@ CLAUSES: tuple[Clause, ...] = (
            f"coalesce({_INTENT}->>'$.environment', 'dev') <> 'prod' AND "
            "(SELECT p.payload->>'$.risk.level' FROM events p WHERE p.tenant = e.tenant AND p.change_id = e.change_id "
            "AND p.type = 'preflight.passed' AND p.seq < e.seq ORDER BY p.seq DESC LIMIT 1) = 'low'")),
-    _c("preflight.l4.risk", 1, 4, "every pre-flight result carries a risk score",
-       _ev("e.type IN ('preflight.passed', 'preflight.failed')", "json_type(e.payload, '$.risk') = 'OBJECT'")),
+    _c("preflight.l4.risk", 1, 4, "every change pre-flight lets through carries a risk score",
+       _ev("e.type = 'preflight.passed'", "json_type(e.payload, '$.risk') = 'OBJECT'")),
     _c("preflight.l4.budget", 1, 4, "budget scoring: a plan's cost estimate is scored against the tenant's budget",
        _ev("e.type IN ('preflight.passed', 'preflight.failed') AND EXISTS (SELECT 1 FROM "
            "(SELECT unnest(from_json(e.payload->'$.risk.factors', '[\"JSON\"]')) AS f) WHERE f->>'$.name' = 'budget')",
@@ -296,8 +297,11 @@ CLAUSES: tuple[Clause, ...] = (
            "(SELECT 1 FROM events b WHERE b.tenant = e.tenant AND b.change_id = e.change_id AND b.type = 'chain.broken')")),
     _c("audit.l3.evidence_pack", 4, 3, "every closed change gets a published evidence pack",
        _ev("e.type = 'change.closed'", _later("e", "'evidence.published'"))),
-    _c("audit.l3.rollback_plan", 4, 3, "documented rollback plan: every rollback plan lists its commands",
-       _ev("e.type = 'rollback.planned'", "json_array_length(e.payload->'$.commands') > 0")),
+    _c("audit.l3.rollback_plan", 4, 3, "documented rollback plan: the rollback plan of a change that ran steps "
+       "lists their inverse commands",
+       _ev("e.type = 'rollback.planned' AND EXISTS (SELECT 1 FROM events s WHERE s.tenant = e.tenant "
+           "AND s.change_id = e.change_id AND s.type = 'step.completed' AND s.seq < e.seq)",
+           "json_array_length(e.payload->'$.commands') > 0")),
     _k(4, 3, "rollback_success_pct"), _k(4, 3, "mttr_failed_change_min"), _k(4, 3, "evidence_completeness_pct"),
     _c("audit.l4.executed_rollback", 4, 4, "executed rollback recorded with evidence: it undid steps and its "
        "restored state read back and matched", _EXECUTED_ROLLBACK),
@@ -319,7 +323,7 @@ GATES: tuple[tuple[Clause, int, str], ...] = (
             "AND x.type = 'plan.compiled') AND EXISTS (SELECT 1 FROM events x WHERE x.tenant = e.tenant "
             "AND x.change_id = e.change_id AND x.type = 'change.approved') AND EXISTS (SELECT 1 FROM events x "
             "WHERE x.tenant = e.tenant AND x.change_id = e.change_id AND x.type IN ('step.completed', "
-            "'step.failed'))")), 2,
+            "'step.failed', 'execution.failed', 'execution.completed'))")), 2,
      "no published evidence pack holds a plan, its approval and its execution log"),
     (_c("gate.rollback_evidence", 4, 3, "rollback evidence: an executed rollback whose restored state read back",
         _EXECUTED_ROLLBACK), 3,
@@ -342,20 +346,23 @@ EXERCISES_QUERY = (
 """One row per exercised clause: how many exercises, how many failed, and each one (failures first)."""
 
 EXCLUDABLE = frozenset({"change_success_pct", "policy_pass_pct", "rollback_success_pct"})
-"""KPIs whose rows name a change, so a conformance run can leave out its deliberately failing changes."""
+"""KPIs whose rows name a change, so a conformance run can leave out the changes it makes fail on purpose."""
+
+Excluded = Mapping[str, Sequence[str]]
+"""KPI name → change ids left out of its sample (only :data:`EXCLUDABLE` KPIs)."""
 
 
-def kpi_sample_query(period: kpi.Range = kpi.EVER, excluded: Sequence[str] = ()) -> str:
-    """One row: for every KPI, ``<name>`` (its figure) and ``<name>__n`` (its sample), with the
-    changes in ``excluded`` (a conformance set's injected faults) left out where the KPI names changes."""
+def kpi_sample_query(period: kpi.Range = kpi.EVER, excluded: Excluded | None = None) -> str:
+    """One row: for every KPI, ``<name>`` (its figure) and ``<name>__n`` (its sample), with the changes
+    ``excluded`` names for it (a conformance set's injected faults) left out."""
     where = period.where()
-    bad = [i for i in excluded if not CHANGE_ID_RE.match(i)]
-    if bad:
-        raise ValueError(f"not change ids: {', '.join(repr(b[:40]) for b in bad[:3])}")
-    ids = ", ".join(f"'{i}'" for i in excluded)
     cols = []
     for k in kpi.KPIS:
-        cond = where + (f" AND change_id NOT IN ({ids})" if ids and k.name in EXCLUDABLE else "")
+        ids = list((excluded or {}).get(k.name, ())) if k.name in EXCLUDABLE else []
+        bad = [i for i in ids if not CHANGE_ID_RE.match(i)]
+        if bad:
+            raise ValueError(f"not change ids: {', '.join(repr(b[:40]) for b in bad[:3])}")
+        cond = where + (" AND change_id NOT IN (" + ", ".join(f"'{i}'" for i in ids) + ")" if ids else "")
         cols.append(f"(SELECT {kpi.AGGREGATES[k.aggregate]} FROM {k.view} WHERE {cond}) AS {k.name}")
         cols.append(f"(SELECT count(*) FROM {k.view} WHERE {cond}) AS {k.name}__n")
     return "SELECT\n  " + ",\n  ".join(cols)

@@ -42,7 +42,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     not_exercised: list[str]
     gates: list[Gate]
     kpis: list[KpiLine]
-    excluded: list[str]
+    excluded: dict[str, list[str]]
     played: list[dict[str, Any]]
     packs: dict[str, str]
     public_key: str
@@ -57,7 +57,7 @@ def cited(score: Score, played: Iterable[str]) -> set[str]:
 
 
 def build(*, manifest: str, score: Score, played: Sequence[dict[str, Any]], packs: Mapping[str, str],
-          excluded: Sequence[str], seconds: float, public_key: str) -> Report:
+          excluded: Mapping[str, Sequence[str]], seconds: float, public_key: str) -> Report:
     row = dict(score.row)
     row["Evidence Links"] = [packs[c] for c in sorted(packs)][:20]
     lines = [KpiLine(name=k.name, column=k.column, value=score.kpis.get(k.name),
@@ -65,7 +65,8 @@ def build(*, manifest: str, score: Score, played: Sequence[dict[str, Any]], pack
                      l3=str(k.l3), l4=str(k.l4), formula=k.formula) for k in kpi.KPIS]
     return Report(manifest=manifest, level=score.overall, uncapped=score.uncapped, row=row,
                   phases={p.phase: p.level for p in score.phases}, clauses=score.clauses,
-                  not_exercised=score.not_exercised, gates=score.gates, kpis=lines, excluded=sorted(excluded),
+                  not_exercised=score.not_exercised, gates=score.gates, kpis=lines,
+                  excluded={k: sorted(v) for k, v in excluded.items()},
                   played=list(played), packs=dict(packs), public_key=public_key, seconds=seconds)
 
 
@@ -79,8 +80,12 @@ def _anchor(text: str) -> str:
 
 def _link(change_id: str, packs: Mapping[str, str]) -> str:
     if change_id in packs:
-        return f'<a href="{_e(packs[change_id])}">{_e(change_id[:8])}…</a>'
-    return _e(change_id[:8]) + "…"
+        return f'<a href="{_e(packs[change_id])}" title="{_e(change_id)}">{_e(_short(change_id))}</a>'
+    return f'<span title="{_e(change_id)}">{_e(_short(change_id))}</span>'
+
+
+def _short(change_id: str) -> str:
+    return f"{change_id[:8]}…{change_id[-6:]}"
 
 
 def _evidence(j: Judgement | Gate, packs: Mapping[str, str]) -> str:
@@ -143,8 +148,9 @@ def html(report: Report) -> str:
         shown = "—" if line.value is None else f"{line.value:g}"
         parts.append(f"<tr id='kpi-{line.name}'><td>{_e(line.column)}</td><td>{shown}</td><td>{line.n}</td>"
                      f"<td>{_e(line.l3)}</td><td>{_e(line.l4)}</td><td><small>{_e(line.formula)}</small></td></tr>")
-    parts.append(f"</table><p>Left out of ChangeSuccess, PolicyPass and RollbackSuccess: the {len(report.excluded)} "
-                 "changes the set makes fail on purpose (their failures are judged by their own clauses).</p>")
+    left = "; ".join(f"{_e(k)}: {len(v)}" for k, v in report.excluded.items())
+    parts.append(f"</table><p>Left out of the KPIs that name changes, the changes the set makes fail on purpose "
+                 f"({left}); their failures are judged by their own clauses.</p>")
     parts.append("<h2>The change set as played</h2><table><tr><th>id</th><th>change</th><th>expected</th>"
                  "<th>outcome</th><th>people and faults</th><th>title</th></tr>")
     for p in report.played:

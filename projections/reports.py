@@ -8,7 +8,7 @@ a projection folder opened here (``upm sql --offline``), with the same rules
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -50,7 +50,7 @@ async def kpis(ask: Ask, period: kpi.Range = kpi.EVER) -> dict[str, float | None
     return kpi.figures(records(result)[0])
 
 
-async def scored(ask: Ask, period: kpi.Range = kpi.EVER, excluded: Sequence[str] = ()) -> score.Score:
+async def scored(ask: Ask, period: kpi.Range = kpi.EVER, excluded: clauses.Excluded | None = None) -> score.Score:
     """The clause-by-clause score (:mod:`projections.score`) of what ``ask`` can see."""
     counts = clauses.counts_from(records(await ask(clauses.EXERCISES_QUERY)))
     samples = clauses.samples_from(records(await ask(clauses.kpi_sample_query(period, excluded)))[0])

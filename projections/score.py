@@ -107,7 +107,8 @@ def _records(cur: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, object]
     return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
 
-def compute(con: duckdb.DuckDBPyConnection, period: kpi.Range = kpi.EVER, excluded: Sequence[str] = ()) -> Score:
+def compute(con: duckdb.DuckDBPyConnection, period: kpi.Range = kpi.EVER,
+            excluded: clauses.Excluded | None = None) -> Score:
     """Score the projected log in ``con`` (trusted, server-side)."""
     cur = con.cursor()
     try:

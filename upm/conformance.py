@@ -145,8 +145,11 @@ def configs(folder: Path, people: Mapping[str, Any]) -> dict[str, Path]:
         "windows": {"staging": {"timezone": "UTC", "cron": [{"schedule": "* * * * *", "duration": 20}],
                                 "outside": "wait", "applies_to": "all"}},
         "release_interval": "1s",
+        # an SLO no pre-flight meets, reached on purpose: the breach must be recorded (preflight.l4.slo)
+        "slo": {"p95_ms": 1, "window": 20, "min_samples": 1},
     }
-    verifier = {"drift": {"interval_s": 2.0, "jitter": 0.0, "confirm_backoff_s": 0.05,
+    verifier = {"verify_slo_ms": 1,  # likewise for the post-change SLO check (verify.l4.slo)
+                "drift": {"interval_s": 2.0, "jitter": 0.0, "confirm_backoff_s": 0.05,
                           "modes": {"*drift-alarm*": "alarm"}}}
     executor = {"credentials": {"brokers": {"local": "none", "aws": "sts", "postgres": "postgres"}},
                 "limits": {"max_resources_per_change": BLAST_LIMIT}}
@@ -335,7 +338,7 @@ async def _play(folder: Path, out_dir: Path, manifest: Manifest, root: Path, out
         ask = reports.bus(me, ALL_TENANTS, principal=manifest.initiator, timeout_s=60.0, max_rows=10_000)
         played = await Player(manifest, people, root, out, ask).all()
         await _settle(ask, out)
-        excluded = [p.change_id for p in played if p.change_id and p.expect != "succeeded"]
+        excluded = faults(played)
         result = await reports.scored(ask, excluded=excluded)
         play_s = round(time.perf_counter() - started, 1)
         evidence = out_dir / "evidence"
@@ -352,6 +355,14 @@ async def _play(folder: Path, out_dir: Path, manifest: Manifest, root: Path, out
         return {"score": result, "played": played, "packs": packs, "excluded": excluded, "play_s": play_s}
     finally:
         await people.close()
+
+
+def faults(played: list[Played]) -> dict[str, list[str]]:
+    """The changes the set makes fail on purpose, per KPI: ChangeSuccess and PolicyPass leave out every change
+    not expected to succeed; RollbackSuccess the rollbacks expected to fail (of changes expected to end failed)."""
+    failing = sorted(p.change_id for p in played if p.change_id and p.expect != "succeeded")
+    rollbacks = sorted(p.change_id for p in played if p.change_id and p.expect == "failed")
+    return {"change_success_pct": failing, "policy_pass_pct": failing, "rollback_success_pct": rollbacks}
 
 
 def played_ids(played: list[Played]) -> set[str]:
