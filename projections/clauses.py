@@ -103,6 +103,14 @@ _EXECUTED_ROLLBACK = _ev("e.type = 'rollback.completed'", f"{_UNDONE} AND {_ROLL
 back and matched (a run that failed and said so is no claim; RollbackSuccess counts it)."""
 
 
+_DRY_RUN = (
+    "(SELECT count(*) FROM checks k WHERE k.seq = e.seq AND k.name = 'dry-run') > 0 AND (SELECT count(*) FROM "
+    "checks k WHERE k.seq = e.seq AND k.name = 'dry-run') >= (SELECT count(DISTINCT s.step_id) FROM plan_steps s "
+    "WHERE s.tenant = e.tenant AND s.change_id = e.change_id AND s.plan_hash = e.payload->>'$.plan_hash')"
+)
+"""A pre-flight ``e`` simulated every step of its plan (one dry-run check per step)."""
+
+
 def _c(cid: str, phase: int, level: int, text: str, sql: str) -> Clause:
     return Clause(cid, phase, level, text, sql=sql)
 
@@ -138,8 +146,9 @@ CLAUSES: tuple[Clause, ...] = (
            f"e.payload->>'$.plan.annotations.window' = {_INTENT}->>'$.window'")),
     _c("plan.l4.nl", 0, 4, "natural-language requests compile to plans (NL→plan)",
        _ev(f"e.type = 'plan.compiled' AND coalesce({_INTENT}->>'$.request', '') <> ''", f"{_STEPS} > 0")),
-    _c("plan.l4.simulation", 0, 4, "every plan comes with a simulation report",
-       _ev("e.type = 'plan.compiled'", "json_type(e.payload, '$.simulation') = 'OBJECT'")),
+    _c("plan.l4.simulation", 0, 4, "simulation report: before anything runs, every step of a plan is simulated "
+       "against the target's read-back state (its outcome: create, update with the diff, no-op, conflict)",
+       _ev("e.type = 'preflight.passed'", _DRY_RUN)),
     _c("plan.l4.graph", 0, 4, "multi-resource plans export their dependency graph",
        _ev(f"e.type = 'plan.compiled' AND {_STEPS} > 1",
            f"json_array_length(e.payload->'$.plan.graph.nodes') = {_STEPS}")),
@@ -158,6 +167,8 @@ CLAUSES: tuple[Clause, ...] = (
            "EXISTS (SELECT 1 FROM events p WHERE p.tenant = e.tenant AND p.change_id = e.change_id "
            "AND p.type = 'preflight.passed' AND p.seq < e.seq "
            "AND p.payload->>'$.plan_hash' = e.payload->>'$.plan_hash')")),
+    _c("preflight.l2.dry_run", 1, 2, "dry run: pre-flight reads back what every step acts on before mutation",
+       _ev("e.type = 'preflight.passed'", _DRY_RUN)),
     _c("preflight.l2.missing_prereq", 1, 2, "a missing prerequisite halts the change in pre-flight with an "
        "actionable message",
        _ev("e.type = 'preflight.failed' AND EXISTS (SELECT 1 FROM checks k WHERE k.seq = e.seq AND NOT k.ok)",
