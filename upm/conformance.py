@@ -140,11 +140,12 @@ def _this_hour() -> str:
     return f"{(now - timedelta(minutes=1)):%Y-%m-%dT%H:%MZ}/{(now + timedelta(hours=1)):%Y-%m-%dT%H:%MZ}"
 
 
-def configs(folder: Path, people: Mapping[str, Any]) -> dict[str, Path]:
+def configs(folder: Path, people: Mapping[str, Any], extras: tuple[str, ...]) -> dict[str, Path]:
     """The run's configurations, written under ``folder``: env var → file."""
     folder.mkdir(parents=True, exist_ok=True)
     preflight = {
-        "groups": {"*": {"platform-owners": list(people["approvers"])}},
+        # the initiator is an approver too, so only separation of duties keeps them from approving their own change
+        "groups": {"*": {"platform-owners": [*people["approvers"], people["initiator"]]}},
         "budgets": {"*": 25},
         # staging opens for 20 s every minute: a change submitted while it is closed waits for it
         "windows": {"staging": {"timezone": "UTC", "cron": [{"schedule": "* * * * *", "duration": 20}],
@@ -156,7 +157,9 @@ def configs(folder: Path, people: Mapping[str, Any]) -> dict[str, Path]:
     verifier = {"verify_slo_ms": 1,  # likewise for the post-change SLO check (verify.l4.slo)
                 "drift": {"interval_s": 2.0, "jitter": 0.0, "confirm_backoff_s": 0.05,
                           "modes": {"*drift-alarm*": "alarm"}}}
-    executor = {"credentials": {"brokers": {"local": "none", "aws": "sts", "postgres": "postgres"}},
+    brokers = {"local": "none"} | ({"aws": "sts"} if "aws" in extras else {}) | (
+        {"postgres": "postgres"} if "postgres" in extras else {})
+    executor = {"credentials": {"brokers": brokers},
                 "limits": {"max_resources_per_change": BLAST_LIMIT}}
     files = {"UPM_PREFLIGHT_CONFIG": ("preflight.json", preflight), "UPM_VERIFIER_CONFIG": ("verifier.json", verifier),
              "UPM_EXECUTOR_CONFIG": ("executor.json", executor),
@@ -397,7 +400,8 @@ def run(out_dir: Path, *, out: TextIO = sys.stderr, extras: tuple[str, ...] = ("
         (root / name).mkdir(parents=True, exist_ok=True)
     saved = {k: os.environ.get(k) for k in ("UPM_PREFLIGHT_CONFIG", "UPM_VERIFIER_CONFIG", "UPM_EXECUTOR_CONFIG",
                                              "UPM_PLANNER_CONFIG", f"UPM_SECRET_{SECRET_NAME}")}
-    os.environ |= {env: str(path) for env, path in configs(folder / "config", manifest.people).items()}
+    people = {**manifest.people, "initiator": manifest.initiator}
+    os.environ |= {env: str(path) for env, path in configs(folder / "config", people, extras).items()}
     os.environ[f"UPM_SECRET_{SECRET_NAME}"] = SECRET_VALUE  # the executor and the verifier inherit it
     started = time.perf_counter()
     out.write(f"upm conformance: {manifest.name}, {len(manifest.changes)} changes; starting UPM in {folder}\n")

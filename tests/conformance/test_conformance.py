@@ -37,7 +37,7 @@ def run(out: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, A
         if (out / "data" / "state.json").exists():
             subprocess.run([sys.executable, "-m", "services.cli", "down", "--data", str(out / "data")],
                            capture_output=True, timeout=120, check=False, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     report: dict[str, Any] = json.loads(done.stdout)
     return report
 
