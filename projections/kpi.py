@@ -88,7 +88,7 @@ def _formulas() -> dict[str, str]:
 
 FORMULAS = _formulas()
 
-_AGG: dict[Aggregate, str] = {
+AGGREGATES: dict[Aggregate, str] = {
     "pct": "100 * avg(value)",
     "mean": "avg(value)",
     "p95": "quantile_cont(value, 0.95)",
@@ -123,7 +123,7 @@ EVER = Range()
 def query(period: Range = EVER) -> str:
     """One SELECT returning one row: every KPI as a column named after it."""
     where = period.where()
-    cols = ",\n  ".join(f"(SELECT {_AGG[k.aggregate]} FROM {k.view} WHERE {where}) AS {k.name}" for k in KPIS)
+    cols = ",\n  ".join(f"(SELECT {AGGREGATES[k.aggregate]} FROM {k.view} WHERE {where}) AS {k.name}" for k in KPIS)
     return f"SELECT\n  {cols}"
 
 
@@ -180,5 +180,5 @@ def series_query(bucket_s: int, period: Range = EVER) -> str:
     ``t`` the bucket's start (seconds since the epoch); a bucket without facts has no row."""
     where = period.where()
     parts = [f"SELECT '{k.name}' AS kpi, epoch(time_bucket(INTERVAL '{int(bucket_s)} seconds', at_utc)) AS t, "
-             f"{_AGG[k.aggregate]} AS value FROM {k.view} WHERE {where} GROUP BY 2" for k in KPIS]
+             f"{AGGREGATES[k.aggregate]} AS value FROM {k.view} WHERE {where} GROUP BY 2" for k in KPIS]
     return "SELECT * FROM (" + "\nUNION ALL ".join(parts) + ") ORDER BY kpi, t"

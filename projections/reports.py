@@ -15,7 +15,7 @@ import anyio
 from nats.aio.client import Client as NATS
 
 from events.subjects import CHANGE_ID_RE
-from projections import kpi, score, sqlservice
+from projections import clauses, kpi, score, sqlservice
 from projections.sqlservice import SqlRequest, SqlResult
 from projections.visibility import VisibleSql
 
@@ -50,14 +50,12 @@ async def kpis(ask: Ask, period: kpi.Range = kpi.EVER) -> dict[str, float | None
     return kpi.figures(records(result)[0])
 
 
-async def scored(ask: Ask, period: kpi.Range = kpi.EVER, figures: dict[str, float | None] | None = None) -> score.Score:
-    """The score; ``figures`` are the KPIs of ``period`` when the caller has them already."""
-    facts = await ask(score.FACTS_QUERY)
+async def scored(ask: Ask, period: kpi.Range = kpi.EVER, excluded: clauses.Excluded | None = None) -> score.Score:
+    """The clause-by-clause score (:mod:`projections.score`) of what ``ask`` can see."""
+    counts = clauses.counts_from(records(await ask(clauses.EXERCISES_QUERY)))
+    samples = clauses.samples_from(records(await ask(clauses.kpi_sample_query(period, excluded)))[0])
     links = await ask(score.LINKS_QUERY)
-    return score.score(
-        score.facts_from(facts.columns, facts.rows[0]), figures if figures is not None else await kpis(ask, period),
-        sorted(str(r[0]) for r in links.rows),
-    )
+    return score.score(counts, samples, sorted(str(r[0]) for r in links.rows))
 
 
 async def change(ask: Ask, change_id: str) -> dict[str, Any] | None:

@@ -63,6 +63,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "`evidence ID`), or verify one (`evidence verify FILE`)"),
     "audit": ("upm.commands.read:audit_group", "tamper evidence of the whole log (`audit verify`)"),
     "serve": ("upm.commands.read:serve_group", "the web console (changes, approvals, evidence, KPIs) and JSON permalinks; token add"),
+    "conformance": ("upm.commands.conformance:conformance_command", "play the conformance change set on embedded "
+                    "defaults and score UPM clause by clause (report, evidence packs)"),
     "access": ("upm.commands.access:access_group", "check an access file; render the NATS permissions it stands for"),
 }
 

@@ -229,7 +229,7 @@ class Reader:
             tg.start_soon(run, "current", lambda: reports.kpis(ask))
         width, rows = answers["series"]
         made = Dashboard(charts=views.kpi_charts(rows, answers["current"], width),
-                         score=await reports.scored(ask, figures=answers["current"]), position=position,
+                         score=await reports.scored(ask), position=position,
                          made=time.monotonic(), at=datetime.now(UTC).strftime("%H:%M:%S UTC"))
         self._dashboards[key] = made
         return made

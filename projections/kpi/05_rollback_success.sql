@@ -3,7 +3,7 @@
 --   (a passing rollback-scope verification before the next run, and no failing one) /
 --   rollback runs that ended (rollback.completed or rollback.failed). A run whose verification failed
 --   or could not read back, or was never verified, counts as failed: only a read-back is evidence.
---   One row per ended run, dated by its end.
+--   One row per ended run (named: a conformance run leaves its injected faults out), dated by its end.
 CREATE OR REPLACE VIEW kpi_rollback_success AS
 WITH ends AS (
     SELECT tenant, change_id, seq, at_utc, kind,
@@ -16,6 +16,6 @@ WITH ends AS (
      AND v.seq > e.seq AND (e.next_seq IS NULL OR v.seq < e.next_seq)
     GROUP BY e.tenant, e.change_id, e.seq
 )
-SELECT e.tenant, e.at_utc,
+SELECT e.tenant, e.change_id, e.at_utc,
        CASE WHEN e.kind = 'completed' AND coalesce(v.passed, false) THEN 1.0 ELSE 0.0 END AS value
 FROM ends e LEFT JOIN verified v USING (tenant, change_id, seq);

@@ -162,6 +162,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         lines.append(f"  {p.phase:<22} L{p.level}")
         lines += [f"      to reach L{p.level + 1}: {m}" for m in p.next_level_missing]
     lines += [f"  gate {'met' if g.met else 'NOT met'}: {g.name} (else cap L{g.cap})" for g in result.gates]
+    if result.not_exercised:
+        lines.append(f"  not judged ({len(result.not_exercised)} clauses nothing in the log exercised; never "
+                     f"counted as held): {', '.join(result.not_exercised)}")
     lines.append("")
     emit([result.row], args, text="\n".join(lines) + "\n" + _template(result.row))
     return 0
