@@ -12,6 +12,7 @@ import duckdb
 import pytest
 from upm_history import History, failed, happy
 
+from projections import db as db_module
 from projections import ingest
 from projections.db import open_file
 from projections.lifecycle import Lifecycles
@@ -105,3 +106,34 @@ def test_a_batch_runs_only_the_statements_of_its_event_types() -> None:
     head = b'{"payload": {"type": "log.head"}}'
     assert [sql for reads, sql in ingest.DERIVED if ingest.wanted(ingest.batch_types([head]), reads)] == [
         ingest._LOG_HEADS]
+
+
+def unsaved_bytes(con: duckdb.DuckDBPyConnection) -> int:
+    """What DuckDB holds in memory for rows not yet checkpointed: new rows and their key indexes."""
+    row = con.execute("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                      "WHERE tag IN ('IN_MEMORY_TABLE', 'ART_INDEX')").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_the_projection_files_memory_stays_flat_as_the_log_grows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db_module, "CHECKPOINT_EVERY", 200, raising=False)
+    records = History()
+    for i in range(120):
+        happy(records, "acme", at=10.0 * i)
+    db = db_module.ProjectionDB(tmp_path / "proj")
+    seen = []
+    try:
+        for i in range(0, len(records.records), 50):
+            db.ingest(records.records[i:i + 50])
+            db.flush("acme")
+            seen.append((unsaved_bytes(db.main), unsaved_bytes(db.tenant("acme"))))
+    finally:
+        db.close()
+    assert len(records.records) > 5 * 200
+    # without checkpoints both grow with every batch; with them they fall back
+    # each CHECKPOINT_EVERY records, and never hold more than that many records' worth
+    half = len(seen) // 2
+    for column in (0, 1):
+        values = [s[column] for s in seen]
+        assert max(values[half:]) <= max(values[:half]) * 1.25, values
+        assert values.count(min(values)) >= 3 or min(values) < max(values) / 4, values
