@@ -155,14 +155,16 @@ REFUSALS: weakref.WeakKeyDictionary[NATS, Refusals] = weakref.WeakKeyDictionary(
 
 
 PROGRESS_HEADER = "UPM-Progress"  # a note that the request is being worked on (services/gateway.py)
+ACCEPT_HEADER = "UPM-Accept-Progress"  # a request's: its caller understands such notes (a reply echoes it)
 
 
 async def ask(nc: NATS, subject: str, payload: bytes, *, within: float, what: str,
               on_progress: Callable[[dict[str, Any]], None] | None = None) -> bytes:
     """The raw reply to a request, or :class:`NotRunning` / :class:`CommandRejected` saying why there is none.
 
-    The responder may send progress notes first (header ``UPM-Progress``): each restarts the ``within`` wait
-    and goes to ``on_progress``; the first message without that header is the reply."""
+    The request says it accepts progress notes (header ``UPM-Accept-Progress``); the responder may send
+    some before its reply (header ``UPM-Progress``): each restarts the ``within`` wait and goes to
+    ``on_progress``; the first message without that header is the reply."""
     outcome: list[bytes | Exception] = []
     refusals = REFUSALS.get(nc)
     async with anyio.create_task_group() as tg:
@@ -195,7 +197,7 @@ async def _reply(nc: NATS, subject: str, payload: bytes, within: float,
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     try:
-        await nc.publish(subject, payload, reply=inbox)
+        await nc.publish(subject, payload, reply=inbox, headers={ACCEPT_HEADER: "1"})
         messages = sub.messages
         while True:
             with anyio.fail_after(within):

@@ -7,21 +7,25 @@ naming the field and the rule, and nothing is appended. Gateways share a queue g
 number of them can run.
 
 Back-pressure: intents wait in a bounded queue (:class:`Intake`) and ``workers`` of them are stored
-at once. One that waits longer than ``progress_s`` is told so (a progress note on its reply
-subject, header ``UPM-Progress``, body ``{"queued": {"ahead": N, "bound": B}}``), again every
-``progress_s``, so a caller keeps waiting while the gateway works through the queue instead of
-giving up at a fixed timeout (:func:`services.client.ask`). An intent that finds ``bound`` others
+at once. One that waits longer than ``progress_s`` and whose request carries the header
+``UPM-Accept-Progress`` is told so (a progress note on its reply subject, header ``UPM-Progress:
+queued``, body ``{"state": "queued", "ahead": N, "bound": B}``, or ``"state": "storing"`` once it is
+being appended), again every ``progress_s``, so its caller
+keeps waiting while the gateway works through the queue instead of giving up at a fixed timeout
+(:func:`services.client.ask`); a plain request (any NATS client) gets only the reply. An intent that finds ``bound`` others
 waiting is refused at once (rule ``busy``) with how many wait and what to do; nothing is stored,
 so sending it again is safe (:func:`services.client.submit` does, with the retry policy's backoff).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import anyio
@@ -53,6 +57,7 @@ QUEUE_BOUND = 2_000  # intents waiting to be stored, per gateway, before it refu
 WORKERS = 32  # intents stored at once, per gateway
 PROGRESS_S = 2.0  # an intent waiting this long is told where it stands, and again every PROGRESS_S
 PROGRESS_HEADER = "UPM-Progress"
+ACCEPT_HEADER = "UPM-Accept-Progress"  # on a request: its caller understands progress notes
 
 
 def queue_bound() -> int:
@@ -65,15 +70,13 @@ def queue_bound() -> int:
     return int(raw)
 
 
-class Queued(msgspec.Struct, frozen=True):
+class Progress(msgspec.Struct, frozen=True):
+    """The body of a progress note (see the module docstring): ``queued`` with ``ahead`` intents before
+    it, or ``storing`` (taken from the queue, being appended: the event stream is slow to answer)."""
+
+    state: str
     ahead: int
     bound: int
-
-
-class Progress(msgspec.Struct, frozen=True):
-    """The body of a progress note (see the module docstring)."""
-
-    queued: Queued
 
 
 def busy_reply(waiting: int, bound: int) -> bytes:
@@ -84,10 +87,9 @@ def busy_reply(waiting: int, bound: int) -> bytes:
         f"{QUEUE_BOUND_ENV} / run more gateways (upm up --replicas)", field="gateway", rule="busy"))
 
 
-@dataclass
+@dataclass(eq=False)
 class _Waiting:
     msg: Msg
-    since: float
     told: float
 
 
@@ -97,30 +99,40 @@ class Intake:
     def __init__(self, bound: int) -> None:
         self.bound = bound
         self.waiting: deque[_Waiting] = deque()
+        self.storing: set[_Waiting] = set()
         self.arrived = anyio.Event()
 
     def offer(self, msg: Msg, now: float) -> bool:
         """Queue ``msg``; False (refuse it) when ``bound`` intents wait already."""
         if len(self.waiting) >= self.bound:
             return False
-        self.waiting.append(_Waiting(msg, now, now))
+        self.waiting.append(_Waiting(msg, now))
         self.arrived.set()
         return True
 
-    async def take(self) -> Msg:
+    @contextlib.asynccontextmanager
+    async def take(self) -> AsyncIterator[Msg]:
+        """The oldest waiting intent, counted as being stored until the block ends."""
         while not self.waiting:
             if self.arrived.is_set():  # taken by another worker: wait for the next arrival
                 self.arrived = anyio.Event()
             await self.arrived.wait()
-        return self.waiting.popleft().msg
+        item = self.waiting.popleft()
+        self.storing.add(item)
+        try:
+            yield item.msg
+        finally:
+            self.storing.discard(item)
 
     def due(self, now: float, every: float) -> list[tuple[Msg, Progress]]:
         """The progress notes owed at ``now``: to each intent not told for ``every`` seconds."""
         notes = []
-        for ahead, item in enumerate(self.waiting):
-            if now - item.told >= every:
-                item.told = now
-                notes.append((item.msg, Progress(Queued(ahead=ahead, bound=self.bound))))
+        for state, items in (("storing", list(self.storing)), ("queued", list(self.waiting))):
+            for ahead, item in enumerate(items):
+                if now - item.told >= every:
+                    item.told = now
+                    notes.append((item.msg, Progress(state=state, ahead=0 if state == "storing" else ahead,
+                                                     bound=self.bound)))
         return notes
 
 
@@ -161,14 +173,15 @@ class Gateway:
 
     async def _work(self) -> None:
         while True:
-            msg = await self.intake.take()
-            await reply_to(msg, self.on_intent, what="an intent")
+            async with self.intake.take() as msg:
+                await reply_to(msg, self.on_intent, what="an intent")
 
     async def _tell_progress(self) -> None:
         while True:
             await anyio.sleep(self.progress_s / 4)
             for msg, note in self.intake.due(time.monotonic(), self.progress_s):
-                if msg.reply and self.access.caller(msg.subject, msg.reply) is not None:
+                accepts = bool(msg.headers) and ACCEPT_HEADER in msg.headers
+                if accepts and msg.reply and self.access.caller(msg.subject, msg.reply) is not None:
                     try:
                         await self.nc.publish(msg.reply, msgspec.json.encode(note), headers={PROGRESS_HEADER: "queued"})
                     except nats.errors.Error as exc:

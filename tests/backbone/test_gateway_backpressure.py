@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from events.store import EventStore
-from events.subjects import STREAM
+from events.subjects import STREAM, command_subject
 from services import client
 from services.errors import CommandRejected
 from services.gateway import Gateway, Intake
@@ -64,7 +65,7 @@ async def test_queued_intents_outlast_the_silence_limit_and_the_rest_are_refused
     async def one(i: int) -> None:
         try:
             ids.append(await client.submit(nc, "acme", {"request": f"create directory /tmp/bp/{i}"}, principal="alice",
-                                           within=0.8, busy_within=0, on_progress=notes.append))
+                                           within=1.0, busy_within=0, on_progress=notes.append))
         except CommandRejected as err:
             refusals.append(err)
 
@@ -72,7 +73,7 @@ async def test_queued_intents_outlast_the_silence_limit_and_the_rest_are_refused
         for i in range(12):
             tg.start_soon(one, i)
             await anyio.sleep(0.01)  # in this order: the first is taken, five wait, six find the queue full
-    # 1 in hand + 5 queued; the last of them is stored ~1.5 s after it was sent, twice the 0.8 s silence limit
+    # 1 in hand + 5 queued; the last of them is stored ~1.5 s after it was sent, beyond the 1 s silence limit
     assert len(ids) == 6 and len(set(ids)) == 6
     assert await _stored(store) == 6
     assert len(refusals) == 6
@@ -80,8 +81,8 @@ async def test_queued_intents_outlast_the_silence_limit_and_the_rest_are_refused
         assert err.rule == "busy" and err.field == "gateway"
         assert "5 intents are waiting" in str(err) and "bound is 5" in str(err)
         assert "nothing was stored" in str(err) and "send it again" in str(err)
-    assert notes and all(set(n["queued"]) == {"ahead", "bound"} and n["queued"]["bound"] == 5 for n in notes)
-    assert {n["queued"]["ahead"] for n in notes} >= {0, 1}
+    assert notes and all(n["bound"] == 5 and n["state"] in ("queued", "storing") for n in notes)
+    assert {n["ahead"] for n in notes if n["state"] == "queued"} >= {0, 1}
 
 
 async def test_many_concurrent_submits_all_get_in_with_backoff(
@@ -102,12 +103,34 @@ async def test_many_concurrent_submits_all_get_in_with_backoff(
     assert await _stored(store) == 20
 
 
-def test_the_intake_is_bounded_and_owes_notes_in_queue_order() -> None:
+async def test_a_plain_request_that_waits_gets_only_its_reply(
+    nc: NATS, store: EventStore, slow_gateway: Callable[..., Any]
+) -> None:
+    await slow_gateway(bound=10)  # notes every 0.2 s; the third waits ~0.5 s in the queue
+    replies: list[dict[str, Any]] = []
+
+    async def plain(i: int) -> None:
+        reply = await nc.request(command_subject("acme", "intent", "alice"),
+                                 msgspec.json.encode({"request": f"create directory /tmp/bp3/{i}"}), timeout=10)
+        replies.append(msgspec.json.decode(reply.data))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            tg.start_soon(plain, i)
+    assert [r["ok"] for r in replies] == [True, True, True]
+    assert await _stored(store) == 3
+
+
+async def test_the_intake_is_bounded_and_owes_notes_in_queue_order() -> None:
     intake = Intake(bound=2)
     a, b, c = (Msg(_client=None, subject=f"s{i}", reply=f"r{i}") for i in range(3))  # type: ignore[arg-type]
     assert intake.offer(a, 0.0) and intake.offer(b, 0.5)
     assert not intake.offer(c, 0.6)
     assert intake.due(0.9, 1.0) == []
-    assert [(m.reply, n.queued.ahead) for m, n in intake.due(1.2, 1.0)] == [("r0", 0)]
-    assert [(m.reply, n.queued.ahead) for m, n in intake.due(1.6, 1.0)] == [("r1", 1)]
+    assert [(m.reply, n.state, n.ahead) for m, n in intake.due(1.2, 1.0)] == [("r0", "queued", 0)]
+    assert [(m.reply, n.state, n.ahead) for m, n in intake.due(1.6, 1.0)] == [("r1", "queued", 1)]
     assert intake.due(1.7, 1.0) == []  # each told once per interval
+    async with intake.take() as first:
+        assert first is a and intake.offer(c, 1.8)  # taken: room for one more
+        assert [(m.reply, n.state, n.ahead) for m, n in intake.due(2.3, 1.0)] == [("r0", "storing", 0)]
+    assert not intake.storing
