@@ -180,7 +180,7 @@ class Gateway:
         while True:
             await anyio.sleep(self.progress_s / 4)
             for msg, note in self.intake.due(time.monotonic(), self.progress_s):
-                accepts = bool(msg.headers) and ACCEPT_HEADER in msg.headers
+                accepts = ACCEPT_HEADER in (msg.headers or {})
                 if accepts and msg.reply and self.access.caller(msg.subject, msg.reply) is not None:
                     try:
                         await self.nc.publish(msg.reply, msgspec.json.encode(note), headers={PROGRESS_HEADER: "queued"})
