@@ -8,13 +8,13 @@ number of them can run.
 
 Back-pressure: intents wait in a bounded queue (:class:`Intake`) and ``workers`` of them are stored
 at once. One that waits longer than ``progress_s`` and whose request carries the header
-``UPM-Accept-Progress`` is told so (a progress note on its reply subject, header ``UPM-Progress:
-queued``, body ``{"state": "queued", "ahead": N, "bound": B}``, or ``"state": "storing"`` once it is
-being appended), again every ``progress_s``, so its caller
-keeps waiting while the gateway works through the queue instead of giving up at a fixed timeout
-(:func:`services.client.ask`); a plain request (any NATS client) gets only the reply. An intent that finds ``bound`` others
-waiting is refused at once (rule ``busy``) with how many wait and what to do; nothing is stored,
-so sending it again is safe (:func:`services.client.submit` does, with the retry policy's backoff).
+``UPM-Accept-Progress`` is told so, again every ``progress_s``: a progress note on its reply subject
+(header ``UPM-Progress``, body ``{"state": "queued", "ahead": N, "bound": B}``, or ``"state":
+"storing"`` once it is being appended), so its caller keeps waiting while the gateway works through
+the queue instead of giving up at a fixed timeout (:func:`services.client.ask`); a plain request (any
+NATS client) gets only the reply. An intent that finds ``bound`` others waiting is refused at once
+(rule ``busy``) with how many wait and what to do; nothing is stored, so sending it again is safe
+(:func:`services.client.submit` does, with backoff).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from events.subjects import command_filter, parse_caller_subject
 from services import retry
 from services.access import Access, Forbidden, refusal
 from services.access import load as load_access
+from services.errors import ConfigError
 from services.queries import Queries
 from services.responder import reply_to
 from services.runtime import utc_now
@@ -66,7 +67,8 @@ def queue_bound() -> int:
     if not raw:
         return QUEUE_BOUND
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"{QUEUE_BOUND_ENV}={raw!r} is not a positive integer: set it to how many intents may wait")
+        raise ConfigError(f"{QUEUE_BOUND_ENV}={raw!r} is not a positive integer: set it to how many intents may "
+                          f"wait to be stored (default {QUEUE_BOUND}), or unset it")
     return int(raw)
 
 
@@ -183,7 +185,7 @@ class Gateway:
                 accepts = ACCEPT_HEADER in (msg.headers or {})
                 if accepts and msg.reply and self.access.caller(msg.subject, msg.reply) is not None:
                     try:
-                        await self.nc.publish(msg.reply, msgspec.json.encode(note), headers={PROGRESS_HEADER: "queued"})
+                        await self.nc.publish(msg.reply, msgspec.json.encode(note), headers={PROGRESS_HEADER: note.state})
                     except nats.errors.Error as exc:
                         log.warning("a progress note to %s could not be sent: %s", msg.reply, exc)
 

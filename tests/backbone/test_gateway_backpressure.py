@@ -18,8 +18,8 @@ from nats.aio.msg import Msg
 from events.store import EventStore
 from events.subjects import STREAM, command_subject
 from services import client
-from services.errors import CommandRejected
-from services.gateway import Gateway, Intake
+from services.errors import CommandRejected, ConfigError
+from services.gateway import QUEUE_BOUND, QUEUE_BOUND_ENV, Gateway, Intake, queue_bound
 
 STORE_S = 0.25  # the deliberately slow gateway spends this long on each intent before storing it
 
@@ -134,3 +134,16 @@ async def test_the_intake_is_bounded_and_owes_notes_in_queue_order() -> None:
         assert first is a and intake.offer(c, 1.8)  # taken: room for one more
         assert [(m.reply, n.state, n.ahead) for m, n in intake.due(2.3, 1.0)] == [("r0", "storing", 0)]
     assert not intake.storing
+
+
+def test_the_queue_bound_comes_from_the_environment_and_a_wrong_one_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(QUEUE_BOUND_ENV, raising=False)
+    assert queue_bound() == QUEUE_BOUND
+    monkeypatch.setenv(QUEUE_BOUND_ENV, "7")
+    assert queue_bound() == 7
+    for wrong in ("0", "-3", "many"):
+        monkeypatch.setenv(QUEUE_BOUND_ENV, wrong)
+        with pytest.raises(ConfigError, match="is not a positive integer: set it to how many intents"):
+            queue_bound()
