@@ -244,9 +244,10 @@ class EventStore:
             await self.nc.publish(
                 f"$JS.API.DIRECT.GET.{STREAM}", json.dumps(request).encode(), reply=inbox
             )
+            messages = sub.messages  # not next_msg: that makes a uuid4 (an os.urandom call) and a task per message
             with anyio.fail_after(self.timeout):
                 while True:
-                    msg = await sub.next_msg(timeout=self.timeout)
+                    msg = await anext(messages)
                     headers = msg.headers or {}
                     status = headers.get("Status")
                     if status == "404":

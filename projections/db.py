@@ -38,6 +38,12 @@ TENANT_DIR = "tenants"
 ALL_TENANTS = "_all"
 TENANTS_POSITION = "tenants"
 TENANT_FLUSH = 20_000
+CHECKPOINT_EVERY = 4_000
+"""Records written to a file between its checkpoints. Until a checkpoint DuckDB keeps what was written
+since the last one in memory (its tables' new rows and their primary-key indexes): at DuckDB's own
+threshold (``checkpoint_threshold``, 256 MB of WAL) that is hundreds of MiB per file, so the
+projector checkpoints each file every ``CHECKPOINT_EVERY`` records instead, and its memory stays flat
+as the log grows."""
 # File access off and the configuration locked (see above); checkpoints every 256 MB of WAL instead of
 # 16 MB: ingest is ~1.5× faster, at the cost of a longer WAL replay when a file is reopened.
 LOCKED: dict[str, str | bool] = {"enable_external_access": False, "lock_configuration": True, "checkpoint_threshold": "256MB"}
@@ -91,6 +97,7 @@ class ProjectionDB:
         self._flushing = threading.Lock()
         self._buffers: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
         self._buffered = 0
+        self._unsaved: dict[str, int] = defaultdict(int)  # records written per file since its checkpoint
         self._background: Future[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upm-tenant-ingest")
 
@@ -137,6 +144,7 @@ class ProjectionDB:
             self._buffered += len(records)
             buffered = self._buffered
         seq = ingest.ingest(self.main, records, self._lifecycles[""])
+        self._checkpoint("", self.main, len(records))
         in_flight = self._background is not None and not self._background.done()
         if buffered >= TENANT_FLUSH and not in_flight:
             self._background = self._pool.submit(self.flush_all)
@@ -151,7 +159,9 @@ class ProjectionDB:
                 batch = self._buffers.pop(tenant, [])
                 self._buffered -= len(batch)
             if batch:
-                ingest.ingest(self.tenant(tenant), batch, self._lifecycles[tenant])
+                con = self.tenant(tenant)
+                ingest.ingest(con, batch, self._lifecycles[tenant])
+                self._checkpoint(tenant, con, len(batch))
 
     def flush_all(self) -> None:
         """Write every tenant's buffered records, then record that the tenant files are complete
@@ -163,13 +173,30 @@ class ProjectionDB:
             if not batches:
                 return
             for name in sorted(batches):
-                ingest.ingest(self.tenant(name), batches[name], self._lifecycles[name])
+                con = self.tenant(name)
+                ingest.ingest(con, batches[name], self._lifecycles[name])
+                self._checkpoint(name, con, len(batches[name]))
             through = max(batch[-1][0] for batch in batches.values())
             cur = self.main.cursor()
             try:
                 cur.execute("INSERT OR REPLACE INTO projector_position VALUES (?, ?)", [TENANTS_POSITION, through])
             finally:
                 cur.close()
+
+    def _checkpoint(self, name: str, con: duckdb.DuckDBPyConnection, written: int) -> None:
+        """Count ``written`` records into file ``name``; checkpoint it every ``CHECKPOINT_EVERY`` (see there).
+        A checkpoint DuckDB declines (a query's transaction is open on the file) is tried after the next batch."""
+        self._unsaved[name] += written
+        if self._unsaved[name] < CHECKPOINT_EVERY:
+            return
+        cur = con.cursor()
+        try:
+            cur.execute("CHECKPOINT")
+        except duckdb.Error:
+            return
+        finally:
+            cur.close()
+        self._unsaved[name] = 0
 
     def flush_idle(self) -> None:
         """Bring every tenant file up to date (the projector is idle, or closing)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import duckdb
+import msgspec
 
 from projections import lifecycle
 from projections.lifecycle import Lifecycles
@@ -34,7 +35,8 @@ WHERE seq > $lo
 ORDER BY seq
 """
 
-_EXEC_TYPES = "('execution.started', 'execution.completed', 'execution.failed', 'execution.paused', 'execution.resumed')"
+_EXEC = ('execution.started', 'execution.completed', 'execution.failed', 'execution.paused', 'execution.resumed')
+_EXEC_TYPES = f"{_EXEC}"  # the tuple's repr is SQL's list of strings
 _IN_BATCH = "e.seq > $lo AND e.seq <= $hi"
 _BATCH = f"FROM events e WHERE {_IN_BATCH}"
 
@@ -176,11 +178,13 @@ _CHANGE_FIELDS = (
     '{"request":"VARCHAR","initiator":"VARCHAR","environment":"VARCHAR","plan":{"hash":"VARCHAR"},"lane":"VARCHAR",'
     '"scope":"VARCHAR","outcome":"VARCHAR","chain_head":"VARCHAR","permalink":"VARCHAR"}'
 )
-_VERIFY_TYPES = "('verification.passed', 'verification.failed')"
+_VERIFY = ('verification.passed', 'verification.failed')
+_VERIFY_TYPES = f"{_VERIFY}"
 _CHANGE_SCOPE = f"e.type IN {_VERIFY_TYPES} AND coalesce(e.p.scope, 'change') = 'change'"
 
 # Events only the drift loop's per-tenant log and the signed log heads hold: those logs are no
 # change, so they get no row in `changes` (their events are in `events`, `drift` and `log_heads`).
+_LOG_ONLY_TYPES = frozenset({'drift.detected', 'drift.resolved', 'drift.scanned', 'log.head'})
 _LOG_ONLY = "('drift.detected', 'drift.resolved', 'drift.scanned', 'log.head')"
 
 _CHANGES = f"""
@@ -243,10 +247,58 @@ ON CONFLICT (tenant, change_id) DO UPDATE SET
     permalink = coalesce(excluded.permalink, changes.permalink)
 """
 
-DERIVED = (
-    _INTENTS, _PLANS, _PLAN_STEPS, _STEPS, _APPROVALS, _EXECUTIONS, _POLICY, _CHECKS, _VERIFICATIONS, _DRIFT,
-    _ROLLBACKS, _EVIDENCE, _LOG_HEADS, _CHANGES,
+_STEP_TYPES = ('step.started', 'step.completed', 'step.skipped', 'step.failed')
+_CHECK_TYPES = ('preflight.passed', 'preflight.failed', 'verification.passed', 'verification.failed', 'wave.completed')
+_APPROVAL_TYPES = ('approval.requested', 'approval.granted', 'approval.denied', 'change.approved', 'change.scheduled')
+_ROLLBACK_TYPES = ('rollback.planned', 'rollback.approved', 'rollback.started', 'rollback.completed', 'rollback.failed')
+
+DERIVED: tuple[tuple[frozenset[str] | None, str], ...] = (
+    (frozenset({'intent.submitted'}), _INTENTS),
+    (frozenset({'plan.compiled', 'plan.recompiled'}), _PLANS),
+    (frozenset({'plan.compiled'}), _PLAN_STEPS),
+    (frozenset(_STEP_TYPES), _STEPS),
+    (frozenset(_APPROVAL_TYPES), _APPROVALS),
+    (frozenset(_EXEC), _EXECUTIONS),
+    (frozenset({'policy.evaluated', 'preflight.passed', 'preflight.failed'}), _POLICY),
+    (frozenset(_CHECK_TYPES), _CHECKS),
+    (frozenset(_VERIFY), _VERIFICATIONS),
+    (frozenset({'drift.detected', 'drift.resolved'}), _DRIFT),
+    (frozenset(_ROLLBACK_TYPES), _ROLLBACKS),
+    (frozenset({'evidence.published'}), _EVIDENCE),
+    (frozenset({'log.head'}), _LOG_HEADS),
+    (None, _CHANGES),  # every type but the log-only ones (see wanted)
 )
+"""Each derived table's statement and the event types it reads (``None``: see :func:`wanted`): a batch
+runs only the statements whose types it holds, so a batch of one ``step.completed`` runs two of the
+fourteen, not all (each statement costs a plan and a pass over the batch even when it inserts nothing)."""
+
+
+class _Payload(msgspec.Struct):
+    type: str = ""
+
+
+class _Typed(msgspec.Struct):
+    payload: _Payload = msgspec.field(default_factory=_Payload)
+
+
+_typed = msgspec.json.Decoder(_Typed).decode
+
+
+def batch_types(docs: Sequence[bytes]) -> frozenset[str] | None:
+    """The event types in ``docs``; ``None`` when one does not decode (then every statement runs)."""
+    try:
+        return frozenset(_typed(d).payload.type for d in docs)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+def wanted(types: frozenset[str] | None, reads: frozenset[str] | None) -> bool:
+    """Whether a batch holding ``types`` (``None``: unknown) needs the statement that reads ``reads``."""
+    if types is None:
+        return True
+    if reads is None:  # the changes table: any event of a change
+        return not types <= _LOG_ONLY_TYPES
+    return not types.isdisjoint(reads)
 
 
 def position(con: duckdb.DuckDBPyConnection) -> int:
@@ -270,8 +322,10 @@ def apply_batch(
         return lo
     hi = max(seq for seq, _ in fresh)
     con.execute(_EVENTS, {"seqs": [s for s, _ in fresh], "docs": [d.decode() for _, d in fresh], "lo": lo})
-    for sql in DERIVED:
-        con.execute(sql, {"lo": lo, "hi": hi})
+    types = batch_types([d for _, d in fresh])
+    for reads, sql in DERIVED:
+        if wanted(types, reads):
+            con.execute(sql, {"lo": lo, "hi": hi})
     lifecycle.write(con, (lifecycles or Lifecycles()).evolve(con, fresh, lo))
     con.execute("INSERT OR REPLACE INTO projector_position VALUES (?, ?)", [POSITION, hi])
     return hi

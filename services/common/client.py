@@ -7,7 +7,9 @@ JetStream consumer on ``upm.evt.<tenant>.>``.
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -46,6 +48,7 @@ from events.model import (
 )
 from events.store import ChangeLog, EventStore, StoredEvent
 from events.subjects import change_filter, command_subject
+from services.common import retry
 from services.common.errors import CommandRejected, NotRunning
 
 
@@ -69,12 +72,34 @@ class ChangeStatus(msgspec.Struct, frozen=True, kw_only=True):
     chain: str = "ok"  # or "broken — <where and why>" (see chain_of)
 
 
-async def submit(nc: NATS, tenant: str, command: dict[str, Any], *, principal: str, within: float = 10.0) -> str:
+BUSY_POLICY = retry.RetryPolicy(initial_s=0.25, backoff=2.0, maximum_s=5.0, jitter=0.3)
+"""Between attempts to submit an intent the gateway refused as busy (its queue was full)."""
+
+
+async def submit(nc: NATS, tenant: str, command: dict[str, Any], *, principal: str, within: float = 10.0,
+                 busy_within: float = 120.0, on_progress: Callable[[dict[str, Any]], None] | None = None) -> str:
     """Send ``principal``'s intent; return its change id, or raise :class:`CommandRejected` with the reason
-    (a secret in it is refused here, before anything is sent)."""
+    (a secret in it is refused here, before anything is sent).
+
+    ``within`` is how long the gateway may stay silent: while the intent waits in its queue the gateway
+    sends progress notes (``on_progress`` gets each one's body), and each restarts that wait. A refusal
+    because the gateway's queue is full (rule ``busy``: nothing was stored) is sent again after the
+    :data:`BUSY_POLICY` delay, for at most ``busy_within`` seconds; then that refusal is raised."""
     refuse_secrets_locally(command, INTENT_TEXT_FIELDS)
-    body = await request(nc, command_subject(tenant, "intent", principal), command, within=within, what="intents")
-    return str(body["change_id"])
+    subject = command_subject(tenant, "intent", principal)
+    deadline = time.monotonic() + busy_within
+    attempt = 0
+    while True:
+        try:
+            body = await request(nc, subject, command, within=within, what="intents", on_progress=on_progress)
+        except CommandRejected as refused:
+            attempt += 1
+            wait = BUSY_POLICY.delay(attempt, random.random())
+            if refused.rule != "busy" or time.monotonic() + wait > deadline:
+                raise
+            await anyio.sleep(wait)
+            continue
+        return str(body["change_id"])
 
 
 async def command(nc: NATS, tenant: str, verb: str, body: dict[str, Any], *, principal: str,
@@ -86,9 +111,11 @@ async def command(nc: NATS, tenant: str, verb: str, body: dict[str, Any], *, pri
 
 
 async def request(nc: NATS, subject: str, body: dict[str, Any], *, within: float = 10.0,
-                  what: str = "this request") -> dict[str, Any]:
+                  what: str = "this request", on_progress: Callable[[dict[str, Any]], None] | None = None,
+                  ) -> dict[str, Any]:
     """Ask on ``subject``; the ``{"ok": true, ...}`` reply, or :class:`CommandRejected` with its reason."""
-    return raise_for_reply(await ask(nc, subject, msgspec.json.encode(body), within=within, what=what))
+    return raise_for_reply(await ask(nc, subject, msgspec.json.encode(body), within=within, what=what,
+                                     on_progress=on_progress))
 
 
 def refuse_secrets_locally(body: dict[str, Any], fields: tuple[str, ...]) -> None:
@@ -132,16 +159,25 @@ class Connection(NATS):
         self.refusals = Refusals()
 
 
-async def ask(nc: NATS, subject: str, payload: bytes, *, within: float, what: str) -> bytes:
-    """The raw reply to a request, or :class:`NotRunning` / :class:`CommandRejected` saying why there is none."""
+PROGRESS_HEADER = "UPM-Progress"  # a note that the request is being worked on (services/gateway/service.py)
+ACCEPT_HEADER = "UPM-Accept-Progress"  # a request's: its caller understands such notes (a reply echoes it)
+
+
+async def ask(nc: NATS, subject: str, payload: bytes, *, within: float, what: str,
+              on_progress: Callable[[dict[str, Any]], None] | None = None) -> bytes:
+    """The raw reply to a request, or :class:`NotRunning` / :class:`CommandRejected` saying why there is none.
+
+    The request says it accepts progress notes (header ``UPM-Accept-Progress``); the responder may send
+    some before its reply (header ``UPM-Progress``): each restarts the ``within`` wait and goes to
+    ``on_progress``; the first message without that header is the reply."""
     outcome: list[bytes | Exception] = []
     refusals = nc.refusals if isinstance(nc, Connection) else None
     async with anyio.create_task_group() as tg:
 
         async def request() -> None:
             try:
-                outcome.append(bytes((await nc.request(subject, payload, timeout=within)).data))
-            except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
+                outcome.append(await _reply(nc, subject, payload, within, on_progress))
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError) as exc:
                 outcome.append(exc)
             tg.cancel_scope.cancel()
 
@@ -159,6 +195,28 @@ async def ask(nc: NATS, subject: str, payload: bytes, *, within: float, what: st
     raise CommandRejected(f"the server refused {subject}: this identity may not send that (its roles in the access "
                           "file do not allow it, or it is not this identity's own name)",
                           field="caller", rule="server-refused")
+
+
+async def _reply(nc: NATS, subject: str, payload: bytes, within: float,
+                 on_progress: Callable[[dict[str, Any]], None] | None) -> bytes:
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.publish(subject, payload, reply=inbox, headers={ACCEPT_HEADER: "1"})
+        messages = sub.messages
+        while True:
+            with anyio.fail_after(within):
+                msg = await anext(messages)
+            if msg.headers and msg.headers.get("Status") == "503":
+                raise nats.errors.NoRespondersError
+            if not (msg.headers and PROGRESS_HEADER in msg.headers):
+                return bytes(msg.data)
+            if on_progress is not None:
+                note = msgspec.json.decode(msg.data)
+                on_progress(note if isinstance(note, dict) else {})
+    finally:
+        with anyio.CancelScope(shield=True):
+            await sub.unsubscribe()
 
 
 def raise_for_reply(data: bytes) -> dict[str, Any]:
