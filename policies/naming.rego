@@ -4,7 +4,7 @@ package upm.preflight
 
 import rego.v1
 
-dns_label_types := {"k8s_namespace", "k8s_deployment", "k8s_configmap", "az_resource_group", "az_aks", "aws_sqs_queue", "aws_s3_bucket"}
+dns_label_types := {"k8s_namespace", "k8s_deployment", "k8s_configmap", "k8s_service_account", "az_resource_group", "az_aks", "aws_sqs_queue", "aws_s3_bucket"}
 
 deny contains {
 	"rule": "naming-dns-label",

@@ -1,4 +1,6 @@
-"""The ``aws`` provider: S3 buckets, IAM roles and attachments, SQS queues, DynamoDB tables (awscli).
+"""The ``aws`` provider (awscli): S3 buckets, IAM roles and attachments, SQS queues (with a
+dead-letter queue's redrive), DynamoDB tables, EC2 security groups and their ingress rules, SNS
+topics, SSM parameters, CloudWatch log groups (with retention) and ECR repositories.
 
 The target of a regional resource is its region (``--region`` on every command); IAM is global
 (target ``global``). Credentials and the endpoint (a moto server locally) are never in a plan: the
@@ -6,12 +8,19 @@ executor supplies them through the environment. An S3 bucket's settings are face
 ``s3api put-…`` step each, so each is read back and undone on its own; the public access block is
 on by default; bucket existence is read back for many buckets at once by one ``list-buckets``
 (:data:`BUCKETS_LISTED`). SQS queue URLs are derived from the configured account id
-(``PlannerConfig.aws_account_id``), since a plan cannot capture one command's output for another.
+(``PlannerConfig.aws_account_id``), since a plan cannot capture one command's output for another;
+so are SNS topic ARNs and a redrive's dead-letter queue ARN. An SSM parameter's value is the step's
+stdin (``--value file:///dev/stdin``), so a secret reference (``secret:NAME``) is resolved by the
+executor and never held by the plan, an argv or a read-back (which reads the metadata only).
+An S3 bucket cannot be renamed: a rename is refused when the plan is compiled (:data:`BUCKET`'s
+``renaming``).
 
 A failed read-back proves absence only by the service's not-found error code in awscli's
 ``An error occurred (CODE) when calling …`` (:func:`not_found`): ``404``/``NoSuchBucket``,
 ``NoSuchEntity``, ``AWS.SimpleQueueService.NonExistentQueue``/``QueueDoesNotExist``,
-``ResourceNotFoundException``, and for a bucket setting its "not configured" code. A certificate,
+``ResourceNotFoundException``, ``InvalidGroup.NotFound``, ``NotFound`` (SNS),
+``RepositoryNotFoundException``, and for a bucket setting its "not configured" code; a listing
+that answers without the resource (SSM parameters, log groups) proves it absent too. A certificate,
 credential, connection or throttling failure leaves the resource unknown.
 """
 
@@ -87,10 +96,17 @@ def _regional(v: Vars) -> dict[str, Any]:
     region = str(v["at"])
     name = str(v.get("name", ""))
     fifo = ",FifoQueue=true" if name.endswith(".fifo") else ""
-    return {
+    out: dict[str, Any] = {
         "region": region,
         "attributes": f"VisibilityTimeout={v.get('visibility_timeout', 30)}{fifo}",
     }
+    if v.get("dead_letter_queue"):
+        receives = v.get("max_receive_count") or _MAX_RECEIVES
+        arn = f"arn:aws:sqs:{region}:{v.get('account_id', '')}:{v['dead_letter_queue']}"
+        policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": receives}, sort_keys=True,
+                            separators=(",", ":"))
+        out |= {"max_receive_count": receives, "redrive": {"RedrivePolicy": policy}, "no_redrive": {"RedrivePolicy": ""}}
+    return out
 
 
 def _role_vars(v: Vars) -> dict[str, Any]:
@@ -186,6 +202,8 @@ BUCKET = ResourceType(
     derive=_bucket_vars,
     monthly_cost=1.0,
     timeout_s=60.0,
+    renaming="S3 cannot rename a bucket (its name is its address); create the new bucket, copy the objects "
+    "(aws s3 sync s3://{old} s3://{new}), then delete bucket {old}",
     doc="an S3 bucket; versioning, encryption, tags and the public access block are facets",
 )
 
@@ -365,6 +383,30 @@ ATTACHMENT = ResourceType(
     doc="a managed policy attached to an IAM role",
 )
 
+_QUEUE_NAME = r"[A-Za-z0-9_-]{1,75}(\.fifo)?|[A-Za-z0-9_-]{1,80}"
+_QUEUE_RULE = "SQS queue names are 1 to 80 letters, digits, - and _ (a FIFO queue ends in .fifo)"
+_MAX_RECEIVES = 5
+_NO_QUEUE = not_found("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+
+
+def _queue_read(attribute: str) -> Template:
+    return ("aws", "sqs", "get-queue-attributes", "--queue-url", _QUEUE_URL, "--attribute-names", attribute,
+            "--region", "{region}", "--output", "json")
+
+
+def _redrive(stdout: str, ident: str) -> dict[str, Any] | None:
+    """The dead-letter queue (its name) and max receive count of a queue's ``RedrivePolicy``."""
+    doc = json.loads(stdout) if stdout.strip() else {}
+    policy = (doc.get("Attributes") or {}).get("RedrivePolicy")
+    if not policy:
+        return {"dead_letter_queue": None, "max_receive_count": None}
+    redrive = json.loads(policy) if isinstance(policy, str) else policy
+    return {
+        "dead_letter_queue": str(redrive["deadLetterTargetArn"]).rpartition(":")[2],
+        "max_receive_count": int(redrive["maxReceiveCount"]),
+    }
+
+
 QUEUE = ResourceType(
     name="aws_sqs_queue",
     provider=PROVIDER,
@@ -373,13 +415,7 @@ QUEUE = ResourceType(
     nouns=("sqs queue", "queue"),
     nl_in="@target",
     fields=(
-        FieldSpec(
-            name="name",
-            required=True,
-            pattern=r"[A-Za-z0-9_-]{1,75}(\.fifo)?|[A-Za-z0-9_-]{1,80}",
-            rule="SQS queue names are 1 to 80 letters, digits, - and _ (a FIFO queue ends in .fifo)",
-            doc="the queue name",
-        ),
+        FieldSpec(name="name", required=True, pattern=_QUEUE_NAME, rule=_QUEUE_RULE, doc="the queue name"),
         FieldSpec(
             name="visibility_timeout",
             kind="int",
@@ -388,8 +424,23 @@ QUEUE = ResourceType(
             nl_keys=("visibility timeout", "visibility"),
             doc="seconds",
         ),
+        FieldSpec(
+            name="dead_letter_queue",
+            pattern=_QUEUE_NAME,
+            rule=_QUEUE_RULE,
+            nl_keys=("dead letter queue", "dead-letter queue", "redrive to", "redriving to"),
+            doc="the queue (same region) that receives messages received too often",
+        ),
+        FieldSpec(
+            name="max_receive_count",
+            kind="int",
+            minimum=1,
+            nl_keys=("max receive count", "max receives", "after"),
+            nl_suffix=("receives", "attempts", "tries"),
+            doc=f"receives before a message moves to the dead-letter queue (default {_MAX_RECEIVES})",
+        ),
     ),
-    summary=("region", "visibility_timeout"),
+    summary=("region", "visibility_timeout", "dead_letter_queue"),
     state=("visibility_timeout",),
     create=(
         "aws",
@@ -414,26 +465,35 @@ QUEUE = ResourceType(
         "{region}",
     ),
     delete=("aws", "sqs", "delete-queue", "--queue-url", _QUEUE_URL, "--region", "{region}"),
-    readback=(
-        "aws",
-        "sqs",
-        "get-queue-attributes",
-        "--queue-url",
-        _QUEUE_URL,
-        "--attribute-names",
-        "VisibilityTimeout",
-        "--region",
-        "{region}",
-        "--output",
-        "json",
-    ),
+    readback=_queue_read("VisibilityTimeout"),
     parse=json_fields(
         {"visibility_timeout": ("Attributes", "VisibilityTimeout")}, {"visibility_timeout": int}
     ),
-    absent=not_found("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"),
+    absent=_NO_QUEUE,
     derive=_regional,
     monthly_cost=0.4,
-    doc="an SQS queue",
+    doc="an SQS queue; its dead-letter queue (redrive) is a facet",
+)
+
+REDRIVE = ResourceType(
+    name="aws_sqs_queue_redrive",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{name}",
+    state=("dead_letter_queue", "max_receive_count"),
+    create=("aws", "sqs", "set-queue-attributes", "--queue-url", _QUEUE_URL, "--attributes", "{redrive}",
+            "--region", "{region}"),
+    delete=("aws", "sqs", "set-queue-attributes", "--queue-url", _QUEUE_URL, "--attributes", "{no_redrive}",
+            "--region", "{region}"),
+    readback=_queue_read("RedrivePolicy"),
+    parse=_redrive,
+    absent=_NO_QUEUE,
+    derive=_regional,
+    requires=(Requirement(type="aws_sqs_queue", match={"name": "dead_letter_queue"}),),
+    facet_of=("aws_sqs_queue",),
+    facet_field="dead_letter_queue",
+    on_create=True,
+    doc="a queue's redrive policy: messages received max_receive_count times move to the dead-letter queue",
 )
 
 TABLE = ResourceType(
@@ -500,4 +560,374 @@ TABLE = ResourceType(
     doc="a pay-per-request DynamoDB table with a hash key",
 )
 
-TYPES = (BUCKET, *BUCKET_FACETS, ROLE, ATTACHMENT, QUEUE, TABLE)
+def _regional_only(v: Vars) -> dict[str, Any]:
+    return {"region": str(v["at"]), "scan": "true" if v.get("scan_on_push") else "false"}
+
+
+def _by_id(group: Any) -> bool:
+    return str(group).startswith("sg-")
+
+
+def _group_vars(v: Vars) -> dict[str, Any]:
+    by_id = _by_id(v.get("group") or v.get("name"))
+    return {
+        "region": str(v["at"]),
+        "group_flag": "--group-id" if by_id else "--group-name",
+        "groups_flag": "--group-ids" if by_id else "--group-names",
+    }
+
+
+_NO_GROUP = not_found("InvalidGroup.NotFound")
+
+
+def _groups(stdout: str) -> list[dict[str, Any]]:
+    groups = json.loads(stdout)["SecurityGroups"]
+    if not isinstance(groups, list):
+        raise ValueError("SecurityGroups is not a list")
+    return groups
+
+
+def _group(stdout: str, ident: str) -> dict[str, Any] | None:
+    groups = _groups(stdout)
+    return {"description": groups[0].get("Description")} if groups else None
+
+
+def _ingress_held(stdout: str, ident: str) -> dict[str, Any] | None:
+    """Whether the group allows ``protocol`` on ``port`` from ``cidr`` (ident ``group:protocol:port:cidr``)."""
+    _, protocol, port, cidr = ident.split(":", 3)
+    for group in _groups(stdout):
+        for rule in group.get("IpPermissions") or ():
+            if (
+                str(rule.get("IpProtocol")) in (protocol, "-1")
+                and int(rule.get("FromPort", 0)) <= int(port) <= int(rule.get("ToPort", 65535))
+                and any(r.get("CidrIp") == cidr for r in rule.get("IpRanges") or ())
+            ):
+                return {}
+    return None
+
+
+SECURITY_GROUP = ResourceType(
+    name="aws_security_group",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{name}",
+    nouns=("security group", "sg", "ec2 security group"),
+    nl_in="@target",
+    fields=(
+        FieldSpec(
+            name="name",
+            required=True,
+            pattern=r"(?!sg-)[A-Za-z0-9._:/()#,@+=-]{1,255}",
+            rule="security group names are 1 to 255 letters, digits and . _ : / ( ) # , @ + = -, not starting sg-",
+            doc="the group name (in the default VPC)",
+        ),
+        FieldSpec(
+            name="description",
+            default="managed by UPM",
+            pattern=r"[A-Za-z0-9 ._:/()#,@+=-]{1,255}",
+            rule="1 to 255 letters, digits, spaces and . _ : / ( ) # , @ + = -",
+            nl_keys=("description", "described as"),
+            doc="the group description (AWS cannot change it later)",
+        ),
+    ),
+    summary=("region",),
+    create=("aws", "ec2", "create-security-group", "--group-name", "{name}", "--description", "{description}",
+            "--region", "{region}"),
+    delete=("aws", "ec2", "delete-security-group", "--group-name", "{name}", "--region", "{region}"),
+    readback=("aws", "ec2", "describe-security-groups", "--group-names", "{name}", "--region", "{region}",
+              "--output", "json"),
+    parse=_group,
+    absent=_NO_GROUP,
+    derive=_group_vars,
+    renaming="EC2 cannot rename a security group; create the new group with the same rules, move the "
+    "instances to it, then delete the old one",
+    doc="an EC2 security group in the default VPC (its rules are aws_security_group_ingress)",
+)
+
+INGRESS = ResourceType(
+    name="aws_security_group_ingress",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{group}:{protocol}:{port}:{cidr}",
+    nouns=("ingress rule", "security group rule", "inbound rule"),
+    nl_in="@target",
+    fields=(
+        FieldSpec(
+            name="group",
+            required=True,
+            pattern=r"sg-[0-9a-f]{8,17}|(?!sg-)[A-Za-z0-9._:/()#,@+=-]{1,255}",
+            rule="a security group id (sg-0123abcd) or name",
+            doc="the security group, by id (sg-…) or name",
+        ),
+        FieldSpec(
+            name="port", kind="int", required=True, minimum=0, check=lambda t: None if int(t) <= 65535 else
+            "a port is 0 to 65535", nl_keys=("port",), doc="the port opened",
+        ),
+        FieldSpec(
+            name="protocol",
+            kind="choice",
+            default="tcp",
+            choices=("tcp", "udp"),
+            nl_flags={"tcp": "tcp", "udp": "udp"},
+        ),
+        FieldSpec(
+            name="cidr",
+            default="0.0.0.0/0",
+            pattern=r"(\d{1,3}\.){3}\d{1,3}/\d{1,2}",
+            rule="an IPv4 CIDR block like 10.0.0.0/16",
+            nl_keys=("from", "cidr"),
+            doc="who may connect (default 0.0.0.0/0: anyone)",
+        ),
+    ),
+    summary=("group", "port", "protocol", "cidr"),
+    create=("aws", "ec2", "authorize-security-group-ingress", "{group_flag}", "{group}", "--protocol",
+            "{protocol}", "--port", "{port}", "--cidr", "{cidr}", "--region", "{region}"),
+    delete=("aws", "ec2", "revoke-security-group-ingress", "{group_flag}", "{group}", "--protocol",
+            "{protocol}", "--port", "{port}", "--cidr", "{cidr}", "--region", "{region}"),
+    readback=("aws", "ec2", "describe-security-groups", "{groups_flag}", "{group}", "--region", "{region}",
+              "--output", "json"),
+    parse=_ingress_held,
+    absent=_NO_GROUP,
+    derive=_group_vars,
+    requires=(Requirement(type="aws_security_group", match={"name": "group"}, skip=lambda v: _by_id(v.get("group"))),),
+    doc="an inbound rule of a security group: one port, one protocol, one CIDR ('open port 443 on sg-…')",
+)
+
+_TOPIC_ARN = "arn:aws:sns:{region}:{account_id}:{name}"  # account_id: planner config
+
+TOPIC = ResourceType(
+    name="aws_sns_topic",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{name}",
+    nouns=("sns topic", "topic"),
+    nl_in="@target",
+    fields=(
+        FieldSpec(
+            name="name",
+            required=True,
+            pattern=r"[A-Za-z0-9_-]{1,251}(\.fifo)?|[A-Za-z0-9_-]{1,256}",
+            rule="SNS topic names are 1 to 256 letters, digits, - and _ (a FIFO topic ends in .fifo)",
+            doc="the topic name",
+        ),
+    ),
+    summary=("region",),
+    create=("aws", "sns", "create-topic", "--name", "{name}", "--region", "{region}"),
+    delete=("aws", "sns", "delete-topic", "--topic-arn", _TOPIC_ARN, "--region", "{region}"),
+    readback=("aws", "sns", "get-topic-attributes", "--topic-arn", _TOPIC_ARN, "--region", "{region}",
+              "--output", "json"),
+    parse=json_fields({"arn": ("Attributes", "TopicArn")}),
+    absent=not_found("NotFound"),
+    derive=_regional_only,
+    doc="an SNS topic",
+)
+
+
+def _parameter(stdout: str, ident: str) -> dict[str, Any] | None:
+    """A parameter's metadata (never its value) from ``describe-parameters``; none listed: absent."""
+    found = [p for p in json.loads(stdout)["Parameters"] if p.get("Name") == ident]
+    return {"type": found[0].get("Type")} if found else None
+
+
+_PUT_PARAMETER = ("aws", "ssm", "put-parameter", "--name", "{name}", "--type", "{type}",
+                  "--value", "file:///dev/stdin", "--region", "{region}")
+
+PARAMETER = ResourceType(
+    name="aws_ssm_parameter",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{name}",
+    nouns=("ssm parameter", "parameter"),
+    nl_in="@target",
+    fields=(
+        FieldSpec(
+            name="name",
+            required=True,
+            pattern=r"/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*",
+            check=lambda t: None if len(t) <= 1011 else "at most 1011 characters",
+            rule="a parameter name or path like /app/db/password: letters, digits, _ . - between /",
+            doc="the parameter name",
+        ),
+        FieldSpec(
+            name="value",
+            required=True,
+            free_text=True,
+            nl_keys=("value", "with value", "set to", "from"),
+            doc="the value (fed on stdin): a secret as a reference, secret:NAME, never the value itself",
+        ),
+        FieldSpec(
+            name="type",
+            kind="choice",
+            default="SecureString",
+            choices=("String", "SecureString"),
+            nl_flags={"securestring": "SecureString", "secure": "SecureString", "plain": "String"},
+            doc="SecureString (default) or String",
+        ),
+    ),
+    summary=("region", "type"),
+    state=("type",),
+    create=_PUT_PARAMETER,
+    update=(*_PUT_PARAMETER, "--overwrite"),
+    delete=("aws", "ssm", "delete-parameter", "--name", "{name}", "--region", "{region}"),
+    readback=("aws", "ssm", "describe-parameters", "--parameter-filters", "Key=Name,Values={name}",
+              "--region", "{region}", "--output", "json"),
+    parse=_parameter,
+    stdin_field="value",
+    guarded=False,
+    restorable=False,
+    derive=_regional_only,
+    doc="an SSM parameter whose value is fed on stdin (a secret by reference, resolved by the executor); "
+    "read-backs show its type, never its value",
+)
+
+_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+                   2922, 3288, 3653)
+
+
+def _log_group(stdout: str, ident: str) -> dict[str, Any] | None:
+    found = [g for g in json.loads(stdout)["logGroups"] if g.get("logGroupName") == ident]
+    return {"retention_days": found[0].get("retentionInDays")} if found else None
+
+
+_LOG_READ = ("aws", "logs", "describe-log-groups", "--log-group-name-prefix", "{name}", "--region", "{region}",
+             "--output", "json")
+
+LOG_GROUP = ResourceType(
+    name="aws_cloudwatch_log_group",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{name}",
+    nouns=("log group", "cloudwatch log group"),
+    nl_in="@target",
+    fields=(
+        FieldSpec(
+            name="name",
+            required=True,
+            pattern=r"[A-Za-z0-9_./#-]{1,512}",
+            rule="log group names are 1 to 512 letters, digits and _ . / # -",
+            doc="the log group name",
+        ),
+        FieldSpec(
+            name="retention_days",
+            kind="int",
+            minimum=1,
+            check=lambda t: None if int(t) in _RETENTION_DAYS else
+            f"CloudWatch keeps logs for one of {', '.join(map(str, _RETENTION_DAYS))} days",
+            nl_keys=("retention", "retention of", "retained for", "keeping logs for"),
+            nl_suffix=("days", "day"),
+            doc="days the logs are kept (unset: forever)",
+        ),
+    ),
+    summary=("region", "retention_days"),
+    create=("aws", "logs", "create-log-group", "--log-group-name", "{name}", "--region", "{region}"),
+    delete=("aws", "logs", "delete-log-group", "--log-group-name", "{name}", "--region", "{region}"),
+    readback=_LOG_READ,
+    parse=_log_group,
+    derive=_regional_only,
+    doc="a CloudWatch Logs log group; its retention is a facet",
+)
+
+LOG_RETENTION = ResourceType(
+    name="aws_cloudwatch_log_group_retention",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{name}",
+    state=("retention_days",),
+    create=("aws", "logs", "put-retention-policy", "--log-group-name", "{name}", "--retention-in-days",
+            "{retention_days}", "--region", "{region}"),
+    delete=("aws", "logs", "delete-retention-policy", "--log-group-name", "{name}", "--region", "{region}"),
+    readback=_LOG_READ,
+    parse=_log_group,
+    derive=_regional_only,
+    facet_of=("aws_cloudwatch_log_group",),
+    facet_field="retention_days",
+    on_create=True,
+    doc="how long a log group keeps its logs",
+)
+
+_ECR_READ = ("aws", "ecr", "describe-repositories", "--repository-names", "{name}", "--region", "{region}",
+             "--output", "json")
+_ECR_PARSE = json_fields(
+    {
+        "tag_mutability": ("repositories", 0, "imageTagMutability"),
+        "scan_on_push": ("repositories", 0, "imageScanningConfiguration", "scanOnPush"),
+    },
+    {"scan_on_push": bool},
+)
+_NO_REPOSITORY = not_found("RepositoryNotFoundException")
+
+REPOSITORY = ResourceType(
+    name="aws_ecr_repository",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{name}",
+    nouns=("ecr repository", "ecr repo", "container registry", "repository"),
+    nl_in="@target",
+    fields=(
+        FieldSpec(
+            name="name",
+            required=True,
+            pattern=r"(?=.{2,256}$)([a-z0-9]+([._-][a-z0-9]+)*/)*[a-z0-9]+([._-][a-z0-9]+)*",
+            rule="ECR repository names are 2 to 256 lowercase letters, digits and . _ - (/ between parts)",
+            doc="the repository name",
+        ),
+        FieldSpec(
+            name="tag_mutability",
+            kind="choice",
+            default="MUTABLE",
+            choices=("MUTABLE", "IMMUTABLE"),
+            nl_flags={"immutable": "IMMUTABLE", "immutable-tags": "IMMUTABLE", "mutable": "MUTABLE"},
+            doc="whether an image tag may be pushed again",
+        ),
+        FieldSpec(
+            name="scan_on_push",
+            kind="bool",
+            default=False,
+            nl_flags={"scan-on-push": True, "scanning": True},
+            doc="scan each image pushed",
+        ),
+    ),
+    summary=("region", "tag_mutability", "scan_on_push"),
+    state=("tag_mutability", "scan_on_push"),
+    create=("aws", "ecr", "create-repository", "--repository-name", "{name}", "--image-tag-mutability",
+            "{tag_mutability}", "--image-scanning-configuration", "scanOnPush={scan}", "--region", "{region}"),
+    delete=("aws", "ecr", "delete-repository", "--repository-name", "{name}", "--region", "{region}"),
+    readback=_ECR_READ,
+    parse=_ECR_PARSE,
+    absent=_NO_REPOSITORY,
+    derive=_regional_only,
+    doc="an ECR repository (delete refuses one that still holds images); tag mutability and scanning are facets",
+)
+
+
+def _ecr_facet(name: str, field: str, put: Template) -> ResourceType:
+    """A setting of a repository, changed in place (the create sets both)."""
+    return ResourceType(
+        name=name,
+        provider=PROVIDER,
+        cli=PIN.name,
+        ident="{name}",
+        state=(field,),
+        create=put,
+        readback=_ECR_READ,
+        parse=_ECR_PARSE,
+        absent=_NO_REPOSITORY,
+        derive=_regional_only,
+        facet_of=("aws_ecr_repository",),
+        facet_field=field,
+    )
+
+
+REPOSITORY_FACETS = (
+    _ecr_facet("aws_ecr_tag_mutability", "tag_mutability",
+               ("aws", "ecr", "put-image-tag-mutability", "--repository-name", "{name}", "--image-tag-mutability",
+                "{tag_mutability}", "--region", "{region}")),
+    _ecr_facet("aws_ecr_scan_on_push", "scan_on_push",
+               ("aws", "ecr", "put-image-scanning-configuration", "--repository-name", "{name}",
+                "--image-scanning-configuration", "scanOnPush={scan}", "--region", "{region}")),
+)
+
+TYPES = (
+    BUCKET, *BUCKET_FACETS, ROLE, ATTACHMENT, QUEUE, REDRIVE, TABLE, SECURITY_GROUP, INGRESS, TOPIC, PARAMETER,
+    LOG_GROUP, LOG_RETENTION, REPOSITORY, *REPOSITORY_FACETS,
+)

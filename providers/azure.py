@@ -1,4 +1,4 @@
-"""The ``azure`` provider: resource groups and AKS clusters, with the ``az`` CLI.
+"""The ``azure`` provider: resource groups, AKS clusters and their node pools, with the ``az`` CLI.
 
 An AKS cluster implies its resource group: unless the request names one, the group is
 ``rg-<cluster name without an "aks-" prefix>`` (``aks-demo`` → ``rg-demo``) in the cluster's
@@ -177,4 +177,77 @@ AKS = ResourceType(
     doc="an AKS cluster (node count scales in place)",
 )
 
-TYPES = (GROUP, AKS)
+def _pool_group(v: Vars) -> Any:
+    """A node pool's resource group: its cluster's, by the same rule (``rg-`` + cluster minus ``aks-``)."""
+    return implied_group({"name": v.get("cluster", "")})
+
+
+def _pool(*verb: str, count: str = "") -> tuple[str, ...]:
+    where = ("--cluster-name", "{cluster}", "--name", "{name}", "--resource-group", "{resource_group}")
+    return ("az", "aks", "nodepool", *verb, *where, *(("--node-count", count) if count else ()))
+
+
+NODE_POOL = ResourceType(
+    name="az_aks_nodepool",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{cluster}/{name}",
+    nouns=("node pool", "nodepool", "aks node pool", "agent pool"),
+    fields=(
+        FieldSpec(
+            name="name",
+            required=True,
+            pattern=r"[a-z][a-z0-9]{0,11}",
+            rule="node pool names are 1 to 12 lowercase letters and digits, starting with a letter",
+        ),
+        FieldSpec(
+            name="cluster",
+            required=True,
+            pattern=AKS.spec("name").pattern,
+            rule=AKS.spec("name").rule,
+            nl_keys=("for cluster", "for aks cluster", "on aks cluster"),
+            doc="the AKS cluster",
+        ),
+        FieldSpec(
+            name="resource_group",
+            default_from=_pool_group,
+            pattern=GROUP.spec("name").pattern,
+            rule=_GROUP_RULE,
+            nl_keys=("in resource group", "resource group"),
+            doc="the cluster's resource group (default rg-<cluster minus aks->)",
+        ),
+        FieldSpec(
+            name="node_count",
+            kind="int",
+            default=1,
+            minimum=0,
+            nl_keys=("node count",),
+            nl_suffix=("nodes", "node"),
+        ),
+        FieldSpec(
+            name="mode",
+            kind="choice",
+            default="User",
+            choices=("User", "System"),
+            nl_flags={"user": "User", "system": "System"},
+            doc="User (default: workloads) or System (cluster services)",
+        ),
+    ),
+    summary=("cluster", "node_count", "mode"),
+    state=("node_count", "mode"),
+    create=(*_pool("add", count="{node_count}"), "--mode", "{mode}"),
+    update=_pool("scale", count="{node_count}"),
+    undo=_pool("scale", count="{previous_node_count}"),
+    delete=_pool("delete"),
+    readback=(*_pool("show"), "--output", "json"),
+    parse=json_fields({"node_count": ("count",), "mode": ("mode",), "state": ("provisioningState",)}),
+    absent=_NOT_FOUND,
+    requires=(Requirement(type="az_aks", match={"name": "cluster", "resource_group": "resource_group"}),),
+    fixed_target="default",
+    monthly_cost=70.08,
+    cost_unit="node_count",
+    timeout_s=1800.0,
+    doc="a node pool of an AKS cluster (node count scales in place)",
+)
+
+TYPES = (GROUP, AKS, NODE_POOL)

@@ -100,7 +100,8 @@ class Requirement:
 
     ``implied`` requirements are added to the plan (guarded, never rolled back) when the request
     does not mention them; the others become ``resources_needed`` prerequisites. ``skip`` exempts
-    resources that always exist (the ``default`` namespace, ``/``).
+    resources that always exist (the ``default`` namespace, ``/``). ``satisfied_by``: other types
+    whose resource of the same name in the same plan fulfils it (a login user is a role).
     """
 
     type: str
@@ -108,6 +109,7 @@ class Requirement:
     implied: bool = False
     implied_fields: Mapping[str, str] = field(default_factory=dict)
     skip: Callable[[Vars], bool] | None = None
+    satisfied_by: tuple[str, ...] = ()
 
 
 BatchParser = Callable[[int, str, Sequence[str]], "dict[str, dict[str, Any] | None]"]
@@ -163,6 +165,8 @@ class ResourceType:
     - ``monthly_cost`` (× the ``cost_unit`` field, e.g. AKS nodes), ``timeout_s``, ``cli`` (a pin).
     - ``batch``: how to read many of them back in one command (:func:`batch_readbacks`), if the
       target's API allows it; ``supplement``: a second read-back for fields the first cannot show.
+    - ``renaming``: what to do instead of renaming one (``{old}``/``{new}``: the names); a resource's
+      name is its identity, so no type renames in place and the planner refuses a rename with this.
     """
 
     name: str
@@ -199,6 +203,7 @@ class ResourceType:
     timeout_s: float = 60.0
     batch: Batch | None = None
     supplement: Supplement | None = None
+    renaming: str = ""
     doc: str = ""
 
     def read(self, rc: int, stdout: str, stderr: str, ident: str, *, timed_out: bool = False) -> Observed:

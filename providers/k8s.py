@@ -1,4 +1,5 @@
-"""The ``k8s`` provider: namespaces, deployments (image, scale) and configmaps, with kubectl 1.29.
+"""The ``k8s`` provider: namespaces, deployments (image, scale), configmaps and service accounts,
+with kubectl 1.29.
 
 The binary is the versioned name ``kubectl-1.29``. The target is a cluster context: ``default``
 (the executor's endpoint for the change, e.g. the cluster the same plan creates) adds no flag,
@@ -224,4 +225,23 @@ SERVICE_SELECTOR = ResourceType(
     doc="the app selector of a service: the switch of a blue-green rollout",
 )
 
-TYPES = (NAMESPACE, DEPLOYMENT, *DEPLOYMENT_FACETS, CONFIGMAP, SERVICE_SELECTOR)
+SERVICE_ACCOUNT = ResourceType(
+    name="k8s_service_account",
+    provider=PROVIDER,
+    cli=KUBECTL,
+    ident="{namespace}/{name}",
+    nouns=("service account", "serviceaccount", "sa"),
+    fields=(_name("the service account"), _NAMESPACE),
+    summary=("namespace",),
+    create=kubectl("create", "serviceaccount", "{name}", _NS),
+    delete=kubectl("delete", "serviceaccount", "{name}", _NS),
+    readback=kubectl("get", "serviceaccount", "{name}", _NS, "-o", "json"),
+    parse=json_fields({"name": ("metadata", "name")}),
+    absent=_NOT_FOUND,
+    derive=_vars,
+    requires=(_IN_NAMESPACE,),
+    cluster_bound=True,
+    doc="a service account (the identity pods of a namespace run as)",
+)
+
+TYPES = (NAMESPACE, DEPLOYMENT, *DEPLOYMENT_FACETS, CONFIGMAP, SERVICE_ACCOUNT, SERVICE_SELECTOR)

@@ -1,4 +1,5 @@
-"""The ``postgres`` provider: databases, roles, schemas and grants, with psql 15.
+"""The ``postgres`` provider: databases, roles, login users, schemas and grants (to the tables of a
+schema, on one table, on a schema itself), with psql 15.
 
 Every command is ``psql -X -q -v ON_ERROR_STOP=1 -d DB -c SQL`` (several ``-c`` for a grant);
 the server, user and password come from the executor's environment (``PGHOST``…, a credential
@@ -55,6 +56,11 @@ _PRIVILEGES = {"read": "SELECT", "write": "SELECT, INSERT, UPDATE, DELETE", "all
 _CHECKED = {"read": "SELECT", "write": "INSERT", "all": "TRUNCATE"}
 
 
+def _role_named(var: str) -> Requirement:
+    """A role named by ``var``: created by this plan as a role or a login user, else existing."""
+    return Requirement(type="pg_role", match={"name": var}, satisfied_by=("pg_user",))
+
+
 def _grant_vars(v: Vars) -> dict[str, Any]:
     privilege = str(v.get("privilege", "read"))
     return {"privileges": _PRIVILEGES[privilege], "checked": _CHECKED[privilege]}
@@ -95,7 +101,7 @@ DATABASE_OWNER = ResourceType(
     create=_sql("postgres", "ALTER DATABASE {name} OWNER TO {owner}"),
     readback=_query("postgres", _DB_ROW),
     parse=_DB_PARSE,
-    requires=(Requirement(type="pg_role", match={"name": "owner"}),),
+    requires=(_role_named("owner"),),
     facet_of=("pg_database",),
     facet_field="owner",
     on_create=True,
@@ -230,10 +236,114 @@ GRANT = ResourceType(
     batch=GRANTS_HELD,
     derive=_grant_vars,
     requires=(
-        Requirement(type="pg_role", match={"name": "role"}),
+        _role_named("role"),
         Requirement(type="pg_database", match={"name": "database"}),
     ),
     doc="read / write / all access for a role to the tables of a schema (default public) of a database",
 )
 
-TYPES = (DATABASE, DATABASE_OWNER, ROLE, SCHEMA, GRANT)
+USER = ResourceType(
+    name="pg_user",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{name}",
+    nouns=("postgres user", "database user", "db user", "login role"),
+    fields=(
+        _ident("name", "the user name"),
+        FieldSpec(name="login", kind="bool", default=True, nl_flags={"login": True, "nologin": False}),
+    ),
+    summary=("login",),
+    state=("login",),
+    create=ROLE.create,
+    update=ROLE.update,
+    delete=ROLE.delete,
+    readback=ROLE.readback,
+    exists=ROLE.exists,
+    parse=ROLE.parse,
+    absent=_EXISTS,
+    derive=_login_vars,
+    doc="a role that can log in (a user); no password in a plan: set one through a credential reference",
+)
+
+_TABLE_GRANT_HELD = (
+    "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, "
+    "aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee WHERE n.nspname = '{schema}' "
+    "AND c.relname = '{table}' AND r.rolname = '{role}' AND a.privilege_type = '{checked}')"
+)
+
+TABLE_GRANT = ResourceType(
+    name="pg_table_grant",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{role}@{database}.{schema}.{table}:{privilege}",
+    nouns=("table grant",),
+    fields=(
+        _ident("role", "the grantee role", "role", "to role", "to"),
+        _ident("table", "the table", "on table", "table"),
+        _ident("database", "the database", "in database", "database"),
+        FieldSpec(name="privilege", kind="choice", default="read", choices=("read", "write", "all")),
+        FieldSpec(
+            name="schema", default="public", pattern=_IDENT, rule=_RULE, nl_keys=("schema", "in schema")
+        ),
+    ),
+    summary=("role", "database", "schema", "table", "privilege"),
+    create=_sql("{database}", "GRANT {privileges} ON TABLE {schema}.{table} TO {role}"),
+    delete=_sql("{database}", "REVOKE {privileges} ON TABLE {schema}.{table} FROM {role}"),
+    readback=_query("{database}", _TABLE_GRANT_HELD),
+    parse=_grant_held,
+    absent=_IN_DATABASE,
+    derive=_grant_vars,
+    requires=(
+        _role_named("role"),
+        Requirement(type="pg_database", match={"name": "database"}),
+    ),
+    doc="read / write / all access for a role to one table (granted to the role by name, on that table "
+    "only: connecting and the schema's usage come from a grant on the schema or PUBLIC)",
+)
+
+_SCHEMA_PRIVILEGES = {"usage": ("USAGE",), "create": ("CREATE",), "all": ("USAGE", "CREATE")}
+
+
+def _schema_grant_vars(v: Vars) -> dict[str, Any]:
+    privileges = _SCHEMA_PRIVILEGES[str(v.get("privilege", "usage"))]
+    return {
+        "schema_privileges": ", ".join(privileges),
+        "privilege_types": ", ".join(f"'{p}'" for p in privileges),
+        "privilege_count": len(privileges),
+    }
+
+
+SCHEMA_GRANT = ResourceType(
+    name="pg_schema_grant",
+    provider=PROVIDER,
+    cli=PIN.name,
+    ident="{role}@{database}.{schema}:{privilege}",
+    nouns=("schema grant",),
+    fields=(
+        _ident("role", "the grantee role", "role", "to role", "to"),
+        _ident("schema", "the schema", "on schema", "schema"),
+        _ident("database", "the database", "in database", "database"),
+        FieldSpec(name="privilege", kind="choice", default="usage", choices=("usage", "create", "all")),
+    ),
+    summary=("role", "database", "schema", "privilege"),
+    create=_sql("{database}", "GRANT {schema_privileges} ON SCHEMA {schema} TO {role}"),
+    delete=_sql("{database}", "REVOKE {schema_privileges} ON SCHEMA {schema} FROM {role}"),
+    readback=_query(
+        "{database}",
+        "SELECT count(DISTINCT a.privilege_type) = {privilege_count} FROM pg_namespace n, aclexplode(n.nspacl) a "
+        "JOIN pg_roles r ON r.oid = a.grantee WHERE n.nspname = '{schema}' AND r.rolname = '{role}' "
+        "AND a.privilege_type IN ({privilege_types})",
+    ),
+    parse=_grant_held,
+    absent=_IN_DATABASE,
+    derive=_schema_grant_vars,
+    requires=(
+        _role_named("role"),
+        Requirement(type="pg_schema", match={"name": "schema", "database": "database"},
+                    skip=lambda v: v.get("schema") == "public"),
+        Requirement(type="pg_database", match={"name": "database"}),
+    ),
+    doc="usage / create / all on a schema itself (not its tables: that is pg_grant or pg_table_grant)",
+)
+
+TYPES = (DATABASE, DATABASE_OWNER, ROLE, USER, SCHEMA, GRANT, TABLE_GRANT, SCHEMA_GRANT)

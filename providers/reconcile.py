@@ -8,7 +8,9 @@ change of source ``drift``. Types without a rule here are alarm-only.
 
 AWS and PostgreSQL resources (:func:`_target_rule`): a missing resource is created again with its
 desired settings; a drifted setting (S3 versioning / encryption / tags / public access block, a
-role's trust, a queue's visibility timeout, a database owner, a role's login) is updated back; a
+role's trust, a queue's visibility timeout or dead-letter queue, a log group's retention, an ECR
+repository's tag mutability or scanning, a database owner, a role's login) is updated back; a
+removed ingress rule is opened again; an SSM parameter is put again from its (referenced) value; a
 changed DynamoDB key needs a person (it cannot be updated in place).
 """
 
@@ -101,9 +103,31 @@ def _grant(ident: str) -> dict[str, Any]:
     return {"role": role, "database": database, "schema": schema, "privilege": privilege}
 
 
+def _table_grant(ident: str) -> dict[str, Any]:
+    role, _, rest = ident.partition("@")
+    where, _, privilege = rest.rpartition(":")
+    database, schema, table = where.split(".", 2)
+    return {"role": role, "database": database, "schema": schema, "table": table, "privilege": privilege}
+
+
 def _attachment(ident: str) -> dict[str, Any]:
     role, _, policy_arn = ident.partition(":")
     return {"role": role, "policy_arn": policy_arn}
+
+
+def _ingress(ident: str) -> dict[str, Any]:
+    group, protocol, port, cidr = ident.split(":", 3)
+    return {"group": group, "protocol": protocol, "port": int(port), "cidr": cidr}
+
+
+def _parameter(step: Step, observed: Observed) -> dict[str, Any] | None:
+    """An SSM parameter gone, or of another type, is put again from its stdin (a secret stays a
+    reference, resolved by the executor again); a value changed out of band is not seen (read-backs
+    never read the value)."""
+    if step.stdin is None or not (observed is None or _differs(step, observed, "type")):
+        return None
+    base = {"type": "aws_ssm_parameter", "name": step.resource.name, "target": step.target, "value": step.stdin}
+    return _with_settings(base | ({} if observed is None else {"action": "update"}), step, "type")
 
 
 def _target_rule(
@@ -145,12 +169,29 @@ RULES: Mapping[str, Rule] = {
     "aws_iam_role": _target_rule("aws_iam_role", settings=("service",)),
     "aws_iam_role_policy_attachment": _target_rule("aws_iam_role_policy_attachment", _attachment),
     "aws_sqs_queue": _target_rule("aws_sqs_queue", settings=("visibility_timeout",)),
+    "aws_sqs_queue_redrive": _target_rule(
+        "aws_sqs_queue", settings=("dead_letter_queue", "max_receive_count"), facet=True
+    ),
     "aws_dynamodb_table": _target_rule("aws_dynamodb_table", fixed=("hash_key",)),
+    "aws_security_group": _target_rule("aws_security_group"),
+    "aws_security_group_ingress": _target_rule("aws_security_group_ingress", _ingress),
+    "aws_sns_topic": _target_rule("aws_sns_topic"),
+    "aws_ssm_parameter": _parameter,
+    "aws_cloudwatch_log_group": _target_rule("aws_cloudwatch_log_group"),
+    "aws_cloudwatch_log_group_retention": _target_rule(
+        "aws_cloudwatch_log_group", settings=("retention_days",), facet=True
+    ),
+    "aws_ecr_repository": _target_rule("aws_ecr_repository", settings=("tag_mutability", "scan_on_push")),
+    "aws_ecr_tag_mutability": _target_rule("aws_ecr_repository", settings=("tag_mutability",), facet=True),
+    "aws_ecr_scan_on_push": _target_rule("aws_ecr_repository", settings=("scan_on_push",), facet=True),
     "pg_database": _target_rule("pg_database"),
     "pg_database_owner": _target_rule("pg_database", settings=("owner",), facet=True),
     "pg_role": _target_rule("pg_role", settings=("login",)),
     "pg_schema": _target_rule("pg_schema", _schema),
     "pg_grant": _target_rule("pg_grant", _grant),
+    "pg_user": _target_rule("pg_user", settings=("login",)),
+    "pg_table_grant": _target_rule("pg_table_grant", _table_grant),
+    "pg_schema_grant": _target_rule("pg_schema_grant", _grant),
 }
 
 

@@ -67,7 +67,9 @@ _READ_ONLY = {
             "Effect": "Allow",
             "Action": [
                 "s3:Get*", "s3:List*", "s3:HeadBucket", "iam:Get*", "iam:List*", "sqs:Get*", "sqs:List*",
-                "dynamodb:Describe*", "dynamodb:List*", "sts:GetCallerIdentity",
+                "dynamodb:Describe*", "dynamodb:List*", "ec2:DescribeSecurityGroups", "sns:GetTopicAttributes",
+                "sns:List*", "ssm:DescribeParameters", "logs:DescribeLogGroups", "ecr:DescribeRepositories",
+                "sts:GetCallerIdentity",
             ],
             "Resource": "*",
         }

@@ -265,7 +265,9 @@ class _Compiler:
             chosen = [f for f in facets if f.on_create and is_set(node.values.get(f.facet_field))]
         elif node.action == "update":
             chosen = [f for f in facets if f.facet_field in node.given]
-            node.virtual = own is None
+            owned = {name for f in chosen for name in (f.facet_field, *f.state)}
+            # done by its facets alone when it names nothing else (own update would reset the rest to defaults)
+            node.virtual = own is None or (bool(chosen) and not node.given - owned - set(node.rtype.ident_fields))
         else:
             chosen = []
         if own is None and not chosen:
@@ -312,8 +314,10 @@ class _Compiler:
             fields = {**wanted, **{o: node.variables.get(m) for o, m in req.implied_fields.items()}}
             probe: Action = "create" if req.implied else "update"
             dep = self.make(rtype, probe, target, fields, implied=True, implied_by=node.key)
-            if dep.key in self.nodes:
-                self._link(self.nodes[dep.key], node)
+            keys = (dep.key, *(make_key(other, dep.target, dep.name) for other in req.satisfied_by))
+            present = next((self.nodes[k] for k in keys if k in self.nodes), None)
+            if present is not None:
+                self._link(present, node)
             elif req.implied and node.action != "delete":
                 self._link(self.put(dep), node)
             else:

@@ -47,13 +47,14 @@ from services.planner.errors import (
 )
 from services.planner.model import Intent, ResourceIntent
 from services.planner.nl_front import closest, nearest, normalise
+from services.planner.nodes import rename_refusal
 
 VERBS: dict[str, Action] = {
     **dict.fromkeys(("create", "add", "make", "provision", "deploy", "new"), "create"),
     **dict.fromkeys(("delete", "remove", "drop", "destroy"), "delete"),
     **dict.fromkeys(("update", "change", "modify", "set", "scale", "resize"), "update"),
 }
-SPECIAL = ("grant", "revoke", "attach", "detach", "enable", "disable")
+SPECIAL = ("grant", "revoke", "attach", "detach", "enable", "disable", "open", "close", "rename")
 _ARTICLES = {"a", "an", "the", "new"}
 _FILLERS = {"with", "and", ",", "a", "an", "the", "to", "of", "having", "that", "is", "on", "=", "at", "as"}
 _TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|,|[^\s,]+")
@@ -79,10 +80,24 @@ _GRANT_TO = re.compile(
     r"(?P<db>\S+)(?:\s+(?:in\s+)?schema\s+(?P<schema>\S+))?\s+(?:to|from)\s+(?:role\s+)?(?P<role>\S+)$",
     re.IGNORECASE,
 )
+_GRANT_ON = re.compile(
+    r"^(?P<verb>grant|revoke)\s+(?:(?:postgres|database|pg)\s+)?(?:role\s+|user\s+)?(?P<role>\S+)\s+(?P<priv>\S+)\s+"
+    r"(?:(?:access|privileges?)\s+)?(?:to|on|from|in)\s+(?:the\s+)?(?P<kind>table|schema)\s+"
+    r"(?:(?P<schema>[a-z_][a-z0-9_]*)\.)?(?P<object>\S+)\s+(?:in|on|of)\s+(?:the\s+)?(?:database|db)\s+(?P<db>\S+)$",
+    re.IGNORECASE,
+)
+_SCHEMA_PRIVILEGES = {"usage": "usage", "use": "usage", "create": "create", "all": "all", "full": "all"}
 _ATTACH = re.compile(
     r"^(?P<verb>attach|detach)\s+(?:managed\s+)?(?:policy\s+)?(?P<arn>\S+)\s+(?:to|from)\s+(?:iam\s+)?role\s+(?P<role>\S+)$",
     re.IGNORECASE,
 )
+_PORT = re.compile(
+    r"^(?P<verb>open|close)\s+(?:(?P<proto>tcp|udp)\s+)?port\s+(?P<port>\d+)(?:/(?P<proto2>tcp|udp))?\s+"
+    r"(?:on|in|of|for|to)\s+(?:the\s+)?(?:(?:ec2\s+)?security\s+group\s+|sg\s+)?(?P<group>\S+)"
+    r"(?:\s+(?:from|to)\s+(?P<cidr>\S+))?(?:\s+in\s+(?P<region>\S+))?$",
+    re.IGNORECASE,
+)
+_RENAME = re.compile(r"^rename\s+(?P<rest>.+?)\s+(?:to|as|into)\s+(?P<new>\S+)$", re.IGNORECASE)
 _TOGGLE = re.compile(
     r"^(?P<verb>enable|disable)\s+(?P<flag>[\w-]+)\s+(?:on|for)\s+(?P<rest>.+)$", re.IGNORECASE
 )
@@ -362,7 +377,7 @@ def _resource(
             i += 1
             continue
         fixed = closest(word, _words_of(rtype))
-        if len(fixed) == 1:
+        if len(fixed) == 1 and fixed[0] != word:  # the word itself, out of place: no reading would change it
             notes.append(f"read {rest[i]!r} as {fixed[0]!r}")
             rest = [*rest[:i], *fixed[0].split(), *rest[i + 1 :]]
             continue
@@ -404,7 +419,8 @@ def _value(rtype: ResourceType, name: str, words: Sequence[str], i: int, text: s
         raise MissingRequiredField(
             f"{text!r} ends before the value of {name}; e.g. '{name} {_example(name)}'"
         )
-    return i + 1, _unquote(words[i])
+    unit = i + 1 < len(words) and words[i + 1].lower() in rtype.spec(name).nl_suffix  # "retention 30 days"
+    return i + 1 + unit, _unquote(words[i])
 
 
 def _flag(rtype: ResourceType, word: str) -> tuple[str, Any] | None:
@@ -467,6 +483,8 @@ def _unquote(word: str) -> str:
 
 
 def _special(verb: str, text: str, notes: list[str]) -> tuple[ResourceIntent, Action]:
+    if verb in {"grant", "revoke"} and _GRANT_ON.match(text):
+        return _grant_on(verb, text)
     if verb in {"grant", "revoke"}:
         match = _GRANT.match(text) or _GRANT_TO.match(text)
         if match is None:
@@ -497,6 +515,17 @@ def _special(verb: str, text: str, notes: list[str]) -> tuple[ResourceIntent, Ac
         action = "create" if verb == "attach" else "delete"
         fields = {"role": match.group("role"), "policy_arn": match.group("arn")}
         return ResourceIntent(type="aws_iam_role_policy_attachment", action=action, fields=fields), action
+    if verb in {"open", "close"}:
+        return _port(verb, text)
+    if verb == "rename":
+        match = _RENAME.match(text)
+        words = _tokens(match.group("rest")) if match else []
+        while words and words[0].lower() in _ARTICLES:
+            words = words[1:]
+        if match is None or not words:
+            raise UnrecognisedPhrase(f"could not read {text!r}; say e.g. 'Rename bucket logs-old to logs-new'")
+        rtype, rest = _noun(words, text, notes)
+        raise rename_refusal(rtype, rest[0] if rest else "NAME", match.group("new"))
     match = _TOGGLE.match(text)
     if match is None:
         raise UnrecognisedPhrase(f"could not read {text!r}; say e.g. 'Enable versioning on bucket logs-acme'")
@@ -517,3 +546,45 @@ def _special(verb: str, text: str, notes: list[str]) -> tuple[ResourceIntent, Ac
     item = _resource(rtype, "update", rest[:1], text, notes)
     value = flag[1] if verb == "enable" else False
     return ResourceIntent(type=item.type, action="update", fields={**item.fields, flag[0]: value}), "update"
+
+
+def _port(verb: str, text: str) -> tuple[ResourceIntent, Action]:
+    """``open port 443 on sg-0123abcd [from CIDR] [in REGION]`` → an ingress rule (``close``: its delete)."""
+    match = _PORT.match(text)
+    if match is None:
+        raise UnrecognisedPhrase(
+            f"could not read {text!r}; say e.g. 'Open port 443 on sg-0123abcd' or "
+            "'Open udp port 53 on security group dns-sg from 10.0.0.0/16 in eu-west-1'"
+        )
+    fields: dict[str, Any] = {"group": match.group("group"), "port": match.group("port")}
+    protocol = match.group("proto") or match.group("proto2")
+    if protocol:
+        fields["protocol"] = protocol.lower()
+    if match.group("cidr"):
+        fields["cidr"] = match.group("cidr")
+    action: Action = "create" if verb == "open" else "delete"
+    region = match.group("region")
+    item = ResourceIntent(type="aws_security_group_ingress", action=action, fields=fields,
+                          targets=(region,) if region else ())
+    return item, action
+
+
+def _grant_on(verb: str, text: str) -> tuple[ResourceIntent, Action]:
+    """``grant role R read access to table [S.]T in database D`` (pg_table_grant) or ``grant role R
+    usage on schema S in database D`` (pg_schema_grant); ``revoke``: its delete."""
+    match = _GRANT_ON.match(text)
+    assert match is not None
+    word, kind = match.group("priv").lower(), match.group("kind").lower()
+    privilege = (_SCHEMA_PRIVILEGES if kind == "schema" else _PRIVILEGES).get(word)
+    if privilege is None or (kind == "schema" and match.group("schema")):
+        choices = "usage, create or all" if kind == "schema" else "read, write or all"
+        raise InvalidFieldValue(f"{match.group('priv')!r} in {text!r} is not a privilege on a {kind}; use {choices}")
+    fields: dict[str, Any] = {"role": match.group("role"), "database": match.group("db"), "privilege": privilege}
+    if kind == "table":
+        fields["table"] = match.group("object")
+        if match.group("schema"):
+            fields["schema"] = match.group("schema")
+    else:
+        fields["schema"] = match.group("object")
+    action: Action = "create" if verb == "grant" else "delete"
+    return ResourceIntent(type=f"pg_{kind}_grant", action=action, fields=fields), action

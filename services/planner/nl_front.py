@@ -10,6 +10,7 @@ Pure and deterministic (tables are tuples, scanned in a fixed order). What it re
 - names after "called"/"named"; "in the prod cluster" → "in cluster prod";
 - abbreviations: k8s/kubernetes/aws qualifiers before a noun, pg/postgresql → postgres, dlq → sqs queue;
 - "deploy IMAGE as deployment NAME" → "create deployment NAME with image IMAGE";
+- "symlink A to B" → "create symlink A to B" (the link A, pointing to B, as ``ln -s B A`` makes);
 - plurals and lists: "namespaces a and b in cluster c" → one clause per name, modifiers shared.
 
 Typos are corrected later, where the parser knows a verb or a noun is expected (:func:`closest`).
@@ -82,6 +83,7 @@ _DEPLOY_AS = re.compile(
     r"(?:(?:k8s|kubernetes)\s+)?(?:deployment|deploy|app)\s+(?:called\s+|named\s+)?(?P<name>[\w.-]+)(?P<rest>.*)$",
     re.IGNORECASE,
 )
+_LINK_VERB = re.compile(r"^(?:sym)?link\s+(?=/)", re.IGNORECASE)  # "symlink /srv/current to /srv/app"
 _VERB_ME = {"create", "make", "delete", "grant"}  # "make me a namespace"
 _QUALIFIERS = ("k8s", "kubernetes", "aws", "amazon", "azure", "local", "a", "an", "the", "new")
 _TARGETED = {"in", "on", "across", "to"}
@@ -121,6 +123,9 @@ def normalise(request: str, nouns: Sequence[str], verbs: Sequence[str]) -> tuple
         rest = match.groupdict().get("rest") or ""
         text = f"{verb} {match.group('what')}{rest}"
         notes.append(f"read the request as {text!r}")
+    if _LINK_VERB.match(text):
+        text = _LINK_VERB.sub("create symlink ", text, count=1)
+        notes.append(f"read the request as {text!r} (the link first, then what it points to)")
     text = _CALLED.sub("", text)
     text = _AT_PATH.sub("", text)
     text = _IN_THE_X.sub(lambda m: f"{m.group(1)} {m.group(3)} {m.group(2)}", text)

@@ -9,7 +9,13 @@ from typing import Any
 from events.plan import Action, ResourceRef
 from providers import ResourceType
 from providers.errors import InvalidValue, MissingField, ProviderError
-from services.planner.errors import InvalidFieldValue, InvalidName, MissingRequiredField, PlanError
+from services.planner.errors import (
+    InvalidFieldValue,
+    InvalidName,
+    MissingRequiredField,
+    PlanError,
+    UnsupportedAction,
+)
 
 DEFAULT_TARGETS = frozenset({"default", "local", "global"})
 
@@ -82,3 +88,12 @@ def as_plan_error(rtype: ResourceType, exc: ProviderError) -> PlanError:
     if isinstance(exc, InvalidValue) and exc.field in rtype.ident_fields:
         return InvalidName(exc.message)
     return InvalidFieldValue(exc.message)
+
+
+def rename_refusal(rtype: ResourceType, name: str, new_name: str) -> UnsupportedAction:
+    """Why ``rtype`` ``name`` cannot become ``new_name``, and what to do instead: a resource's name is
+    its identity (its key, its read-back), so no type renames in place."""
+    advice = rtype.renaming.format(old=name, new=new_name) if rtype.renaming else (
+        f"create {rtype.nouns[0] if rtype.nouns else rtype.name} {new_name} and delete {name} (one request may do both)"
+    )
+    return UnsupportedAction(f"{rtype.name} {name} cannot be renamed to {new_name}: {advice}")

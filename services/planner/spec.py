@@ -33,6 +33,7 @@ from services.common.configfile import read_mapping
 from services.planner.errors import PlanError, SecretRefused, SpecError
 from services.planner.iac import to_native
 from services.planner.model import Intent, ResourceIntent
+from services.planner.nodes import rename_refusal
 
 _TOP = ("resources", "variant", "targets", "initiator", "reason", "window", "request", "notes")
 _ACTIONS: tuple[Action, ...] = ("create", "update", "delete")
@@ -90,6 +91,10 @@ def _resource(index: int, raw: Any) -> ResourceIntent:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("type"), str):
         raise SpecError(f"{where} must be a mapping with a 'type' (e.g. type: k8s_namespace)")
     action = raw.get("action", "create")
+    if action == "rename" and raw["type"] in CATALOG:
+        renamed = CATALOG[raw["type"]]
+        name = raw.get(renamed.ident_fields[0], "?")
+        raise rename_refusal(renamed, str(name), str(raw.get("new_name", "NEW")))
     if action not in _ACTIONS:
         raise SpecError(f"{where} action {action!r} is unknown; use one of {', '.join(_ACTIONS)}")
     rtype = CATALOG.get(raw["type"])

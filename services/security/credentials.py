@@ -177,7 +177,7 @@ def check_local_token(store: Path, token: str, *, now: float | None = None) -> s
 
 _CHANGE_ROLE_POLICY = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Action": ["s3:*", "iam:*", "sqs:*", "dynamodb:*"], "Resource": "*"}],
+    "Statement": [{"Effect": "Allow", "Action": ["s3:*", "iam:*", "sqs:*", "dynamodb:*", "ec2:*", "sns:*", "ssm:*", "logs:*", "ecr:*"], "Resource": "*"}],
 }
 _REVOKED_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}
 STS_MIN_S, STS_MAX_S = 900, 3600

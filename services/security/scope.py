@@ -10,9 +10,9 @@ the executor (a step is refused again right before it runs). One YAML or JSON fi
       acme: [/srv/acme]
 
 A local resource's path must lie strictly below one of its tenant's roots (never the root
-itself); roots are compared as written, and since no component of a path may be a symbolic link
-(:mod:`upm_localfs` walks every one with ``O_NOFOLLOW``), the path written is where the
-write lands: give roots by their real path. Paths are also re-checked for the characters and
+itself), and so must what a symlink points to; roots are compared as written, and since no
+component of a path may be a symbolic link (:mod:`upm_localfs` walks every one with
+``O_NOFOLLOW``), the path written is where the write lands: give roots by their real path. Paths are also re-checked for the characters and
 parts the planner refuses (:func:`providers.local.path_problem`), so a plan
 that did not come from the planner gets no further.
 
@@ -30,7 +30,7 @@ import msgspec
 
 import upm_localfs as localfs
 from events.plan import Plan, Step
-from providers.local import PROVIDER, path_problem
+from providers.local import PROVIDER, SYMLINK, path_problem
 from services.common.configfile import read_mapping
 from services.common.errors import ConfigError
 from services.common.settings import data_dir
@@ -70,9 +70,18 @@ class Scope(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
                 f"({ENV_VAR})")
 
     def step_refusal(self, tenant: str, step: Step) -> str | None:
-        """Why ``tenant``'s ``step`` may not run (pure): its local path is out of scope; ``None``
-        for other providers."""
-        return self.refusal(tenant, step.resource.name) if step.resource.provider == PROVIDER else None
+        """Why ``tenant``'s ``step`` may not run (pure): its local path is out of scope, or it makes a
+        symlink pointing out of scope; ``None`` for other providers."""
+        if step.resource.provider != PROVIDER:
+            return None
+        refused = self.refusal(tenant, step.resource.name)
+        target = step.desired.get("target") if step.resource.type == SYMLINK.name else None
+        if refused is not None or not isinstance(target, str):
+            return refused
+        outside = self.refusal(tenant, target)
+        return None if outside is None else (
+            f"{outside} (it is what symlink {step.resource.name} would point to: a link may point only below "
+            "the tenant's roots, or writing through it later would land outside them)")
 
     def plan_refusals(self, tenant: str, plan: Plan) -> list[str]:
         """Every distinct refusal of the plan's steps."""

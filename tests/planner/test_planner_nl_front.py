@@ -113,7 +113,7 @@ CLARIFY: list[tuple[str, type[PlanError], str]] = [
     ),
     ("create /srv/www owned by nginx", AmbiguousPhrase, "say 'directory /srv/www'"),
     (
-        "Create node pool np1 in cluster aks-demo",
+        "Create lambda function fn1 in region us-east-1",
         UnknownResourceType,
         "is not a resource type in UPM's catalog",
     ),
@@ -136,7 +136,7 @@ def test_ambiguity_and_refusals_teach(text: str, error: type[PlanError], words: 
 
 def test_refusals_no_longer_mislead() -> None:
     with pytest.raises(UnknownResourceType) as caught:
-        compile_intent(CompileInput(request="Create node pool np1"))
+        compile_intent(CompileInput(request="Create kafka pool np1"))
     assert "did you mean 'folder'" not in caught.value.message and "closest types" in caught.value.message
     with pytest.raises(UnknownResourceType) as caught:
         compile_intent(CompileInput(request="create kafka topic events"))

@@ -86,6 +86,54 @@ CASES: list[tuple[str, str, int, str, str, str]] = [
     ("aws_sqs_queue", "q", 0, "<html>captive portal</html>", "", "error"),  # not JSON: unreadable, not absent
     ("aws_dynamodb_table", "nope", 255, "", "\nAn error occurred (ResourceNotFoundException) when calling the "
      "DescribeTable operation: Requested resource not found: Table: nope not found\n", "absent"),
+    # the catalog's breadth (issue 24): each type's own not-found answer, anything else unknown
+    ("aws_security_group", "web-sg", 255, "", "\nAn error occurred (InvalidGroup.NotFound) when calling the "
+     "DescribeSecurityGroups operation: The security group 'web-sg' does not exist in default VPC\n", "absent"),
+    ("aws_security_group", "web-sg", 0, '{"SecurityGroups": [{"GroupName": "web-sg", "Description": "d"}]}', "",
+     "present"),
+    ("aws_security_group", "web-sg", 255, "", SQS_TLS, "tls"),
+    ("aws_security_group_ingress", "web-sg:tcp:443:0.0.0.0/0", 0, '{"SecurityGroups": [{"IpPermissions": [{"IpProtocol":'
+     ' "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}]}', "", "present"),
+    ("aws_security_group_ingress", "web-sg:tcp:22:0.0.0.0/0", 0, '{"SecurityGroups": [{"IpPermissions": [{"IpProtocol":'
+     ' "tcp", "FromPort": 443, "ToPort": 443, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}]}', "", "absent"),
+    ("aws_security_group_ingress", "sg-0123abcd:tcp:22:0.0.0.0/0", 255, "", "\nAn error occurred (InvalidGroup.NotFound"
+     ") when calling the DescribeSecurityGroups operation: The security group 'sg-0123abcd' does not exist\n", "absent"),
+    ("aws_security_group_ingress", "web-sg:tcp:22:0.0.0.0/0", 255, "", "\nAn error occurred (UnauthorizedOperation) "
+     "when calling the DescribeSecurityGroups operation: You are not authorized to perform this operation.\n", "auth"),
+    ("aws_sns_topic", "alerts", 255, "", "\nAn error occurred (NotFound) when calling the GetTopicAttributes "
+     "operation: Topic does not exist\n", "absent"),
+    ("aws_sns_topic", "alerts", 255, "", "\nAn error occurred (AuthorizationError) when calling the "
+     "GetTopicAttributes operation: User is not authorized\n", "error"),
+    ("aws_ssm_parameter", "/app/x", 0, '{"Parameters": []}', "", "absent"),  # the listing answered without it
+    ("aws_ssm_parameter", "/app/x", 0, '{"Parameters": [{"Name": "/app/x", "Type": "SecureString"}]}', "", "present"),
+    ("aws_ssm_parameter", "/app/x", 255, "", "\nAn error occurred (ParameterNotFound) when calling the "
+     "DescribeParameters operation: x\n", "error"),  # an error is never absence for a listing
+    ("aws_ssm_parameter", "/app/x", 0, "<html>captive portal</html>", "", "error"),
+    ("aws_cloudwatch_log_group", "/app/web", 0, '{"logGroups": [{"logGroupName": "/app/web-old"}]}', "", "absent"),
+    ("aws_cloudwatch_log_group_retention", "/app/web", 0, '{"logGroups": [{"logGroupName": "/app/web", '
+     '"retentionInDays": 30}]}', "", "present"),
+    ("aws_cloudwatch_log_group", "/app/web", 255, "", SQS_TLS, "tls"),
+    ("aws_ecr_repository", "team/web", 255, "", "\nAn error occurred (RepositoryNotFoundException) when calling the "
+     "DescribeRepositories operation: The repository with name 'team/web' does not exist\n", "absent"),
+    ("aws_ecr_repository", "team/web", 255, "", '\nCould not connect to the endpoint URL: "http://127.0.0.1:45999/"\n',
+     "unreachable"),
+    ("aws_sqs_queue_redrive", "jobs", 255, "", "\nAn error occurred (AWS.SimpleQueueService.NonExistentQueue) when "
+     "calling the GetQueueAttributes operation: The specified queue does not exist.\n", "absent"),
+    ("aws_sqs_queue_redrive", "jobs", 0, '{"Attributes": {"RedrivePolicy": "{\\"deadLetterTargetArn\\": '
+     '\\"arn:aws:sqs:us-east-1:123456789012:jobs-dlq\\", \\"maxReceiveCount\\": 3}"}}', "", "present"),
+    ("pg_user", "nope", 0, "", "", "absent"),
+    ("pg_user", "reporter", 2, "", PSQL_REFUSED, "refused"),
+    ("pg_table_grant", "r@shop.public.items:read", 0, "f\n", "", "absent"),
+    ("pg_table_grant", "r@nodb.public.items:read", 2, "", 'psql: error: connection to server at "127.0.0.1", port '
+     '37529 failed: FATAL:  database "nodb" does not exist\n', "absent"),
+    ("pg_schema_grant", "r@shop.sales:usage", 0, "t\n", "", "present"),
+    ("pg_schema_grant", "r@shop.sales:usage", 2, "", PSQL_REFUSED, "refused"),
+    ("k8s_service_account", "ns/deployer", 1, "", 'Error from server (NotFound): serviceaccounts "deployer" not found\n',
+     "absent"),
+    ("k8s_service_account", "ns/deployer", 1, "", KUBECTL_TLS, "tls"),
+    ("az_aks_nodepool", "aks-demo/gpu", 3, "", "(ResourceNotFound) The Resource 'Microsoft.ContainerService/"
+     "managedClusters/aks-demo/agentPools/gpu' was not found.\nCode: ResourceNotFound\n", "absent"),
+    ("az_aks_nodepool", "aks-demo/gpu", 1, "", "ERROR: Please run 'az login' to setup account.\n", "auth"),
     # postgres (psql 15 → PostgreSQL 18)
     ("pg_role", "nope", 0, "", "", "absent"),  # the query ran: no row
     ("pg_role", "analyst", 0, "analyst|t\n", "", "present"),

@@ -32,7 +32,9 @@ async def submit(store: EventStore, request: str, *, within: float = 90) -> clie
     return await client.wait_closed(store, "acme", change_id, within=within)
 
 
-async def submit_approved(store: EventStore, request: str, eventually: Eventually) -> client.ChangeStatus:
+async def submit_approved(
+    store: EventStore, request: str, eventually: Eventually, *, within: float = 90
+) -> client.ChangeStatus:
     """Submit a change that needs an approver (a delete in staging: one in dev takes the automatic lane),
     approve it as bob, wait until it closes."""
     change_id = await client.submit(store.nc, "acme", {"request": request, "environment": "staging"},
@@ -45,7 +47,7 @@ async def submit_approved(store: EventStore, request: str, eventually: Eventuall
     body = json.dumps({"change_id": change_id, "reason": "reviewed"}).encode()
     reply = json.loads((await store.nc.request(command_subject("acme", "approve", "bob"), body, timeout=10)).data)
     assert reply.get("ok"), reply
-    return await client.wait_closed(store, "acme", change_id, within=90)
+    return await client.wait_closed(store, "acme", change_id, within=within)
 
 
 async def rolled_back(store: EventStore, change_id: str, eventually: Eventually) -> list[str]:
