@@ -116,7 +116,7 @@ class ApprovalView:
 
 
 @dataclass
-class ChangeView:
+class ChangePage:
     """Everything the change page shows, and what the viewer may do on it."""
 
     state: ChangeState
@@ -178,7 +178,7 @@ def approve_right(rules: Access, principal: str, state: ChangeState) -> tuple[bo
     return True, ""
 
 
-def change_view(events: Sequence[StoredEvent], principal: str, rules: Access) -> ChangeView:
+def change_view(events: Sequence[StoredEvent], principal: str, rules: Access) -> ChangePage:
     """The change page's model from the change's events, as ``principal`` sees it."""
     evs = [s.event for s in events]
     state = fold(evs)
@@ -247,7 +247,7 @@ def change_view(events: Sequence[StoredEvent], principal: str, rules: Access) ->
             case EvidencePublished():
                 published = p
     can_approve, why = approve_right(rules, principal, state)
-    return ChangeView(
+    return ChangePage(
         state=state, timeline=timeline, phases=phases, graph_svg=svg.dag(nodes, edges, title="plan dependency graph"),
         plan_steps=[{"index": str(s.index), "action": s.action, "resource": s.resource.key, "command": s.command.display,
                      "rollback": s.rollback.display if s.rollback else ""} for s in plan.steps] if plan else [],
