@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +36,8 @@ from services.common.errors import CommandRejected
 from services.gateway import queries
 from services.security.access import Access
 
-LIST_LIMIT = 200
+LIST_LIMIT = 200  # rows of the approvals queue
+PAGE_SIZE = 50  # rows of one page of the change list
 KPI_FRESH_S = 15.0
 PACKS_KEPT = 4096
 STATUSES: frozenset[str] = frozenset(Status.__args__)  # type: ignore[attr-defined]
@@ -63,16 +64,24 @@ ORDER BY 1, 2 LIMIT 1000
 
 @dataclass(frozen=True)
 class Filters:
-    """The change list's filters, each checked against its rule (so it is safe inside SQL)."""
+    """The change list's filters, each checked against its rule (so it is safe inside SQL), and the page:
+    ``before`` (keyset pagination) lists only changes whose first event is older than that stream
+    sequence; 0 is the first page (the newest changes, the only one updated live)."""
 
     tenant: str = ""
     status: str = ""
     initiator: str = ""
     environment: str = ""
+    before: int = 0
 
     @classmethod
     def of(cls, args: dict[str, str]) -> Filters:
-        f = cls(**{k: args.get(k, "").strip() for k in ("tenant", "status", "initiator", "environment")})
+        before = args.get("before", "").strip()
+        if before and (not before.isdigit() or len(before) > 18 or int(before) < 1):
+            raise ValueError(f"before {before[:64]!r} is not a stream sequence (a positive whole number): follow "
+                             "the list's 'next' link")
+        f = cls(**{k: args.get(k, "").strip() for k in ("tenant", "status", "initiator", "environment")},
+                before=int(before or 0))
         if f.tenant and not is_tenant(f.tenant):
             raise ValueError(f"tenant {f.tenant[:64]!r} is not a tenant name (a-z, 0-9, '-')")
         if f.status and f.status not in STATUSES:
@@ -89,10 +98,24 @@ class Filters:
                               ("environment", self.environment)):
             if value:
                 parts.append(f"{column} = '{value}'")
+        if self.before:
+            parts.append(f"first_seq < {self.before}")
         return " AND ".join(parts)
 
     def query(self) -> dict[str, str]:
-        return {k: v for k, v in vars(self).items() if v}
+        """The filters as query parameters (without the page)."""
+        return {k: v for k, v in vars(self).items() if v and k != "before"}
+
+    def first_page(self) -> Filters:
+        return replace(self, before=0)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the change list, and where the next one starts (0: this is the last)."""
+
+    rows: list[views.Row]
+    next_before: int
 
 
 def list_tenants(grant: Grant, rules: Access, asked: str = "") -> list[str]:
@@ -137,11 +160,16 @@ class Reader:
                 continue  # a tenant this person may not read at all
         return out
 
-    async def changes(self, grant: Grant, filters: Filters) -> list[views.Row]:
-        sql = f"SELECT {_COLUMNS} FROM changes WHERE {filters.where()} ORDER BY first_seq DESC LIMIT {LIST_LIMIT}"
+    async def changes(self, grant: Grant, filters: Filters) -> Page:
+        """One page of the list (newest first, by the stream sequence of each change's first event): a
+        top-N per tenant file read, merged; one row more than a page says whether a next one exists."""
+        sql = (f"SELECT {_COLUMNS}, first_seq FROM changes WHERE {filters.where()} ORDER BY first_seq DESC "
+               f"LIMIT {PAGE_SIZE + 1}")
         records = await self._records(grant, list_tenants(grant, self.rules, filters.tenant), sql)
-        records.sort(key=lambda r: (str(r.get("submitted_at") or r.get("first_at") or ""), r["change_id"]), reverse=True)
-        return views.rows(records[:LIST_LIMIT], datetime.now(UTC))
+        records.sort(key=lambda r: int(r["first_seq"]), reverse=True)
+        shown = records[:PAGE_SIZE]
+        more = len(records) > PAGE_SIZE
+        return Page(rows=views.rows(shown, datetime.now(UTC)), next_before=int(shown[-1]["first_seq"]) if more else 0)
 
     async def fingerprint(self, grant: Grant, filters: Filters) -> list[Any]:
         """What changes when any listed change moves: the newest sequence and the count."""

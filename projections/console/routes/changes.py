@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 import anyio
 from starlette.requests import Request
@@ -29,11 +30,16 @@ async def index(console: Console, request: Request) -> Response:
 async def change_list(console: Console, request: Request) -> Response:
     who = console.who(request)
     filters = Filters.of(dict(request.query_params))
-    rows = await console.reader.changes(who.grant, filters)
+    page = await console.reader.changes(who.grant, filters)
+    following = (f"/changes?{urlencode({**filters.query(), 'before': page.next_before})}"
+                 if page.next_before else "")
     if not wants_html(request):
-        return console.remember(json_response(to_builtins(rows)), who)
-    return console.page(request, who, "changes.html", rows=rows, filters=filters, query=filters.query(),
-                        statuses=sorted(STATUSES))
+        response = json_response(to_builtins(page.rows))
+        if following:
+            response.headers["Link"] = f'<{following}>; rel="next"'
+        return console.remember(response, who)
+    return console.page(request, who, "changes.html", rows=page.rows, filters=filters, query=filters.query(),
+                        statuses=sorted(STATUSES), next_page=following, live=not filters.before)
 
 
 def _sse(event: str, html: str) -> str:
@@ -41,10 +47,10 @@ def _sse(event: str, html: str) -> str:
 
 
 async def stream(console: Console, request: Request) -> Response:
-    """The list's rows again whenever a listed change moves (checked every ``poll_s``), as
-    server-sent events; the page swaps them in without a reload."""
+    """The first page's rows again whenever a listed change moves (checked every ``poll_s``), as
+    server-sent events; the page swaps them in without a reload (later pages are not live)."""
     who = console.who(request)
-    filters = Filters.of(dict(request.query_params))
+    filters = Filters.of(dict(request.query_params)).first_page()
     rows_template = console.templates.get_template("_rows.html")
 
     async def events() -> AsyncIterator[str]:
@@ -54,9 +60,9 @@ async def stream(console: Console, request: Request) -> Response:
             try:
                 mark = await console.reader.fingerprint(who.grant, filters)
                 if mark != last:
-                    rows = await console.reader.changes(who.grant, filters)
+                    page = await console.reader.changes(who.grant, filters)
                     last, quiet = mark, 0.0
-                    yield _sse("changes", rows_template.render(rows=rows))
+                    yield _sse("changes", rows_template.render(rows=page.rows))
             except (ProjectionError, NotRunning) as err:
                 yield _sse("problem", str(err))
             quiet += console.poll_s
