@@ -192,6 +192,13 @@ class EventStore:
             raise ConcurrencyConflict(subject, log.last_seq, f"{event.id} was already stored")
         return StoredEvent(seq=ack.seq, event=event, data=data)
 
+    async def position(self) -> int:
+        """The stream's last sequence now: every event stored before this call is at or below it."""
+        try:
+            return int((await self.js.stream_info(STREAM)).state.last_seq)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise map_error(exc) from exc
+
     async def read(self, tenant: str, change_id: str) -> ChangeLog:
         """Every event of one change, in order (``tenant`` may be ``*`` to look it up)."""
         if tenant != "*" and not is_tenant(tenant):

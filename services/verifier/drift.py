@@ -30,7 +30,7 @@ from nats.aio.client import Client as NATS
 from events.codec import digest
 from events.commands import idempotent_change_id
 from events.desired import Inventory, in_change, resource_key
-from events.errors import ConcurrencyConflict
+from events.errors import ConcurrencyConflict, StoreError
 from events.ids import new_id
 from events.model import (
     ChangeClosed,
@@ -42,11 +42,11 @@ from events.model import (
     Payload,
     StepOutput,
 )
-from events.plan import Command
+from events.plan import Command, Step
 from events.store import ChangeLog, EventStore, StoredEvent, new_event
 from providers import Known, Observed, Unknown, compare
 from providers.reconcile import reconcile_resource
-from services.common.inventory import Follower
+from services.common.inventory import Follower, InventoryBehind
 from services.common.runtime import utc_now
 from services.guard import RateLimiter
 from services.guard.steps import batch_observe, observe_one, run_command
@@ -190,10 +190,13 @@ class DriftLoop:
     async def scan_tenant(self, tenant: str) -> DriftScanned:
         """One pass over ``tenant``'s managed resources; appends what it found."""
         acting = in_change(self.inventory)  # a change is on it: judged once it closes
-        items = [self._resolved(m) for m in managed(self.inventory, tenant) if resource_key(m.step) not in acting]
+        candidates = [m for m in managed(self.inventory, tenant) if resource_key(m.step) not in acting]
+        read = {m.key: m.step for m in candidates}  # what each is read against (before secrets are resolved)
+        items = [self._resolved(m) for m in candidates]
         started = time.perf_counter()
         readings = await scan(items, self.config, read=self.read)
         by_key = {m.key: m for m in items}
+        readings = await self._still_desired(tenant, readings, read)
         for reading in readings:
             if reading.status == "drifted":
                 await self._drifted(by_key[reading.key], reading)
@@ -210,6 +213,22 @@ class DriftLoop:
         self.scans += 1
         await self._record(tenant, summary)
         return summary
+
+    async def _still_desired(self, tenant: str, readings: list[Reading], read: dict[str, Step]) -> list[Reading]:
+        """The readings that still judge what the log wants. A read takes time: a rollback, an update or
+        a delete may have started on a resource while it was read (the read then sees the change at work,
+        not drift). So each reading is judged against the inventory folded up to a log position taken
+        after every read: one whose resource is now in a change, or no longer desired as it was when
+        read, is dropped (the next pass reads it again). When the inventory cannot catch up in time,
+        no drift is judged in this pass."""
+        try:
+            now = await self.follower.at_least(await self.store.position(), within=max(5.0, self.config.interval_s))
+        except (InventoryBehind, StoreError) as exc:
+            log.warning("drift: not judging %d reading(s) of tenant %s this pass: %s", len(readings), tenant, exc)
+            return []
+        acting = in_change(now)
+        desired = {m.key: m.step for m in managed(now, tenant) if resource_key(m.step) not in acting}
+        return [r for r in readings if desired.get(r.key) == read[r.key]]
 
     def _resolved(self, item: Managed) -> Managed:
         """``item`` with the desired fields its plan left to run time (a file whose content

@@ -75,14 +75,16 @@ def test_upm_health_and_metrics_on_a_running_upm(tmp_path: Path) -> None:
 
         def healthy_with_head() -> dict[str, Any] | None:
             code, report = _health(data, env)
-            return report if code == 0 and report["head"] else None
+            idle = code == 0 and all(s["pending"] == 0 and s["ack_pending"] == 0
+                                     for s in report["services"] if s["name"] in PIPELINE)
+            return report if idle and report["head"] else None
 
-        report = _wait(healthy_with_head, 20, "a healthy report with a signed head")  # the change's evidence
+        # the change's evidence signed, and every consumer done with the events that followed its close
+        report = _wait(healthy_with_head, 30, "a healthy, idle report with a signed head")
         assert report["ok"] and report["problems"] == []
         services = _services(report)
         assert set(services) == set(app.SERVICE_NAMES)
         assert all(s["up"] and s["restarts"] == 0 and s["instances"] == 1 and s["version"] for s in services.values())
-        assert all(services[n]["pending"] == 0 and services[n]["ack_pending"] == 0 for n in PIPELINE)
         stream = report["stream"]
         assert stream["name"] == "UPM_EVENTS" and stream["messages"] >= 9 and stream["last_seq"] == stream["messages"]
         assert stream["replicas"] == 1 and stream["consumers"] >= len(PIPELINE)

@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+import anyio
+import anyio.abc
 import pytest
 
 from events.commands import idempotent_change_id
@@ -19,22 +21,26 @@ from events.model import (
     ChangeClosed,
     DriftDetected,
     ExecutionCompleted,
+    ExecutionStarted,
     IntentSubmitted,
     Payload,
     PlanCompiled,
+    RollbackStarted,
+    StepCompleted,
+    StepOutput,
     VerificationFailed,
     VerificationPassed,
 )
 from events.plan import Plan
 from events.store import ChangeLog, EventStore, new_event
-from providers import CATALOG
+from providers import CATALOG, Observed
 from services.common.runtime import utc_now
 from services.guard.steps import run_command
 from services.planner import CompileInput, compile_intent
 from services.verifier import core
 from services.verifier.config import DriftConfig
-from services.verifier.drift import DRIFT_LOG_KEY, DriftLoop, check, scan
-from services.verifier.inventory import Managed, from_log
+from services.verifier.drift import DRIFT_LOG_KEY, DriftLoop, check, read_resource, scan
+from services.verifier.inventory import Managed, managed
 from services.verifier.service import verify
 from upm.commands.verify import _drift
 
@@ -136,18 +142,28 @@ async def test_a_file_replaced_by_a_named_pipe_is_drift_and_its_digest_is_never_
     assert [(d.field, d.observed) for d in reading.diff] == [("kind", "fifo"), ("sha256", None), ("size", 0)]
 
 
-async def _closed_change(store: EventStore, plan: Plan) -> None:
-    """A change that ran ``plan`` and closed succeeded, as the log holds it."""
+async def _closed_change(store: EventStore, plan: Plan) -> str:
+    """A change that ran ``plan`` and closed succeeded, as the log holds it; its change id."""
     change_id = new_id()
     payloads: list[Payload] = [
         IntentSubmitted(request=plan.request, initiator="alice"),
         PlanCompiled(plan=plan, compile_ms=1.0),
+        ExecutionStarted(plan_hash=plan.hash, steps=len(plan.steps)),
+        *(StepCompleted(step_id=s.id, index=i, command=s.command.display, output=StepOutput(rc=0))
+          for i, s in enumerate(plan.steps)),
         ExecutionCompleted(plan_hash=plan.hash, duration_ms=1.0),
         ChangeClosed(outcome="succeeded", events=4, chain_head=""),
     ]
     events = [new_event(p, event_id=new_id(), change_id=change_id, tenant="acme", ts=utc_now(), actor="test",
                         source="api") for p in payloads]
     await store.append(ChangeLog("acme", change_id), events)
+    return change_id
+
+
+async def _following(loop: DriftLoop, tg: anyio.abc.TaskGroup) -> None:
+    """``loop``'s inventory follows the log, caught up with it now."""
+    tg.start_soon(loop.follower.run)
+    await loop.follower.at_least(await loop.store.position(), within=10)
 
 
 async def test_upm_drift_and_the_drift_loop_report_the_edited_file(
@@ -168,10 +184,40 @@ async def test_upm_drift_and_the_drift_loop_report_the_edited_file(
     assert rows[edited]["diff"] == f"sha256: {AAAA!r} → {BBBB!r}"
 
     loop = DriftLoop(store.nc, FAST)
-    loop.inventory = await from_log(store)
-    summary = await loop.scan_tenant("acme")
+    async with anyio.create_task_group() as tg:
+        await _following(loop, tg)
+        summary = await loop.scan_tenant("acme")
+        tg.cancel_scope.cancel()
     assert (summary.checked, summary.drifted) == (2, 1)
     log = await store.read("acme", idempotent_change_id("acme", DRIFT_LOG_KEY))
     (detected,) = [s.event.payload for s in log.events if isinstance(s.event.payload, DriftDetected)]
     assert detected.resource == edited and [(d.field, d.observed) for d in detected.diff] == [("sha256", BBBB)]
     assert detected.baseline_hash != detected.current_hash
+
+
+async def test_a_rollback_that_starts_while_the_file_is_read_is_not_drift(store: EventStore, tmp_path: Path) -> None:
+    """The read took time and a rollback of the change that created the file started meanwhile and
+    deleted it: the read saw the rollback at work, not drift (the conformance run caught the loop
+    reporting the deleted file as drift after ``rollback.completed``)."""
+    plan = await _created(tmp_path, "a.conf")
+    change_id = await _closed_change(store, plan)
+    (step,) = plan.steps
+
+    async def read_while_rolling_back(item: Managed) -> Observed:
+        if not (tmp_path / "a.conf").exists():  # read again to confirm: the rollback has deleted it
+            return await read_resource(item)
+        rollback = new_event(RollbackStarted(plan_hash=plan.hash, steps=1), event_id=new_id(), change_id=change_id,
+                             tenant="acme", ts=utc_now(), actor="test", source="api")
+        await store.append(await store.read_tail("acme", change_id), [rollback])
+        (tmp_path / "a.conf").unlink()
+        return await read_resource(item)
+
+    loop = DriftLoop(store.nc, FAST, read=read_while_rolling_back)
+    async with anyio.create_task_group() as tg:
+        await _following(loop, tg)
+        assert [m.key for m in managed(loop.inventory, "acme")] == [step.resource.key]
+        summary = await loop.scan_tenant("acme")
+        tg.cancel_scope.cancel()
+    assert (summary.managed, summary.drifted) == (1, 0)
+    log = await store.read("acme", idempotent_change_id("acme", DRIFT_LOG_KEY))
+    assert not [s for s in log.events if isinstance(s.event.payload, DriftDetected)]
