@@ -14,6 +14,11 @@ Rules, applied in log (stream sequence) order:
   showed it already undone (``rollback.step.skipped``). A rollback of a change that never
   succeeded (the automatic one after a failed verification) changes nothing: the change never
   set anything.
+- What a later rollback needs is kept only while one can come, so the fold stays as small as the
+  changes that can still be undone, however long the log: a rollback undoes only the steps that
+  ran (``step.completed``; a skipped step changed nothing), so a change none of whose steps ran
+  (a no-op) keeps nothing, and a change rolled back to the end (``rollback.completed``) is
+  forgotten (it cannot be rolled back again).
 - Reconcile changes (source ``drift``) are changes like any other. Failed, rejected, denied and
   cancelled changes set nothing.
 - A resource is owned by the tenant whose change first put it in the inventory (created it);
@@ -44,6 +49,7 @@ from events.model import (
     RollbackStarted,
     RollbackStepCompleted,
     RollbackStepSkipped,
+    StepCompleted,
 )
 from events.plan import Plan, Step
 
@@ -77,11 +83,13 @@ class _Open(msgspec.Struct, frozen=True, kw_only=True):
     plans: Mapping[str, Plan] = msgspec.field(default_factory=dict)
     started: str = ""
     executed: str = ""
+    completed: frozenset[str] = frozenset()  # the steps that ran: all a later rollback can undo
 
 
 class Inventory(msgspec.Struct, frozen=True, kw_only=True):
     """The fold's state: the desired resources by key, open changes, and, for every change that
-    succeeded, what each of its steps found (so that a later rollback can restore it)."""
+    succeeded and can still be rolled back, what each step that ran found (so that the rollback can
+    restore it)."""
 
     resources: Mapping[str, Resource] = msgspec.field(default_factory=dict)
     open: Mapping[tuple[str, str], _Open] = msgspec.field(default_factory=dict)
@@ -140,6 +148,8 @@ def evolve(inventory: Inventory, event: Event) -> Inventory:
             return _reopen(inventory, change, msgspec.structs.replace(was, plans={**was.plans, plan.hash: plan}))
         case ExecutionStarted(plan_hash=plan_hash) if opened is not None:
             return _reopen(inventory, change, msgspec.structs.replace(opened, started=plan_hash))
+        case StepCompleted(step_id=step_id) if opened is not None:
+            return _reopen(inventory, change, msgspec.structs.replace(opened, completed=opened.completed | {step_id}))
         case ExecutionCompleted(plan_hash=plan_hash) if opened is not None:
             return _reopen(inventory, change, msgspec.structs.replace(opened, executed=plan_hash))
         case ChangeClosed(outcome=outcome) if opened is not None:
@@ -148,10 +158,15 @@ def evolve(inventory: Inventory, event: Event) -> Inventory:
             if outcome != "succeeded" or executed is None:
                 return msgspec.structs.replace(inventory, open=still_open)
             resources, before = _apply(inventory.resources, executed, event, opened.environment)
-            return Inventory(resources=resources, open=still_open, undo={**inventory.undo, change: before})
+            undoable = {step_id: found for step_id, found in before.items() if step_id in opened.completed}
+            return Inventory(resources=resources, open=still_open, rolling_back=inventory.rolling_back,
+                             undo={**inventory.undo, change: undoable} if undoable else inventory.undo)
         case RollbackStarted() if change in inventory.undo:
             return msgspec.structs.replace(inventory, rolling_back=inventory.rolling_back | {change})
-        case RollbackCompleted() | RollbackFailed() if change in inventory.rolling_back:
+        case RollbackCompleted() if change in inventory.undo:  # rolled back: never again, nothing left to undo
+            return msgspec.structs.replace(inventory, rolling_back=inventory.rolling_back - {change},
+                                           undo={k: v for k, v in inventory.undo.items() if k != change})
+        case RollbackFailed() if change in inventory.rolling_back:  # it may be approved again: keep its undo
             return msgspec.structs.replace(inventory, rolling_back=inventory.rolling_back - {change})
         case RollbackStepCompleted(step_id=step_id) | RollbackStepSkipped(step_id=step_id):
             found = inventory.undo.get(change, {}).get(step_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import logging
 import os
@@ -28,9 +29,6 @@ import anyio
 import msgspec
 from nats.aio.client import Client as NATS
 
-from projections.projector import Projector
-from services import executor, preflight, verifier
-from services.auditor import service as auditor
 from services.common import cluster, logs, metrics, retry, tracing
 from services.common.connection import (
     SECURITY_ACCESS,
@@ -47,23 +45,18 @@ from services.common.connection import (
 from services.common.errors import ConfigError, ServerStartFailed
 from services.common.runtime import Runner, ServiceSpec
 from services.common.settings import INSTANCE_ENV, Settings
-from services.executor.config import ENV_VAR as EXECUTOR_CONFIG_ENV
-from services.executor.config import load_config as load_executor_config
-from services.executor.errors import ExecutorConfigInvalid
-from services.gateway.service import Gateway
-from services.planner import service as planner
-from services.preflight.config import ENV_VAR as PREFLIGHT_CONFIG_ENV
+from services.security.access import ASKER, Access, service_identity
 from services.security.access import ENV_VAR as ACCESS_ENV
-from services.security.access import Access, service_identity
 from services.security.access import load as load_access
 from services.security.scope import load_scope
 from services.security.tls import Pki, ensure_pki
-from services.verifier import config as verifier_config
-from services.verifier.drift import DriftLoop
-from upm import emulators, health, instances, natsauth, processes, supervisor
+from upm import emulators, health, instances, processes, supervisor
 from upm.natsserver import private_log
 
 nats_log = logging.getLogger("upm.nats")
+
+# Each hosted service's modules are imported by its factory, when called: `upm service planner` loads the
+# planner's stack and no other, and the supervisor none (a process per service pays only for its own).
 
 
 class Hosted(Protocol):
@@ -72,24 +65,40 @@ class Hosted(Protocol):
     async def run(self, *, ready: anyio.Event | None = None) -> None: ...
 
 
+def _lazy(reference: str) -> Callable[..., Any]:
+    """``"module:attribute"`` as a callable that imports its module on the first call."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        module, attribute = reference.split(":")
+        return getattr(importlib.import_module(module), attribute)(*args, **kwargs)
+
+    return call
+
+
 PIPELINE: dict[str, Callable[[], ServiceSpec]] = {
-    "planner": planner.spec,
-    "preflight": preflight.spec,
-    "executor": executor.spec,
-    "verifier": verifier.spec,
-    "auditor": auditor.spec,
+    "planner": _lazy("services.planner.service:spec"),
+    "preflight": _lazy("services.preflight.service:spec"),
+    "executor": _lazy("services.executor:spec"),
+    "verifier": _lazy("services.verifier.service:spec"),
+    "auditor": _lazy("services.auditor.service:spec"),
 }
 
 
 def _planner(nc: NATS, settings: Settings) -> Hosted:
+    from services.planner import service as planner
+
     return Runner(nc, planner.spec(scope=load_scope(data=settings.data)))
 
 
 def _verifier(nc: NATS, settings: Settings) -> Hosted:
+    from services import verifier
+
     return Runner(nc, verifier.spec())
 
 
 def _preflight(nc: NATS, settings: Settings) -> Hosted:
+    from services import preflight
+
     return preflight.Host(nc, scope=load_scope(data=settings.data))
 
 
@@ -110,6 +119,8 @@ class Together:
 
 
 def _auditor(nc: NATS, settings: Settings) -> Hosted:
+    from services.auditor import service as auditor
+
     witness = auditor.Witness(nc, settings.data)
     responder = health.Responder(nc, witness.witnessed(), services=SERVICE_NAMES, durables=tuple(PIPELINE),
                                  access=load_access())
@@ -117,19 +128,28 @@ def _auditor(nc: NATS, settings: Settings) -> Hosted:
 
 
 def _projector(nc: NATS, settings: Settings) -> Hosted:
+    from projections.projector import Projector
+
     copy = settings.instance  # each copy its own DuckDB files (one writer per file)
     return Projector(nc, settings.data / ("projections" if copy == "1" else f"projections-{copy}"))
 
 
 def _executor(nc: NATS, settings: Settings) -> Hosted:
+    from services import executor
+
     return Together(Runner(nc, executor.spec(scope=load_scope(data=settings.data))), executor.CommandService(nc))
 
 
 def _gateway(nc: NATS, settings: Settings) -> Hosted:
+    from services.gateway.service import Gateway
+
     return Gateway(nc)
 
 
 def _drift(nc: NATS, settings: Settings) -> Hosted:
+    from services.verifier import config as verifier_config
+    from services.verifier.drift import DriftLoop
+
     config = verifier_config.load()
     return DriftLoop(nc, config.drift, secrets=config.secrets.resolver())
 
@@ -216,7 +236,7 @@ def run_service_process(names: tuple[str, ...], url: str, ready_dir: Path | None
 
 def identity_of(name: str) -> str:
     """The identity a hosted process connects as: ``upm-<service>``; the console asks as ``upm-serve``."""
-    return natsauth.SERVE if name == CONSOLE else service_identity(name)
+    return ASKER if name == CONSOLE else service_identity(name)
 
 
 def _console_env(folder: Path, acl: Access | None, port: int) -> dict[str, str]:
@@ -276,6 +296,10 @@ def up(
     Services learn where the targets are from environment variables (``upm/emulators.py``);
     the state file records the emulators' pids and endpoints (``targets``), never a secret.
     """
+    from services.executor.config import ENV_VAR as EXECUTOR_CONFIG_ENV
+    from services.preflight.config import ENV_VAR as PREFLIGHT_CONFIG_ENV
+    from upm import natsauth
+
     existing = read_state(folder)
     if existing is not None and _alive(existing):
         raise ConfigError(f"UPM is already running for {folder} (see {folder / STATE_FILE}); `upm down` first")
@@ -398,6 +422,8 @@ def _last_line(path: Path) -> str:
 
 def identities() -> tuple[str, ...]:
     """The identities of UPM itself: ``upm-<service>`` for every service, ``upm-serve``, ``upm-admin``."""
+    from upm import natsauth
+
     return (*(service_identity(n) for n in SERVICE_NAMES), natsauth.SERVE, natsauth.ADMIN)
 
 
@@ -416,6 +442,9 @@ def security_summary(state: dict[str, Any]) -> str:
 
 def _outputs_bucket(executor_config: Path | None) -> str:
     """The object-store bucket the executor keeps long step outputs in (its identity may write it)."""
+    from services.executor.config import load_config as load_executor_config
+    from services.executor.errors import ExecutorConfigInvalid
+
     try:
         return load_executor_config(executor_config).output.bucket
     except ExecutorConfigInvalid as exc:
@@ -432,6 +461,8 @@ def _copy_access(source: Path, folder: Path) -> Path:
 
 async def create_stream(url: str, tls: ssl.SSLContext) -> None:
     """Create the event stream as ``upm-admin`` (services may not create it under an access file)."""
+    from upm import natsauth
+
     nc = await open_as(url, natsauth.ADMIN, tls)
     try:
         await retry.keep_running("creating the event stream", functools.partial(ensure_stream, nc))
@@ -445,6 +476,9 @@ APPROVER_GROUP = "platform-owners"  # the group the built-in approval lanes ask 
 def _preflight_config(folder: Path, approvers: tuple[str, ...], explicit: Path | None) -> Path | None:
     """The pre-flight configuration the services get: the operator's (checked now, so a bad file stops
     ``up`` rather than every pre-flight), else one making ``approvers`` the approvers of every tenant."""
+    from services.preflight.config import ENV_VAR as PREFLIGHT_CONFIG_ENV
+    from services.preflight.config import load_config
+
     given = explicit or (Path(os.environ[PREFLIGHT_CONFIG_ENV]) if os.environ.get(PREFLIGHT_CONFIG_ENV)
                          else None)
     if given is not None and approvers:
@@ -452,7 +486,7 @@ def _preflight_config(folder: Path, approvers: tuple[str, ...], explicit: Path |
                           f"them to it under groups: {{'*': {{{APPROVER_GROUP}: [{', '.join(approvers)}]}}}}, or "
                           "leave one of the two out")
     if given is not None:
-        preflight.load_config(given)  # PreflightConfigError (a ConfigError) says what is wrong in it
+        load_config(given)  # PreflightConfigError (a ConfigError) says what is wrong in it
         return given.resolve()
     if not approvers:
         return None
@@ -463,6 +497,8 @@ def _preflight_config(folder: Path, approvers: tuple[str, ...], explicit: Path |
 
 def _executor_config(folder: Path, targets: emulators.Targets) -> Path | None:
     """With targets and no ``UPM_EXECUTOR_CONFIG`` of the operator's, a policy naming their brokers."""
+    from services.executor.config import ENV_VAR as EXECUTOR_CONFIG_ENV
+
     if (targets.aws is None and targets.postgres is None) or os.environ.get(EXECUTOR_CONFIG_ENV):
         return None
     brokers = {"local": "none"} | ({"aws": "sts"} if targets.aws else {}) | (

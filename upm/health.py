@@ -32,7 +32,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -43,14 +43,15 @@ from nats.aio.msg import Msg
 
 from events.lifecycle import ChangeState
 from events.subjects import HEALTH_PING, STREAM, SYSTEM_TENANT, query_subject
-from services.auditor import heads
-from services.auditor.service import Witnessed
-from services.auditor.watchdog import Deadlines, due
 from services.common import logs
 from services.common.client import ask, raise_for_reply
 from services.common.responder import reply_to
 from services.security.access import Access, Forbidden, refusal
 from upm import processes
+
+if TYPE_CHECKING:  # the auditor hosts the responder; every other service hosts only a beacon (no auditor modules)
+    from services.auditor.service import Witnessed
+    from services.auditor.watchdog import Deadlines
 
 log = logging.getLogger("upm.health")
 
@@ -159,6 +160,8 @@ def growing_backlogs(previous: Mapping[str, int], consumers: Sequence[ConsumerLa
 def stalled_changes(states: Sequence[ChangeState], now: datetime, deadlines: Deadlines) -> list[StalledChange]:
     """Open changes that are past their status's deadline (:func:`services.auditor.watchdog.due`) or whose
     last event is the watchdog's nudge (no progress since)."""
+    from services.auditor.watchdog import due
+
     out = []
     for state in states:
         if due(state, now, deadlines) is None and state.last_type != "change.stalled":
@@ -385,6 +388,8 @@ class Responder:
         w = self.witnessed
         head = w.head()
         if head is None:  # before the witness caught up: the heads file the auditor keeps
+            from services.auditor import heads
+
             known = heads.read(w.data_dir)
             newest = known[-1] if known else None
             found = (Head(seq=newest.seq, size=newest.size, root=newest.root, signed_at=newest.signed_at,

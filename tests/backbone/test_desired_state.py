@@ -270,3 +270,32 @@ def test_resources_a_change_or_a_rollback_is_acting_on_are_in_change() -> None:
     log.operator_rollback(created)
     rolling = [e for e in log.events if not isinstance(e.payload, RollbackCompleted | VerificationPassed)]
     assert DIR in in_change(fold(rolling))
+
+
+def test_a_rollback_running_while_another_change_closes_stays_in_change() -> None:
+    """Another change closing while a rollback runs used to drop the rollback from the fold (the closed
+    change's new inventory forgot ``rolling_back``): the drift loop then read the resource the rollback
+    was restoring, mid-way, and could report it as drift."""
+    log = Log()
+    created = log.succeeded("Create directory /srv/a with mode 0750")
+    log.operator_rollback(created)
+    rolling = [e for e in log.events if not isinstance(e.payload, RollbackCompleted | VerificationPassed)]
+    other = Log()
+    other.succeeded("Create file /srv/a.conf containing 'x'")
+    assert DIR in in_change(fold([*rolling, *other.events]))
+
+
+def test_the_fold_keeps_only_what_a_rollback_can_still_undo() -> None:
+    """A change rolled back to the end cannot be rolled back again, and a change none of whose steps
+    ran has nothing to undo: neither is kept, so the fold stays as small as the undoable changes
+    however long the log."""
+    log = Log()
+    kept = log.succeeded("Create directory /srv/a with mode 0750")
+    undone = log.succeeded("Create file /srv/a.conf containing 'x'")
+    log.operator_rollback(undone)
+    noop = log._run("Create directory /srv/b", "acme", "api")
+    log.events = [e for e in log.events if not (e.change_id == noop and isinstance(e.payload, StepCompleted))]
+    log._emit(noop, ChangeClosed(outcome="succeeded", events=3, chain_head="h"))
+    inventory = fold(log.events)
+    assert set(inventory.undo) == {("acme", kept)}
+    assert in_change(inventory) == set() and not inventory.rolling_back
