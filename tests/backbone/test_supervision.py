@@ -134,6 +134,13 @@ def test_down_while_nats_is_down_stops_everything_without_a_traceback(tmp_path: 
             _upm("down", "--data", str(data), env=env)
 
 
+def _pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` waits, pending, for the stopped process ``pid`` (Linux ``/proc``)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    masks = [int(line.split()[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signum - 1)) for mask in masks)
+
+
 def _down_while_nats_is_down(data: Path, env: dict[str, str]) -> None:
     state = _state(data)
     everything = [int(state["supervisor"]), *(int(p) for p in state["pids"].values())]
@@ -143,7 +150,13 @@ def _down_while_nats_is_down(data: Path, env: dict[str, str]) -> None:
     time.sleep(2.0)  # every service has noticed, and is reconnecting
     down = subprocess.Popen([sys.executable, "-m", "upm.cli", "down", "--data", str(data), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(1.0)  # `upm down` has asked the supervisor to stop; let it hear it, with NATS still down
+    # `upm down` has asked the supervisor to stop (the signal waits, pending, while it is frozen): only
+    # then may it run again, with NATS still down (a fixed second was too short for `upm down` to start
+    # on a loaded machine: the supervisor woke first and rightly restarted nats-server)
+    deadline = time.monotonic() + 30
+    while not _pending(int(state["supervisor"]), signal.SIGTERM) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pending(int(state["supervisor"]), signal.SIGTERM), "upm down never signalled the supervisor"
     os.kill(int(state["supervisor"]), signal.SIGCONT)
     out, err = down.communicate(timeout=60)
     assert down.returncode == 0, err
