@@ -66,7 +66,8 @@ class Browser:
         self.driver.delete_all_cookies()
         self.open("/signin")
         self.driver.find_element(By.NAME, "token").send_keys(token(who))
-        self.driver.find_element(By.ID, "signin").click()
+        self.driver.find_element(By.ID, "signin").click()  # returns before the next page has loaded
+        self.wait_for("#whoami", 10)
         assert self.driver.find_element(By.ID, "whoami").text == who
 
     def wait_for(self, css: str, within: float) -> None:
