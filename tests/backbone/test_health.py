@@ -28,6 +28,7 @@ import pytest
 
 from events.lifecycle import ChangeState
 from events.store import EventStore
+from services.auditor.service import Witnessed
 from services.auditor.watchdog import Deadlines
 from services.common import connection
 from services.common.errors import CommandRejected
@@ -137,8 +138,8 @@ def test_upm_health_and_metrics_on_a_running_upm(tmp_path: Path) -> None:
         _upm("down", "--data", str(data), env=env)
 
 
-async def _witnessed(tmp_path: Path) -> health.Witnessed:
-    return health.Witnessed(states=list, head=lambda: None, deadlines=Deadlines(), data_dir=tmp_path)
+async def _witnessed(tmp_path: Path) -> Witnessed:
+    return Witnessed(states=list, head=lambda: None, deadlines=Deadlines(), data_dir=tmp_path)
 
 
 async def test_under_an_access_file_only_operators_auditors_and_admins_may_ask(
