@@ -37,7 +37,8 @@ case "${1:-demo}" in
     shift || true
     .venv/bin/ruff check .
     .venv/bin/mypy
-    exec .venv/bin/python -m pytest "$@"
+    # two workers, a test file per worker at a time (module fixtures run once): ~12.5 min instead of ~18 on 2 cores
+    exec .venv/bin/python -m pytest -n "${UPM_TEST_WORKERS:-2}" --dist loadfile "$@"
     ;;
   bench)
     shift || true
