@@ -32,7 +32,8 @@ from projections import evidence_query
 from projections.db import ProjectionDB
 from projections.errors import ProjectionError, QueryTimeout
 from projections.evidence_query import Message
-from projections.sqlservice import MAX_TIMEOUT_S, SqlError, decode_request, encode_reply, error_reply
+from projections.limits import MAX_TIMEOUT_S
+from projections.sqlservice import SqlError, decode_request, encode_reply, error_reply
 from projections.visibility import VisibleSql
 from services.common.responder import INTERNAL_ERROR, INTERNAL_ERROR_TEXT
 from services.security import access as access_rules

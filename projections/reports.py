@@ -16,14 +16,15 @@ from nats.aio.client import Client as NATS
 
 from events.subjects import CHANGE_ID_RE
 from projections import clauses, kpi, score, sqlservice
+from projections.limits import DEFAULT_ROWS, DEFAULT_TIMEOUT_S
 from projections.sqlservice import SqlRequest, SqlResult
 from projections.visibility import VisibleSql
 
 Ask = Callable[[str], Awaitable[SqlResult]]
 
 
-def bus(nc: NATS, tenant: str, *, principal: str, timeout_s: float = sqlservice.DEFAULT_TIMEOUT_S,
-        max_rows: int = sqlservice.DEFAULT_ROWS) -> Ask:
+def bus(nc: NATS, tenant: str, *, principal: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_rows: int = DEFAULT_ROWS) -> Ask:
     async def ask(sql: str) -> SqlResult:
         request = SqlRequest(sql=sql, timeout_s=timeout_s, max_rows=max_rows)
         return await sqlservice.query(nc, tenant, request, principal=principal)
@@ -31,8 +32,8 @@ def bus(nc: NATS, tenant: str, *, principal: str, timeout_s: float = sqlservice.
     return ask
 
 
-def local(source: VisibleSql, tenant: str, *, principal: str, timeout_s: float = sqlservice.DEFAULT_TIMEOUT_S,
-          max_rows: int = sqlservice.DEFAULT_ROWS) -> Ask:
+def local(source: VisibleSql, tenant: str, *, principal: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+          max_rows: int = DEFAULT_ROWS) -> Ask:
     async def ask(sql: str) -> SqlResult:
         request = SqlRequest(sql=sql, timeout_s=timeout_s, max_rows=max_rows)
         return await anyio.to_thread.run_sync(source.answer, tenant, principal, request)

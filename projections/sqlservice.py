@@ -27,11 +27,8 @@ from events import jsonbounds
 from events.errors import InvalidEvent
 from events.subjects import sql_subject
 from projections.errors import AccessDenied, ProjectionUnavailable, QueryFailed, QueryRejected, QueryTimeout
+from projections.limits import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, MAX_ROWS, MAX_TIMEOUT_S
 
-DEFAULT_ROWS = 1000
-MAX_ROWS = 10_000
-DEFAULT_TIMEOUT_S = 10.0
-MAX_TIMEOUT_S = 60.0
 MAX_REQUEST_BYTES = 64 * 1024
 
 

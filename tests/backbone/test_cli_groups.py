@@ -119,3 +119,15 @@ def test_flag_checks_keep_their_messages_and_exit_2(capsys: pytest.CaptureFixtur
             cli.main(argv)
         err = capsys.readouterr().err
         assert done.value.code == 2 and message in err and "Traceback" not in err, (argv, err)
+
+
+@pytest.mark.parametrize("argv", [["evidence", "verify", "--help"], ["sql", "--help"], ["kpi", "--help"],
+                                  ["audit", "verify", "--help"], ["serve", "token", "add", "--help"]])
+def test_help_of_the_read_commands_loads_none_of_what_they_run(argv: list[str]) -> None:
+    """Their flags are upm.commands.read's; what they do (DuckDB, NATS, the auditor's evidence code) is
+    upm.commands.reading's, imported when one runs (`upm evidence verify --help` took 540 ms, 19x a bare
+    interpreter, importing it all)."""
+    loaded = _loaded_by(argv)
+    heavy = sorted(m for m in loaded if m.split(".")[0] in ("duckdb", "nats") or m.startswith(
+        ("services.auditor", "upm.commands.reading", "projections.sqlservice", "upm.natsauth")))
+    assert heavy == [], f"`upm {' '.join(argv)}` imported {heavy}"

@@ -14,7 +14,7 @@ from upm_history import History, happy
 from events import signing
 from services.auditor import evidence
 from upm.cli import main
-from upm.commands import read as cli
+from upm.commands import reading
 
 
 def upm(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -67,12 +67,12 @@ def test_a_re_signed_pack_is_untrusted_without_keys_and_passes_only_with_its_own
 ) -> None:
     forged = str(packs["forged"])
     code, out, err = upm(capsys, "evidence", "verify", forged, "--data", str(packs["empty"]))
-    assert code == cli.UNTRUSTED and "OK" not in out  # printed OK, exit 0 before: the key inside was believed
+    assert code == reading.UNTRUSTED and "OK" not in out  # printed OK, exit 0 before: the key inside was believed
     assert "UNTRUSTED" in err and "not one of the trusted keys" in err and "Traceback" not in err
     code, _, err = upm(capsys, "evidence", "verify", forged, "--data", str(packs["data"]))
-    assert code == cli.UNTRUSTED and "UNTRUSTED" in err
+    assert code == reading.UNTRUSTED and "UNTRUSTED" in err
     code, _, err = upm(capsys, "evidence", "verify", forged, "--public-key", str(packs["real_key"]))
-    assert code == cli.UNTRUSTED
+    assert code == reading.UNTRUSTED
     code, out, _ = upm(capsys, "evidence", "verify", forged, "--public-key", str(packs["forger_key"]))
     assert code == 0 and "OK" in out  # intact, and signed by exactly the key given
 
@@ -95,7 +95,7 @@ def test_the_genuine_pack_passes_with_any_source_of_the_right_key(
     assert code == 0  # either given key may have signed
     (other / "prod.pub").unlink()
     code, _, err = upm(capsys, "evidence", "verify", genuine, "--data", str(packs["empty"]))
-    assert code == cli.UNTRUSTED and "UNTRUSTED" in err  # intact, but nothing says whose key that is
+    assert code == reading.UNTRUSTED and "UNTRUSTED" in err  # intact, but nothing says whose key that is
 
 
 def test_a_bad_signature_is_not_untrusted_but_failed(capsys: pytest.CaptureFixture[str],
