@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -146,7 +147,9 @@ async def get(port: int, path: str, accept: str) -> tuple[float, bytes]:
             pass
     status = int(raw.split(b" ", 2)[1])
     if status != 200:
-        raise SystemExit(f"{path} answered {status}: {raw[:300]!r}")
+        body = raw.partition(b"\r\n\r\n")[2]
+        message = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body.decode(errors="replace"))).strip()
+        raise SystemExit(f"{path} answered {status}: {message[:600]}")
     return (time.perf_counter() - started) * 1000, raw
 
 

@@ -30,7 +30,7 @@ from events.store import EventStore, map_error
 from events.subjects import EVENT_ROOT, QUERY_ROOT, SQL_ROOT
 from projections import evidence_query
 from projections.db import ProjectionDB
-from projections.errors import ProjectionError, QueryTimeout
+from projections.errors import ProjectionError, QueryFailed, QueryTimeout
 from projections.evidence_query import Message
 from projections.limits import MAX_TIMEOUT_S
 from projections.sqlservice import SqlError, decode_request, encode_reply, error_reply
@@ -181,6 +181,10 @@ class Projector:
             async with self._queries:
                 result = await anyio.to_thread.run_sync(sql.answer, tenant, principal, request)
             reply: bytes = encode_reply(msgspec.structs.replace(result, position=self.position))
+            if len(reply) > self.nc.max_payload:  # it could not be sent: the asker would wait for nothing
+                raise QueryFailed(f"the result is {len(reply):,} bytes, over the bus's {self.nc.max_payload:,}-byte "
+                                  f"message limit ({len(result.rows)} rows): select fewer rows (LIMIT, --max-rows) "
+                                  "or fewer or shorter columns")
         except ProjectionError as exc:
             reply = encode_reply(error_reply(exc))
         return [(reply, {})]

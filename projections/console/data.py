@@ -11,6 +11,8 @@ identity: the console's sign-in is the authentication.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -28,6 +30,7 @@ from projections import evidence_query, kpi, reports, score
 from projections.console import views
 from projections.db import ALL_TENANTS
 from projections.errors import AccessDenied
+from projections.limits import MAX_TIMEOUT_S
 from projections.serve import Grant, pinned
 from services.auditor import evidence
 from services.auditor.errors import EvidenceInvalid, EvidenceUntrusted
@@ -37,6 +40,7 @@ from services.gateway import queries
 from services.security.access import Access
 
 LIST_LIMIT = 200  # rows of the approvals queue
+log = logging.getLogger("upm.console")
 PAGE_SIZE = 50  # rows of one page of the change list
 KPI_FRESH_S = 15.0
 PACKS_KEPT = 4096
@@ -146,6 +150,7 @@ class Reader:
         self.rules = rules
         self.trusted = trusted
         self._dashboards: dict[tuple[Grant, str], Dashboard] = {}
+        self._computing: dict[tuple[Grant, str], asyncio.Task[Dashboard]] = {}
         self._packs: dict[str, dict[str, Any]] = {}  # object name → its report (insertion order: oldest first)
 
     def ask(self, grant: Grant, tenant: str) -> reports.Ask:
@@ -233,15 +238,32 @@ class Reader:
                                        f"{report.key_id} (trusted), in the log head of size {report.log_head_size}"}
 
     async def kpis(self, grant: Grant, tenant: str) -> Dashboard:
-        """The ten charts and the score, as this person may see them. The KPI views aggregate the whole
-        log (hundreds of ms), so a dashboard is kept per (person, tenant) and reused while no event was
-        projected since, or for :data:`KPI_FRESH_S` at most while events keep coming."""
+        """The ten charts and the score, as this person may see them. The KPI views and the clauses
+        aggregate the whole log (seconds at 10,000 changes), so a dashboard is kept per (person, tenant):
+        reused while no event was projected since, or for :data:`KPI_FRESH_S` while events keep coming;
+        once stale it is still shown (with the time it was made) while one refresh runs behind it. Only
+        the first request of a (person, tenant) waits for the computation; concurrent ones share it."""
         ask = self.ask(grant, tenant)
         position = reports.records(await ask(kpi.POSITION_QUERY))[0].get("seq")
         key = (grant, tenant)
         kept = self._dashboards.get(key)
         if kept is not None and (kept.position == position or time.monotonic() - kept.made < KPI_FRESH_S):
             return kept
+        running = self._computing.get(key)
+        if running is None:
+            running = self._computing[key] = asyncio.create_task(self._dashboard(grant, tenant, position))
+            running.add_done_callback(lambda done: self._computed(key, done))
+        if kept is not None:
+            return kept
+        return await asyncio.shield(running)
+
+    def _computed(self, key: tuple[Grant, str], done: asyncio.Task[Dashboard]) -> None:
+        del self._computing[key]
+        if not done.cancelled() and done.exception() is not None:  # the next request tries again
+            log.warning("console: the KPI dashboard of %s could not be computed: %s", key[1], done.exception())
+
+    async def _dashboard(self, grant: Grant, tenant: str, position: object) -> Dashboard:
+        ask = reports.bus(self.nc, tenant, principal=grant.principal, timeout_s=MAX_TIMEOUT_S)
         async with anyio.create_task_group() as tg:
             answers: dict[str, Any] = {}
 
@@ -259,7 +281,7 @@ class Reader:
         made = Dashboard(charts=views.kpi_charts(rows, answers["current"], width),
                          score=await reports.scored(ask), position=position,
                          made=time.monotonic(), at=datetime.now(UTC).strftime("%H:%M:%S UTC"))
-        self._dashboards[key] = made
+        self._dashboards[(grant, tenant)] = made
         return made
 
     async def drift(self, grant: Grant) -> list[views.DriftRow]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from upm_history import History, make_plan
+from upm_history import History, happy, make_plan
 
 from events.model import (
     ApprovalGranted,
@@ -163,3 +163,19 @@ def test_score_json_is_stable() -> None:
     counts, samples = all_held()
     a = msgspec.json.encode(score.score(counts, samples, ["x"]))
     assert a == msgspec.json.encode(score.score(counts, samples, ["x"]))
+
+
+def test_the_exercises_query_counts_every_exercise_and_lists_only_the_first_few(tmp_path: Path) -> None:
+    """At 10,000 changes every exercise of every clause was one ~80 MB answer, more than a bus message
+    may carry: the query counts them all but lists only the first EVIDENCE_KEPT (failures first)."""
+    h = History()
+    for i in range(clauses.EVIDENCE_KEPT + 5):
+        happy(h, "acme", at=10.0 * i)
+    db = ProjectionDB(tmp_path / "p")
+    try:
+        db.ingest(h.records)
+        rows = db.main.execute(clauses.EXERCISES_QUERY).fetchall()
+    finally:
+        db.close()
+    closed = next(r for r in rows if r[0] == "audit.l1.closed")
+    assert closed[1] == clauses.EVIDENCE_KEPT + 5 and len(closed[3].splitlines()) == clauses.EVIDENCE_KEPT

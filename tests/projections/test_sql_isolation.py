@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 from nats.aio.client import Client as NATS
 from upm_history import History, happy, publish
@@ -94,6 +95,16 @@ async def test_row_and_time_limits(two_tenants: Projector, nc: NATS) -> None:
     with pytest.raises(QueryTimeout, match="longer than"):
         await ask(nc, "SELECT count(*) FROM range(100000000000) a, range(10) b WHERE a.range % 7 = b.range",
                   timeout_s=0.3)
+
+
+async def test_a_result_too_large_for_one_message_is_refused_with_the_reason(two_tenants: Projector, nc: NATS) -> None:
+    """A reply over the server's message limit could not be sent: the asker used to wait out its time-out
+    (the KPI dashboard's clause query at 10,000 changes, 503 on /kpi) for an answer that never came."""
+    started = anyio.current_time()
+    with pytest.raises(QueryFailed, match=r"over the bus's .*message limit") as refused:
+        await ask(nc, f"SELECT repeat('x', {nc.max_payload}) AS big", timeout_s=20)
+    assert not isinstance(refused.value, QueryTimeout) and anyio.current_time() - started < 10
+    assert await ask(nc, "SELECT 1") == [[1]]  # and the projector answers on
 
 
 def test_offline_read_only_open_has_the_same_isolation(tmp_path: Path) -> None:
