@@ -44,6 +44,9 @@ class SignInNeeded(Exception):
     """No session, no token, and the console is not open."""
 
 
+LIVE_POLL_S = 0.25  # how often a live list checks its first page (a new change shows within ~2 s under load)
+
+
 @dataclass(frozen=True)
 class Who:
     grant: Grant
@@ -59,7 +62,7 @@ class Console:
     rules: Access
     tokens: dict[str, Grant]
     default_name: str
-    poll_s: float = 0.5
+    poll_s: float = LIVE_POLL_S
     sessions: auth.Sessions = field(default_factory=auth.Sessions)
     templates: Jinja2Templates = field(default_factory=lambda: Jinja2Templates(directory=str(HERE / "templates")))
 
@@ -156,7 +159,7 @@ def endpoint(console: Console, handler: Handler) -> Callable[[Request], Awaitabl
 
 
 def create_app(nc: NATS, rules: Access, tokens: dict[str, Grant], *, trusted: dict[str, str] | None = None,
-               default_name: str | None = None, poll_s: float = 0.5) -> Starlette:
+               default_name: str | None = None, poll_s: float = LIVE_POLL_S) -> Starlette:
     """The console for ``rules`` (open or secure) and ``tokens`` (see :mod:`projections.serve`)."""
     from projections.console.routes import approvals, changes, reports, session
 

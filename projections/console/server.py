@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from events import signing
-from projections.console.app import CLIENT_CN, create_app
+from projections.console.app import CLIENT_CN, LIVE_POLL_S, create_app
 from projections.serve import TOKENS_FILE, Grant, load_tokens
 from services.common.errors import ConfigError
 from services.security.access import Access
@@ -74,7 +74,7 @@ def settings(data: Path, host: str, tokens_file: Path | None = None, rules: Acce
     return Settings(rules=rules, tokens=tokens, trusted=trusted)
 
 
-def app_for(nc: NATS, chosen: Settings, poll_s: float = 0.5) -> Starlette:
+def app_for(nc: NATS, chosen: Settings, poll_s: float = LIVE_POLL_S) -> Starlette:
     return create_app(nc, chosen.rules, chosen.tokens, trusted=chosen.trusted, poll_s=poll_s)
 
 
