@@ -726,10 +726,10 @@ TOPIC = ResourceType(
 def _parameter(stdout: str, ident: str) -> dict[str, Any] | None:
     """A parameter's metadata (never its value) from ``describe-parameters``; none listed: absent."""
     found = [p for p in json.loads(stdout)["Parameters"] if p.get("Name") == ident]
-    return {"type": found[0].get("Type")} if found else None
+    return {"parameter_type": found[0].get("Type")} if found else None
 
 
-_PUT_PARAMETER = ("aws", "ssm", "put-parameter", "--name", "{name}", "--type", "{type}",
+_PUT_PARAMETER = ("aws", "ssm", "put-parameter", "--name", "{name}", "--type", "{parameter_type}",
                   "--value", "file:///dev/stdin", "--region", "{region}")
 
 PARAMETER = ResourceType(
@@ -756,7 +756,7 @@ PARAMETER = ResourceType(
             doc="the value (fed on stdin): a secret as a reference, secret:NAME, never the value itself",
         ),
         FieldSpec(
-            name="type",
+            name="parameter_type",  # not "type": a spec's `type` is the resource type
             kind="choice",
             default="SecureString",
             choices=("String", "SecureString"),
@@ -764,8 +764,8 @@ PARAMETER = ResourceType(
             doc="SecureString (default) or String",
         ),
     ),
-    summary=("region", "type"),
-    state=("type",),
+    summary=("region", "parameter_type"),
+    state=("parameter_type",),
     create=_PUT_PARAMETER,
     update=(*_PUT_PARAMETER, "--overwrite"),
     delete=("aws", "ssm", "delete-parameter", "--name", "{name}", "--region", "{region}"),

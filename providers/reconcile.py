@@ -124,10 +124,10 @@ def _parameter(step: Step, observed: Observed) -> dict[str, Any] | None:
     """An SSM parameter gone, or of another type, is put again from its stdin (a secret stays a
     reference, resolved by the executor again); a value changed out of band is not seen (read-backs
     never read the value)."""
-    if step.stdin is None or not (observed is None or _differs(step, observed, "type")):
+    if step.stdin is None or not (observed is None or _differs(step, observed, "parameter_type")):
         return None
     base = {"type": "aws_ssm_parameter", "name": step.resource.name, "target": step.target, "value": step.stdin}
-    return _with_settings(base | ({} if observed is None else {"action": "update"}), step, "type")
+    return _with_settings(base | ({} if observed is None else {"action": "update"}), step, "parameter_type")
 
 
 def _target_rule(

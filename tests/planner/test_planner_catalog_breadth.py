@@ -48,7 +48,7 @@ def test_an_ssm_parameter_holds_its_secret_as_a_reference_fed_on_stdin_never_in_
     (step,) = plan.steps
     assert step.stdin == "secret:DB_PASS"
     assert "--value file:///dev/stdin" in step.command.display and "DB_PASS" not in step.command.display
-    assert step.desired == {"exists": True, "type": "SecureString"}
+    assert step.desired == {"exists": True, "parameter_type": "SecureString"}
     assert step.guard is None  # re-putting is harmless; the read-back cannot see the value
 
 
@@ -82,3 +82,21 @@ def test_a_node_pool_needs_its_cluster_and_scales_in_place() -> None:
     created = compile_intent(CompileInput(request="create aks cluster aks-demo in eastus and node pool gpu for "
                                                   "cluster aks-demo"), KEYED)
     assert [s.resource.type for s in created.steps][-1] == "az_aks_nodepool" and created.resources_needed == ()
+
+
+def test_no_catalog_field_is_named_like_a_spec_key_it_could_never_be_given_as() -> None:
+    """An SSM parameter's field was called `type`: a native spec (and every drift reconcile, which writes
+    one) could not set it, because `type` names the resource type (the reconcile was rejected:
+    "unknown resource type 'SecureString'")."""
+    from providers import CATALOG
+    from services.planner.spec import _RESERVED_BUT_TARGET
+
+    clashes = [(t.name, f) for t in CATALOG.values() for f in t.field_names if f in _RESERVED_BUT_TARGET]
+    assert clashes == []
+
+
+def test_an_ssm_parameter_type_is_set_from_a_spec() -> None:
+    spec = {"resources": [{"type": "aws_ssm_parameter", "name": "/app/flag", "value": "on",
+                           "parameter_type": "String"}]}
+    (step,) = compile_intent(CompileInput(spec=spec)).steps
+    assert step.desired["parameter_type"] == "String" and "String" in step.command.argv

@@ -180,3 +180,52 @@ async def test_a_failing_step_rolls_back_every_new_type_the_change_created(
     assert retention(aws_target, "/rb/web") is None and "rb/web" not in repositories(aws_target)
     assert not {"rb-dlq", "rb-main"} & set(queues(aws_target))
     assert "/zz/rb/token" not in parameters(aws_target)
+
+
+async def test_a_topic_parameter_repository_and_redrive_removed_out_of_band_are_reconciled(
+    aws_target: AwsTarget, targets_pipeline: EventStore, eventually: Eventually, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drift half of create → verify → drift → rollback for the types the tests above do not drift:
+    each is removed behind UPM's back, detected, and put back by a reconcile change (the queue with its
+    dead-letter redrive). The parameter's reconcile used to be rejected: its `type` field (now
+    `parameter_type`) read as the resource type."""
+    monkeypatch.setenv("UPM_SECRET_DRIFT_TOKEN", SECRET)  # the reconcile writes the parameter again
+    status = await traced(
+        targets_pipeline,
+        "Create sns topic drift-topic, and ssm parameter /acme/drift/token with value secret:DRIFT_TOKEN, "
+        "and ecr repository acme/drift, and sqs queue drift-dlq, and sqs queue drift-main with dead letter "
+        "queue drift-dlq after 5 receives",
+    )
+    assert status.outcome == "succeeded", status.reason
+    drift_log = idempotent_change_id("acme", DRIFT_LOG_KEY)
+
+    async def payloads() -> list[object]:
+        return [s.event.payload for s in (await targets_pipeline.read("acme", drift_log)).events]
+
+    seen = len(await payloads())
+    topic = next(t["TopicArn"] for t in boto(aws_target, "sns").list_topics()["Topics"]
+                 if t["TopicArn"].endswith(":drift-topic"))
+    boto(aws_target, "sns").delete_topic(TopicArn=topic)
+    boto(aws_target, "ssm").delete_parameter(Name="/acme/drift/token")
+    boto(aws_target, "ecr").delete_repository(repositoryName="acme/drift", force=True)
+    sqs = boto(aws_target, "sqs")
+    sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName="drift-main")["QueueUrl"])
+    removed = (("aws_sns_topic:", ":drift-topic"), ("aws_ssm_parameter:", ":/acme/drift/token"),
+               ("aws_ecr_repository:", ":acme/drift"), ("aws_sqs_queue:", ":drift-main"),
+               ("aws_sqs_queue_redrive:", ":drift-main"))
+
+    def named(key: str) -> set[tuple[str, str]]:
+        return {(kind, name) for kind, name in removed if key.startswith(kind) and key.endswith(name)}
+
+    async def resolved() -> bool:
+        done = set().union(*(named(p.resource) for p in (await payloads())[seen:] if isinstance(p, DriftResolved)))
+        return done == set(removed)
+
+    await eventually(resolved, SLOW)
+    detected = [p for p in (await payloads())[seen:] if isinstance(p, DriftDetected)]
+    assert set().union(*(named(d.resource) for d in detected if d.action == "reconcile")) == set(removed), detected
+    assert "drift-topic" in topics(aws_target) and "acme/drift" in repositories(aws_target)
+    stored = boto(aws_target, "ssm").get_parameter(Name="/acme/drift/token", WithDecryption=True)["Parameter"]
+    assert stored["Value"] == SECRET
+    policy = redrive(aws_target, "drift-main")
+    assert policy is not None and policy["deadLetterTargetArn"].endswith(":drift-dlq")
