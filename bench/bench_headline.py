@@ -126,9 +126,13 @@ def resolve_url(data: Path) -> str:
 
 
 def rss_mib(data: Path) -> dict[str, float]:
-    """The resident set (MiB) of every process the state file names, from /proc."""
+    """The resident set (MiB) of every process the state file names (a process hosting several services
+    once, under its own name), from /proc."""
     state = json.loads((data / "state.json").read_text())
-    pids = {**{k: int(v) for k, v in state.get("pids", {}).items()}, "supervisor": int(state["supervisor"])}
+    hosting = {service: process for process, services in (state.get("processes") or {}).items()
+               for service in services}
+    pids = {**{hosting.get(k, k): int(v) for k, v in state.get("pids", {}).items()},
+            "supervisor": int(state["supervisor"])}
     out = {}
     for name, pid in pids.items():
         try:
@@ -228,8 +232,8 @@ async def throughput(url: str, noop: Path, in_flight: int, count: int) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--levels", default="1,10,50,100,200")
+    parser.add_argument("--rounds", type=int, default=10, help="paired rounds of the 20-step change (0: skip)")
+    parser.add_argument("--levels", default="1,10,50,100,200", help="changes in flight, comma-separated (\"\": skip)")
     parser.add_argument("--per-level", type=int, default=300, help="changes per in-flight level (at least 3x it)")
     parser.add_argument("--rss-changes", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script works")
@@ -243,13 +247,14 @@ def main() -> None:
     env.pop("NATS_URL", None)
     subprocess.run([*upm_cli(), "up", "--data", str(data)], env=env, check=True, capture_output=True)
     try:
-        headline(args.rounds, work, data, env)
+        if args.rounds:
+            headline(args.rounds, work, data, env)
         url = resolve_url(data)
         noop = work / "noop"
         noop.mkdir(mode=0o750)
         noop.chmod(0o750)
         print("## no-op changes by changes in flight")
-        for level in (int(x) for x in args.levels.split(",")):
+        for level in (int(x) for x in args.levels.split(",") if x):
             r = anyio.run(throughput, url, noop, level, max(args.per_level, 3 * level))
             print(f"{level:>4} in flight: {r['per_min']:8.0f} changes/min   intent→closed median "
                   f"{r['closed_med'] * 1000:7.1f} ms P95 {r['closed_p95'] * 1000:7.1f} ms   close→evidence median "

@@ -61,6 +61,7 @@ PING_S = 1.5  # how long the responder waits for every service to answer the pin
 BACKLOG_ENV = "UPM_HEALTH_MAX_BACKLOG"
 DEFAULT_MAX_BACKLOG = 1000
 SERVER = "nats-server"
+RESPONDER_HOST = "auditor"  # the service hosting the health responder (upm/app.py)
 
 
 def version() -> str:
@@ -243,17 +244,21 @@ def assess(
     elif server is not None and not server.running:
         problems.append(f"{SERVER} (pid {server.pid}) is not running")
     if bus is None and not unreachable:
-        problems.append(f"the health responder (hosted by the auditor) did not answer: {silent}")
+        problems.append(f"the health responder (hosted by the {RESPONDER_HOST}) did not answer: {silent}")
     beats: dict[str, list[Heartbeat]] = {}
     for beat in bus.heartbeats if bus is not None else ():
         beats.setdefault(beat.service, []).append(beat)
     lags = {c.service: c for c in bus.consumers} if bus is not None else {}
+    responder = procs.get(RESPONDER_HOST) if bus is None and not unreachable else None  # silent: so is its process
     services = []
     for name in expected:
         proc, answered, lag = procs.get(name), beats.get(name, []), lags.get(name)
         why = ""
         if proc is not None and not proc.running:
             why = f"not running (pid {proc.pid} is gone)"
+        elif responder is not None and proc is not None and proc.pid == responder.pid:
+            why = (f"its process (pid {proc.pid}) hosts the health responder, which did not answer (stopped, hung "
+                   "or disconnected)")
         elif bus is not None and not answered:
             why = f"did not answer the health ping within {bus.ping_s}s (stopped, hung or disconnected)"
         if why:
@@ -330,7 +335,7 @@ class Beacon:
                 await sub.unsubscribe()
 
     async def answer(self, msg: Msg) -> bytes:
-        return msgspec.json.encode(msgspec.structs.replace(self.beat, last_error=logs.LAST_ERROR.last))
+        return msgspec.json.encode(msgspec.structs.replace(self.beat, last_error=logs.LAST_ERROR.of(self.beat.service)))
 
 
 

@@ -23,10 +23,12 @@ import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from services.common.errors import ConfigError, ServerStartFailed
-from services.security.tls import Pki
+
+if TYPE_CHECKING:
+    from services.security.tls import Pki
 
 
 def nats_server_binary() -> str:

@@ -40,7 +40,6 @@ import msgspec
 from services.common import logs, metrics
 from services.common.errors import ServerStartFailed
 from services.common.retry import RetryPolicy
-from services.security.tls import Pki
 from upm import processes
 from upm.natsserver import EmbeddedCluster, EmbeddedNats, private_log
 
@@ -52,17 +51,23 @@ POLICY = RetryPolicy(initial_s=0.25, backoff=2.0, maximum_s=15.0, jitter=0.3, st
 
 
 class ServicePlan(msgspec.Struct, frozen=True):
-    """One service process: its service, its whole environment, its umask, which copy it is."""
+    """One service process: its name, the services it hosts (``hosts``; none: the one named ``name``), its
+    whole environment, its umask, which copy it is."""
 
     name: str
     env: dict[str, str]
     umask: int = 0o077  # -1: the supervisor's own (the operator's)
     instance: int = 1  # replicas of a service share its durable consumer; each is a process
+    hosts: tuple[str, ...] = ()
 
     @property
     def process(self) -> str:
-        """The process's name in the state file and its log's: ``executor``, ``executor.2`` …"""
+        """The process's name in its log's: ``executor``, ``executor.2``, ``services`` …"""
         return process_name(self.name, self.instance)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return self.hosts or (self.name,)
 
 
 def process_name(service: str, instance: int) -> str:
@@ -109,6 +114,7 @@ class Child:
     restart_at: float | None = None  # when it is due again, once it died
     last_exit: int | None = None
     restarts: int = 0
+    hosts: tuple[str, ...] = ()  # the services it runs, as the state file names them (none: itself)
 
 
 def restart_due(child: Child, now: float, draw: float, policy: RetryPolicy = POLICY) -> float | None:
@@ -154,7 +160,8 @@ class Supervisor:
             assert self.plan.external_url is not None
             self.url = self.plan.external_url
         for service in self.plan.services:
-            child = Child(service.process, self._service_spawner(service, folder))
+            child = Child(service.process, self._service_spawner(service, folder),
+                          hosts=tuple(process_name(name, service.instance) for name in service.services))
             self._start(child)
             self.children.append(child)
         self.metrics = metrics.serve_aggregate()  # every process's samples, summed (services/common/metrics.py)
@@ -193,8 +200,9 @@ class Supervisor:
         metrics.RESTARTS.labels(child.name).inc()
         assert child.process is not None
         log.warning("restarted %s", child.name, extra={"fields": {
-            "event": "restart", "process": child.name, "count": child.restarts, "exit": child.last_exit,
-            "ran_s": round(ran, 3), "attempt": child.attempt, "pid": child.process.pid}})
+            "event": "restart", "process": child.name, "services": list(child.hosts or (child.name,)),
+            "count": child.restarts, "exit": child.last_exit, "ran_s": round(ran, 3), "attempt": child.attempt,
+            "pid": child.process.pid}})
 
     def _start(self, child: Child) -> None:
         child.process = child.spawn()
@@ -202,6 +210,8 @@ class Supervisor:
         child.restart_at = None
 
     def _nats(self) -> EmbeddedNats | EmbeddedCluster:
+        from services.security.tls import Pki  # with TLS only: cryptography is no small import
+
         logs_dir = self.plan.data / "logs"
         pki = Pki(Path(self.plan.tls_dir)) if self.plan.tls_dir else None
         if self.plan.cluster:
@@ -217,7 +227,7 @@ class Supervisor:
         return server.process
 
     def _service_spawner(self, service: ServicePlan, folder: Path) -> Callable[[], subprocess.Popen[bytes]]:
-        argv = [self.plan.python, "-m", "upm.cli", "service", service.name, "--nats", self.url,
+        argv = [self.plan.python, "-m", "upm.cli", "service", *service.services, "--nats", self.url,
                 "--ready-dir", str(ready_dir(folder, service.instance)), "--data", str(folder)]
 
         def spawn() -> subprocess.Popen[bytes]:
@@ -231,6 +241,7 @@ class Supervisor:
         """With an access file the services may not create the event stream: create it as ``upm-admin``."""
         import anyio
 
+        from services.security.tls import Pki
         from upm.app import create_stream
         from upm.natsauth import ADMIN
 
@@ -260,12 +271,14 @@ class Supervisor:
         state = read_state(self.plan.data) or {}
         restarts = dict(state.get("restarts") or {})
         for child in self.children:
-            if child.restarts:
-                restarts[child.name] = {"count": child.restarts, "last_exit": child.last_exit,
-                                        "last_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        pids = {c.name: c.process.pid for c in self.children if c.process is not None}
-        state |= {"url": self.url, "pids": pids, "restarts": restarts, "supervisor": os.getpid(),
-                  "metrics": self.metrics}
+            if child.restarts:  # per service: a service restarts with the process hosting it
+                for name in child.hosts or (child.name,):
+                    restarts[name] = {"count": child.restarts, "last_exit": child.last_exit,
+                                      "last_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        pids = {name: c.process.pid for c in self.children if c.process is not None for name in c.hosts or (c.name,)}
+        hosting = {c.name: list(c.hosts) for c in self.children if c.hosts}
+        state |= {"url": self.url, "pids": pids, "processes": hosting, "restarts": restarts,
+                  "supervisor": os.getpid(), "metrics": self.metrics}
         write_state(self.plan.data, state)
 
 

@@ -19,6 +19,18 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 _context: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar("upm_log_context", default=())
+_service: contextvars.ContextVar[str | None] = contextvars.ContextVar("upm_log_service", default=None)
+
+
+@contextlib.contextmanager
+def serving(service: str) -> Iterator[None]:
+    """Records made inside (in this task and the tasks it starts) name ``service``: one process may host
+    several services, and each record still says whose it is."""
+    token = _service.set(service)
+    try:
+        yield
+    finally:
+        _service.reset(token)
 
 
 @contextlib.contextmanager
@@ -43,7 +55,7 @@ class JsonFormatter(logging.Formatter):
         line: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace(
                 "+00:00", "Z"),
-            "service": self.service,
+            "service": _service.get() or self.service,
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -58,15 +70,22 @@ class JsonFormatter(logging.Formatter):
 
 
 class LastError(logging.Handler):
-    """Remembers this process's latest record at ``error`` or above (``upm health`` shows it)."""
+    """Remembers the latest record at ``error`` or above of each service this process hosts, and of the
+    process itself (made outside any service, e.g. by the connection): ``upm health`` shows them."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
-        self.last: dict[str, str] | None = None
+        self.latest: dict[str | None, dict[str, str]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.last = {"time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="seconds").replace(
-            "+00:00", "Z"), "logger": record.name, "message": record.getMessage()[:500]}
+        self.latest[_service.get()] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "logger": record.name, "message": record.getMessage()[:500]}
+
+    def of(self, service: str) -> dict[str, str] | None:
+        """The newer of ``service``'s latest error and its process's own."""
+        found = [e for e in (self.latest.get(service), self.latest.get(None)) if e is not None]
+        return max(found, key=lambda e: e["time"]) if found else None
 
 
 LAST_ERROR = LastError()

@@ -13,6 +13,7 @@ body again while another writer appended to the same change first.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -21,8 +22,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
-import nats.errors
-import nats.js.errors
 
 from events.errors import ConcurrencyConflict, ServerRefused, StoreTimeout, StreamNotFound
 
@@ -67,23 +66,30 @@ DEFAULT = RetryPolicy()
 CONFLICTS = RetryPolicy(initial_s=0.01, backoff=2.0, maximum_s=0.2, jitter=0.5)
 """Between attempts to append to a change another writer appended to (re-read, then append or decide again)."""
 
-_TRANSIENT: tuple[type[BaseException], ...] = (
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.NoRespondersError,
-    nats.errors.NoServersError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError,
-    nats.errors.TimeoutError,
-    nats.js.errors.ServiceUnavailableError,
-    nats.js.errors.ServerError,
-    nats.js.errors.NotFoundError,
-    nats.js.errors.NoStreamResponseError,
-    StoreTimeout,
-    StreamNotFound,
-    TimeoutError,
-    ConnectionError,
-)
+@functools.cache
+def _transient() -> tuple[type[BaseException], ...]:
+    """The errors of NATS being away for a while (nats-py imported on first use: the supervisor, which only
+    needs :class:`RetryPolicy`, never loads it)."""
+    import nats.errors
+    import nats.js.errors
+
+    return (
+        nats.errors.ConnectionClosedError,
+        nats.errors.ConnectionReconnectingError,
+        nats.errors.NoRespondersError,
+        nats.errors.NoServersError,
+        nats.errors.OutboundBufferLimitError,
+        nats.errors.StaleConnectionError,
+        nats.errors.TimeoutError,
+        nats.js.errors.ServiceUnavailableError,
+        nats.js.errors.ServerError,
+        nats.js.errors.NotFoundError,
+        nats.js.errors.NoStreamResponseError,
+        StoreTimeout,
+        StreamNotFound,
+        TimeoutError,
+        ConnectionError,
+    )
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -91,7 +97,7 @@ def is_transient(exc: BaseException) -> bool:
     the event store wrapped it (:func:`events.store.map_error`) or a task group raised it (an
     exception group of nothing but such errors: a pull request answered 503 while a cluster elects
     a consumer leader surfaces that way from the runtime's fetch loop)."""
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, _transient()):
         return True
     if isinstance(exc, BaseExceptionGroup):
         return all(is_transient(e) for e in exc.exceptions)

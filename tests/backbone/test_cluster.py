@@ -40,7 +40,7 @@ from upm_load import (
 from events.model import ChangeStalled
 from events.subjects import STREAM
 from services.executor.outputs import OutputStore
-from upm import processes
+from upm import app, processes
 
 CLUSTER_CHANGES = int(os.environ.get("UPM_CLUSTER_CHANGES", "200"))  # the brief's 200
 REPLICA_CHANGES = {1: int(os.environ.get("UPM_REPLICA_CHANGES", "1000")),  # one server: the brief's 1,000
@@ -88,7 +88,7 @@ def _busiest_node(data: Path, but: str) -> str:
 
 def _kills(data: Path, url: str, report: dict[str, Any]) -> None:
     """The stream leader's node, then the node most services are connected through, then one copy of
-    each service (alternating first and second copies), each after the last one is back."""
+    each service process (alternating first and second copies), each after the last one is back."""
     time.sleep(4.0)
     leader = anyio.run(_leader, url)
     _kill(data, leader)
@@ -97,11 +97,13 @@ def _kills(data: Path, url: str, report: dict[str, Any]) -> None:
     busiest = _busiest_node(data, leader)
     _kill(data, busiest)
     report["killed"].append(busiest)
-    for k, name in enumerate(("gateway", "planner", "preflight", "executor", "verifier", "auditor")):
+    report["restarted"] = list(report["killed"])
+    for k, (process, hosted) in enumerate(app.layout()):  # a service restarts with the process hosting it
         time.sleep(1.0)
-        process = name if k % 2 else f"{name}.2"
-        _kill(data, process)
-        report["killed"].append(process)
+        copy = "" if k % 2 else ".2"
+        _kill(data, f"{hosted[0]}{copy}")
+        report["killed"].append(f"{process}{copy}")
+        report["restarted"] += [f"{name}{copy}" for name in hosted]
 
 
 async def _replicas(url: str) -> dict[str, int]:
@@ -160,8 +162,8 @@ def test_a_three_node_cluster_with_two_copies_of_every_service_loses_nothing_whe
     assert_each_closed_once_and_ran_once(CLUSTER_CHANGES, acknowledged, events, target)
     assert {"UPM_EVENTS", "KV_UPM_RATES", "OBJ_UPM_EVIDENCE", "OBJ_UPM_OUTPUTS"} <= set(replicas)
     assert set(replicas.values()) == {3}, replicas
-    assert len(report["killed"]) == 8 and len(set(report["killed"][:2])) == 2, report
-    assert {n: r["count"] for n, r in restarts.items()} == dict.fromkeys(report["killed"], 1)
+    assert len(report["killed"]) == 2 + len(app.layout()) and len(set(report["killed"][:2])) == 2, report
+    assert {n: r["count"] for n, r in restarts.items()} == dict.fromkeys(report["restarted"], 1)
     _assert_no_traceback(data)
 
 

@@ -119,6 +119,10 @@ def test_end_to_end_as_separate_os_processes(tmp_path: Path) -> None:
     state = json.loads(up.stdout)
     try:
         assert set(state["pids"]) == {"nats-server", *app.SERVICE_NAMES}
+        hosting = dict(app.layout())  # every service in exactly one process; one process per entry
+        assert {p: tuple(names) for p, names in state["processes"].items()} == hosting
+        assert all(len({state["pids"][n] for n in names}) == 1 for names in hosting.values())
+        assert len({state["pids"][n] for n in app.SERVICE_NAMES}) == len(hosting)
         target = tmp_path / "procs"
         sub = _upm("submit", f"Create directory {target} with mode 0700", "--wait", "--json",
                    "--tenant", "acme", "--data", str(data), env=env)

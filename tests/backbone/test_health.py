@@ -114,9 +114,11 @@ def test_upm_health_and_metrics_on_a_running_upm(tmp_path: Path) -> None:
         report = _wait(restarted, 30, "the planner restarted and healthy")
         assert _services(report)["planner"]["up"]
         with urllib.request.urlopen(report["metrics"], timeout=5) as reply:
-            assert 'upm_supervisor_restarts_total{process="planner"} 1.0' in reply.read().decode()
+            hosting = next(p for p, names in state["processes"].items() if "planner" in names)
+            assert f'upm_supervisor_restarts_total{{process="{hosting}"}} 1.0' in reply.read().decode()
 
-        # a stopped process is down, whatever its pid says
+        # a stopped process is down, whatever its pid says (the verifier's: restarted with the planner's)
+        state = connection.read_state(data) or {}
         verifier = int(state["pids"]["verifier"])
         os.kill(verifier, signal.SIGSTOP)
         try:
@@ -214,6 +216,15 @@ def test_unreachable_nats_and_a_silent_responder_are_problems() -> None:
     assert silent.problems == ["the health responder (hosted by the auditor) did not answer: no answer within 9s"]
     assert health.assess(EXPECTED, url="u", local=None, bus=_bus("gateway", "planner", problems=("x",))).problems \
         == ["x"]
+
+
+def test_a_silent_responder_takes_down_every_service_of_its_process_and_no_other() -> None:
+    shared = {"pids": {"gateway": 10, "auditor": 10, "planner": 11}, "supervisor": 99}
+    local = health.local_facts(shared, alive=lambda pid: True)  # alive, but stopped or hung: nobody answers
+    report = health.assess(("gateway", "auditor", "planner"), url="u", local=local, bus=None, silent="no answer")
+    assert {s.name: s.up for s in report.services} == {"gateway": False, "auditor": False, "planner": True}
+    assert [p.split(":")[0] for p in report.problems] == ["the health responder (hosted by the auditor) did not answer",
+                                                          "gateway", "auditor"]
 
 
 def test_a_backlog_beyond_the_limit_counts_only_while_it_does_not_shrink() -> None:

@@ -96,3 +96,28 @@ def test_a_log_record_is_one_json_line_with_its_service_and_the_change_being_han
                                       "message": "handled step.completed", "change_id": "c1", "event_id": "e1",
                                       "delivery": 2}
     assert third["level"] == "error" and "RuntimeError: boom" in third["exc"]
+
+
+def test_in_a_process_hosting_several_services_each_record_and_last_error_is_its_own_service_s() -> None:
+    out = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    errors = logs.LastError()
+    try:
+        logs.configure("gateway+planner", out)
+        root.addHandler(errors)
+        logger = logging.getLogger("upm.test")
+        with logs.serving("planner"):
+            logger.error("planner broke")
+        with logs.serving("gateway"):
+            logger.info("gateway fine")
+        logger.info("the process itself")
+    finally:
+        root.handlers[:], root.level = saved
+        logging.captureWarnings(False)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["service"], r["message"]) for r in records] == [
+        ("planner", "planner broke"), ("gateway", "gateway fine"), ("gateway+planner", "the process itself")]
+    planner = errors.of("planner")
+    assert planner is not None and planner["message"] == "planner broke"
+    assert errors.of("gateway") is None  # another service's error is not the gateway's

@@ -1,13 +1,14 @@
 """Supervision, on one machine, as a user runs it: ``upm up`` and ``upm down`` through the CLI, in
 a temporary data folder, real processes killed with SIGKILL.
 
-* Under a steady load of changes submitted concurrently, every service is killed in turn and
-  nats-server twice, without ``upm down``: each killed service is back within seconds, nats-server
+* Under a steady load of changes submitted concurrently, every service process is killed in turn and
+  nats-server twice, without ``upm down``: each killed process is back within seconds with its services, nats-server
   comes back on the same port and the services reconnect without being restarted; every
   acknowledged change closes ``succeeded`` exactly once, no step runs twice, nothing is stuck; the
   state file counts each restart.
 * ``upm down`` while nats-server is down stops everything, exits 0, and leaves no traceback.
-* Every service logs JSON lines (time, service, level, message; change and event ids when handling).
+* Every service logs JSON lines (time, service, level, message; change and event ids when handling), each
+  record naming its service also where one process hosts several.
 """
 
 from __future__ import annotations
@@ -39,30 +40,39 @@ def _env(data: Path) -> dict[str, str]:
     return clean_env(UPM_STALL_AFTER_S="20", UPM_STALL_CHECK_S="2")
 
 
-def _wait_restarted(data: Path, name: str, old_pid: int, within: float = BACK_WITHIN_S) -> float:
-    """Seconds until the supervisor runs ``name`` again (a new pid, alive; a service also ready)."""
+def _hosted(state: dict[str, Any], process: str) -> list[str]:
+    """The services a process runs (nats-server: itself)."""
+    return list((state.get("processes") or {}).get(process, [process]))
+
+
+def _wait_restarted(data: Path, process: str, old_pid: int, within: float = BACK_WITHIN_S) -> float:
+    """Seconds until the supervisor runs ``process`` again (a new pid, alive; its services also ready)."""
     started = time.monotonic()
     while time.monotonic() - started < within:
-        pid = int(_state(data)["pids"][name])
-        marker = data / "run" / f"{name}.ready"
-        ready = name == "nats-server" or (marker.exists() and marker.read_text() == str(pid))
+        state = _state(data)
+        names = _hosted(state, process)
+        pid = int(state["pids"][names[0]])
+        markers = [data / "run" / f"{name}.ready" for name in names]
+        ready = process == "nats-server" or all(m.exists() and m.read_text() == str(pid) for m in markers)
         if pid != old_pid and processes.alive(pid) and ready:
             return time.monotonic() - started
         time.sleep(0.05)
-    raise AssertionError(f"{name} (pid {old_pid}) not back within {within}s; state: {_state(data)}")
+    raise AssertionError(f"{process} (pid {old_pid}) not back within {within}s; state: {_state(data)}")
 
 
 def _kill_each(data: Path, report: dict[str, Any]) -> None:
-    """SIGKILL every service in turn and nats-server twice, each after the last one is back."""
-    for name in [*app.SERVICE_NAMES[:4], "nats-server", *app.SERVICE_NAMES[4:], "nats-server"]:
+    """SIGKILL every service process in turn and nats-server twice, each after the last one is back."""
+    hosting = [process for process, _ in app.layout()]
+    for process in [*hosting[:2], "nats-server", *hosting[2:], "nats-server"]:
         state = _state(data)
-        pid = int(state["pids"][name])
-        others = {n: p for n, p in state["pids"].items() if n != name}
+        names = _hosted(state, process)
+        pid = int(state["pids"][names[0]])
+        others = {n: p for n, p in state["pids"].items() if n not in names}
         os.kill(pid, signal.SIGKILL)
-        report["back_s"][name] = max(report["back_s"].get(name, 0.0), _wait_restarted(data, name, pid))
-        if name == "nats-server":
+        report["back_s"][process] = max(report["back_s"].get(process, 0.0), _wait_restarted(data, process, pid))
+        if process == "nats-server":
             report["urls"].append(_state(data)["url"])
-            report["unchanged"].append(others == {n: p for n, p in _state(data)["pids"].items() if n != name})
+            report["unchanged"].append(others == {n: p for n, p in _state(data)["pids"].items() if n not in names})
         time.sleep(1.0)
 
 
@@ -97,27 +107,32 @@ def test_kill_9_of_every_service_and_of_nats_under_load_loses_nothing_and_repeat
     assert report["unchanged"] == [True, True]  # ... and no service had to be restarted for it
     assert all(back <= BACK_WITHIN_S for back in report["back_s"].values()), report["back_s"]
     counts = {name: r["count"] for name, r in state["restarts"].items()}
-    assert counts == {**dict.fromkeys(app.SERVICE_NAMES, 1), "nats-server": 2}
+    assert counts == {**dict.fromkeys(app.SERVICE_NAMES, 1), "nats-server": 2}  # each with its process
     assert all(r["last_exit"] == -signal.SIGKILL for r in state["restarts"].values())
     restarts = [json.loads(line) for line in (data / "logs" / "supervisor.log").read_text().splitlines()
                 if '"restart"' in line]
-    assert collections.Counter(r["process"] for r in restarts) == collections.Counter(counts)
+    assert collections.Counter(r["process"] for r in restarts) == collections.Counter(
+        {**{process: 1 for process, _ in app.layout()}, "nats-server": 2})
+    assert {s for r in restarts if r["process"] != "nats-server" for s in r["services"]} == set(app.SERVICE_NAMES)
     _assert_json_logs(data, changes=set(acknowledged.values()))
 
 
 def _assert_json_logs(data: Path, changes: set[str]) -> None:
-    """Each service's log is JSON lines with time, service, level, message; handled events name
-    their change and event; nothing was logged as a traceback."""
-    for name in app.SERVICE_NAMES:
-        text = (data / "logs" / f"{name}.log").read_text()
-        assert "Traceback" not in text, f"{name}.log:\n{text[-3000:]}"
+    """Each service process's log is JSON lines with time, service, level, message, each record naming the
+    service (of those the process hosts) that made it; handled events name their change and event; nothing
+    was logged as a traceback."""
+    for process, hosted in app.layout():
+        text = (data / "logs" / f"{process}.log").read_text()
+        assert "Traceback" not in text, f"{process}.log:\n{text[-3000:]}"
         records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-        assert records, f"{name}.log has no JSON line:\n{text[-2000:]}"
+        assert records, f"{process}.log has no JSON line:\n{text[-2000:]}"
         assert all({"time", "service", "level", "message"} <= set(r) for r in records)
-        assert {r["service"] for r in records} == {name}
-        handled = [r for r in records if r["message"].startswith(f"{name}: handled ")]
-        if name in ("planner", "preflight", "executor", "verifier", "auditor"):
-            assert handled and all(r["change_id"] in changes and r["event_id"] for r in handled), name
+        assert {r["service"] for r in records} <= {*hosted, "+".join(hosted)}
+        for name in hosted:
+            handled = [r for r in records if r["message"].startswith(f"{name}: handled ")]
+            assert all(r["service"] == name for r in handled), name
+            if name in ("planner", "preflight", "executor", "verifier", "auditor"):
+                assert handled and all(r["change_id"] in changes and r["event_id"] for r in handled), name
 
 
 @pytest.mark.slow
@@ -163,7 +178,7 @@ def _down_while_nats_is_down(data: Path, env: dict[str, str]) -> None:
     assert set(json.loads(out)["stopped"]) == {"supervisor", *app.SERVICE_NAMES}
     assert not any(processes.alive(pid) for pid in everything)
     assert not (data / connection.STATE_FILE).exists()
-    for name in app.SERVICE_NAMES:
-        text = (data / "logs" / f"{name}.log").read_text()
-        assert "Traceback" not in text, f"{name}.log:\n{text[-3000:]}"
+    for process, _ in app.layout():
+        text = (data / "logs" / f"{process}.log").read_text()
+        assert "Traceback" not in text, f"{process}.log:\n{text[-3000:]}"
     assert "restarted" not in (data / "logs" / "supervisor.log").read_text()  # stopping, it started nothing
