@@ -272,6 +272,7 @@ def up(
     preflight_config: Path | None = None,
     console: bool = False,
     console_port: int = 0,
+    aws_front: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     """Start nats-server (unless ``external_url``; ``cluster_size`` servers forming a JetStream
     cluster, on loopback, with every stream and store at ``UPM_REPLICAS``, 3 unless set), the
@@ -291,7 +292,8 @@ def up(
     ``UPM_PREFLIGHT_CONFIG``). Either reaches the services as ``UPM_PREFLIGHT_CONFIG``.
 
     ``console`` also runs the web console (:mod:`projections.console`) as one more supervised process on
-    loopback (``console_port``, else a free port); its URL is ``state["console"]``.
+    loopback (``console_port``, else a free port); its URL is ``state["console"]``. ``aws_front`` (given
+    moto's endpoint, the one services use) puts something in front of the moto server it starts.
 
     Services learn where the targets are from environment variables (``upm/emulators.py``);
     the state file records the emulators' pids and endpoints (``targets``), never a secret.
@@ -331,7 +333,7 @@ def up(
         stale.unlink()
     state: dict[str, Any] = {"pids": {}, "data": str(folder), "security": SECURITY_TLS if tls else SECURITY_OPEN}
     gates = _preflight_config(folder, approvers, preflight_config)
-    targets = emulators.start(folder, extras, aws_endpoint=aws_endpoint, postgres_dsn=postgres_dsn)
+    targets = emulators.start(folder, extras, aws_endpoint=aws_endpoint, postgres_dsn=postgres_dsn, aws_front=aws_front)
     state["targets"] = targets.state()
     write_state(folder, state)
     executor_config = _executor_config(folder, targets)

@@ -40,6 +40,7 @@ from services.common.errors import CommandRejected
 from services.gateway import queries
 from upm import app
 from upm.demo import People
+from upm.faultfront import Answer, FaultFront
 
 CHANGESET = next((c for c in (Path(__file__).resolve().parents[1] / "conformance" / "changeset-v1",
                                Path.cwd() / "conformance" / "changeset-v1") if c.is_dir()),
@@ -191,8 +192,10 @@ class Played(msgspec.Struct, kw_only=True):
 class Player:
     """Plays the set against a running UPM (one connection per person)."""
 
-    def __init__(self, manifest: Manifest, people: People, root: Path, out: TextIO, ask: reports.Ask) -> None:
+    def __init__(self, manifest: Manifest, people: People, root: Path, out: TextIO, ask: reports.Ask,
+                 front: FaultFront | None = None) -> None:
         self.m = manifest
+        self.front = front
         self.ask = ask
         self.people = people
         self.root = root
@@ -227,6 +230,12 @@ class Player:
             path = self.root / item["file"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("a file where the change wants a directory\n")
+        for fault in ch.faults:
+            if "answer" in fault:  # the target fails this change's requests first (a transient fault)
+                if self.front is None:
+                    p.people.append("played without its target fault: no fault front (only on embedded defaults)")
+                else:
+                    self.front.answer(msgspec.convert(fault["answer"], Answer))
         if ch.closed_window:
             await _window_closed()
         me = await self.people(self.m.initiator)
@@ -344,13 +353,14 @@ async def _settle(ask: reports.Ask, out: TextIO) -> None:
             await anyio.sleep(2.0)
 
 
-async def _play(folder: Path, out_dir: Path, manifest: Manifest, root: Path, out: TextIO) -> dict[str, Any]:
+async def _play(folder: Path, out_dir: Path, manifest: Manifest, root: Path, out: TextIO,
+                front: FaultFront | None = None) -> dict[str, Any]:
     people = People(folder)
     try:
         started = time.perf_counter()
         me = await people(manifest.initiator)
         ask = reports.bus(me, ALL_TENANTS, principal=manifest.initiator, timeout_s=60.0, max_rows=10_000)
-        played = await Player(manifest, people, root, out, ask).all()
+        played = await Player(manifest, people, root, out, ask, front).all()
         await _settle(ask, out)
         excluded = faults(played)
         result = await reports.scored(ask, excluded=excluded)
@@ -407,14 +417,17 @@ def run(out_dir: Path, *, out: TextIO = sys.stderr, extras: tuple[str, ...] = ("
     os.environ[f"UPM_SECRET_{SECRET_NAME}"] = SECRET_VALUE  # the executor and the verifier inherit it
     started = time.perf_counter()
     out.write(f"upm conformance: {manifest.name}, {len(manifest.changes)} changes; starting UPM in {folder}\n")
+    front = FaultFront() if "aws" in extras else None
     try:
-        state = app.up(folder, extras=extras)
+        state = app.up(folder, extras=extras, aws_front=front.start if front else None)
         out.write(f"  up in {time.perf_counter() - started:.1f}s, NATS at {state['url']}\n")
         try:
-            done = anyio.run(_play, folder, out_dir, manifest, root, out)
+            done = anyio.run(_play, folder, out_dir, manifest, root, out, front)
         finally:
             app.down(folder)
     finally:
+        if front is not None:
+            front.stop()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

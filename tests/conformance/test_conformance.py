@@ -113,19 +113,21 @@ def test_the_bundled_evidence_packs_verify_offline(full: tuple[dict[str, Any], P
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize(("breaker", "changes", "clause"), [
-    ("drift-ignores-rollbacks", "R001,T001", "verify.l2.baseline_follows_log"),
-    ("unknown-as-absent", "Q001", "verify.l2.unknown"),
-    ("approvals-without-sod", "P001", "preflight.l3.sod"),
+@pytest.mark.parametrize(("breaker", "changes", "targets", "clause"), [
+    ("drift-ignores-rollbacks", "R001,T001", "", "verify.l2.baseline_follows_log"),
+    ("unknown-as-absent", "Q001", "", "verify.l2.unknown"),
+    ("approvals-without-sod", "P001", "", "preflight.l3.sod"),
+    # Z002's target quotes the value in its first (failed) answer: only the redactor keeps it out of the log
+    ("secrets-unmasked", "Z001,Z002", "aws", "exec.l3.masked_secrets"),
 ])
 def test_a_broken_build_drops_the_clause_and_the_level(full: tuple[dict[str, Any], Path], tmp_path: Path,
-                                                       breaker: str, changes: str, clause: str) -> None:
+                                                       breaker: str, changes: str, targets: str, clause: str) -> None:
     """The stories that exercise the clause, played against a build broken in that one behaviour: the
     clause is no longer held, and put into the full run's judgements it lowers the level."""
     report, _ = full
     good = {j.id: j for j in judgements(report)}
     assert good[clause].status == "held", good[clause]
-    broken = run(tmp_path, "--only", changes, "--with", "",
+    broken = run(tmp_path, "--only", changes, "--with", targets,
                  env={"UPM_TEST_BREAK": breaker, "PYTHONPATH": f"{BREAKERS}{os.pathsep}{ROOT}"})
     judged = {j.id: j for j in judgements(broken)}
     assert judged[clause].status != "held", judged[clause]
