@@ -256,6 +256,11 @@ def _console_env(folder: Path, acl: Access | None, port: int) -> dict[str, str]:
     return {server.HOST_ENV: "127.0.0.1", server.PORT_ENV: str(port)}
 
 
+CONFIG_VARS = ("UPM_PREFLIGHT_CONFIG", "UPM_VERIFIER_CONFIG", "UPM_EXECUTOR_CONFIG", "UPM_PLANNER_CONFIG",
+               "UPM_SCOPE_CONFIG")
+"""The configuration files services read, by environment variable (recorded in the state file)."""
+
+
 def up(
     folder: Path,
     *,
@@ -300,6 +305,7 @@ def up(
     """
     from services.executor.config import ENV_VAR as EXECUTOR_CONFIG_ENV
     from services.preflight.config import ENV_VAR as PREFLIGHT_CONFIG_ENV
+    from services.security.secrets import ENV_PREFIX as SECRET_ENV
     from upm import natsauth
 
     existing = read_state(folder)
@@ -344,6 +350,11 @@ def up(
     if gates is not None:
         service_env[PREFLIGHT_CONFIG_ENV] = str(gates)
         state |= {"preflight_config": str(gates), "approvers": list(approvers)}
+    # what the services were started with, for whoever plays against this instance (`upm conformance
+    # --data`): each configuration file by its variable, and the names (never the values) of the secrets
+    state["config"] = {k: v for k, v in sorted(service_env.items()) if k in CONFIG_VARS} | (
+        {EXECUTOR_CONFIG_ENV: str(executor_config)} if executor_config is not None else {})
+    state["secret_names"] = sorted(k.removeprefix(SECRET_ENV) for k in service_env if k.startswith(SECRET_ENV))
     authorization = ""
     if acl is not None and access is not None:
         copy = _copy_access(access, folder)
