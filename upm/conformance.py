@@ -12,6 +12,12 @@ changes left out of ChangeSuccess / PolicyPass / RollbackSuccess, and writes the
 (:mod:`projections.conformance_report`: ``report.json``, ``report.html``) beside the evidence pack
 of every change it cites and the public key that signed them, so the whole claim can be
 re-verified offline (``upm evidence verify evidence/ID.evidence.tar --public-key ...``).
+
+On embedded defaults the AWS target sits behind a fault front (:mod:`upm.faultfront`) that plays the
+changes' target faults (a transient failure, an error quoting the request). With ``data`` it plays
+against an instance ``upm up`` already runs instead — without the fault front, and only if that
+instance has the set's configuration, secret and targets (:func:`instance_problems`;
+:func:`print_config` writes them and prints the ``upm up`` command).
 """
 
 from __future__ import annotations
