@@ -73,7 +73,7 @@ class FaultFront:
                 pass
 
             def _any(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self._body()
                 fault = front._fault(self.path, self.headers.get("X-Amz-Target", ""), body)
                 if fault is not None:
                     self._reply(fault.status, _error_body(fault, body), {"Content-Type": "application/x-amz-json-1.1"})
@@ -81,6 +81,17 @@ class FaultFront:
                 self._forward(body)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _any
+
+            def _body(self) -> bytes:
+                if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+                    return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                chunks = []  # forwarded whole, with a Content-Length
+                while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                while self.rfile.readline().strip():  # trailers
+                    pass
+                return b"".join(chunks)
 
             def _forward(self, body: bytes) -> None:
                 where = urllib.parse.urlsplit(front.upstream)

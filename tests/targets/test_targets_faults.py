@@ -4,7 +4,11 @@ swallow the failure and nothing would be logged), and each retried attempt says 
 
 from __future__ import annotations
 
+import http.client
+import threading
+import urllib.parse
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -51,3 +55,32 @@ async def test_a_value_the_target_quotes_back_is_masked(aws_target: AwsTarget, f
     assert [t.verdict for t in done.output.tries] == ["retryable", "ok"], done.output
     assert "could not store Value '***'" in done.output.tries[0].stderr_tail
     assert "AKIAFRONTTEST0VALUE0" not in repr(done.output)
+
+
+def test_a_chunked_request_is_forwarded_whole() -> None:
+    """The front reads a chunked body and passes it on with its length (a real HTTP server behind it)."""
+    class Echo(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    front = FaultFront()
+    endpoint = urllib.parse.urlsplit(front.start(f"http://127.0.0.1:{upstream.server_address[1]}"))
+    try:
+        conn = http.client.HTTPConnection(endpoint.hostname or "", endpoint.port, timeout=10)
+        conn.request("PUT", "/k", body=iter([b"abc", b"defg"]), encode_chunked=True)
+        got = conn.getresponse()
+        assert (got.status, got.read()) == (200, b"abcdefg")
+        conn.close()
+    finally:
+        front.stop()
+        upstream.shutdown()
+        upstream.server_close()
