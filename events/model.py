@@ -230,7 +230,9 @@ class StepStarted(Payload, tag="step.started", frozen=True, kw_only=True):
 
 
 class StepAttempt(msgspec.Struct, frozen=True, kw_only=True):
-    """One try at a step as the guarded runner recorded it (redacted; no output)."""
+    """One try at a step as the guarded runner recorded it (redacted): no output but ``stderr_tail``, the
+    last bytes of its stderr (the guard policy's ``stderr_tail_bytes``), so a retried attempt says in
+    the target's own words why it failed."""
 
     n: int
     rc: int
@@ -241,6 +243,7 @@ class StepAttempt(msgspec.Struct, frozen=True, kw_only=True):
     backoff_s: float = 0.0
     timed_out: bool = False
     tls_fallback: bool = False
+    stderr_tail: str = ""
 
 
 class StepOutput(msgspec.Struct, frozen=True, kw_only=True):

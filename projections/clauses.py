@@ -43,6 +43,8 @@ Status = Literal["held", "not held", "not exercised"]
 META_RE = r"[;`<>\\]|&&|\|\||\$\("
 SECRET_VALUE_RE = r"AKIA[0-9A-Z]{16}|(?i:bearer) [A-Za-z0-9._~+/-]{20,}|-----BEGIN [A-Z ]*PRIVATE KEY"
 """What a leaked secret value looks like in an event (an AWS key id, a bearer token, a private key)."""
+SECRET_REFERENCE_RE = r"(^|[^A-Za-z0-9_])secret:[A-Za-z_]"
+"""A secret reference in an intent: ``secret:NAME`` as a whole value (an SSM parameter's) or ``${secret:NAME}`` in file content."""
 PIPE_ALLOWED_RE = r"\|\s*(jq|grep|wc|head|tail|cut|sort|uniq)(\s|$)"
 
 
@@ -245,7 +247,8 @@ CLAUSES: tuple[Clause, ...] = (
            "AND s.type = 'step.started' AND s.seq < e.seq)")),
     _c("exec.l3.masked_secrets", 2, 3, "masked secret egress: a change using a secret reference runs, and no "
        "secret value appears in any of its events",
-       _ev("e.type = 'intent.submitted' AND contains(CAST(e.payload->'$.spec' AS VARCHAR), '${secret:')",
+       _ev("e.type = 'intent.submitted' AND regexp_matches(coalesce(e.payload->>'$.request', '') || ' ' || "
+           f"coalesce(CAST(e.payload->'$.spec' AS VARCHAR), ''), '{SECRET_REFERENCE_RE}')",
            "EXISTS (SELECT 1 FROM events x WHERE x.tenant = e.tenant AND x.change_id = e.change_id "
            "AND x.type = 'execution.completed') AND NOT EXISTS (SELECT 1 FROM events x WHERE x.tenant = e.tenant "
            f"AND x.change_id = e.change_id AND regexp_matches(CAST(x.payload AS VARCHAR), '{SECRET_VALUE_RE}'))")),

@@ -276,6 +276,11 @@ def _console_env(folder: Path, acl: Access | None, port: int) -> dict[str, str]:
     return {server.HOST_ENV: "127.0.0.1", server.PORT_ENV: str(port)}
 
 
+CONFIG_VARS = ("UPM_PREFLIGHT_CONFIG", "UPM_VERIFIER_CONFIG", "UPM_EXECUTOR_CONFIG", "UPM_PLANNER_CONFIG",
+               "UPM_SCOPE_CONFIG")
+"""The configuration files services read, by environment variable (recorded in the state file)."""
+
+
 def up(
     folder: Path,
     *,
@@ -293,6 +298,7 @@ def up(
     console: bool = False,
     console_port: int = 0,
     process_per_service: bool = False,
+    aws_front: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     """Start nats-server (unless ``external_url``; ``cluster_size`` servers forming a JetStream
     cluster, on loopback, with every stream and store at ``UPM_REPLICAS``, 3 unless set), the
@@ -314,13 +320,15 @@ def up(
     The services run in the processes of :func:`layout` (``process_per_service``: one each).
 
     ``console`` also runs the web console (:mod:`projections.console`) as one more supervised process on
-    loopback (``console_port``, else a free port); its URL is ``state["console"]``.
+    loopback (``console_port``, else a free port); its URL is ``state["console"]``. ``aws_front`` (given
+    moto's endpoint, the one services use) puts something in front of the moto server it starts.
 
     Services learn where the targets are from environment variables (``upm/emulators.py``);
     the state file records the emulators' pids and endpoints (``targets``), never a secret.
     """
     from services.executor.config import ENV_VAR as EXECUTOR_CONFIG_ENV
     from services.preflight.config import ENV_VAR as PREFLIGHT_CONFIG_ENV
+    from services.security.secrets import ENV_PREFIX as SECRET_ENV
     from upm import natsauth
 
     existing = read_state(folder)
@@ -354,7 +362,7 @@ def up(
         stale.unlink()
     state: dict[str, Any] = {"pids": {}, "data": str(folder), "security": SECURITY_TLS if tls else SECURITY_OPEN}
     gates = _preflight_config(folder, approvers, preflight_config)
-    targets = emulators.start(folder, extras, aws_endpoint=aws_endpoint, postgres_dsn=postgres_dsn)
+    targets = emulators.start(folder, extras, aws_endpoint=aws_endpoint, postgres_dsn=postgres_dsn, aws_front=aws_front)
     state["targets"] = targets.state()
     write_state(folder, state)
     executor_config = _executor_config(folder, targets)
@@ -365,6 +373,11 @@ def up(
     if gates is not None:
         service_env[PREFLIGHT_CONFIG_ENV] = str(gates)
         state |= {"preflight_config": str(gates), "approvers": list(approvers)}
+    # what the services were started with, for whoever plays against this instance (`upm conformance
+    # --data`): each configuration file by its variable, and the names (never the values) of the secrets
+    state["config"] = {k: v for k, v in sorted(service_env.items()) if k in CONFIG_VARS} | (
+        {EXECUTOR_CONFIG_ENV: str(executor_config)} if executor_config is not None else {})
+    state["secret_names"] = sorted(k.removeprefix(SECRET_ENV) for k in service_env if k.startswith(SECRET_ENV))
     authorization = ""
     if acl is not None and access is not None:
         copy = _copy_access(access, folder)

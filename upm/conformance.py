@@ -12,12 +12,20 @@ changes left out of ChangeSuccess / PolicyPass / RollbackSuccess, and writes the
 (:mod:`projections.conformance_report`: ``report.json``, ``report.html``) beside the evidence pack
 of every change it cites and the public key that signed them, so the whole claim can be
 re-verified offline (``upm evidence verify evidence/ID.evidence.tar --public-key ...``).
+
+On embedded defaults the AWS target sits behind a fault front (:mod:`upm.faultfront`) that plays the
+changes' target faults (a transient failure, an error quoting the request). With ``data`` it plays
+against an instance ``upm up`` already runs instead — without the fault front, and only if that
+instance has the set's configuration, secret and targets (:func:`instance_problems`;
+:func:`print_config` writes them and prints the ``upm up`` command).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -36,10 +44,12 @@ from projections.errors import EvidenceNotFound
 from projections.evidence_query import fetch as fetch_pack
 from services.common import client
 from services.common.configfile import read_mapping
-from services.common.errors import CommandRejected
+from services.common.connection import SECURITY_ACCESS, read_state
+from services.common.errors import CommandRejected, ConfigError
 from services.gateway import queries
 from upm import app
 from upm.demo import People
+from upm.faultfront import Answer, FaultFront
 
 CHANGESET = next((c for c in (Path(__file__).resolve().parents[1] / "conformance" / "changeset-v1",
                                Path.cwd() / "conformance" / "changeset-v1") if c.is_dir()),
@@ -142,9 +152,8 @@ def _this_hour() -> str:
     return f"{(now - timedelta(minutes=1)):%Y-%m-%dT%H:%MZ}/{(now + timedelta(hours=1)):%Y-%m-%dT%H:%MZ}"
 
 
-def configs(folder: Path, people: Mapping[str, Any], extras: tuple[str, ...]) -> dict[str, Path]:
-    """The run's configurations, written under ``folder``: env var → file."""
-    folder.mkdir(parents=True, exist_ok=True)
+def config_bodies(people: Mapping[str, Any], extras: tuple[str, ...]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The run's configurations: env var → (file name, content)."""
     preflight = {
         # the initiator is an approver too, so only separation of duties keeps them from approving their own change
         "groups": {"*": {"platform-owners": [*people["approvers"], people["initiator"]]}},
@@ -163,11 +172,16 @@ def configs(folder: Path, people: Mapping[str, Any], extras: tuple[str, ...]) ->
         {"postgres": "postgres"} if "postgres" in extras else {})
     executor = {"credentials": {"brokers": brokers},
                 "limits": {"max_resources_per_change": BLAST_LIMIT}}
-    files = {"UPM_PREFLIGHT_CONFIG": ("preflight.json", preflight), "UPM_VERIFIER_CONFIG": ("verifier.json", verifier),
-             "UPM_EXECUTOR_CONFIG": ("executor.json", executor),
-             "UPM_PLANNER_CONFIG": ("planner.json", {"aws_account_id": "123456789012"})}
+    return {"UPM_PREFLIGHT_CONFIG": ("preflight.json", preflight), "UPM_VERIFIER_CONFIG": ("verifier.json", verifier),
+            "UPM_EXECUTOR_CONFIG": ("executor.json", executor),
+            "UPM_PLANNER_CONFIG": ("planner.json", {"aws_account_id": "123456789012"})}
+
+
+def configs(folder: Path, people: Mapping[str, Any], extras: tuple[str, ...]) -> dict[str, Path]:
+    """The run's configurations, written under ``folder``: env var → file."""
+    folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    for env, (name, body) in files.items():
+    for env, (name, body) in config_bodies(people, extras).items():
         path = folder / name
         path.write_text(json.dumps(body, indent=2))
         out[env] = path
@@ -191,8 +205,10 @@ class Played(msgspec.Struct, kw_only=True):
 class Player:
     """Plays the set against a running UPM (one connection per person)."""
 
-    def __init__(self, manifest: Manifest, people: People, root: Path, out: TextIO, ask: reports.Ask) -> None:
+    def __init__(self, manifest: Manifest, people: People, root: Path, out: TextIO, ask: reports.Ask,
+                 front: FaultFront | None = None) -> None:
         self.m = manifest
+        self.front = front
         self.ask = ask
         self.people = people
         self.root = root
@@ -227,6 +243,12 @@ class Player:
             path = self.root / item["file"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("a file where the change wants a directory\n")
+        for fault in ch.faults:
+            if "answer" in fault:  # the target fails this change's requests first (a transient fault)
+                if self.front is None:
+                    p.people.append("played without its target fault: no fault front (only on embedded defaults)")
+                else:
+                    self.front.answer(msgspec.convert(fault["answer"], Answer))
         if ch.closed_window:
             await _window_closed()
         me = await self.people(self.m.initiator)
@@ -344,13 +366,22 @@ async def _settle(ask: reports.Ask, out: TextIO) -> None:
             await anyio.sleep(2.0)
 
 
-async def _play(folder: Path, out_dir: Path, manifest: Manifest, root: Path, out: TextIO) -> dict[str, Any]:
+async def _play(folder: Path, out_dir: Path, manifest: Manifest, root: Path, out: TextIO,
+                front: FaultFront | None = None, *, tenant: str = ALL_TENANTS, fresh: str = "") -> dict[str, Any]:
+    """Play the set, wait for it to settle, judge the log (of ``tenant``), fetch the packs it cites. With
+    ``fresh`` (how to get a fresh instance), refused when the set's tenant already has changes."""
     people = People(folder)
     try:
         started = time.perf_counter()
         me = await people(manifest.initiator)
-        ask = reports.bus(me, ALL_TENANTS, principal=manifest.initiator, timeout_s=60.0, max_rows=10_000)
-        played = await Player(manifest, people, root, out, ask).all()
+        ask = reports.bus(me, tenant, principal=manifest.initiator, timeout_s=60.0, max_rows=10_000)
+        if fresh:
+            before = reports.records(await ask(f"SELECT count(*) AS n FROM changes WHERE tenant = '{manifest.tenant}'"))
+            if before[0]["n"]:
+                raise ConfigError(f"the tenant {manifest.tenant} of this instance already has {before[0]['n']} changes "
+                                  "(an earlier conformance run?): the set's creates would meet what they made and the "
+                                  f"clauses would judge them too; play it on a fresh instance: {fresh}")
+        played = await Player(manifest, people, root, out, ask, front).all()
         await _settle(ask, out)
         excluded = faults(played)
         result = await reports.scored(ask, excluded=excluded)
@@ -384,42 +415,24 @@ def played_ids(played: list[Played]) -> set[str]:
 
 
 def run(out_dir: Path, *, out: TextIO = sys.stderr, extras: tuple[str, ...] = ("aws", "postgres"),
-        manifest: Manifest | None = None) -> conformance_report.Report:
-    """Play the change set in ``out_dir/data`` (wiped first), write the report into ``out_dir``; return it."""
+        manifest: Manifest | None = None, data: Path | None = None) -> conformance_report.Report:
+    """Play the change set and write the report into ``out_dir``; return it. On embedded defaults in
+    ``out_dir/data`` (wiped first), or, with ``data``, against the instance ``upm up --data DATA`` runs
+    (refused, saying how to start it, unless it has what the set needs: :func:`instance_problems`)."""
     manifest = manifest or load_manifest()
-    folder = out_dir / "data"
-    if folder.exists():
-        app.down(folder)
-        shutil.rmtree(folder)
     for name in ("evidence", "report.json", "report.html"):
         target = out_dir / name
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-    root = folder / "targets"
-    for name in manifest.folders:
-        (root / name).mkdir(parents=True, exist_ok=True)
-    saved = {k: os.environ.get(k) for k in ("UPM_PREFLIGHT_CONFIG", "UPM_VERIFIER_CONFIG", "UPM_EXECUTOR_CONFIG",
-                                             "UPM_PLANNER_CONFIG", f"UPM_SECRET_{SECRET_NAME}")}
-    people = {**manifest.people, "initiator": manifest.initiator}
-    os.environ |= {env: str(path) for env, path in configs(folder / "config", people, extras).items()}
-    os.environ[f"UPM_SECRET_{SECRET_NAME}"] = SECRET_VALUE  # the executor and the verifier inherit it
     started = time.perf_counter()
-    out.write(f"upm conformance: {manifest.name}, {len(manifest.changes)} changes; starting UPM in {folder}\n")
-    try:
-        state = app.up(folder, extras=extras)
-        out.write(f"  up in {time.perf_counter() - started:.1f}s, NATS at {state['url']}\n")
-        try:
-            done = anyio.run(_play, folder, out_dir, manifest, root, out)
-        finally:
-            app.down(folder)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    if data is None:
+        folder = out_dir / "data"
+        done = _embedded(folder, out_dir, manifest, extras, out)
+    else:
+        folder = data.resolve()
+        done = _on_instance(folder, out_dir, manifest, extras, out)
     key = folder / "keys" / "ed25519.pub"
     if key.exists():
         shutil.copy(key, out_dir / "ed25519.pub")
@@ -432,3 +445,110 @@ def run(out_dir: Path, *, out: TextIO = sys.stderr, extras: tuple[str, ...] = ("
     (out_dir / "report.json").write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2))
     (out_dir / "report.html").write_text(conformance_report.html(report))
     return report
+
+
+def _targets_root(folder: Path, manifest: Manifest, sub: str = "") -> Path:
+    """The set's local folders, below the instance's ``targets`` (a tenant's default scope)."""
+    root = folder / "targets" / sub if sub else folder / "targets"
+    for name in manifest.folders:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _embedded(folder: Path, out_dir: Path, manifest: Manifest, extras: tuple[str, ...], out: TextIO) -> dict[str, Any]:
+    """Start UPM in ``folder`` (wiped first) with the run's configuration, play the set, stop it."""
+    if folder.exists():
+        app.down(folder)
+        shutil.rmtree(folder)
+    root = _targets_root(folder, manifest)
+    saved = {k: os.environ.get(k) for k in ("UPM_PREFLIGHT_CONFIG", "UPM_VERIFIER_CONFIG", "UPM_EXECUTOR_CONFIG",
+                                             "UPM_PLANNER_CONFIG", f"UPM_SECRET_{SECRET_NAME}")}
+    os.environ |= {env: str(path) for env, path in configs(folder / "config", _people(manifest), extras).items()}
+    os.environ[f"UPM_SECRET_{SECRET_NAME}"] = SECRET_VALUE  # the executor and the verifier inherit it
+    started = time.perf_counter()
+    out.write(f"upm conformance: {manifest.name}, {len(manifest.changes)} changes; starting UPM in {folder}\n")
+    front = FaultFront() if "aws" in extras else None
+    try:
+        state = app.up(folder, extras=extras, aws_front=front.start if front else None)
+        out.write(f"  up in {time.perf_counter() - started:.1f}s, NATS at {state['url']}\n")
+        try:
+            done: dict[str, Any] = anyio.run(_play, folder, out_dir, manifest, root, out, front)
+            return done
+        finally:
+            app.down(folder)
+    finally:
+        if front is not None:
+            front.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _people(manifest: Manifest) -> dict[str, Any]:
+    return {**manifest.people, "initiator": manifest.initiator}
+
+
+# -- against a running instance -------------------------------------------------------------------
+
+
+def print_config(folder: Path, manifest: Manifest, extras: tuple[str, ...], data: Path | None = None) -> str:
+    """Write the set's configuration files into ``folder``; the ``upm up`` command that starts an
+    instance ``upm conformance --data`` can play the set against."""
+    files = configs(folder.resolve(), _people(manifest), extras)
+    env = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in files.items() if k != "UPM_PREFLIGHT_CONFIG")
+    where = shlex.quote(str(data)) if data is not None else "DATA"
+    return (f"UPM_SECRET_{SECRET_NAME}={SECRET_VALUE} {env} upm up --data {where}"
+            f" --with {shlex.quote(','.join(extras))} --preflight-config {shlex.quote(str(files['UPM_PREFLIGHT_CONFIG']))}")
+
+
+def instance_problems(state: Mapping[str, Any], manifest: Manifest, extras: tuple[str, ...]) -> list[str]:
+    """What the instance (its ``upm up`` state) lacks that the set needs; empty when it can play it."""
+    problems = []
+    config = state.get("config") or {}
+    for env, (name, want) in config_bodies(_people(manifest), extras).items():
+        path = config.get(env)
+        if path is None:
+            problems.append(f"its services were started without {env} (the set's {name})")
+            continue
+        try:
+            got = read_mapping(Path(path), what=env, error=ValueError)
+        except (OSError, ValueError) as err:
+            problems.append(f"{env} {path} cannot be read: {err}")
+            continue
+        problems += [f"{env} {path}: {key} is {_short(got.get(key))}, the set needs {_short(value)}"
+                     for key, value in want.items() if got.get(key) != value]
+    if SECRET_NAME not in (state.get("secret_names") or []):
+        problems.append(f"its services have no secret {SECRET_NAME} (UPM_SECRET_{SECRET_NAME} in `upm up`'s environment)")
+    problems += [f"it has no {name} target (`upm up --with {name}`)" for name in extras
+                 if name not in (state.get("targets") or {})]
+    if state.get("security") == SECURITY_ACCESS:
+        problems.append("it was started with --access: the set's people have no roles there (start it without --access)")
+    return problems
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if value is not None else "missing"
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _on_instance(folder: Path, out_dir: Path, manifest: Manifest, extras: tuple[str, ...],
+                 out: TextIO) -> dict[str, Any]:
+    """Play the set against the instance ``upm up --data folder`` runs, without its fault front."""
+    state = read_state(folder)
+    d, w = shlex.quote(str(folder)), shlex.quote(",".join(extras))
+    how = (f"`upm down --data {d}`, then `upm conformance --print-config {d}-config --data {d} --with {w}` writes the "
+           "set's configuration and prints the `upm up` command that starts an instance with it; run that command, "
+           "then this one again (a data folder that played the set before needs a fresh one)")
+    if state is None or not app.is_running(folder):
+        raise ConfigError(f"no UPM instance runs for {folder} (no live `upm up --data {folder}`); to start one: {how}")
+    problems = instance_problems(state, manifest, extras)
+    if problems:
+        raise ConfigError(f"the instance of {folder} cannot play {manifest.name}: " + "; ".join(problems) + f". To fix: {how}")
+    out.write(f"upm conformance: {manifest.name}, {len(manifest.changes)} changes, against the instance of {folder} "
+              f"(NATS {state.get('url')}; no fault front: target faults are not played)\n")
+    done: dict[str, Any] = anyio.run(functools.partial(
+        _play, folder, out_dir, manifest, _targets_root(folder, manifest, "conformance"), out, tenant=manifest.tenant,
+        fresh=how))
+    return done

@@ -35,7 +35,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -321,8 +321,10 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def start(folder: Path, extras: tuple[str, ...], *, aws_endpoint: str | None = None,
-          postgres_dsn: str | None = None) -> Targets:
-    """Start (or point at) the targets of ``extras`` for the data folder ``folder``."""
+          postgres_dsn: str | None = None, aws_front: Callable[[str], str] | None = None) -> Targets:
+    """Start (or point at) the targets of ``extras`` for the data folder ``folder``. ``aws_front`` puts
+    something in front of the moto server it starts: given moto's endpoint, it returns the one every
+    service uses (the conformance run's fault front, :mod:`upm.faultfront`)."""
     aws: AwsTarget | None = None
     pg: PgTarget | None = None
     try:
@@ -332,6 +334,8 @@ def start(folder: Path, extras: tuple[str, ...], *, aws_endpoint: str | None = N
                 aws = AwsTarget(endpoint=aws_endpoint, region=region)
             else:
                 aws = start_moto(folder / "aws", log=folder / "logs" / "moto.log")
+                if aws_front is not None and aws.endpoint:
+                    aws = dataclasses.replace(aws, endpoint=aws_front(aws.endpoint))
         if postgres_dsn:
             parts = urllib.parse.urlsplit(postgres_dsn)
             pg = PgTarget(host=parts.hostname or "127.0.0.1", port=parts.port or 5432, dsn=postgres_dsn,

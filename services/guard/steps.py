@@ -71,6 +71,9 @@ def step_env() -> dict[str, str]:
     env |= {step: os.environ[mine] for mine, step in targets.items() if os.environ.get(mine)}
     if "AWS_DEFAULT_REGION" in env or "AWS_ENDPOINT_URL" in env:
         env |= {"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull}
+        # one retry policy, the guard's (logged, with its backoff): botocore's own (legacy mode, five
+        # attempts) would hide a transient failure from the log and stretch the step by up to ~15 s
+        env |= {"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "1"}
     if "PGHOST" in env:
         env["PGCONNECT_TIMEOUT"] = "10"
     return env
@@ -98,6 +101,7 @@ def to_attempt(attempt: Attempt) -> StepAttempt:
         backoff_s=attempt.backoff_s,
         timed_out=attempt.timed_out,
         tls_fallback=attempt.tls_fallback,
+        stderr_tail=attempt.stderr_tail,
     )
 
 

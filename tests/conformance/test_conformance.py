@@ -113,19 +113,21 @@ def test_the_bundled_evidence_packs_verify_offline(full: tuple[dict[str, Any], P
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize(("breaker", "changes", "clause"), [
-    ("drift-ignores-rollbacks", "R001,T001", "verify.l2.baseline_follows_log"),
-    ("unknown-as-absent", "Q001", "verify.l2.unknown"),
-    ("approvals-without-sod", "P001", "preflight.l3.sod"),
+@pytest.mark.parametrize(("breaker", "changes", "targets", "clause"), [
+    ("drift-ignores-rollbacks", "R001,T001", "", "verify.l2.baseline_follows_log"),
+    ("unknown-as-absent", "Q001", "", "verify.l2.unknown"),
+    ("approvals-without-sod", "P001", "", "preflight.l3.sod"),
+    # Z002's target quotes the value in its first (failed) answer: only the redactor keeps it out of the log
+    ("secrets-unmasked", "Z001,Z002", "aws", "exec.l3.masked_secrets"),
 ])
 def test_a_broken_build_drops_the_clause_and_the_level(full: tuple[dict[str, Any], Path], tmp_path: Path,
-                                                       breaker: str, changes: str, clause: str) -> None:
+                                                       breaker: str, changes: str, targets: str, clause: str) -> None:
     """The stories that exercise the clause, played against a build broken in that one behaviour: the
     clause is no longer held, and put into the full run's judgements it lowers the level."""
     report, _ = full
     good = {j.id: j for j in judgements(report)}
     assert good[clause].status == "held", good[clause]
-    broken = run(tmp_path, "--only", changes, "--with", "",
+    broken = run(tmp_path, "--only", changes, "--with", targets,
                  env={"UPM_TEST_BREAK": breaker, "PYTHONPATH": f"{BREAKERS}{os.pathsep}{ROOT}"})
     judged = {j.id: j for j in judgements(broken)}
     assert judged[clause].status != "held", judged[clause]
@@ -133,3 +135,48 @@ def test_a_broken_build_drops_the_clause_and_the_level(full: tuple[dict[str, Any
     phase = clauses.BY_ID[clause].phase_name
     assert clauses.phase_level(phase, swapped) < clauses.BY_ID[clause].level
     assert level_by_gating_rule(report, swapped) < report["level"] or report["level"] < clauses.BY_ID[clause].level
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("UPM_") and k != "NATS_URL"}
+    return subprocess.run([sys.executable, "-m", "upm.cli", *args], capture_output=True, text=True,
+                          env=clean | (env or {}), timeout=600, check=False, cwd=ROOT)
+
+
+def test_the_set_plays_against_an_instance_upm_up_started(tmp_path: Path) -> None:
+    """`upm conformance --data`: an instance without the set's configuration is refused, naming what it lacks and
+    how to start one; one started with the command `--print-config` prints plays the set; a second run is
+    refused (the tenant is no longer fresh)."""
+    plain, ready, out = tmp_path / "plain", tmp_path / "ready", tmp_path / "out"
+    try:
+        assert cli("up", "--data", str(plain)).returncode == 0
+        refused = cli("conformance", "--data", str(plain), "--with", "", "--only", "L001", "--out", str(out))
+        assert refused.returncode == 2, refused.stderr
+        for lacking in ("UPM_PREFLIGHT_CONFIG", "UPM_VERIFIER_CONFIG", "UPM_EXECUTOR_CONFIG", "secret CONF_TOKEN",
+                        f"upm conformance --print-config {plain}-config --data {plain}"):
+            assert lacking in refused.stderr, (lacking, refused.stderr)
+        assert not (out / "report.json").exists()
+
+        printed = cli("conformance", "--print-config", str(tmp_path / "cfg"), "--data", str(ready), "--with", "",
+                      "--json")
+        assert printed.returncode == 0, printed.stderr
+        up = json.loads(printed.stdout)["up"]
+        started = subprocess.run(up, shell=True, capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
+                                 env={k: v for k, v in os.environ.items() if not k.startswith("UPM_")}
+                                 | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+        assert started.returncode == 0, started.stdout + started.stderr
+        played = cli("conformance", "--data", str(ready), "--with", "", "--only", "L001,P001,Z001", "--out",
+                     str(out), "--json")
+        assert played.returncode == 0, played.stderr[-3000:]
+        report = json.loads(played.stdout)
+        assert [(p["id"], p["outcome"]) for p in report["played"]] == [
+            ("L001", "succeeded"), ("P001", "succeeded"), ("Z001", "succeeded")]
+        status = {j.id: j.status for j in judgements(report)}
+        assert status["preflight.l3.sod"] == status["exec.l3.masked_secrets"] == status["exec.l1.executed"] == "held"
+        assert (out / "report.html").exists() and (out / report["public_key"]).exists()
+
+        again = cli("conformance", "--data", str(ready), "--with", "", "--only", "L001", "--out", str(out))
+        assert again.returncode == 2 and "already has 3 changes" in again.stderr, again.stderr
+    finally:
+        for folder in (plain, ready):
+            cli("down", "--data", str(folder))

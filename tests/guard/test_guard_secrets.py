@@ -109,3 +109,28 @@ def _assert_exception_clean(error: BaseException) -> None:
     _assert_clean(repr(error.args))
     _assert_clean(repr(vars(error)))
     assert error.__context__ is None and error.__cause__ is None
+
+
+async def test_a_retried_attempt_records_why_in_the_event_with_the_secret_masked(
+    make_script: MakeScript, tmp_path: Path
+) -> None:
+    """A target whose first answer quotes the secret it was fed: the step.retried event's attempt says why it
+    failed in the target's words (its stderr tail), with the value masked."""
+    from services.guard.steps import to_output
+
+    counter = tmp_path / "n"
+    quoting = make_script("quoting", f"""
+value = sys.stdin.read()
+n = int(open({os.fspath(counter)!r}).read()) if os.path.exists({os.fspath(counter)!r}) else 0
+open({os.fspath(counter)!r}, 'w').write(str(n + 1))
+if n == 0:
+    sys.stderr.write("InternalServerError: could not store Value '" + value + "', try again\\n")
+    sys.exit(255)
+print('stored')
+""")
+    spec = RunSpec(pins=pinned(quoting), secrets=(REGISTERED,), stdin=REGISTERED.encode(), max_attempts=2,
+                   backoff_base_s=0.01)
+    tries = to_output(await run(os.fspath(quoting), spec)).tries
+    assert [t.verdict for t in tries] == ["retryable", "ok"]
+    assert tries[0].stderr_tail == f"InternalServerError: could not store Value '{MASK}', try again\n"
+    _assert_clean(msgspec.json.encode(tries).decode())

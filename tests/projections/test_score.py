@@ -19,7 +19,9 @@ from events.model import (
     RollbackPlanned,
     RollbackStarted,
     RollbackStepCompleted,
+    StepAttempt,
     StepOutput,
+    StepRetried,
 )
 from events.plan import seal
 from projections import clauses, kpi, score
@@ -179,3 +181,20 @@ def test_the_exercises_query_counts_every_exercise_and_lists_only_the_first_few(
         db.close()
     closed = next(r for r in rows if r[0] == "audit.l1.closed")
     assert closed[1] == clauses.EVIDENCE_KEPT + 5 and len(closed[3].splitlines()) == clauses.EVIDENCE_KEPT
+
+
+@pytest.mark.parametrize(("stderr", "status"), [
+    ("InternalServerError: could not store Value '***', try again", "held"),
+    ("InternalServerError: could not store Value 'AKIACONFORMANCE0TEST', try again", "not held"),
+])
+def test_a_secret_given_as_a_whole_value_is_a_secret_exercise_and_a_quoted_value_leaks(
+        tmp_path: Path, stderr: str, status: str) -> None:
+    """An SSM parameter from ``secret:NAME`` (not only file content with ``${secret:NAME}``) uses a secret:
+    its change is an exercise of masked egress, and the value in a retried attempt's stderr is a leak."""
+    h = History()
+    c = h.change().intent(0, request="Create ssm parameter /app/token with value secret:APP_TOKEN")
+    c.compiled(1).preflight(2).execute(3)
+    c.add(StepRetried(step_id="s", index=0, attempt=StepAttempt(n=1, rc=255, verdict="retryable",
+                                                              stderr_tail=stderr)), 3, "executor")
+    j = next(j for j in judged(tmp_path, h).clauses if j.id == "exec.l3.masked_secrets")
+    assert (j.status, j.exercises) == (status, 1)

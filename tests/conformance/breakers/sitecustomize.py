@@ -57,8 +57,18 @@ def _approvals_without_sod() -> None:
     _rebind(decide, broken)
 
 
+def _secrets_unmasked() -> None:
+    """The guard's redactor masks nothing: neither registered secret values nor what its patterns recognise."""
+    from services.guard import redact
+
+    def broken(self: Any, text: str, seen: set[str] | None = None) -> str:
+        return text
+
+    redact.Redactor.redact = broken  # type: ignore[method-assign]
+
+
 BREAKERS = {"drift-ignores-rollbacks": _drift_ignores_rollbacks, "unknown-as-absent": _unknown_as_absent,
-            "approvals-without-sod": _approvals_without_sod}
+            "approvals-without-sod": _approvals_without_sod, "secrets-unmasked": _secrets_unmasked}
 
 if os.environ.get("UPM_TEST_BREAK"):
     BREAKERS[os.environ["UPM_TEST_BREAK"]]()
