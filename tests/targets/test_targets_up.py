@@ -34,6 +34,12 @@ def folder() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _environ(pid: int) -> dict[str, str]:
+    """The environment a running process was started with (Linux ``/proc``)."""
+    text = Path(f"/proc/{pid}/environ").read_text()
+    return dict(entry.split("=", 1) for entry in text.split("\0") if "=" in entry)
+
+
 async def test_up_with_aws_and_postgres_runs_a_change_on_each_and_down_stops_everything(folder: Path) -> None:
     started = upm("up", "--with", "aws,postgres", "--data", str(folder), "--json")
     assert started.returncode == 0, started.stderr
@@ -42,7 +48,10 @@ async def test_up_with_aws_and_postgres_runs_a_change_on_each_and_down_stops_eve
     assert targets["aws"]["endpoint"].startswith("http://127.0.0.1:") and alive(targets["aws"]["pid"])
     assert targets["postgres"]["host"] == "127.0.0.1" and alive(targets["postgres"]["pid"])
     recorded = (folder / connection.STATE_FILE).read_text()
-    assert "secret" not in recorded.lower() and "postgresql://" not in recorded  # pids and endpoints only
+    given = _environ(int(state["pids"]["executor"]))  # what the executor got to reach the targets
+    secrets = [given["AWS_SECRET_ACCESS_KEY"], given["UPM_POSTGRES_DSN"].split("@")[0].rsplit(":", 1)[1]]
+    assert all(len(v) >= 8 and v not in recorded for v in secrets)  # pids, endpoints and names only
+    assert "secret_access_key" not in recorded.lower() and "postgresql://" not in recorded
     brokers = json.loads((folder / "executor.json").read_text())["credentials"]["brokers"]
     assert brokers == {"local": "none", "aws": "sts", "postgres": "postgres"}
 
