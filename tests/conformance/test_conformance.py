@@ -104,6 +104,29 @@ def test_every_held_clause_cites_exercises_that_ran_in_this_log(full: tuple[dict
         print("changes that did not end as the set expects:", unexpected)
 
 
+TIMED_KPIS = {"mttr_failed_change_min", "plan_compile_p95_ms", "verification_p95_ms"}
+"""The KPIs that measure durations: the only ones two runs of the same set may differ in."""
+STORIES = "L001,I001,S001,U001,D001,F001,P001,M001,X001,Y001,B001,R001,T001,Q001,N001,Z001"
+"""One change of every local story (not the window's: it waits up to a minute for the window to open)."""
+
+
+def test_two_runs_of_the_same_set_give_the_same_row_levels_clauses_and_kpis(tmp_path: Path) -> None:
+    """The row and the KPIs are stable: the same changes played twice give the same levels, the same
+    judgement of every clause and the same KPIs, but for the durations the timed ones measure."""
+    first, second = (run(tmp_path / name, "--only", STORIES, "--with", "") for name in ("first", "second"))
+    assert (second["level"], second["phases"]) == (first["level"], first["phases"])
+    assert {j.id: j.status for j in judgements(second)} == {j.id: j.status for j in judgements(first)}
+    assert [p["outcome"] for p in second["played"]] == [p["outcome"] for p in first["played"]]
+
+    def untimed(report: dict[str, Any]) -> dict[str, tuple[object, ...]]:
+        return {k["name"]: (k["n"], *(() if k["name"] in TIMED_KPIS else (k["value"],))) for k in report["kpis"]}
+
+    assert untimed(second) == untimed(first)
+    row = [c for c in first["row"] if not any(t in c for t in ("P95", "MTTR", "Evidence Links"))]
+    assert {c: second["row"][c] for c in row} == {c: first["row"][c] for c in row}
+    assert len(second["row"]["Evidence Links"]) == len(first["row"]["Evidence Links"])  # other ids, as many
+
+
 def test_the_bundled_evidence_packs_verify_offline(full: tuple[dict[str, Any], Path]) -> None:
     report, out = full
     key = (out / report["public_key"]).read_text().strip()
