@@ -34,17 +34,16 @@ from services.common.connection import (
     SECURITY_ACCESS,
     SECURITY_OPEN,
     SECURITY_TLS,
-    STATE_FILE,
     TLS_ENV,
     close,
     connect,
     ensure_stream,
     open_as,
-    read_state,
 )
 from services.common.errors import ConfigError, ServerStartFailed
 from services.common.runtime import Runner, ServiceSpec
 from services.common.settings import INSTANCE_ENV, Settings
+from services.common.statefile import STATE_FILE, read_state, write_state
 from services.security.access import ASKER, Access, service_identity
 from services.security.access import ENV_VAR as ACCESS_ENV
 from services.security.access import load as load_access
@@ -580,14 +579,6 @@ def is_running(folder: Path) -> bool:
     """Whether ``upm up`` runs for ``folder`` (its state file names a live process)."""
     state = read_state(folder)
     return state is not None and _alive(state)
-
-
-def write_state(folder: Path, state: dict[str, Any]) -> None:
-    path = folder / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.chmod(0o600)
-    tmp.replace(path)
 
 
 def _alive(state: dict[str, Any]) -> bool:

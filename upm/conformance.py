@@ -44,8 +44,9 @@ from projections.errors import EvidenceNotFound
 from projections.evidence_query import fetch as fetch_pack
 from services.common import client
 from services.common.configfile import read_mapping
-from services.common.connection import SECURITY_ACCESS, read_state
+from services.common.connection import SECURITY_ACCESS
 from services.common.errors import CommandRejected, ConfigError
+from services.common.statefile import read_state
 from services.gateway import queries
 from upm import app
 from upm.demo import People

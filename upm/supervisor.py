@@ -40,6 +40,7 @@ import msgspec
 from services.common import logs, metrics
 from services.common.errors import ServerStartFailed
 from services.common.retry import RetryPolicy
+from services.common.statefile import read_state, write_state
 from upm import processes
 from upm.natsserver import EmbeddedCluster, EmbeddedNats, private_log
 
@@ -265,9 +266,6 @@ class Supervisor:
         log.info("stopped %s", ", ".join(c.name for c in running) or "nothing")
 
     def _write_state(self) -> None:
-        from services.common.connection import read_state
-        from upm.app import write_state
-
         state = read_state(self.plan.data) or {}
         restarts = dict(state.get("restarts") or {})
         for child in self.children:

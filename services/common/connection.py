@@ -10,13 +10,11 @@ what they connect to.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import ssl
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 import anyio
 import nats
@@ -27,12 +25,12 @@ from events.subjects import STREAM, inbox_prefix
 from services.common import client, cluster
 from services.common.errors import ConfigError, NotRunning
 from services.common.settings import data_dir
+from services.common.statefile import read_state
 from services.security.access import IDENTITY_ENV, whoami
 from services.security.tls import Pki, distinguished_name
 
 nats_log = logging.getLogger("upm.nats")
 
-STATE_FILE = "state.json"
 TLS_ENV = "UPM_TLS_DIR"
 CREDS_ENV = "NATS_CREDS"  # a NATS user's .creds file (JWT and nkey seed), for a server in operator mode
 SECURITY_OPEN = "open"  # no TLS, no access file: any local process may do anything as anyone
@@ -54,17 +52,6 @@ def resolve_url(explicit: str | None = None, data: str | None = None) -> str:
             "or point at a server with --nats URL / NATS_URL"
         )
     return str(state["url"])
-
-
-def read_state(folder: Path) -> dict[str, Any] | None:
-    path = folder / STATE_FILE
-    if not path.exists():
-        return None
-    try:
-        state = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc}); remove it and run `upm up` again") from exc
-    return state if isinstance(state, dict) else None
 
 
 def tls_context(identity: str, service: bool = False, data: str | None = None) -> ssl.SSLContext | None:

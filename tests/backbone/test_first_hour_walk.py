@@ -18,7 +18,7 @@ from events.ids import new_id
 from events.model import ChangeClosed, StepOutput
 from events.plan import Command, Plan
 from events.store import new_event
-from services.common import client
+from services.common import client, statefile
 from services.common.errors import ConfigError
 from services.planner import CompileInput, compile_intent
 from services.preflight import load_config, parse_config
@@ -132,7 +132,7 @@ def test_down_without_data_names_each_running_instance_and_stops_none(
     folders = [tmp_path / "a", tmp_path / "b"]
     for folder in folders:  # two folders whose state names a live process (this one: nothing is signalled)
         folder.mkdir()
-        app.write_state(folder, {"pids": {"nats-server": os.getpid()}})
+        statefile.write_state(folder, {"pids": {"nats-server": os.getpid()}})
         instances.register(folder)
     assert main(["down"]) == 2
     err = capsys.readouterr().err

@@ -30,7 +30,7 @@ from events.lifecycle import ChangeState
 from events.store import EventStore
 from services.auditor.service import Witnessed
 from services.auditor.watchdog import Deadlines
-from services.common import connection
+from services.common import connection, statefile
 from services.common.errors import CommandRejected
 from services.security.access import parse
 from upm import app, health, processes
@@ -102,7 +102,7 @@ def test_upm_health_and_metrics_on_a_running_upm(tmp_path: Path) -> None:
         assert "upm_handle_seconds_bucket" in scraped and "upm_executor_step_seconds_count" in scraped
 
         # kill -9: the supervisor restarts it, and health says so
-        state = connection.read_state(data) or {}
+        state = statefile.read_state(data) or {}
         old = int(state["pids"]["planner"])
         os.kill(old, signal.SIGKILL)
 
@@ -118,7 +118,7 @@ def test_upm_health_and_metrics_on_a_running_upm(tmp_path: Path) -> None:
             assert f'upm_supervisor_restarts_total{{process="{hosting}"}} 1.0' in reply.read().decode()
 
         # a stopped process is down, whatever its pid says (the verifier's: restarted with the planner's)
-        state = connection.read_state(data) or {}
+        state = statefile.read_state(data) or {}
         verifier = int(state["pids"]["verifier"])
         os.kill(verifier, signal.SIGSTOP)
         try:

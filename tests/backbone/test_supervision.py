@@ -29,7 +29,7 @@ from upm_load import assert_each_closed_once_and_ran_once, clean_env, outcomes, 
 from upm_load import state as _state
 from upm_load import upm as _upm
 
-from services.common import connection
+from services.common import statefile
 from upm import app, processes
 
 CHANGES = int(os.environ.get("UPM_SUPERVISION_CHANGES", "200"))
@@ -145,7 +145,7 @@ def test_down_while_nats_is_down_stops_everything_without_a_traceback(tmp_path: 
     try:
         _down_while_nats_is_down(data, env)
     finally:
-        if (data / connection.STATE_FILE).exists():  # the test failed midway: leave nothing running
+        if (data / statefile.STATE_FILE).exists():  # the test failed midway: leave nothing running
             _upm("down", "--data", str(data), env=env)
 
 
@@ -177,7 +177,7 @@ def _down_while_nats_is_down(data: Path, env: dict[str, str]) -> None:
     assert down.returncode == 0, err
     assert set(json.loads(out)["stopped"]) == {"supervisor", *app.SERVICE_NAMES}
     assert not any(processes.alive(pid) for pid in everything)
-    assert not (data / connection.STATE_FILE).exists()
+    assert not (data / statefile.STATE_FILE).exists()
     for process, _ in app.layout():
         text = (data / "logs" / f"{process}.log").read_text()
         assert "Traceback" not in text, f"{process}.log:\n{text[-3000:]}"

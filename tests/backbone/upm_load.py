@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 from events.model import ChangeClosed, StepCompleted, StepFailed, StepStarted
 from events.store import EventStore
 from events.subjects import inbox_prefix
-from services.common import client, cluster, connection
+from services.common import client, cluster, statefile
 from services.common.errors import CommandRejected, NotRunning
 
 TENANT = "load"
@@ -40,7 +40,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def state(data: Path) -> dict[str, Any]:
-    found = connection.read_state(data)
+    found = statefile.read_state(data)
     assert found is not None
     return found
 

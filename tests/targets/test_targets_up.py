@@ -16,7 +16,7 @@ import pytest
 from targets_helpers import sql
 
 from events.store import EventStore
-from services.common import client, connection
+from services.common import client, connection, statefile
 from upm.emulators import PgTarget
 from upm.processes import alive
 
@@ -47,7 +47,7 @@ async def test_up_with_aws_and_postgres_runs_a_change_on_each_and_down_stops_eve
     targets = state["targets"]
     assert targets["aws"]["endpoint"].startswith("http://127.0.0.1:") and alive(targets["aws"]["pid"])
     assert targets["postgres"]["host"] == "127.0.0.1" and alive(targets["postgres"]["pid"])
-    recorded = (folder / connection.STATE_FILE).read_text()
+    recorded = (folder / statefile.STATE_FILE).read_text()
     given = _environ(int(state["pids"]["executor"]))  # what the executor got to reach the targets
     secrets = [given["AWS_SECRET_ACCESS_KEY"], given["UPM_POSTGRES_DSN"].split("@")[0].rsplit(":", 1)[1]]
     assert all(len(v) >= 8 and v not in recorded for v in secrets)  # pids, endpoints and names only

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from events.subjects import ANY_TENANT
-from services.common import settings
+from services.common import settings, statefile
 from services.common.errors import CommandRejected, ConfigError, NotRunning
 from upm import cliargs, output
 from upm.cliargs import connection_options, identity_option, output_options
@@ -182,7 +182,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     from upm import app, health
 
     url = connection.resolve_url(args.nats, args.data)
-    state = connection.read_state(settings.data_dir(args.data))
+    state = statefile.read_state(settings.data_dir(args.data))
     who = identity(args)
 
     async def ask() -> tuple[health.BusHealth | None, str, str]:

@@ -35,7 +35,7 @@ from projections.limits import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, MAX_ROWS
 from projections.visibility import VisibleSql
 from services.auditor import audit, evidence, heads
 from services.auditor.errors import AuditFailed, EvidenceInvalid, EvidenceUntrusted
-from services.common import connection, settings
+from services.common import connection, settings, statefile
 from services.common.configfile import read_bytes, read_text
 from services.common.errors import ConfigError, NotRunning
 from services.security import access
@@ -233,7 +233,7 @@ def _with_store(args: argparse.Namespace, body: Callable[[EventStore], Awaitable
 
 def _require_log_reader(args: argparse.Namespace) -> None:
     """`audit verify` reads the whole log: under an access file only the deployment's admin identity may."""
-    state = connection.read_state(settings.data_dir(args.data)) or {}
+    state = statefile.read_state(settings.data_dir(args.data)) or {}
     who = identity(args)
     if state.get("security") == connection.SECURITY_ACCESS and who != natsauth.ADMIN:
         raise ConfigError(f"`upm audit verify` reads the whole log, which under the access file only the "
@@ -317,7 +317,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _console_pki(folder: Path) -> Pki:
     """The certificates of the deployment (``UPM_TLS_DIR``, else the data folder's ``tls_dir``)."""
-    state = connection.read_state(folder) or {}
+    state = statefile.read_state(folder) or {}
     where = os.environ.get(connection.TLS_ENV) or state.get("tls_dir")
     if not where:
         raise ConfigError("--tls serves HTTPS with the deployment's certificates, and this one has none: start it "
@@ -329,7 +329,7 @@ def deployment_rules(folder: Path) -> access.Access:
     """The access rules of the deployment the console serves: ``UPM_ACCESS``, else the access file `upm up
     --access` copied into the data folder. Never open mode for a deployment that enforces identities: an
     open console there would let anyone act as anyone through ``upm-serve``."""
-    state = connection.read_state(folder) or {}
+    state = statefile.read_state(folder) or {}
     return access.load(os.environ.get(access.ENV_VAR) or state.get("access") or None)
 
 
