@@ -32,6 +32,7 @@ from events.subjects import is_tenant
 from projections import ingest, schema
 from projections.errors import ProjectionUnavailable
 from projections.lifecycle import Lifecycles
+from projections.limits import memory_limit
 
 MAIN_FILE = "upm.duckdb"
 TENANT_DIR = "tenants"
@@ -59,7 +60,11 @@ _tenant_of = msgspec.json.Decoder(_Tenant).decode
 def open_file(path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     """One locked DuckDB instance on ``path`` (migrated when writable)."""
     try:
-        con = duckdb.connect(str(path), read_only=read_only, config=dict(LOCKED))
+        config: dict[str, str | bool | int | float | list[str]] = dict(LOCKED)
+        limit = None if read_only else memory_limit()
+        if limit is not None:
+            config["memory_limit"] = limit
+        con = duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.Error as exc:
         raise ProjectionUnavailable(
             f"cannot open {path}{' read-only' if read_only else ''}: {exc}. If a projector is running it "

@@ -13,6 +13,7 @@ is used); ``upm.sql._all.<principal>`` answers over every tenant's rows, for adm
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from events import jsonbounds
 from events.errors import InvalidEvent
 from events.subjects import sql_subject
 from projections.errors import AccessDenied, ProjectionUnavailable, QueryFailed, QueryRejected, QueryTimeout
-from projections.limits import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, MAX_ROWS, MAX_TIMEOUT_S
+from projections.limits import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, MAX_ROWS, MAX_TIMEOUT_S, MEMORY_ENV
 
 MAX_REQUEST_BYTES = 64 * 1024
 
@@ -136,6 +137,11 @@ def execute(
             f"the query ran longer than {timeout_s:g}s and was stopped; narrow it (WHERE, LIMIT) "
             "or ask for a longer --timeout"
         ) from exc
+    except duckdb.OutOfMemoryException as exc:
+        capped = os.environ.get(MEMORY_ENV)
+        raise QueryFailed(f"DuckDB could not run the query: {exc}" + (
+            f" — the projector's memory is capped at {MEMORY_ENV}={capped}: raise it (or unset it) and restart the "
+            "projector" if capped else "")) from exc
     except duckdb.Error as exc:
         raise QueryFailed(f"DuckDB could not run the query: {exc}") from exc
     finally:

@@ -29,6 +29,8 @@ import anyio
 import msgspec
 from nats.aio.client import Client as NATS
 
+from projections.errors import ProjectionUnavailable
+from projections.limits import memory_limit
 from services.common import cluster, logs, metrics, retry, tracing
 from services.common.connection import (
     SECURITY_ACCESS,
@@ -348,6 +350,10 @@ def up(
     if acl is not None and external_url is not None:
         raise ConfigError("--access configures the users of the embedded nats-server; with --nats URL configure "
                           "your server's users yourself (upm.natsauth.authorization_block), or drop --nats")
+    try:
+        memory_limit()  # a cap that is no size stops `upm up`, not the projector at every restart
+    except ProjectionUnavailable as err:
+        raise ConfigError(str(err)) from None
     where = _console_env(folder, acl, console_port) if console else None  # a bad tokens file: before anything starts
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
