@@ -17,14 +17,15 @@ from typing import Any
 
 import click
 
-from services.security import access
-from upm import app, cliargs, natsauth
+from upm import cliargs
 from upm.cliargs import output_options
 from upm.commands.core import guarded
 from upm.output import emit, render_table
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from services.security import access
+
     acl = access.load(args.file)
     rows = [{"tenant": tenant, "identity": who, "roles": ", ".join(sorted(roles))}
             for tenant, people in sorted(acl.members.items()) for who, roles in sorted(people.items())]
@@ -35,6 +36,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_nats_config(args: argparse.Namespace) -> int:
+    from services.security import access
+    from upm import app, natsauth
+
     acl = access.load(args.file)
     users = natsauth.users(acl, app.SERVICE_NAMES)
     text = (

@@ -8,35 +8,29 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import msgspec
 
-from events import jsonbounds
-from events.codec import to_builtins
-from events.commands import CHANGE_TEXT_FIELDS
-from events.errors import InvalidEvent
-from events.plan import Plan
-from events.store import EventStore
-from events.subjects import ANY_TENANT, command_subject
-from services.common import client
-from services.common.configfile import read_text
-from services.common.errors import CommandRejected, ConfigError
-from services.gateway import queries
-from services.preflight.config import load_config
-from services.preflight.errors import PolicyEvaluationError, PolicyLoadError
-from services.preflight.policy import load_pack
-from services.preflight.risk import Subject, score
-from services.preflight.trail import approval_trail
-from services.preflight.verdict import evaluate, policy_input
+from events.subjects import ANY_TENANT
 from upm import cliargs
 from upm.cliargs import connection_options, identity_option, output_options
 from upm.commands.core import ENVIRONMENTS, fail, guarded, identity, with_store
 from upm.output import emit, render_table
 
+if TYPE_CHECKING:  # what a handler needs is imported when it runs: `upm approve --help` loads none of it
+    from events.plan import Plan
+    from events.store import EventStore
+
 
 def _command(verb: str, args: argparse.Namespace) -> int:
+    import msgspec
+
+    from events.commands import CHANGE_TEXT_FIELDS
+    from events.subjects import command_subject
+    from services.common import client
+    from services.gateway import queries
+
     body: dict[str, Any] = {"change_id": args.change_id, "reason": args.reason}
     if getattr(args, "plan_hash", None):
         body["plan_hash"] = args.plan_hash
@@ -76,6 +70,10 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 
 def cmd_approvals(args: argparse.Namespace) -> int:
+    from events.codec import to_builtins
+    from services.gateway import queries
+    from services.preflight.trail import approval_trail
+
     async def read(store: EventStore) -> list[Any]:
         events = await queries.read_change(store.nc, args.tenant or ANY_TENANT, args.change_id,
                                            principal=identity(args))
@@ -88,6 +86,12 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 def cmd_policy_test(args: argparse.Namespace) -> int:
     """Evaluate packs on a plan offline (no NATS, no read-backs): violations, lane, approvals."""
+    from services.preflight.config import load_config
+    from services.preflight.errors import PolicyEvaluationError, PolicyLoadError
+    from services.preflight.policy import load_pack
+    from services.preflight.risk import Subject, score
+    from services.preflight.verdict import evaluate, policy_input
+
     plan = _load_plan(Path(args.file), args.tenant)
     config = load_config(args.config)
     now = datetime.fromisoformat(args.at) if args.at else datetime.now().astimezone()
@@ -122,6 +126,14 @@ def cmd_policy_test(args: argparse.Namespace) -> int:
 
 
 def _load_plan(path: Path, tenant: str) -> Plan:
+    import msgspec
+
+    from events import jsonbounds
+    from events.errors import InvalidEvent
+    from events.plan import Plan
+    from services.common.configfile import read_text
+    from services.common.errors import CommandRejected, ConfigError
+
     if path.suffix == ".json":
         raw = read_text(path, what="the plan file", error=ConfigError).encode()
         try:

@@ -9,26 +9,26 @@ Exit 0 when everything matches, 1 when something does not.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from events.codec import to_builtins
-from events.model import ExecutionCompleted, VerificationPassed
-from events.store import EventStore
-from services.common.errors import CommandRejected
-from services.verifier import core
-from services.verifier.config import load
-from services.verifier.drift import scan
-from services.verifier.inventory import from_log, managed
-from services.verifier.service import verify
 from upm import cliargs
 from upm.cliargs import connection_options, identity_option, output_options
 from upm.commands.core import guarded, with_store
 from upm.output import emit, render_table
 
+if TYPE_CHECKING:
+    from events.store import EventStore
+
 
 async def _verify(store: EventStore, change_id: str, tenant: str) -> Any:
+    from events.model import ExecutionCompleted
+    from services.common.errors import CommandRejected
+    from services.verifier import core
+    from services.verifier.inventory import from_log
+    from services.verifier.service import verify
+
     log = await store.read(tenant, change_id)
     events = [s.event for s in log.events]
     executed = next((e.payload for e in reversed(events) if isinstance(e.payload, ExecutionCompleted)), None)
@@ -40,6 +40,9 @@ async def _verify(store: EventStore, change_id: str, tenant: str) -> Any:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from events.codec import to_builtins
+    from events.model import VerificationPassed
+
     report = with_store(args, lambda store: _verify(store, args.change_id, args.tenant))
     rows = to_builtins(list(report.checks))
     verdict = "passed" if isinstance(report, VerificationPassed) else "FAILED"
@@ -50,6 +53,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 async def _drift(store: EventStore, tenant: str) -> list[dict[str, Any]]:
+    from services.verifier.config import load
+    from services.verifier.drift import scan
+    from services.verifier.inventory import from_log, managed
+
     items = managed(await from_log(store, tenant), tenant)
     readings = {r.key: r for r in await scan(items, load().drift)}
     rows = []
