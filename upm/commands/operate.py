@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from events.commands import CHANGE_TEXT_FIELDS
-from events.store import EventStore
-from services.common import client
-from services.gateway import queries
 from upm import cliargs
 from upm.cliargs import connection_options, identity_option, output_options
 from upm.commands.core import guarded, identity, with_store
 from upm.output import emit
+
+if TYPE_CHECKING:
+    from events.store import EventStore
 
 HELP = {
     "resume": "continue a paused change from its first unfinished step",
@@ -30,6 +29,10 @@ HELP = {
 
 def _handler(verb: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        from events.commands import CHANGE_TEXT_FIELDS  # imported when it runs: `--help` loads no client
+        from services.common import client
+        from services.gateway import queries
+
         body = {"change_id": args.change_id, "reason": args.reason}
         client.refuse_secrets_locally(body, CHANGE_TEXT_FIELDS)
         who = identity(args)
