@@ -66,14 +66,16 @@ def world(nats_server: EmbeddedNats, tmp_path: Path) -> Iterator[dict[str, str]]
 
 
 def wait_sql(capsys: pytest.CaptureFixture[str], world: dict[str, str], expected: int) -> None:
-    deadline = time.monotonic() + 20
+    """Until the projector holds ``expected`` events (a fresh projector process on a loaded CI box can take a
+    while to start); a failure says what it saw last."""
+    deadline = time.monotonic() + 60
+    seen: tuple[int, str, str] = (0, "", "")
     while time.monotonic() < deadline:
-        code, out, _ = upm(capsys, "sql", "SELECT count(*) AS n FROM events", "--all-tenants", "--nats", world["url"],
-                           "--json")
-        if code == 0 and json.loads(out) == [{"n": expected}]:
+        seen = upm(capsys, "sql", "SELECT count(*) AS n FROM events", "--all-tenants", "--nats", world["url"], "--json")
+        if seen[0] == 0 and json.loads(seen[1]) == [{"n": expected}]:
             return
         time.sleep(0.1)
-    raise AssertionError("the projector did not catch up")
+    raise AssertionError(f"the projector did not catch up to {expected} events; last answer: {seen}")
 
 
 def test_sql_kpi_score_over_the_bus(capsys: pytest.CaptureFixture[str], world: dict[str, str]) -> None:
