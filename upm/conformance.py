@@ -38,6 +38,7 @@ import anyio
 import msgspec
 import yaml
 
+from events.lifecycle import ACTIVE
 from projections import conformance_report, reports
 from projections.db import ALL_TENANTS
 from projections.errors import EvidenceNotFound
@@ -329,7 +330,8 @@ class Player:
                 ended = [i for i, t in enumerate(after) if t in ("rollback.completed", "rollback.failed")]
                 if ended and "evidence.published" in after[ended[0]:]:
                     status = await queries.ask_status(me, self.m.tenant, cid, principal=self.m.initiator, within=COMMAND_S)
-                    return status.outcome or status.state
+                    if status.state not in ACTIVE:  # a pack may be out before the rollback's verification ends
+                        return status.outcome or status.state
                 await anyio.sleep(0.5)
 
 
