@@ -16,11 +16,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from events.commands import idempotent_change_id
 from events.store import EventStore
 from events.subjects import command_subject
 from projections import kpi
 from projections.db import ProjectionDB
 from services.common import client, targets
+from services.verifier.drift import DRIFT_LOG_KEY
 from upm.emulators import AwsTarget, PgTarget
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
@@ -48,6 +50,11 @@ async def submit_approved(
     reply = json.loads((await store.nc.request(command_subject("acme", "approve", "bob"), body, timeout=10)).data)
     assert reply.get("ok"), reply
     return await client.wait_closed(store, "acme", change_id, within=within)
+
+
+async def drift_payloads(store: EventStore, tenant: str = "acme") -> list[object]:
+    """Every payload of the tenant's drift log so far (drift detected, reconciled, resolved)."""
+    return [s.event.payload for s in (await store.read(tenant, idempotent_change_id(tenant, DRIFT_LOG_KEY))).events]
 
 
 async def rolled_back(store: EventStore, change_id: str, eventually: Eventually) -> list[str]:

@@ -10,13 +10,11 @@ import time
 from typing import Any
 
 import pytest
-from targets_helpers import Eventually, aws_cli, boto, rolled_back, submit_approved
+from targets_helpers import Eventually, aws_cli, boto, drift_payloads, rolled_back, submit_approved
 
-from events.commands import idempotent_change_id
 from events.model import DriftDetected, DriftResolved
 from events.store import EventStore
 from services.common import client
-from services.verifier.drift import DRIFT_LOG_KEY
 from upm.emulators import AwsTarget
 
 pytestmark = [pytest.mark.usefixtures("aws_target"), pytest.mark.timeout(900)]
@@ -132,12 +130,7 @@ async def test_retention_and_an_ingress_rule_changed_out_of_band_are_detected_an
         "and open port 22 on security group drift-sg from 10.1.0.0/16",
     )
     assert status.outcome == "succeeded", status.reason
-    drift_log = idempotent_change_id("acme", DRIFT_LOG_KEY)
-
-    async def payloads() -> list[object]:
-        return [s.event.payload for s in (await targets_pipeline.read("acme", drift_log)).events]
-
-    seen = len(await payloads())
+    seen = len(await drift_payloads(targets_pipeline))
     for argv in (
         ("logs", "put-retention-policy", "--log-group-name", "/acme/drift", "--retention-in-days", "1"),
         ("ec2", "revoke-security-group-ingress", "--group-name", "drift-sg", "--protocol", "tcp", "--port", "22",
@@ -150,11 +143,11 @@ async def test_retention_and_an_ingress_rule_changed_out_of_band_are_detected_an
               "aws_security_group_ingress:us-east-1:drift-sg:tcp:22:10.1.0.0/16"}
 
     async def resolved() -> bool:
-        done = {p.resource for p in (await payloads())[seen:] if isinstance(p, DriftResolved)}
+        done = {p.resource for p in (await drift_payloads(targets_pipeline))[seen:] if isinstance(p, DriftResolved)}
         return wanted <= done
 
     await eventually(resolved, SLOW)
-    detected = {p.resource: p for p in (await payloads())[seen:] if isinstance(p, DriftDetected)}
+    detected = {p.resource: p for p in (await drift_payloads(targets_pipeline))[seen:] if isinstance(p, DriftDetected)}
     assert all(detected[r].action == "reconcile" and detected[r].reconcile_change_id for r in wanted)
     assert time.monotonic() - changed_at < SLOW
     assert retention(aws_target, "/acme/drift") == 14
@@ -197,12 +190,7 @@ async def test_a_topic_parameter_repository_and_redrive_removed_out_of_band_are_
         "queue drift-dlq after 5 receives",
     )
     assert status.outcome == "succeeded", status.reason
-    drift_log = idempotent_change_id("acme", DRIFT_LOG_KEY)
-
-    async def payloads() -> list[object]:
-        return [s.event.payload for s in (await targets_pipeline.read("acme", drift_log)).events]
-
-    seen = len(await payloads())
+    seen = len(await drift_payloads(targets_pipeline))
     topic = next(t["TopicArn"] for t in boto(aws_target, "sns").list_topics()["Topics"]
                  if t["TopicArn"].endswith(":drift-topic"))
     boto(aws_target, "sns").delete_topic(TopicArn=topic)
@@ -218,11 +206,11 @@ async def test_a_topic_parameter_repository_and_redrive_removed_out_of_band_are_
         return {(kind, name) for kind, name in removed if key.startswith(kind) and key.endswith(name)}
 
     async def resolved() -> bool:
-        done = set().union(*(named(p.resource) for p in (await payloads())[seen:] if isinstance(p, DriftResolved)))
+        done = set().union(*(named(p.resource) for p in (await drift_payloads(targets_pipeline))[seen:] if isinstance(p, DriftResolved)))
         return done == set(removed)
 
     await eventually(resolved, SLOW)
-    detected = [p for p in (await payloads())[seen:] if isinstance(p, DriftDetected)]
+    detected = [p for p in (await drift_payloads(targets_pipeline))[seen:] if isinstance(p, DriftDetected)]
     assert set().union(*(named(d.resource) for d in detected if d.action == "reconcile")) == set(removed), detected
     assert "drift-topic" in topics(aws_target) and "acme/drift" in repositories(aws_target)
     stored = boto(aws_target, "ssm").get_parameter(Name="/acme/drift/token", WithDecryption=True)["Parameter"]

@@ -5,12 +5,18 @@ from __future__ import annotations
 import time
 
 import pytest
-from targets_helpers import DRIFT_INTERVAL, Eventually, rolled_back, sql, submit, submit_approved
+from targets_helpers import (
+    DRIFT_INTERVAL,
+    Eventually,
+    drift_payloads,
+    rolled_back,
+    sql,
+    submit,
+    submit_approved,
+)
 
-from events.commands import idempotent_change_id
 from events.model import CredentialsIssued, DriftDetected, DriftResolved
 from events.store import EventStore
-from services.verifier.drift import DRIFT_LOG_KEY
 from upm.emulators import PgTarget
 
 pytestmark = pytest.mark.usefixtures("pg_target")
@@ -52,22 +58,17 @@ async def test_a_grant_revoked_with_psql_is_detected_and_reconciled(
         "and grant role clerk write access to database ledger",
     )
     assert status.outcome == "succeeded", status.reason
-    drift_log = idempotent_change_id("acme", DRIFT_LOG_KEY)
-
-    async def payloads() -> list[object]:
-        return [s.event.payload for s in (await targets_pipeline.read("acme", drift_log)).events]
-
-    seen = len(await payloads())
+    seen = len(await drift_payloads(targets_pipeline))
     sql(pg_target, "REVOKE CONNECT ON DATABASE ledger FROM clerk")
     assert "clerk=" not in explicit_grantees(pg_target, "ledger")
     changed_at = time.monotonic()
     resource = "pg_grant:default:clerk@ledger.public:write"
 
     async def resolved() -> bool:
-        return any(isinstance(p, DriftResolved) and p.resource == resource for p in (await payloads())[seen:])
+        return any(isinstance(p, DriftResolved) and p.resource == resource for p in (await drift_payloads(targets_pipeline))[seen:])
 
     await eventually(resolved, 6 * DRIFT_INTERVAL + 30)
-    detected = next(p for p in (await payloads())[seen:] if isinstance(p, DriftDetected) and p.resource == resource)
+    detected = next(p for p in (await drift_payloads(targets_pipeline))[seen:] if isinstance(p, DriftDetected) and p.resource == resource)
     assert detected.action == "reconcile" and detected.reconcile_change_id
     assert time.monotonic() - changed_at < 90
     assert "clerk=c/" in explicit_grantees(pg_target, "ledger")
