@@ -25,8 +25,10 @@ Ask = Callable[[str], Awaitable[SqlResult]]
 
 def bus(nc: NATS, tenant: str, *, principal: str, timeout_s: float = DEFAULT_TIMEOUT_S,
         max_rows: int = DEFAULT_ROWS) -> Ask:
+    """Ask the projector; each answer includes every event logged before the question (read your writes)."""
+
     async def ask(sql: str) -> SqlResult:
-        request = SqlRequest(sql=sql, timeout_s=timeout_s, max_rows=max_rows)
+        request = SqlRequest(sql=sql, timeout_s=timeout_s, max_rows=max_rows, after_seq=sqlservice.LATEST)
         return await sqlservice.query(nc, tenant, request, principal=principal)
 
     return ask

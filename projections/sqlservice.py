@@ -31,10 +31,15 @@ from projections.errors import AccessDenied, ProjectionUnavailable, QueryFailed,
 from projections.limits import DEFAULT_ROWS, DEFAULT_TIMEOUT_S, MAX_ROWS, MAX_TIMEOUT_S, MEMORY_ENV
 
 MAX_REQUEST_BYTES = 64 * 1024
+LATEST = -1
+"""``after_seq`` for "everything logged before this request" (the projector reads the stream's position)."""
 
 
 class SqlRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A query; ``after_seq`` asks the projector to have ingested that stream sequence first.
+    """A query; ``after_seq`` asks the projector to have ingested that stream sequence first
+    (:data:`LATEST`: every event in the log when the projector receives the request — read your
+    own writes; 0: answer from what is ingested now, which may be up to the projector's gathering
+    time behind, see :data:`projections.projector.LINGER_S`).
 
     Unknown fields are refused: the caller's identity is the subject's last token, never a field."""
 
@@ -82,6 +87,9 @@ def decode_request(data: bytes) -> SqlRequest:
             f"invalid SQL request: {exc}; send {{\"sql\": \"SELECT …\"}} and optionally max_rows, timeout_s, after_seq",
             rule="schema",
         ) from exc
+    if request.after_seq < LATEST:
+        raise QueryRejected(f"after_seq must be a stream sequence, 0 (no wait) or {LATEST} (everything logged so "
+                            f"far), not {request.after_seq}", rule="schema")
     if not math.isfinite(request.timeout_s):
         raise QueryRejected(f"timeout_s must be a finite number of seconds, not {request.timeout_s}", rule="schema")
     return request

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import duckdb
+import pytest
 from nats.aio.client import Client as NATS
 from upm_history import History, failed, happy, publish
 
@@ -17,8 +18,10 @@ from events.codec import canonical_json
 from events.store import EventStore
 from projections import sqlservice
 from projections.db import ProjectionDB
+from projections.errors import QueryRejected
 from projections.projector import Projector
 from projections.sqlservice import SqlRequest
+from services.security.access import Access
 from upm.natsserver import EmbeddedNats
 
 HERE = Path(__file__).parent
@@ -117,3 +120,49 @@ async def test_wait_gives_read_your_writes(projector: Projector, nc: NATS, store
     assert result.position >= last
     await projector.wait(last)
     assert projector.position == last
+
+
+async def test_a_trickle_of_events_is_gathered_into_few_batches(nc: NATS, store: EventStore, tmp_path: Path,
+                                                               host: Any) -> None:
+    """Each batch costs DuckDB about the same whatever its size, so the writer gathers what arrives for
+    ``linger_s`` instead of ingesting each record as it comes (it did: one batch per few records)."""
+    p = Projector(nc, tmp_path / "proj", linger_s=0.5, access=Access.open())
+    await host(p)
+    h = History()
+    for i in range(6):
+        happy(h, at=10.0 * i)
+    by_change: dict[str, list[tuple[int, bytes]]] = {}
+    for record in h.records:
+        by_change.setdefault(json.loads(record[1])["change_id"], []).append(record)
+    changes = list(by_change.values())
+    last = 0
+    for records in changes:  # a change at a time, 150 ms apart: ~0.9 s in all
+        last = await publish(store, records)
+        await anyio.sleep(0.15)
+    with anyio.fail_after(10):
+        while p.position < last:
+            await anyio.sleep(0.05)
+    assert p.batches <= 4, f"{sum(map(len, changes))} records arrived over ~0.9 s in {p.batches} batches"
+
+
+async def test_a_read_of_the_latest_sees_everything_logged_before_it(nc: NATS, store: EventStore, tmp_path: Path,
+                                                                     host: Any) -> None:
+    """``after_seq = LATEST`` (what the CLI, the reports and the console send) waits for every event logged
+    before the question, however long the writer would otherwise gather; 0 answers from what is in."""
+    p = Projector(nc, tmp_path / "proj", linger_s=30.0, access=Access.open())
+    await host(p)
+    h = History()
+    happy(h)
+    last = await publish(store, h.records)
+    count = "SELECT count(*), max(seq) FROM events"
+    now = await sqlservice.query(nc, "acme", SqlRequest(sql=count), principal="alice")
+    assert now.rows == [[0, None]]  # still gathering: a read that does not wait sees none of it
+    with anyio.fail_after(5):  # far less than the 30 s gathering
+        latest = await sqlservice.query(nc, "acme", SqlRequest(sql=count, after_seq=sqlservice.LATEST),
+                                        principal="alice")
+    assert latest.rows == [[len(h.records), last]]
+
+
+async def test_an_after_seq_below_latest_is_refused_saying_what_it_may_be(projector: Projector, nc: NATS) -> None:
+    with pytest.raises(QueryRejected, match="after_seq must be a stream sequence, 0 .* or -1"):
+        await sqlservice.query(nc, "acme", SqlRequest(sql="SELECT 1", after_seq=-2), principal="alice")
