@@ -139,9 +139,7 @@ async def test_a_trickle_of_events_is_gathered_into_few_batches(nc: NATS, store:
     for records in changes:  # a change at a time, 150 ms apart: ~0.9 s in all
         last = await publish(store, records)
         await anyio.sleep(0.15)
-    with anyio.fail_after(10):
-        while p.position < last:
-            await anyio.sleep(0.05)
+    await p.wait(last, within=10)
     assert p.batches <= 4, f"{sum(map(len, changes))} records arrived over ~0.9 s in {p.batches} batches"
 
 
@@ -164,5 +162,5 @@ async def test_a_read_of_the_latest_sees_everything_logged_before_it(nc: NATS, s
 
 
 async def test_an_after_seq_below_latest_is_refused_saying_what_it_may_be(projector: Projector, nc: NATS) -> None:
-    with pytest.raises(QueryRejected, match="after_seq must be a stream sequence, 0 .* or -1"):
+    with pytest.raises(QueryRejected, match=r"after_seq must be a stream sequence, 0 .* or -1"):
         await sqlservice.query(nc, "acme", SqlRequest(sql="SELECT 1", after_seq=-2), principal="alice")
