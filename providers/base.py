@@ -123,12 +123,15 @@ class Batch:
     database); ``command(group, idents)`` is that command's argv; ``parse(rc, stdout, idents)`` maps
     each ident its answer proves something about to its observed fields (``None`` = proven absent:
     the answer lists what exists and it is not there). An ident left out (or every ident, when the
-    command failed) is unknown: read it back on its own, which says why.
+    command failed) is unknown: read it back on its own, which says why. ``absent(stderr, idents)``
+    (optional) maps the idents the command's error output proves absent (``stat`` names a missing
+    path only there) to that proof, exactly as a read-back of each alone would.
     """
 
     group: Callable[[str, str], str]
     command: Callable[[str, Sequence[str]], tuple[str, ...]]
     parse: BatchParser
+    absent: Callable[[str, Sequence[str]], Mapping[str, str]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,7 +169,19 @@ def _stat_batch(fmt: str, names: Sequence[str], convert: Mapping[str, Callable[[
         group=lambda ident, target: "local",
         command=lambda group, idents: ("stat", "-c", f"{fmt}:%n", "--", *idents),
         parse=parse,
+        absent=_stat_absent,
     )
+
+
+_STAT_GONE = re.compile(r"(?:\S*/)?stat: cannot statx? '([^'\\]*)': (No such file or directory|Not a directory)")
+
+
+def _stat_absent(stderr: str, idents: Sequence[str]) -> dict[str, str]:
+    """The paths ``stat`` (in the step's C locale) said are not there, with its words, as a read-back
+    of each alone would prove (:data:`_MISSING`). A name GNU quotes another way (it holds a quote, a
+    backslash or a control character) is not recognised: it stays unknown and is read back alone."""
+    gone = {m[1]: m[2] for m in map(_STAT_GONE.fullmatch, stderr.splitlines()) if m is not None}
+    return {ident: gone[ident] for ident in idents if ident in gone}
 
 
 _SHA256_LINE = re.compile(r"([0-9a-f]{64}) [ *](.*)")

@@ -47,6 +47,8 @@ CONSUMER_PENDING = Gauge("upm_consumer_pending", "Events not yet delivered to th
 STEP_SECONDS = Histogram("upm_executor_step_seconds", "Time to run one plan step (all its attempts)",
                          ["direction", "outcome"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 GUARD_REFUSALS = Counter("upm_guard_refusals", "Commands the guard refused before anything ran", ["rule"])
+GUARD_RUNS = Counter("upm_guard_runs", "Command attempts the guard ran, by the first program's name (stat, aws, …)",
+                     ["program"])
 RESTARTS = Counter("upm_supervisor_restarts", "Processes the supervisor started again after they exited",
                    ["process"])
 

@@ -10,7 +10,7 @@ completed steps, latest first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -148,6 +148,15 @@ class Observed:
     failed: str = ""
     error: str = ""
     at_deadline: bool = False
+
+
+def probe_together(plan: Plan, step: Step, finished: frozenset[str], probed: Mapping[str, Probe]) -> list[Step]:
+    """The steps of ``step``'s wave (itself included) whose forward probe may be read in one batch
+    with it, in plan order: not finished, not probed yet, depending on no other step (whatever
+    that step does could change what they read), and probed by their read-back command (what a
+    batch read-back reads)."""
+    return [s for s in plan.steps if s.wave == step.wave and s.id not in finished and s.id not in probed
+            and not s.depends_on and s.guard is not None and s.guard == s.readback]
 
 
 # -- deciding ------------------------------------------------------------------------------

@@ -64,13 +64,14 @@ from services.executor.decide import (
     Way,
     gate_outcome,
     next_action,
+    probe_together,
     steps_of,
 )
 from services.executor.limits import RateLimits, rate_buckets
 from services.executor.outputs import OutputStore
 from services.executor.waves import WaveRun, waves_of
 from services.guard import Redactor
-from services.guard.steps import Executed, already_done, execute, read_back
+from services.guard.steps import Executed, already_done, batch_observe, execute, read_back
 from services.security.credentials import (
     CredentialsBroker,
     CredentialsUnavailable,
@@ -180,7 +181,10 @@ class Executor:
                 await ctx.emit((WaveStarted(wave=wave.index, targets=wave.targets), f"wave-start:{wave.index}"))
             case ProbeStep(step=step, command=command):
                 await self._issue_once(run)
-                seen.probes[step.id] = await self._probe(run, step, command, seen)
+                if way.direction == "forward":
+                    await self._probe_together(run, step, seen)
+                if step.id not in seen.probes:
+                    seen.probes[step.id] = await self._probe(run, step, command, seen)
             case Skip(step=step, recovered=True):
                 shown = way.probe(step)
                 out = StepOutput(rc=0, stdout=f"outcome unknown after a restart; `{shown.display if shown else ''}` "
@@ -257,6 +261,19 @@ class Executor:
         if isinstance(found, Unknown):
             seen.unread[step.id] = f"its read-back could not tell whether it was already undone: {found.reason}"
         return "done" if isinstance(found, Absent) else "not-done"
+
+    async def _probe_together(self, run: _Run, step: Step, seen: Observed) -> None:
+        """Probe ``step`` and the rest of its wave that can be (:func:`probe_together`, same
+        environment) with one batch read-back: one ``stat`` over twenty paths instead of twenty
+        processes. A probe the batch could not answer is read alone when its turn comes, as before."""
+        env = run.env(step)
+        group = [s for s in probe_together(run.plan, step, run.ctx.state.progress("forward").finished, seen.probes)
+                 if run.env(s) == env]
+        if len(group) < 2:
+            return
+        answered = await batch_observe(group, env=env, secrets=run.secrets(), pins=self.pins)
+        for i, observed in answered.items():
+            seen.probes[group[i].id] = "not-done" if compare(group[i].desired, observed.fields) else "done"
 
     async def _exec(self, run: _Run, step: Step, command: Command, stdin: str | None, timeout_s: float) -> Executed:
         """Run a step's (or its inverse's) command; a local path out of the tenant's scope is refused

@@ -255,6 +255,7 @@ class _Step:
 
     async def _once(self) -> Outcome:
         spec = self.spec
+        metrics.GUARD_RUNS.labels(self.display[0][0]).inc()
         failure: SpawnFailed | None = None
         try:
             return await run_pipeline(

@@ -284,15 +284,23 @@ async def read_back(
     return observed
 
 
-async def batch_observe(steps: Sequence[Step], *, timeout_s: float = 60.0) -> dict[int, Known]:
+async def batch_observe(
+    steps: Sequence[Step],
+    *,
+    timeout_s: float = 60.0,
+    env: Mapping[str, str] | None = None,
+    secrets: tuple[str, ...] = (),
+    pins: PinTable | None = None,
+) -> dict[int, Known]:
     """Read many resources back with one command per batchable group (one CLI start-up, one API
     call), where the provider can, plus one supplement command per group (a file's digest):
     ``{index in steps: present or absent}`` for what the batches answered. Types without a batch
     read-back, single resources and anything a batch left out (it failed, or could not tell) are
-    not in the result: read those one by one, which says why they are unknown."""
+    not in the result: read those one by one, which says why they are unknown. ``env``, ``secrets``
+    and ``pins``: as :func:`execute` (the executor's credentials; default: the service's own)."""
 
     async def run(cmd: Command) -> StepOutput:
-        return (await execute(cmd, timeout_s=timeout_s, max_attempts=2)).output
+        return (await execute(cmd, timeout_s=timeout_s, max_attempts=2, env=env, secrets=secrets, pins=pins)).output
 
     by_type: dict[str, list[int]] = {}
     for i, step in enumerate(steps):
@@ -320,6 +328,9 @@ async def _read_batch(
     extra, _ = await supplement(rtype, [(ident, targets[ident], seen.fields) for ident, seen in found.items()], run)
     answered: dict[str, Known] = {ident: Absent("not in the batch's answer") for ident, fields in parsed.items()
                                   if fields is None}
+    if batch.absent is not None:
+        answered |= {ident: Absent(proof) for ident, proof in batch.absent(out.stderr, idents).items()
+                     if ident not in parsed}
     for ident, seen in found.items():
         full = with_supplement(seen, extra.get(ident))
         if not isinstance(full, Unknown):

@@ -18,7 +18,8 @@
   why, and does not fail: never as absent.
 * **quota** — resources of each type the plan creates against the tenant's configured quota (pure).
 
-Read-backs run concurrently (``CHECK_CONCURRENCY`` at a time).
+Read-backs run concurrently (``CHECK_CONCURRENCY`` at a time); the dry run's are batched where the
+provider can (one ``stat`` over many paths).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ import anyio
 from events.desired import EMPTY, Inventory, owner_of, resource_key
 from events.model import Check, StepOutput
 from events.plan import Command, Plan, Prerequisite, Step
-from providers import CATALOG, Unknown, compare
+from providers import CATALOG, Observed, Unknown, compare
 from providers.readback import unknown
-from services.guard.steps import observe_one, run_command, timed_out
+from services.guard.steps import batch_observe, observe_one, run_command, timed_out
 from services.preflight.config import PreflightConfig
 from services.preflight.reach import Runner as Runner  # re-exported: the service passes its own
 from services.preflight.reach import reach
@@ -103,6 +104,26 @@ async def dry_run(step: Step, run: Runner = guarded_read, inventory: Inventory =
     """What the step would do against the resource as read back now and its desired state."""
     command = step.guard or step.readback
     _, seen = await observe_one(step.resource, command, lambda c: run(c, step.target, step.timeout_s))
+    return judged(step, seen, inventory)
+
+
+async def dry_runs(steps: Sequence[Step], run: Runner = guarded_read, inventory: Inventory = EMPTY) -> list[Check]:
+    """Every step's dry run. With the guarded runner, the steps whose guard is their read-back are
+    read in batches where their provider can (one ``stat`` over many paths: :func:`batch_observe`);
+    the rest, and what a batch could not tell, one by one (which says why it is unknown)."""
+    batchable = [s for s in steps if (s.guard or s.readback) == s.readback] if run is guarded_read else []
+    answered = await batch_observe(batchable)
+    seen = {batchable[i].id: observed for i, observed in answered.items()}
+    return await _all([functools.partial(_judge, seen[s.id], s, inventory) if s.id in seen
+                       else functools.partial(dry_run, s, run, inventory) for s in steps])
+
+
+async def _judge(seen: Observed, step: Step, inventory: Inventory) -> Check:
+    return judged(step, seen, inventory)
+
+
+def judged(step: Step, seen: Observed, inventory: Inventory = EMPTY) -> Check:
+    """The dry run's verdict on ``step`` given its resource as read back (pure)."""
     if isinstance(seen, Unknown):
         return Check(name="dry-run", target=step.id, ok=True,
                      detail=f"{step.action}: current state unknown (could not read back {step.resource.key}: "
@@ -163,7 +184,7 @@ async def run_checks(
     if all(c.ok for c in reached):  # a target that does not answer: its read-backs would only say so again
         checks += await _all([functools.partial(prerequisite, p, run) for p in plan.resources_needed])
     if all(c.ok for c in checks):
-        checks += await _all([functools.partial(dry_run, s, run, inventory) for s in plan.steps])
+        checks += await dry_runs(plan.steps, run, inventory)
     return tuple(checks)
 
 

@@ -33,6 +33,7 @@ from events.model import (
     StepRetried,
 )
 from events.store import EventStore
+from services.common import metrics
 from services.guard.steps import already_done
 from services.planner import CompileInput, compile_intent
 from upm.emulators import free_port
@@ -199,3 +200,32 @@ async def test_a_delete_is_not_skipped_as_done_when_its_guard_cannot_read_back(m
     [step] = compile_intent(CompileInput(request="Delete postgres role auditor")).steps
     assert step.desired == {"exists": False} and step.guard is not None
     assert not await already_done(step)
+
+
+def _runs(program: str) -> float:
+    return metrics.GUARD_RUNS.labels(program)._value.get()
+
+
+async def test_a_wave_is_probed_with_one_batch_read_back_and_each_step_judged_as_alone(
+    nc: NATS, store: EventStore, tmp_path: Path
+) -> None:
+    """Ten directories, four already as asked: one ``stat`` over the ten paths says which to skip (it
+    names the six it cannot find only on stderr: they are absent, as a read-back of each alone would
+    say), instead of ten ``stat`` processes; the six run."""
+    paths = [tmp_path / f"d{i}" for i in range(10)]
+    for p in paths[::3]:
+        p.mkdir()
+        p.chmod(0o755)
+    plan = dirs_plan(paths)
+    before = _runs("stat")
+    async with running(nc):
+        change = await submit(store, plan)
+        found = await wait_for(store, change, "execution.completed")
+    probes = _runs("stat") - before
+    by_path = {s.id: s.resource.name for s in plan.steps}
+    done = {t: sorted(by_path[e.payload.step_id] for e in found if e.type == t)  # type: ignore[union-attr]
+            for t in ("step.skipped", "step.completed")}
+    assert done == {"step.skipped": sorted(map(str, paths[::3])),
+                    "step.completed": sorted(str(p) for i, p in enumerate(paths) if i % 3)}
+    assert all(p.is_dir() for p in paths)
+    assert probes == 1, f"{probes} stat processes probed the wave"

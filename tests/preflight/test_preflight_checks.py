@@ -19,6 +19,7 @@ from events.model import (
 )
 from events.plan import Command, Plan
 from events.store import new_event
+from services.common import metrics
 from services.preflight.checks import run_checks
 from services.security.scope import Scope
 from upm.emulators import free_port
@@ -126,3 +127,23 @@ async def test_scope_and_ownership_halt_before_any_read_back(tmp_path: Path) -> 
     assert failed["ownership"].startswith(f"policy tenant-ownership: local_directory:local:{target} is managed by "
                                           "another tenant")
     assert not [c for c in checks if c.name == "dry-run"]
+
+
+async def test_the_dry_run_of_many_directories_reads_them_back_with_one_stat(tmp_path: Path) -> None:
+    """Twelve directories (one as asked, one there with another mode, the rest new): one ``stat`` over
+    the twelve paths, each judged as its own read-back would be (no-op, conflict, create), beside the
+    one that checks their parent exists (a prerequisite)."""
+    paths = [tmp_path / f"d{i:02d}" for i in range(12)]
+    paths[0].mkdir()
+    paths[0].chmod(0o750)
+    paths[1].mkdir()
+    paths[1].chmod(0o700)
+    request = "Create " + " and ".join(f"directory {p} with mode 0750" for p in paths)
+    plan = plan_of(request)
+    before = metrics.GUARD_RUNS.labels("stat")._value.get()
+    checks = await run_checks(plan, "acme", config())
+    runs = metrics.GUARD_RUNS.labels("stat")._value.get() - before
+    by_step = {s.id: s.resource.name for s in plan.steps}
+    verdicts = {by_step[c.target]: c.detail.split(":")[0] for c in checks if c.name == "dry-run"}
+    assert verdicts == {str(paths[0]): "no-op", str(paths[1]): "conflict", **{str(p): "create" for p in paths[2:]}}
+    assert runs == 2, f"{runs} stat processes for the prerequisite and the dry run"
