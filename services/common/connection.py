@@ -27,7 +27,6 @@ from services.common.errors import ConfigError, NotRunning
 from services.common.settings import data_dir
 from services.common.statefile import read_state
 from services.security.access import IDENTITY_ENV, whoami
-from services.security.tls import Pki, distinguished_name
 
 nats_log = logging.getLogger("upm.nats")
 
@@ -64,6 +63,9 @@ def tls_context(identity: str, service: bool = False, data: str | None = None) -
         folder = str(state["tls_dir"]) if state and state.get("tls_dir") else None
     if not folder:
         return None
+    # X.509 (cryptography) is imported only when TLS is on: ~35 ms of every CLI call otherwise
+    from services.security.tls import Pki
+
     pki = Pki(Path(folder))
     shared = "services" if service else "cli"
     if not pki.has_client(identity) and not pki.has_client(shared):
@@ -139,6 +141,8 @@ async def open_as(url: str, identity: str, tls: ssl.SSLContext | None, *, servic
                     f"NATS at {url} requires authentication: for a server in operator (JWT) mode set "
                     f"{CREDS_ENV} to your NATS user's .creds file; for UPM's own server with TLS set {TLS_ENV}"
                 ) from exc
+            from services.security.tls import distinguished_name
+
             raise ConfigError(
                 f"NATS at {url} refused identity {identity} (certificate {distinguished_name(identity)}): with an "
                 f"access file only its members and UPM's services may connect; act as a member with --as NAME or "

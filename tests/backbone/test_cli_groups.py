@@ -143,3 +143,12 @@ def test_help_of_the_read_commands_loads_none_of_what_they_run(argv: list[str]) 
     heavy = sorted(m for m in loaded if m.split(".")[0] in ("duckdb", "nats") or m.startswith(
         ("services.auditor", "upm.commands.reading", "projections.sqlservice", "upm.natsauth")))
     assert heavy == [], f"`upm {' '.join(argv)}` imported {heavy}"
+
+
+def test_connecting_without_tls_loads_no_x509() -> None:
+    """Every CLI call that reaches the bus imports the connection module: X.509 (cryptography, ~35 ms)
+    only when TLS is on."""
+    probe = "import sys\nimport services.common.connection\nprint(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          check=True)
+    assert not [m for m in done.stdout.split() if m.startswith(("cryptography", "services.security.tls"))]
