@@ -12,6 +12,8 @@
 3. Memory: the resident set of every process ``upm up`` started (nats-server included), summed,
    after ``--rss-changes`` no-op changes at 100 in flight, and half-way (flat between the two?).
 
+At each level it also prints the CPU time per change of every process (``/proc/<pid>/stat``).
+
     python bench/bench_headline.py [--rounds 10] [--levels 1,10,50,100,200] [--per-level 300]
                                    [--rss-changes 2000] [--quick]
 
@@ -125,22 +127,38 @@ def resolve_url(data: Path) -> str:
     return str(json.loads((data / "state.json").read_text())["url"])
 
 
-def rss_mib(data: Path) -> dict[str, float]:
-    """The resident set (MiB) of every process the state file names (a process hosting several services
-    once, under its own name), from /proc."""
+def processes(data: Path) -> dict[str, int]:
+    """Every process the state file names (a process hosting several services once, under its own name) → pid."""
     state = json.loads((data / "state.json").read_text())
     hosting = {service: process for process, services in (state.get("processes") or {}).items()
                for service in services}
-    pids = {**{hosting.get(k, k): int(v) for k, v in state.get("pids", {}).items()},
+    return {**{hosting.get(k, k): int(v) for k, v in state.get("pids", {}).items()},
             "supervisor": int(state["supervisor"])}
+
+
+def rss_mib(data: Path) -> dict[str, float]:
+    """The resident set (MiB) of every process ``upm up`` started, from /proc."""
     out = {}
-    for name, pid in pids.items():
+    for name, pid in processes(data).items():
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     out[name] = int(line.split()[1]) / 1024
         except OSError:
             continue
+    return out
+
+
+def cpu_s(data: Path) -> dict[str, float]:
+    """The CPU seconds (user + system) every process ``upm up`` started has used, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in processes(data).items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
     return out
 
 
@@ -255,10 +273,15 @@ def main() -> None:
         noop.chmod(0o750)
         print("## no-op changes by changes in flight")
         for level in (int(x) for x in args.levels.split(",") if x):
-            r = anyio.run(throughput, url, noop, level, max(args.per_level, 3 * level))
+            count = max(args.per_level, 3 * level)
+            before = cpu_s(data)
+            r = anyio.run(throughput, url, noop, level, count)
+            used = {name: (cpu - before.get(name, 0.0)) * 1000 / count for name, cpu in cpu_s(data).items()}
             print(f"{level:>4} in flight: {r['per_min']:8.0f} changes/min   intent→closed median "
                   f"{r['closed_med'] * 1000:7.1f} ms P95 {r['closed_p95'] * 1000:7.1f} ms   close→evidence median "
                   f"{r['lag_med'] * 1000:7.1f} ms P95 {r['lag_p95'] * 1000:7.1f} ms")
+            print(f"       CPU per change {sum(used.values()):5.1f} ms: "
+                  + ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(used.items(), key=lambda kv: -kv[1])))
         half = args.rss_changes // 2
         anyio.run(throughput, url, noop, 100, half)
         at_half = rss_mib(data)
