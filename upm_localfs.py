@@ -25,8 +25,9 @@ would change the file behind the other name). :func:`symlink_in` is the same wal
 Exit status: 0 done, 1 refused or failed (the message on stderr says which component and why),
 2 bad usage.
 
-``upm-localfs serve`` answers the same requests over a pipe, one at a time, so that a step can
-cost a millisecond instead of an interpreter's start. Each request is one line of JSON on stdin, ``{"argv": [...],
+``upm-localfs serve`` answers the same requests over a pipe, one at a time, so that a step costs
+a millisecond instead of an interpreter's start (the guard keeps such workers:
+:mod:`services.guard.worker`). Each request is one line of JSON on stdin, ``{"argv": [...],
 "stdin": BASE64}`` (``argv`` without the program name), and each reply one line on stdout,
 ``{"rc": N, "stdout": BASE64, "stderr": BASE64}``: exactly what ``upm-localfs ARGV`` run as a
 process with that stdin would exit with and print (:func:`answer`; bad usage is rc 2 and does not
