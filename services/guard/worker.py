@@ -29,8 +29,8 @@ stderr in the same bounded captures. Redaction, output bounds, retries and attem
   gets SIGTERM, SIGKILL after the grace period, and is reaped, exactly as a timed-out process;
   its exit status is the attempt's. The next request starts a fresh worker.
 * Nothing is left running: an idle worker ends at the end of its stdin, which only this process
-  holds. :func:`close` ends them, so does interpreter exit, and a process that dies closes their
-  stdin with it.
+  holds. :func:`close` ends them (the executor calls it when it stops), so does interpreter exit,
+  and a process that dies closes their stdin with it.
 
 The pool is module state, like the pins' verdict cache, shared by the event loops of one thread.
 """
