@@ -4,7 +4,9 @@ Commands (argv, no shell):
 
 Every write runs ``upm-localfs`` (:mod:`upm_localfs`, pinned as :data:`HELPER`), which
 walks the path from ``/`` with ``O_NOFOLLOW`` on every component: no write ever goes through a
-symbolic link. Its verbs mirror the coreutils they replace.
+symbolic link. Its verbs mirror the coreutils they replace. The guard sends each such step to a
+long-lived ``upm-localfs serve`` worker (:mod:`services.guard.worker`) rather than starting a
+process per step: the same argv, checks, exit status and messages, for about a millisecond.
 
 - directory: ``upm-localfs mkdir -m MODE PATH`` / ``upm-localfs rmdir PATH``; mode and owner
   changes are facets (``upm-localfs chmod MODE PATH``, ``upm-localfs chown OWNER PATH``).

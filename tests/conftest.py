@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from nats.aio.client import Client as NATS
 
 from events.store import EventStore
 from services.common.settings import Settings
+from services.guard import DEFAULT_PATH
 from upm import app
 from upm.natsserver import EmbeddedNats
 
@@ -80,6 +82,29 @@ async def pipeline(
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+FAULTY_WRITER = f"""#!{sys.executable}
+import sys
+import upm_localfs
+real = upm_localfs.mkdir
+upm_localfs.mkdir = lambda path, mode: real(path, 0o700)
+sys.exit(upm_localfs.main())
+"""
+
+
+@pytest.fixture
+def faulty_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A target that misbehaves for real: the local writer first on the steps' PATH, except that a
+    mkdir ignores the mode asked for (0700 whatever the plan says), run as a process or as a worker
+    (``serve``); it passes its pin (its ``--version`` is the real report). Returns its path."""
+    bin_dir = tmp_path / "faulty-bin"
+    bin_dir.mkdir()
+    writer = bin_dir / "upm-localfs"
+    writer.write_text(FAULTY_WRITER)
+    writer.chmod(0o755)
+    monkeypatch.setenv("UPM_STEP_PATH", f"{bin_dir}:{DEFAULT_PATH}")
+    return writer
 
 
 Host = Callable[..., Awaitable[None]]

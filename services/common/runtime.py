@@ -173,7 +173,8 @@ def pure(decide: Callable[[list[Event], Event], Sequence[Payload]]) -> Handler:
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """One service: its durable consumer name, the event types it consumes, its handler."""
+    """One service: its durable consumer name, the event types it consumes, its handler; ``on_stop``
+    is awaited (shielded) once its runner stops, to end what its handler keeps running."""
 
     name: str
     consumes: tuple[str, ...]
@@ -181,6 +182,7 @@ class ServiceSpec:
     concurrency: int = 16
     ack_wait: float = 30.0
     max_deliver: int = 20
+    on_stop: Callable[[], Awaitable[None]] | None = None
 
 
 async def ensure_consumer(store: EventStore, spec: ServiceSpec) -> None:
@@ -227,11 +229,16 @@ class Runner:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await psub.unsubscribe()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(retry.keep_running, f"{self.spec.name}: consuming", consume)
-            await bound.wait()
-            if ready is not None:
-                ready.set()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(retry.keep_running, f"{self.spec.name}: consuming", consume)
+                await bound.wait()
+                if ready is not None:
+                    ready.set()
+        finally:
+            if self.spec.on_stop is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.spec.on_stop()
 
     async def _consume(self, psub: JetStreamContext.PullSubscription) -> None:
         slots = anyio.Semaphore(self.spec.concurrency)

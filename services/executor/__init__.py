@@ -14,6 +14,7 @@ from services.common.runtime import ServiceSpec
 from services.executor.commands import CommandService
 from services.executor.config import ExecutorConfig, load_config
 from services.executor.service import Executor
+from services.guard import worker
 from services.security.scope import Scope
 
 NAME = "executor"
@@ -30,6 +31,7 @@ def spec(config: ExecutorConfig | None = None, scope: Scope | None = None) -> Se
         handle=Executor(policy, scope).handle,
         concurrency=policy.service.concurrency,
         ack_wait=policy.service.ack_wait_s,
+        on_stop=worker.close,  # the local writer's idle workers end with the executor
     )
 
 

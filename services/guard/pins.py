@@ -41,6 +41,9 @@ _VERSIONED_NAME = re.compile(r".+-(?P<version>[0-9]+(?:\.[0-9]+)*)")
 _REPORT_TIMEOUT_S = 10.0
 _REPORT_BYTES = 16 * 1024
 
+Identity = tuple[int, int, int]
+"""A binary file's device, inode and mtime (ns): another file, or the same one rewritten, differs."""
+
 
 def is_forbidden(program: str) -> bool:
     """True for a shell, interpreter or program runner (by the basename of ``program``)."""
@@ -140,6 +143,10 @@ class PinTable:
         Raises :class:`UnpinnedBinary`, :class:`ForbiddenBinary`, :class:`BinaryNotFound` or
         :class:`PinMismatch` (which names both versions).
         """
+        return (await self.verified(program, path=path))[0]
+
+    async def verified(self, program: str, *, path: str) -> tuple[str, Identity]:
+        """:meth:`verify`, with the identity of the file whose report was checked."""
         pin = self.require(program)
         resolved, identity = _resolve(program, path)
         key = (resolved, *identity, pin.version_args, pin.pattern)
@@ -157,14 +164,14 @@ class PinTable:
                 pinned=pin.version,
                 reported=reported,
             )
-        return resolved
+        return resolved, identity
 
 
 _REPORTED: dict[tuple[str, int, int, int, tuple[str, ...], str], str] = {}
 """Per-process cache: binary (path, device, inode, mtime) and how it was asked → the version it reported."""
 
 
-def _resolve(program: str, path: str) -> tuple[str, tuple[int, int, int]]:
+def _resolve(program: str, path: str) -> tuple[str, Identity]:
     """The absolute path to execute, and its file's identity (device, inode, mtime)."""
     if os.path.isabs(program):
         found = program if os.path.isfile(program) and os.access(program, os.X_OK) else None

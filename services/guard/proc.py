@@ -95,26 +95,26 @@ async def run_pipeline(
             feed_read, feed_write = os.pipe() if stdin is not None else (subprocess.DEVNULL, -1)
             if feed_write >= 0:
                 ends.append(feed_write)
-            ends += _spawn(stages, envs, cwd, procs, feed_read)
+            ends += spawn(stages, envs, cwd, procs, feed_read)
             async with anyio.create_task_group() as tg:
                 if stdin is not None:
                     tg.start_soon(_feed, ends.pop(0), stdin)
                 tg.start_soon(_drain, ends[0], stdout)
                 tg.start_soon(_drain, ends[1], stderr)
                 for proc in procs:
-                    await _exited(proc)
+                    await exited(proc)
                     # What the stage left behind would hold the pipes open: stop it now.
                     await _stop([proc.pid], grace_s)
     finally:
         with anyio.CancelScope(shield=True):
-            await _reap(procs, grace_s)
+            await reap(procs, grace_s)
         for end in ends:
             os.close(end)
     codes = [proc.returncode if proc.returncode is not None else -signal.SIGKILL for proc in procs]
     return Outcome(codes, stdout, stderr, timed_out=scope.cancelled_caught)
 
 
-def _spawn(
+def spawn(
     stages: Sequence[Sequence[str]],
     envs: Sequence[Mapping[str, str]],
     cwd: str,
@@ -189,7 +189,7 @@ async def _drain(end: int, capture: Capture) -> None:
         capture.feed(chunk)
 
 
-async def _exited(proc: subprocess.Popen[bytes]) -> int:
+async def exited(proc: subprocess.Popen[bytes]) -> int:
     """Wait for ``proc`` to exit (on a pidfd, without a watcher thread) and reap it."""
     if proc.returncode is not None:
         return proc.returncode
@@ -204,12 +204,12 @@ async def _exited(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait()
 
 
-async def _reap(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+async def reap(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
     """Stop every stage's group, then reap the stages themselves."""
     await _stop([proc.pid for proc in procs], grace_s)
     for proc in procs:
         with anyio.move_on_after(_REAP_S):
-            await _exited(proc)
+            await exited(proc)
 
 
 async def _stop(groups: list[int], grace_s: float) -> None:

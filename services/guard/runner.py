@@ -31,10 +31,11 @@ import msgspec
 
 from services.common import metrics
 from services.common.retry import RetryPolicy
+from services.guard import worker
 from services.guard.classify import CliProfile, Verdict, profile_for
 from services.guard.errors import CommandRefused, PolicyInvalid, SpawnFailed
 from services.guard.parse import Pipeline, check
-from services.guard.pins import DEFAULT_PINS, PinTable
+from services.guard.pins import DEFAULT_PINS, Identity, PinTable
 from services.guard.policy import DEFAULT_POLICY, GuardPolicy
 from services.guard.proc import Capture, Outcome, run_pipeline
 from services.guard.ratelimit import RateLimiter
@@ -172,14 +173,15 @@ async def run(
         pipeline = check(
             command.display if isinstance(command, Pipeline) else command, spec.policy, spec.pins
         )
-        resolved = {program: await spec.pins.verify(program, path=spec.path) for program in pipeline.programs}
+        verified = {program: await spec.pins.verified(program, path=spec.path) for program in pipeline.programs}
     except CommandRefused as exc:
         metrics.GUARD_REFUSALS.labels(exc.rule).inc()
         failure = exc.redacted(redact)
     if failure is not None:
         raise failure
-    stages = [(resolved[argv[0]], *argv[1:]) for argv in pipeline.stages]
-    step = _Step(spec, pipeline, stages, profile_for(pipeline.programs[0], spec.provider), redact)
+    stages = [(verified[argv[0]][0], *argv[1:]) for argv in pipeline.stages]
+    served = verified[pipeline.programs[0]][1] if worker.serves(pipeline, spec.pins) else None
+    step = _Step(spec, pipeline, stages, profile_for(pipeline.programs[0], spec.provider), redact, served)
     return await step.attempts(rate_limiter, seen)
 
 
@@ -193,8 +195,10 @@ class _Step:
         stages: list[tuple[str, ...]],
         profile: CliProfile,
         redact: Callable[[str], str],
+        served: Identity | None = None,
     ) -> None:
         self.spec = spec
+        self.served = served  # the local writer's file: its attempts go to a worker (services.guard.worker)
         self.stages = stages
         self.display = list(pipeline.stages)
         self.profile = profile
@@ -257,14 +261,26 @@ class _Step:
         spec = self.spec
         metrics.GUARD_RUNS.labels(self.display[0][0]).inc()
         failure: SpawnFailed | None = None
+        keep_bytes = spec.policy.max_output_bytes + REDACTION_MARGIN
         try:
+            if self.served is not None:
+                return await worker.POOL.run(
+                    self.stages[0],
+                    self.served,
+                    env=self.envs[0],
+                    cwd=spec.cwd,
+                    stdin=spec.stdin,
+                    timeout_s=spec.timeout_s,
+                    grace_s=spec.kill_grace_s,
+                    keep_bytes=keep_bytes,
+                )
             return await run_pipeline(
                 self.stages,
                 envs=self.envs,
                 cwd=spec.cwd,
                 timeout_s=spec.timeout_s,
                 grace_s=spec.kill_grace_s,
-                keep_bytes=spec.policy.max_output_bytes + REDACTION_MARGIN,
+                keep_bytes=keep_bytes,
                 stdin=spec.stdin,
             )
         except SpawnFailed as exc:

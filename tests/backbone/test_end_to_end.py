@@ -131,6 +131,8 @@ def test_end_to_end_as_separate_os_processes(tmp_path: Path) -> None:
         assert result["outcome"] == "succeeded"
         assert _until_closed([e["type"] for e in result["events"]]) == HAPPY
         assert stat.S_IMODE(target.stat().st_mode) == 0o700
+        writers = _local_writers(state["pids"]["executor"])  # the step ran on a worker the executor keeps
+        assert writers
         shown = _upm("status", result["change_id"], "--json", "--data", str(data), env=env)
         assert json.loads(shown.stdout)["state"] == "closed"
     finally:
@@ -138,3 +140,18 @@ def test_end_to_end_as_separate_os_processes(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert sorted(json.loads(down.stdout)["stopped"]) == sorted(["supervisor", *state["pids"]])
     assert not any(processes.alive(pid) for pid in [state["supervisor"], *state["pids"].values()])  # gone (or a zombie: exited)
+    assert not any(processes.alive(pid) for pid in writers)  # the executor's local writers went with it
+
+
+def _local_writers(parent: int) -> list[int]:
+    """The ``upm-localfs serve`` workers that ``parent`` started."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1])
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if ppid == parent and any(a.endswith(b"/upm-localfs") for a in argv) and b"serve" in argv:
+            found.append(int(entry))
+    return found

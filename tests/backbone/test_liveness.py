@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sysconfig
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -28,16 +27,7 @@ from services.auditor.watchdog import Deadlines, due
 from services.common import client
 from services.common.runtime import Context, Runner, ServiceSpec
 from services.common.settings import Settings
-from services.guard import DEFAULT_PATH
 from upm import app
-
-WRITER = str(Path(sysconfig.get_path("scripts")) / "upm-localfs")
-FAULTY_WRITER = f"""#!/bin/sh
-[ "$1" = "mkdir" ] && exec {WRITER} mkdir -m 0700 "$4"
-exec {WRITER} "$@"
-"""
-"""The local writer, except that a mkdir ignores the mode asked for (it passes its pin: it answers
-``--version`` with the real report)."""
 
 
 class Cut(Exception):
@@ -159,13 +149,8 @@ async def test_a_decision_cut_after_its_first_event_is_finished_by_the_watchdog(
 @pytest.mark.parametrize("after", ["verification.failed", "rollback.planned"])
 async def test_a_failed_verification_cut_short_is_still_rolled_back(
     nc: NATS, store: EventStore, tmp_path: Path, fast_watchdog: None, monkeypatch: pytest.MonkeyPatch,
-    after: str,
+    after: str, faulty_writer: Path,
 ) -> None:
-    bin_dir = tmp_path / "faulty-bin"
-    bin_dir.mkdir()
-    (bin_dir / "upm-localfs").write_text(FAULTY_WRITER)
-    (bin_dir / "upm-localfs").chmod(0o755)
-    monkeypatch.setenv("UPM_STEP_PATH", f"{bin_dir}:{DEFAULT_PATH}")
     config = tmp_path / "verifier.yaml"
     config.write_text("auto_rollback: {dev: true}\ndrift: {interval_s: 3600}\n")
     monkeypatch.setenv("UPM_VERIFIER_CONFIG", str(config))

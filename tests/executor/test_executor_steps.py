@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anyio
@@ -34,6 +35,7 @@ from events.model import (
 )
 from events.store import EventStore
 from services.common import metrics
+from services.guard import worker
 from services.guard.steps import already_done
 from services.planner import CompileInput, compile_intent
 from upm.emulators import free_port
@@ -47,6 +49,25 @@ async def test_a_single_wave_change_keeps_the_plain_event_sequence(nc: NATS, sto
     assert (await types(store, change))[3:] == [
         "execution.started", "step.started", "step.completed", "execution.completed"]
     assert (tmp_path / "one").is_dir()
+
+
+async def test_local_writes_run_on_workers_that_end_when_the_executor_stops(
+    nc: NATS, store: EventStore, tmp_path: Path
+) -> None:
+    await worker.close()  # no idle worker of an earlier test: this one's steps start their own
+    before = set(worker.POOL.pids())
+    async with running(nc):
+        change = await submit(store, dirs_plan([tmp_path / f"d{i}" for i in range(5)]))
+        await wait_for(store, change, "execution.completed")
+        writers = set(worker.POOL.pids()) - before
+        assert len(writers) == 1  # five steps, one after another, on one worker
+    assert all((tmp_path / f"d{i}").is_dir() for i in range(5))
+    assert not _in_proc(writers)  # ended and reaped
+    assert worker.POOL.idle == 0
+
+
+def _in_proc(pids: set[int]) -> list[int]:
+    return [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
 
 
 async def test_a_failed_step_fails_the_execution_and_later_steps_never_start(

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
-from guard_helpers import MakeScript, pinned
+from guard_helpers import MakeScript, pinned, running
 
 from services.guard import (
     DEFAULT_PATH,
@@ -173,20 +173,7 @@ async def test_a_process_ignoring_sigterm_and_its_children_are_gone_after_the_ti
     found = [int(pid) for pid in pids.read_text().split()]
     assert len(found) == 3
     for pid in found:
-        assert not _running(pid), f"process {pid} survived the timeout"
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (orphans wait for init to reap them)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
+        assert not running(pid), f"process {pid} survived the timeout"
 
 
 async def test_cancelling_a_step_stops_its_processes(make_script: MakeScript, tmp_path: Path) -> None:
@@ -211,7 +198,7 @@ async def test_cancelling_a_step_stops_its_processes(make_script: MakeScript, tm
             tg.cancel_scope.cancel()
     assert not scope.cancelled_caught
     found = [int(pid) for pid in pids.read_text().split()]
-    assert len(found) == 2 and not any(_running(pid) for pid in found)
+    assert len(found) == 2 and not any(running(pid) for pid in found)
 
 
 async def test_children_left_behind_by_a_finished_step_are_reaped(
@@ -230,7 +217,7 @@ async def test_children_left_behind_by_a_finished_step_are_reaped(
     )
     result = await run(os.fspath(leaver), RunSpec(pins=pinned(leaver), timeout_s=10, kill_grace_s=0.5))
     assert result.ok
-    assert not _running(int(pids.read_text()))
+    assert not running(int(pids.read_text()))
 
 
 async def test_environment_is_explicit_and_minimal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 from pathlib import Path
@@ -72,3 +73,30 @@ def test_the_preflight_walk_names_the_first_link(tmp_path: Path, outside: Path) 
     assert localfs.symlink_in(str(tmp_path / "mid" / "f")) == str(tmp_path / "mid")
     assert localfs.symlink_in(str(tmp_path / "not-yet" / "there")) is None
     assert localfs.symlink_in(str(outside)) is None
+
+
+def test_serve_answers_each_request_line_and_never_acts_on_one_cut_short(tmp_path: Path) -> None:
+    requests = io.BytesIO(b"".join([
+        localfs.encode_request(["mkdir", "-m", "0750", str(tmp_path / "a")], b""),
+        b"not json\n",
+        b'{"argv": ["mkdir", 1], "stdin": ""}\n',
+        localfs.encode_request(["mkdir"], b""),
+        localfs.encode_request(["mkdir", "-m", "0750", str(tmp_path / "cut")], b"").rstrip(b"\n"),  # no newline: cut
+    ]))
+    replies = io.BytesIO()
+    assert localfs.serve(requests, replies) == 0
+    answers = [localfs.decode_reply(line) for line in replies.getvalue().splitlines(keepends=True)]
+    assert [rc for rc, _, _ in answers] == [0, 2, 2, 2]
+    assert b"not a request: not JSON" in answers[1][2] and b"'argv' must be a list of strings" in answers[2][2]
+    assert b"required: -m" in answers[3][2]
+    assert (tmp_path / "a").is_dir() and not (tmp_path / "cut").exists()
+
+
+def test_the_serve_protocol_carries_any_bytes_and_refuses_what_is_not_a_reply() -> None:
+    data = bytes(range(256)) * 3
+    assert localfs.decode_request(localfs.encode_request(["write", "/x"], data)) == (["write", "/x"], data)
+    assert localfs.decode_reply(localfs.encode_reply(-9, data, b"")) == (-9, data, b"")
+    bad_replies = (b"[]\n", b'{"rc": true, "stdout": "", "stderr": ""}\n', b'{"rc": 0, "stdout": "@@", "stderr": ""}\n')
+    for bad in bad_replies:
+        with pytest.raises(ValueError):
+            localfs.decode_reply(bad)

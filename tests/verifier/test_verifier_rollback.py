@@ -3,12 +3,11 @@ restored state is verified, through the whole pipeline with real processes and f
 
 The target misbehaves for real: a local writer (``upm-localfs``) on the step path whose mkdir
 reports success but ignores the requested mode (it passes its pin: it answers ``--version`` with
-the real writer's report).
+the real writer's report); the ``faulty_writer`` fixture of tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import sysconfig
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -18,28 +17,13 @@ import pytest
 from events.model import RollbackApproved, RollbackPlanned
 from events.store import EventStore
 from services.common import client
-from services.guard import DEFAULT_PATH
 from upm.cli import main
 
 Eventually = Callable[[Callable[[], Awaitable[bool]], float], Awaitable[None]]
 
-WRITER = str(Path(sysconfig.get_path("scripts")) / "upm-localfs")
-FAULTY_WRITER = f"""#!/bin/sh
-[ "$1" = "mkdir" ] && exec {WRITER} mkdir -m 0700 "$4"
-exec {WRITER} "$@"
-"""
-"""The local writer, except that a mkdir ignores the mode asked for (it passes its pin: it answers
-``--version`` with the real report)."""
-
-
 @pytest.fixture(autouse=True)
-def faulty_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bin_dir = tmp_path / "faulty-bin"
-    bin_dir.mkdir()
-    writer = bin_dir / "upm-localfs"
-    writer.write_text(FAULTY_WRITER)
-    writer.chmod(0o755)
-    monkeypatch.setenv("UPM_STEP_PATH", f"{bin_dir}:{DEFAULT_PATH}")
+def faulty_target(faulty_writer: Path) -> None:
+    """Every test here writes through the faulty writer (tests/conftest.py)."""
 
 
 def _verifier_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, auto: bool) -> None:

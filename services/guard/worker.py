@@ -1,0 +1,358 @@
+"""Local writes through long-lived ``upm-localfs serve`` workers: a millisecond, not a process start.
+
+Every local write is a step of the pinned local writer (:mod:`upm_localfs`); run as a process per
+step, most of a step went to starting an interpreter (~40 ms). A step whose pipeline is that one
+program, pinned at the version whose ``serve`` this module speaks (:func:`serves`), is sent as a
+request to a worker running ``upm-localfs serve`` instead, and the reply becomes the very
+:class:`~services.guard.proc.Outcome` the process would have given: exit status, stdout and
+stderr in the same bounded captures. Redaction, output bounds, retries and attempt records
+(:mod:`services.guard.runner`) are the same for both.
+
+* A worker is spawned like the process it stands for: by the runner (in the executor), from the
+  binary its pin verified, with the step's environment and working directory, in a session of
+  its own. So its umask and user are the executor's, as a per-step process's were; it keeps them.
+* Workers are kept per key: the binary's path and file identity (device, inode, mtime; see
+  :func:`services.guard.pins.PinTable.verified`), the environment and the working directory. A
+  replaced binary or another environment gets a worker of its own. The key is a digest: an
+  environment may carry a change's credentials, which the pool does not keep.
+* One request at a time per worker, and no request waits for another: it takes an idle worker of
+  its key, else starts one (lazily, on the first request). N steps at once run on N workers, as
+  they ran as N processes (the executor's concurrency bounds N), so a slow or hung request holds
+  up no other. Once answered, a worker is kept idle for the next request, at most :data:`KEEP`
+  per key and :data:`KEEP_ALL` in all (beyond that the least recently used ends).
+* A worker found dead before a request is sent (exited, or its stdout at end of file) is
+  replaced, and the request goes to the new one: it never reached the old one. A worker that
+  ends *during* a request, or answers something that is not a reply, gives the attempt a failure
+  (its exit status, never 0; what it wrote on its stderr): the request may have been carried
+  out, so it is never counted a success, and the runner classifies it as it would a process's.
+* A request not answered within the step's timeout (or cancelled): the worker's process group
+  gets SIGTERM, SIGKILL after the grace period, and is reaped, exactly as a timed-out process;
+  its exit status is the attempt's. The next request starts a fresh worker.
+* Nothing is left running: an idle worker ends at the end of its stdin, which only this process
+  holds. :func:`close` ends them (the executor calls it when it stops), so does interpreter exit,
+  and a process that dies closes their stdin with it.
+
+The pool is module state, like the pins' verdict cache, shared by the event loops of one thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import os
+import select
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+
+import anyio
+
+import upm_localfs as localfs
+from services.guard import proc
+from services.guard.parse import Pipeline
+from services.guard.pins import Identity, PinTable
+from services.guard.proc import Capture, Outcome
+
+KEEP = 4
+"""Idle workers kept per key: a 20-step change uses one; the executor runs up to 8 changes at once."""
+KEEP_ALL = 8
+"""Idle workers kept in all (about 13 MiB resident each, most of it shared)."""
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+"""A longer reply is not one (the writer's replies are a few hundred bytes)."""
+_EXIT_S = 1.0
+"""How long an idle worker told to end (its stdin closed) may take before it is stopped."""
+
+
+def serves(pipeline: Pipeline, pins: PinTable) -> bool:
+    """True when ``pipeline`` is the local writer alone, pinned at the version this module speaks
+    to (a writer pinned at another version runs as a process per step)."""
+    return (
+        len(pipeline.stages) == 1
+        and pipeline.programs[0] == localfs.NAME
+        and localfs.NAME in pins
+        and pins.require(localfs.NAME).version == localfs.VERSION
+    )
+
+
+def key_of(binary: str, identity: Identity, env: Mapping[str, str], cwd: str) -> str:
+    """The pool key of a worker of ``binary`` (whose file is ``identity``) in ``env`` and ``cwd``."""
+    digest = hashlib.sha256()
+    for part in (binary, *map(str, identity), cwd, *(f"{k}={v}" for k, v in sorted(env.items()))):
+        digest.update(part.encode("utf-8", "surrogateescape") + b"\0")  # no part can hold a NUL
+    return digest.hexdigest()
+
+
+def answered(line: bytes, keep_bytes: int) -> Outcome:
+    """The outcome a reply line gives, captured as a process's output is; :class:`ValueError`
+    when the line is not a reply."""
+    rc, stdout, stderr = localfs.decode_reply(line)
+    return Outcome([rc], _captured(stdout, keep_bytes), _captured(stderr, keep_bytes), timed_out=False)
+
+
+def unanswered(rc: int, why: str, left: bytes, keep_bytes: int, *, timed_out: bool) -> Outcome:
+    """The outcome of a request its worker did not answer: exit status ``rc`` (0 becomes 1: an
+    unanswered request never succeeded), ``why`` and what the worker ``left`` on its stderr."""
+    note = f"{localfs.NAME}: {why}\n".encode()
+    return Outcome([rc or 1], Capture(keep_bytes), _captured(note + left, keep_bytes), timed_out=timed_out)
+
+
+def _captured(data: bytes, keep_bytes: int) -> Capture:
+    capture = Capture(keep_bytes)
+    capture.feed(data)
+    return capture
+
+
+class _NoReply(Exception):
+    """Why a worker did not answer the request it was sent; ``rc`` when the attempt's exit status is
+    not the worker's (it answered nonsense and was stopped for it)."""
+
+    def __init__(self, why: str, rc: int | None = None) -> None:
+        super().__init__(why)
+        self.rc = rc
+
+
+async def _reply(worker: _Worker, keep_bytes: int) -> Outcome:
+    """The outcome of the reply ``worker`` gives to the request it was sent (or :class:`_NoReply`)."""
+    try:
+        line = await worker.receive()
+        if line is None:
+            raise _NoReply("the worker ended before it answered; the request may have been carried out")
+        return answered(line, keep_bytes)
+    except ValueError as err:
+        raise _NoReply(f"the worker answered something that is not a reply ({err}); it was stopped", 1) from None
+
+
+class _Worker:
+    """One ``upm-localfs serve`` process and this process's ends of its three pipes."""
+
+    def __init__(self, process: subprocess.Popen[bytes], requests: int, replies: int, errors: int) -> None:
+        self.process = process
+        self.requests = requests  # its stdin
+        self.replies = replies  # its stdout
+        self.errors = errors  # its stderr: it writes there only when it crashes
+        self.last_words = b""  # what was on its stderr when it was stopped
+        self.ended = False
+        for end in (requests, replies, errors):
+            os.set_blocking(end, False)
+
+    @classmethod
+    def start(cls, binary: str, env: Mapping[str, str], cwd: str) -> _Worker:
+        """Spawn ``binary serve`` as the runner spawns a stage (raises :class:`SpawnFailed`)."""
+        read_end, write_end = os.pipe()
+        started: list[subprocess.Popen[bytes]] = []
+        try:
+            replies, errors = proc.spawn([(binary, "serve")], [env], cwd, started, read_end)
+        except BaseException:
+            os.close(write_end)
+            raise
+        return cls(started[0], write_end, replies, errors)
+
+    def fit(self) -> bool:
+        """Running, and nothing on its stdout: no end of file (it died), no stray bytes."""
+        if self.process.poll() is not None:
+            return False
+        poller = select.poll()
+        poller.register(self.replies, select.POLLIN)
+        return not poller.poll(0)
+
+    async def send(self, request: bytes) -> bool:
+        """Write the whole request; False when the worker is gone (it read no complete request,
+        so it acted on none)."""
+        view = memoryview(request)
+        while view:
+            try:
+                view = view[os.write(self.requests, view) :]
+            except BlockingIOError:
+                await anyio.wait_writable(self.requests)
+            except BrokenPipeError:
+                return False
+        return True
+
+    async def receive(self) -> bytes | None:
+        """The reply line; None when its stdout ends first; :class:`ValueError` when it writes
+        more than one line or more than :data:`MAX_REPLY_BYTES`."""
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            await anyio.wait_readable(self.replies)
+            try:
+                chunk = os.read(self.replies, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                return None
+            line += chunk
+            if len(line) > MAX_REPLY_BYTES or line.find(b"\n") not in (-1, len(line) - 1):
+                raise ValueError("it wrote more than one reply line")
+        return bytes(line)
+
+    async def stop(self, grace_s: float) -> int:
+        """End it now (its process group: SIGTERM, then SIGKILL after ``grace_s``), reap it, close
+        the pipes; its exit status (a signal as a negative number, as a process's)."""
+        if not self.ended:
+            with anyio.CancelScope(shield=True):
+                await proc.reap([self.process], grace_s)
+            with contextlib.suppress(OSError):  # nothing there: BlockingIOError
+                self.last_words = os.read(self.errors, 65536)
+            self._close()
+        return self.process.returncode if self.process.returncode is not None else -signal.SIGKILL
+
+    async def close(self) -> None:
+        """Let it end (the end of its stdin); stop it if it has not within :data:`_EXIT_S`."""
+        if self.ended:
+            return
+        with anyio.CancelScope(shield=True):
+            os.close(self.requests)
+            self.requests = -1
+            with anyio.move_on_after(_EXIT_S):
+                await proc.exited(self.process)
+            await self.stop(_EXIT_S)
+
+    def close_now(self) -> None:
+        """:meth:`close`, blocking (at interpreter exit, with no event loop)."""
+        if self.ended:
+            return
+        with contextlib.suppress(OSError):
+            os.close(self.requests)
+        self.requests = -1
+        try:
+            self.process.wait(_EXIT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._close()
+
+    def _close(self) -> None:
+        self.ended = True
+        for end in (self.requests, self.replies, self.errors):
+            if end >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(end)
+
+
+class Pool:
+    """The workers of this process, by key (see the module docstring)."""
+
+    def __init__(self, keep: int = KEEP, keep_all: int = KEEP_ALL) -> None:
+        self.keep = keep
+        self.keep_all = keep_all
+        self._idle: list[tuple[str, _Worker]] = []  # least recently used first
+        self._live: set[_Worker] = set()  # every worker started and not yet ended
+
+    @property
+    def idle(self) -> int:
+        """How many workers wait for a request."""
+        return len(self._idle)
+
+    def pids(self) -> list[int]:
+        """The process ids of every worker running (idle or answering)."""
+        return sorted(w.process.pid for w in self._live if not w.ended)
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        identity: Identity,
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        stdin: bytes | None,
+        timeout_s: float,
+        grace_s: float,
+        keep_bytes: int,
+    ) -> Outcome:
+        """What ``argv`` (the verified binary, then its arguments) gives, run on a worker of its key
+        under ``timeout_s``; raises :class:`SpawnFailed` when no worker can be started."""
+        binary, key = argv[0], key_of(argv[0], identity, env, cwd)
+        request = localfs.encode_request(argv[1:], stdin or b"")
+        worker: _Worker | None = None
+        failure: _NoReply | None = None
+        try:
+            with anyio.move_on_after(timeout_s):
+                worker = await self._take(key, grace_s) or self._start(binary, env, cwd)
+                if not await worker.send(request):  # it ended since its last reply: the request never reached it
+                    await self._end(worker, grace_s)
+                    worker = self._start(binary, env, cwd)
+                    if not await worker.send(request):
+                        raise _NoReply("the worker ended as it started, before it read the request")
+                outcome = await _reply(worker, keep_bytes)
+                await self._park(key, worker)
+                return outcome
+        except _NoReply as err:
+            failure = err
+        except BaseException:  # cancelled, or no worker could be started: stop the one it had
+            if worker is not None:
+                await self._end(worker, grace_s)
+            raise
+        if worker is None:  # the timeout came before a worker was there: nothing ran
+            why = f"no worker within {timeout_s:g} s"
+            return unanswered(-signal.SIGKILL, why, b"", keep_bytes, timed_out=True)
+        rc = await self._end(worker, grace_s)
+        if failure is None:
+            why = f"no answer within {timeout_s:g} s: the worker (pid {worker.process.pid}) was stopped"
+        else:
+            why, rc = str(failure), rc if failure.rc is None else failure.rc
+        return unanswered(rc, why, worker.last_words, keep_bytes, timed_out=failure is None)
+
+    async def close(self) -> None:
+        """End every idle worker (the pool starts new ones when asked again)."""
+        idle, self._idle = self._idle, []
+        async with anyio.create_task_group() as tg:
+            for _, worker in idle:
+                tg.start_soon(self._close, worker)
+
+    def close_now(self) -> None:
+        """End every worker, blocking (at interpreter exit)."""
+        self._idle = []
+        for worker in list(self._live):
+            worker.close_now()
+        self._live.clear()
+
+    def _start(self, binary: str, env: Mapping[str, str], cwd: str) -> _Worker:
+        worker = _Worker.start(binary, env, cwd)
+        self._live.add(worker)
+        return worker
+
+    async def _take(self, key: str, grace_s: float) -> _Worker | None:
+        """The most recently used idle worker of ``key`` that is fit; the unfit are ended."""
+        for index in range(len(self._idle) - 1, -1, -1):
+            held, worker = self._idle[index]
+            if held != key:
+                continue
+            del self._idle[index]
+            if worker.fit():
+                return worker
+            await self._end(worker, grace_s)
+        return None
+
+    async def _park(self, key: str, worker: _Worker) -> None:
+        """Keep ``worker`` for the next request; end the least recently used beyond the bounds."""
+        self._idle.append((key, worker))
+        while True:
+            mine = [index for index, (held, _) in enumerate(self._idle) if held == key]
+            if len(mine) > self.keep:
+                _, oldest = self._idle.pop(mine[0])
+            elif len(self._idle) > self.keep_all:
+                _, oldest = self._idle.pop(0)
+            else:
+                return
+            await self._close(oldest)
+
+    async def _end(self, worker: _Worker, grace_s: float) -> int:
+        rc = await worker.stop(grace_s)
+        self._live.discard(worker)
+        return rc
+
+    async def _close(self, worker: _Worker) -> None:
+        await worker.close()
+        self._live.discard(worker)
+
+
+POOL = Pool()
+"""This process's workers."""
+atexit.register(POOL.close_now)
+
+
+async def close() -> None:
+    """End this process's idle workers (:meth:`Pool.close`)."""
+    await POOL.close()
