@@ -7,7 +7,7 @@ every section and field is optional, and the embedded defaults below run ``upm d
     anomalies:  {max_retries_per_wave: 10, max_failure_ratio: 0.5, min_attempts: 4,
                  on_step_failure: fail}            # fail | pause
     limits:     {max_resources_per_change: 500, max_resources_per_wave: 250}
-    rates:      {steps_per_s_per_target: 50, steps_per_s_per_tenant: 100, burst: 5,
+    rates:      {steps_per_s_per_target: 50, steps_per_s_per_tenant: 100, burst: 50,
                  targets: {}, tenants: {}}         # per-target / per-tenant overrides
     deadlines:  {change_timeout_s: 3600, step_timeout_s: null}   # null: the plan's own
     retries:    {max_attempts: 3}
@@ -63,7 +63,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 class Rates(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     steps_per_s_per_target: float = 50.0
     steps_per_s_per_tenant: float = 100.0
-    burst: int = 5
+    burst: int = 50
     targets: dict[str, float] = msgspec.field(default_factory=dict)
     tenants: dict[str, float] = msgspec.field(default_factory=dict)
 

@@ -24,6 +24,7 @@ from nats.js.kv import KeyValue
 
 from events.model import Event, ExecutionFailed, StepFailed, StepStarted
 from events.store import EventStore
+from services.executor.config import ExecutorConfig
 from services.executor.limits import RateLimits, bucket_key, rate_buckets
 from services.guard.ratelimit import Bucket, take
 from upm.natsserver import EmbeddedNats
@@ -208,3 +209,15 @@ async def test_deadlines_stop_a_slow_change_and_a_slow_step(nc: NATS, store: Eve
     failed = next(e.payload for e in step if isinstance(e.payload, StepFailed))
     assert failed.output.tries[-1].timed_out and failed.output.duration_ms < 5000
     assert stuck.exists()  # it started, and was stopped at its 0.5 s timeout
+
+
+async def test_the_default_burst_lets_an_ordinary_change_start_its_steps_back_to_back(
+    replicas: tuple[KeyValue, KeyValue]
+) -> None:
+    """Fifty steps on one target take their tokens without waiting (the burst of 5 paced every step
+    of a 20-step change after the fifth at 20 ms); the fifty-first waits for the target's rate."""
+    now = time.time()
+    limits = RateLimits(replicas[0], ExecutorConfig().rates, clock=lambda: now)  # no refill meanwhile
+    waits = [await limits.step("acme", "local") for _ in range(50)]
+    assert waits == [0.0] * 50
+    assert await limits.step("acme", "local") == pytest.approx(1 / 50)
