@@ -253,7 +253,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="paired rounds of the 20-step change (0: skip)")
     parser.add_argument("--levels", default="1,10,50,100,200", help="changes in flight, comma-separated (\"\": skip)")
     parser.add_argument("--per-level", type=int, default=300, help="changes per in-flight level (at least 3x it)")
-    parser.add_argument("--rss-changes", type=int, default=2000)
+    parser.add_argument("--rss-changes", type=int, default=2000, help="no-op changes for the memory reading (0: skip)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script works")
     args = parser.parse_args()
     if args.quick:
@@ -282,6 +282,8 @@ def main() -> None:
                   f"{r['lag_med'] * 1000:7.1f} ms P95 {r['lag_p95'] * 1000:7.1f} ms")
             print(f"       CPU per change {sum(used.values()):5.1f} ms: "
                   + ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(used.items(), key=lambda kv: -kv[1])))
+        if not args.rss_changes:
+            return
         half = args.rss_changes // 2
         anyio.run(throughput, url, noop, 100, half)
         at_half = rss_mib(data)
