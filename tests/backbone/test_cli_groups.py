@@ -39,7 +39,8 @@ def test_help_imports_no_service_no_nats_no_duckdb(argv: list[str]) -> None:
 
 @pytest.mark.parametrize("argv", [["approve", "--help"], ["approvals", "--help"], ["policy", "test", "--help"],
                                   ["verify", "--help"], ["drift", "--help"], ["access", "check", "--help"],
-                                  ["rollback", "--help"], ["resume", "--help"]],
+                                  ["rollback", "--help"], ["resume", "--help"], ["plan", "--help"],
+                                  ["plan", "diff", "--help"]],
                          ids=" ".join)
 def test_the_help_of_commands_that_reach_services_loads_none_of_them(argv: list[str]) -> None:
     """Their handlers import what they need when they run (`upm access --help` took 0.44 s, `approve` 0.34 s)."""

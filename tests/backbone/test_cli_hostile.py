@@ -126,7 +126,7 @@ def test_an_unforeseen_error_is_one_line_and_exit_2_unless_debugging(
     def broken(*_: object, **__: object) -> None:
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr("upm.commands.plan.compile_intent", broken)
+    monkeypatch.setattr("upm.commands.planning.compile_intent", broken)
     code, err = _run(["plan", "create directory /tmp/x"], capsys)
     assert code == 2 and err.count("\n") == 1 and "ZeroDivisionError" in err and "UPM_DEBUG=1" in err
     monkeypatch.setenv("UPM_DEBUG", "1")
