@@ -403,3 +403,9 @@ async def _gone(pid: int) -> None:
 
 async def _keep(results: list[T], pending: Awaitable[T]) -> None:
     results.append(await pending)
+
+
+def test_every_service_that_runs_guarded_commands_ends_its_workers_when_it_stops() -> None:
+    from services import executor, preflight, verifier
+
+    assert [s.on_stop for s in (executor.spec(), verifier.spec(), preflight.spec())] == [worker.close] * 3
