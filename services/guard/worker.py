@@ -1,20 +1,35 @@
-"""Local writes through long-lived ``upm-localfs serve`` workers: a millisecond, not a process start.
+"""Pinned programs served by long-lived workers: a request over a pipe, not a process start.
 
-Every local write is a step of the pinned local writer (:mod:`upm_localfs`); run as a process per
-step, most of a step went to starting an interpreter (~40 ms). A step whose pipeline is that one
-program, pinned at the version whose ``serve`` this module speaks (:func:`serves`), is sent as a
-request to a worker running ``upm-localfs serve`` instead, and the reply becomes the very
-:class:`~services.guard.proc.Outcome` the process would have given: exit status, stdout and
-stderr in the same bounded captures. Redaction, output bounds, retries and attempt records
-(:mod:`services.guard.runner`) are the same for both.
+Two programs are served (:data:`SERVABLE`, one :class:`Servable` each: how to start a worker for
+the binary its pin verified, which requests go to one):
 
-* A worker is spawned like the process it stands for: by the runner (in the executor), from the
-  binary its pin verified, with the step's environment and working directory, in a session of
-  its own. So its umask and user are the executor's, as a per-step process's were; it keeps them.
-* Workers are kept per key: the binary's path and file identity (device, inode, mtime; see
-  :func:`services.guard.pins.PinTable.verified`), the environment and the working directory. A
-  replaced binary or another environment gets a worker of its own. The key is a digest: an
-  environment may carry a change's credentials, which the pool does not keep.
+* the local writer (:mod:`upm_localfs`): a step whose pipeline is that one program, pinned at the
+  version whose ``serve`` this module speaks, goes to ``upm-localfs serve`` (~1 ms instead of
+  ~40 ms of interpreter start);
+* the pinned ``aws`` (awscli): a step or read-back that is ``aws`` alone goes to ``upm-aws-serve
+  serve AWS VERSION DEV INO MTIME`` (:mod:`upm_aws_serve`), which runs awscli's own
+  ``clidriver.main()`` per request (~0.1–0.2 s instead of ~0.5 s of interpreter and imports). Only
+  when the ``aws`` the pin verified is a console script whose ``#!`` interpreter lives in the same
+  folder, with ``upm-aws-serve`` beside it on that same interpreter (:func:`_aws_command`); the
+  worker then checks, before it serves, that it stands for that file (identity), that awscli
+  imports from that environment, and that ``awscli.__version__`` is the pin's, else it answers
+  ``refused`` and the key's requests run as processes (:meth:`Pool.run` returns None). Requests
+  with stdin (an SSM value, a secret), ``help`` (a pager) and ``--debug`` run as processes.
+
+The reply becomes the very :class:`~services.guard.proc.Outcome` the process would have given:
+exit status, stdout and stderr in the same bounded captures. Redaction, output bounds, retries and
+attempt records (:mod:`services.guard.runner`) are the same for both.
+
+* A worker is spawned like the process it stands for: by the runner (in the executor, verifier or
+  pre-flight), from the binary its pin verified (for aws: the script beside it), with the step's
+  environment and working directory, in a session of its own. So its umask and user are the
+  executor's, as a per-step process's were; it keeps them.
+* Workers are kept per key: the worker's command, the files it stands for (device, inode, mtime
+  of the binary, see :func:`services.guard.pins.PinTable.verified`, and of ``upm-aws-serve``), the
+  environment and the working directory. A replaced binary or another environment gets a worker
+  of its own: the executor's per-change credentials a per-change worker, the verifier's observer
+  environment a long-lived one. The key is a digest: an environment may carry a change's
+  credentials, which the pool does not keep.
 * One request at a time per worker, and no request waits for another: it takes an idle worker of
   its key, else starts one (lazily, on the first request). N steps at once run on N workers, as
   they ran as N processes (the executor's concurrency bounds N), so a slow or hung request holds
@@ -29,8 +44,8 @@ stderr in the same bounded captures. Redaction, output bounds, retries and attem
   gets SIGTERM, SIGKILL after the grace period, and is reaped, exactly as a timed-out process;
   its exit status is the attempt's. The next request starts a fresh worker.
 * Nothing is left running: an idle worker ends at the end of its stdin, which only this process
-  holds. :func:`close` ends them (the executor calls it when it stops), so does interpreter exit,
-  and a process that dies closes their stdin with it.
+  holds. :func:`close` ends them (the executor, verifier and pre-flight call it when they stop),
+  so does interpreter exit, and a process that dies closes their stdin with it.
 
 The pool is module state, like the pins' verdict cache, shared by the event loops of one thread.
 """
