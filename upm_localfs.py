@@ -27,11 +27,10 @@ Exit status: 0 done, 1 refused or failed (the message on stderr says which compo
 
 ``upm-localfs serve`` answers the same requests over a pipe, one at a time, so that a step costs
 a millisecond instead of an interpreter's start (the guard keeps such workers:
-:mod:`services.guard.worker`). Each request is one line of JSON on stdin, ``{"argv": [...],
-"stdin": BASE64}`` (``argv`` without the program name), and each reply one line on stdout,
-``{"rc": N, "stdout": BASE64, "stderr": BASE64}``: exactly what ``upm-localfs ARGV`` run as a
-process with that stdin would exit with and print (:func:`answer`; bad usage is rc 2 and does not
-end the worker; ``serve`` itself is bad usage there). It ends at the end of its stdin; a request
+:mod:`services.guard.worker`). Requests come on stdin and replies go to stdout in the serve
+workers' protocol (:mod:`upm_serve`: one JSON line each): exactly what ``upm-localfs ARGV`` run
+as a process with that stdin would exit with and print (:func:`answer`; bad usage is rc 2 and
+does not end the worker; ``serve`` itself is bad usage there). It ends at the end of its stdin; a request
 cut short by it is never acted on. A worker keeps the environment, working directory, umask and
 user it was started with.
 """
@@ -39,19 +38,20 @@ user it was started with.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import contextlib
 import errno
-import io
-import json
 import os
 import pwd
 import stat
 import sys
-import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, BinaryIO, TextIO
+from typing import BinaryIO
+
+import upm_serve
+from upm_serve import decode_reply as decode_reply  # the protocol, for callers (re-exported)
+from upm_serve import decode_request as decode_request
+from upm_serve import encode_reply as encode_reply
+from upm_serve import encode_request as encode_request
 
 NAME = "upm-localfs"
 VERSION = "1.1"
@@ -290,117 +290,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def encode_request(argv: Sequence[str], stdin: bytes) -> bytes:
-    """One request line: the arguments after the program name, and the bytes on its stdin."""
-    return _line({"argv": list(argv), "stdin": base64.b64encode(stdin).decode("ascii")})
-
-
-def decode_request(line: bytes) -> tuple[list[str], bytes]:
-    """``(argv, stdin)`` of a request line; :class:`ValueError` when it is not one."""
-    request = _object(line)
-    argv = request.get("argv")
-    if not isinstance(argv, list) or not all(isinstance(word, str) for word in argv):
-        raise ValueError("'argv' must be a list of strings")
-    return argv, _bytes(request, "stdin")
-
-
-def encode_reply(rc: int, stdout: bytes, stderr: bytes) -> bytes:
-    """One reply line: the exit status and the bytes written to stdout and stderr."""
-    return _line({"rc": rc, "stdout": base64.b64encode(stdout).decode("ascii"),
-                  "stderr": base64.b64encode(stderr).decode("ascii")})
-
-
-def decode_reply(line: bytes) -> tuple[int, bytes, bytes]:
-    """``(rc, stdout, stderr)`` of a reply line; :class:`ValueError` when it is not one."""
-    reply = _object(line)
-    rc = reply.get("rc")
-    if not isinstance(rc, int) or isinstance(rc, bool):
-        raise ValueError("'rc' must be an integer")
-    return rc, _bytes(reply, "stdout"), _bytes(reply, "stderr")
-
-
-def _line(message: dict[str, object]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode("ascii") + b"\n"
-
-
-def _object(line: bytes) -> dict[str, Any]:
-    try:
-        message = json.loads(line)
-    except ValueError as err:  # UnicodeDecodeError and json's JSONDecodeError are ValueErrors
-        raise ValueError(f"not JSON: {err}") from None
-    if not isinstance(message, dict):
-        raise ValueError("not a JSON object")
-    return message
-
-
-def _bytes(message: dict[str, Any], name: str) -> bytes:
-    text = message.get(name)
-    if not isinstance(text, str):
-        raise ValueError(f"{name!r} must be base64 text")
-    try:
-        return base64.b64decode(text, validate=True)
-    except binascii.Error as err:
-        raise ValueError(f"{name!r} is not base64: {err}") from None
-
-
 def answer(argv: Sequence[str], stdin: bytes) -> tuple[int, bytes, bytes]:
     """``(rc, stdout, stderr)``: what ``upm-localfs ARGV`` run as a process, with ``stdin`` on its
-    stdin, exits with and writes (same codecs; ``SystemExit`` as the interpreter maps it: bad
-    usage is 2; an unexpected error is its traceback and 1). ``serve`` itself is bad usage here."""
-    saved = sys.stdin, sys.stdout, sys.stderr
-    sys.stdin = _stream(saved[0], io.BytesIO(stdin))
-    sys.stdout, sys.stderr = out, err = _stream(saved[1], io.BytesIO()), _stream(saved[2], io.BytesIO())
-    try:
-        rc = _status(argv)
-        out.flush()
-        err.flush()
-    finally:
-        sys.stdin, sys.stdout, sys.stderr = saved
-    return rc, _written(out), _written(err)
-
-
-def _stream(like: TextIO, raw: io.BytesIO) -> io.TextIOWrapper:
-    """A text stream over ``raw`` with the codec and error handler of the real stream ``like``."""
-    return io.TextIOWrapper(raw, encoding=like.encoding, errors=like.errors, write_through=True)
-
-
-def _written(stream: io.TextIOWrapper) -> bytes:
-    raw = stream.buffer
-    assert isinstance(raw, io.BytesIO)
-    return raw.getvalue()
+    stdin, exits with and writes (:func:`upm_serve.answer`: bad usage is 2; an unexpected error is
+    its traceback and 1). ``serve`` itself is bad usage here."""
+    return upm_serve.answer(lambda: _status(argv), stdin)
 
 
 def _status(argv: Sequence[str]) -> int:
     if list(argv[:1]) == ["serve"]:
         print(f"{NAME}: serve: a worker is already serving; send a verb", file=sys.stderr)
         return 2
-    try:
-        return main(argv)
-    except SystemExit as stop:  # as the interpreter ends a process: None 0, an int its low byte, else 1
-        if stop.code is None or isinstance(stop.code, int):
-            return (stop.code or 0) & 0xFF
-        print(stop.code, file=sys.stderr)
-        return 1
-    except Exception:
-        traceback.print_exc()
-        return 1
+    return main(argv)
 
 
 def serve(requests: BinaryIO, replies: BinaryIO) -> int:
     """Answer request lines from ``requests`` on ``replies``, one at a time, until the end of
-    ``requests`` (a last line without its newline was cut short: it is not acted on)."""
-    while True:
-        line = requests.readline()
-        if not line.endswith(b"\n"):
-            return 0
-        try:
-            argv, data = decode_request(line)
-        except ValueError as err:
-            reply = encode_reply(2, b"", f"{NAME}: serve: not a request: {err}\n".encode())
-        else:
-            reply = encode_reply(*answer(argv, data))
-        replies.write(reply)
-        replies.flush()
+    ``requests`` (:func:`upm_serve.serve`)."""
+    return upm_serve.serve(requests, replies, answer, NAME)
 
 
 if __name__ == "__main__":  # pragma: no cover - the console script calls main()

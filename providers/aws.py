@@ -22,6 +22,11 @@ A failed read-back proves absence only by the service's not-found error code in 
 ``RepositoryNotFoundException``, and for a bucket setting its "not configured" code; a listing
 that answers without the resource (SSM parameters, log groups) proves it absent too. A certificate,
 credential, connection or throttling failure leaves the resource unknown.
+
+Every ``aws`` command runs on a long-lived ``upm-aws-serve`` worker when the pinned ``aws`` is this
+environment's own console script (the guard's :mod:`services.guard.worker`, :mod:`upm_aws_serve`):
+awscli's own entry point per call, the same stdout, stderr and exit status as the ``aws`` process,
+~0.1–0.2 s instead of ~0.5 s of start-up. A step with stdin (an SSM value) runs as a process.
 """
 
 from __future__ import annotations

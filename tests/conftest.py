@@ -17,9 +17,18 @@ from nats.aio.client import Client as NATS
 
 from events.store import EventStore
 from services.common.settings import Settings
-from services.guard import DEFAULT_PATH
+from services.guard import DEFAULT_PATH, worker
 from upm import app
 from upm.natsserver import EmbeddedNats
+
+
+@pytest.fixture
+def pool() -> Iterator[worker.Pool]:
+    """A pool of guard workers (services.guard.worker) of this test's own, its workers ended after it."""
+    mine = worker.Pool()
+    yield mine
+    mine.close_now()
+    assert not mine.pids()
 
 
 @pytest.fixture

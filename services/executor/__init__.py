@@ -31,7 +31,7 @@ def spec(config: ExecutorConfig | None = None, scope: Scope | None = None) -> Se
         handle=Executor(policy, scope).handle,
         concurrency=policy.service.concurrency,
         ack_wait=policy.service.ack_wait_s,
-        on_stop=worker.close,  # the local writer's idle workers end with the executor
+        on_stop=worker.close,  # the idle workers of its steps and probes (local writer, aws) end with the executor
     )
 
 

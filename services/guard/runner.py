@@ -35,7 +35,7 @@ from services.guard import worker
 from services.guard.classify import CliProfile, Verdict, profile_for
 from services.guard.errors import CommandRefused, PolicyInvalid, SpawnFailed
 from services.guard.parse import Pipeline, check
-from services.guard.pins import DEFAULT_PINS, Identity, PinTable
+from services.guard.pins import DEFAULT_PINS, PinTable
 from services.guard.policy import DEFAULT_POLICY, GuardPolicy
 from services.guard.proc import Capture, Outcome, run_pipeline
 from services.guard.ratelimit import RateLimiter
@@ -180,7 +180,7 @@ async def run(
     if failure is not None:
         raise failure
     stages = [(verified[argv[0]][0], *argv[1:]) for argv in pipeline.stages]
-    served = verified[pipeline.programs[0]][1] if worker.serves(pipeline, spec.pins) else None
+    served = worker.serving(pipeline, spec.pins, *verified[pipeline.programs[0]], spec.stdin)
     step = _Step(spec, pipeline, stages, profile_for(pipeline.programs[0], spec.provider), redact, served)
     return await step.attempts(rate_limiter, seen)
 
@@ -195,10 +195,10 @@ class _Step:
         stages: list[tuple[str, ...]],
         profile: CliProfile,
         redact: Callable[[str], str],
-        served: Identity | None = None,
+        served: worker.Served | None = None,
     ) -> None:
         self.spec = spec
-        self.served = served  # the local writer's file: its attempts go to a worker (services.guard.worker)
+        self.served = served  # its attempts go to a worker (services.guard.worker), unless it refuses
         self.stages = stages
         self.display = list(pipeline.stages)
         self.profile = profile
@@ -264,9 +264,9 @@ class _Step:
         keep_bytes = spec.policy.max_output_bytes + REDACTION_MARGIN
         try:
             if self.served is not None:
-                return await worker.POOL.run(
-                    self.stages[0],
+                answered = await worker.POOL.run(
                     self.served,
+                    self.stages[0],
                     env=self.envs[0],
                     cwd=spec.cwd,
                     stdin=spec.stdin,
@@ -274,6 +274,8 @@ class _Step:
                     grace_s=spec.kill_grace_s,
                     keep_bytes=keep_bytes,
                 )
+                if answered is not None:
+                    return answered
             return await run_pipeline(
                 self.stages,
                 envs=self.envs,

@@ -1,20 +1,35 @@
-"""Local writes through long-lived ``upm-localfs serve`` workers: a millisecond, not a process start.
+"""Pinned programs served by long-lived workers: a request over a pipe, not a process start.
 
-Every local write is a step of the pinned local writer (:mod:`upm_localfs`); run as a process per
-step, most of a step went to starting an interpreter (~40 ms). A step whose pipeline is that one
-program, pinned at the version whose ``serve`` this module speaks (:func:`serves`), is sent as a
-request to a worker running ``upm-localfs serve`` instead, and the reply becomes the very
-:class:`~services.guard.proc.Outcome` the process would have given: exit status, stdout and
-stderr in the same bounded captures. Redaction, output bounds, retries and attempt records
-(:mod:`services.guard.runner`) are the same for both.
+Two programs are served (:data:`SERVABLE`, one :class:`Servable` each: how to start a worker for
+the binary its pin verified, which requests go to one):
 
-* A worker is spawned like the process it stands for: by the runner (in the executor), from the
-  binary its pin verified, with the step's environment and working directory, in a session of
-  its own. So its umask and user are the executor's, as a per-step process's were; it keeps them.
-* Workers are kept per key: the binary's path and file identity (device, inode, mtime; see
-  :func:`services.guard.pins.PinTable.verified`), the environment and the working directory. A
-  replaced binary or another environment gets a worker of its own. The key is a digest: an
-  environment may carry a change's credentials, which the pool does not keep.
+* the local writer (:mod:`upm_localfs`): a step whose pipeline is that one program, pinned at the
+  version whose ``serve`` this module speaks, goes to ``upm-localfs serve`` (~1 ms instead of
+  ~40 ms of interpreter start);
+* the pinned ``aws`` (awscli): a step or read-back that is ``aws`` alone goes to ``upm-aws-serve
+  serve AWS VERSION DEV INO MTIME`` (:mod:`upm_aws_serve`), which runs awscli's own
+  ``clidriver.main()`` per request (~0.1–0.2 s instead of ~0.5 s of interpreter and imports). Only
+  when the ``aws`` the pin verified is a console script whose ``#!`` interpreter lives in the same
+  folder, with ``upm-aws-serve`` beside it on that same interpreter (:func:`_aws_command`); the
+  worker then checks, before it serves, that it stands for that file (identity), that awscli
+  imports from that environment, and that ``awscli.__version__`` is the pin's, else it answers
+  ``refused`` and the key's requests run as processes (:meth:`Pool.run` returns None). Requests
+  with stdin (an SSM value, a secret), ``help`` (a pager) and ``--debug`` run as processes.
+
+The reply becomes the very :class:`~services.guard.proc.Outcome` the process would have given:
+exit status, stdout and stderr in the same bounded captures. Redaction, output bounds, retries and
+attempt records (:mod:`services.guard.runner`) are the same for both.
+
+* A worker is spawned like the process it stands for: by the runner (in the executor, verifier or
+  pre-flight), from the binary its pin verified (for aws: the script beside it), with the step's
+  environment and working directory, in a session of its own. So its umask and user are the
+  executor's, as a per-step process's were; it keeps them.
+* Workers are kept per key: the worker's command, the files it stands for (device, inode, mtime
+  of the binary, see :func:`services.guard.pins.PinTable.verified`, and of ``upm-aws-serve``), the
+  environment and the working directory. A replaced binary or another environment gets a worker
+  of its own: the executor's per-change credentials a per-change worker, the verifier's observer
+  environment a long-lived one. The key is a digest: an environment may carry a change's
+  credentials, which the pool does not keep.
 * One request at a time per worker, and no request waits for another: it takes an idle worker of
   its key, else starts one (lazily, on the first request). N steps at once run on N workers, as
   they ran as N processes (the executor's concurrency bounds N), so a slow or hung request holds
@@ -29,8 +44,8 @@ stderr in the same bounded captures. Redaction, output bounds, retries and attem
   gets SIGTERM, SIGKILL after the grace period, and is reaped, exactly as a timed-out process;
   its exit status is the attempt's. The next request starts a fresh worker.
 * Nothing is left running: an idle worker ends at the end of its stdin, which only this process
-  holds. :func:`close` ends them (the executor calls it when it stops), so does interpreter exit,
-  and a process that dies closes their stdin with it.
+  holds. :func:`close` ends them (the executor, verifier and pre-flight call it when they stop),
+  so does interpreter exit, and a process that dies closes their stdin with it.
 
 The pool is module state, like the pins' verdict cache, shared by the event loops of one thread.
 """
@@ -44,41 +59,128 @@ import os
 import select
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import anyio
 
 import upm_localfs as localfs
+import upm_serve
 from services.guard import proc
 from services.guard.parse import Pipeline
-from services.guard.pins import Identity, PinTable
+from services.guard.pins import Identity, Pin, PinTable
 from services.guard.proc import Capture, Outcome
 
 KEEP = 4
 """Idle workers kept per key: a 20-step change uses one; the executor runs up to 8 changes at once."""
 KEEP_ALL = 8
-"""Idle workers kept in all (about 13 MiB resident each, most of it shared)."""
-MAX_REPLY_BYTES = 16 * 1024 * 1024
-"""A longer reply is not one (the writer's replies are a few hundred bytes)."""
+"""Idle workers kept in all (about 13 MiB resident each for the writer, 60 MiB for awscli, most of
+it shared)."""
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+"""A longer reply is not one (the writer's replies are a few hundred bytes, a read-back's some KiB)."""
 _EXIT_S = 1.0
 """How long an idle worker told to end (its stdin closed) may take before it is stopped."""
+AWS_SERVER = "upm-aws-serve"
+"""The awscli worker's console script (:mod:`upm_aws_serve`), next to the ``aws`` it stands for."""
 
 
-def serves(pipeline: Pipeline, pins: PinTable) -> bool:
-    """True when ``pipeline`` is the local writer alone, pinned at the version this module speaks
-    to (a writer pinned at another version runs as a process per step)."""
-    return (
-        len(pipeline.stages) == 1
-        and pipeline.programs[0] == localfs.NAME
-        and localfs.NAME in pins
-        and pins.require(localfs.NAME).version == localfs.VERSION
-    )
+@dataclass(frozen=True)
+class Servable:
+    """A program the pool can serve: how to start a worker for the binary its pin verified (None
+    when that binary cannot be served) and which requests go to one (the others run as processes)."""
+
+    program: str
+    command: Callable[[str, Identity, Pin], tuple[str, ...] | None]
+    takes: Callable[[Sequence[str], bytes | None], bool]
+    hello: bool  # the worker checks what it stands for and says so in a first line (upm_serve.encode_hello)
 
 
-def key_of(binary: str, identity: Identity, env: Mapping[str, str], cwd: str) -> str:
-    """The pool key of a worker of ``binary`` (whose file is ``identity``) in ``env`` and ``cwd``."""
+@dataclass(frozen=True)
+class Served:
+    """A step's worker: its start ``command`` and ``identity`` (the files it stands for), and
+    whether it says hello first."""
+
+    command: tuple[str, ...]
+    identity: tuple[int, ...]
+    hello: bool = False
+
+
+def _writer_command(binary: str, identity: Identity, pin: Pin) -> tuple[str, ...] | None:
+    return (binary, "serve") if pin.version == localfs.VERSION else None
+
+
+def _aws_command(binary: str, identity: Identity, pin: Pin) -> tuple[str, ...] | None:
+    """``upm-aws-serve serve AWS VERSION DEV INO MTIME`` when ``aws`` is a console script of an
+    environment whose interpreter lives beside it and which has ``upm-aws-serve`` on the same
+    interpreter (the worker checks the rest: :mod:`upm_aws_serve`); else None."""
+    folder = os.path.dirname(binary)
+    server = os.path.join(folder, AWS_SERVER)
+    interpreter = _shebang(binary)
+    if (
+        interpreter is None
+        or os.path.dirname(interpreter) != folder
+        or _shebang(server) != interpreter
+        or not os.access(server, os.X_OK)
+    ):
+        return None
+    return (server, "serve", binary, pin.version, *map(str, identity))
+
+
+def _aws_takes(argv: Sequence[str], stdin: bytes | None) -> bool:
+    """Not a request with stdin (a secret or a file's content), nor ``help`` (it runs a pager),
+    nor ``--debug`` or an abbreviation of it (timestamped logs: never the same twice anyway)."""
+    return stdin is None and not any(w == "help" or (len(w) > 2 and "--debug".startswith(w)) for w in argv)
+
+
+def _shebang(path: str) -> str | None:
+    """The interpreter on ``path``'s ``#!`` line, when it is an absolute path alone."""
+    try:
+        with open(path, "rb") as script:
+            first = script.readline(4096)
+    except OSError:
+        return None
+    words = first[2:].split() if first.startswith(b"#!") and first.endswith(b"\n") else []
+    return os.fsdecode(words[0]) if len(words) == 1 and words[0].startswith(b"/") else None
+
+
+SERVABLE = {
+    localfs.NAME: Servable(localfs.NAME, _writer_command, lambda argv, stdin: True, hello=False),
+    "aws": Servable("aws", _aws_command, _aws_takes, hello=True),
+}
+"""The programs served by workers, by the name commands give them."""
+
+
+def serving(
+    pipeline: Pipeline, pins: PinTable, binary: str, identity: Identity, stdin: bytes | None
+) -> Served | None:
+    """The worker a step goes to: when ``pipeline`` is one stage of a :data:`SERVABLE` program,
+    pinned, verified as ``binary`` (file ``identity``), and the request is one its workers take;
+    else None (it runs as a process)."""
+    servable = SERVABLE.get(pipeline.programs[0]) if len(pipeline.stages) == 1 else None
+    if servable is None or servable.program not in pins:
+        return None
+    if not servable.takes(pipeline.stages[0][1:], stdin):
+        return None
+    command = servable.command(binary, identity, pins.require(servable.program))
+    if command is None:
+        return None
+    files = identity if command[0] == binary else (*identity, *_identity(command[0]))
+    return Served(command, files, servable.hello)
+
+
+def _identity(path: str) -> tuple[int, ...]:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return ()
+    return found.st_dev, found.st_ino, found.st_mtime_ns
+
+
+def key_of(command: Sequence[str], identity: Sequence[int], env: Mapping[str, str], cwd: str) -> str:
+    """The pool key of a worker started as ``command`` (standing for files ``identity``) in ``env``
+    and ``cwd``."""
     digest = hashlib.sha256()
-    for part in (binary, *map(str, identity), cwd, *(f"{k}={v}" for k, v in sorted(env.items()))):
+    for part in (*command, *map(str, identity), cwd, *(f"{k}={v}" for k, v in sorted(env.items()))):
         digest.update(part.encode("utf-8", "surrogateescape") + b"\0")  # no part can hold a NUL
     return digest.hexdigest()
 
@@ -86,14 +188,15 @@ def key_of(binary: str, identity: Identity, env: Mapping[str, str], cwd: str) ->
 def answered(line: bytes, keep_bytes: int) -> Outcome:
     """The outcome a reply line gives, captured as a process's output is; :class:`ValueError`
     when the line is not a reply."""
-    rc, stdout, stderr = localfs.decode_reply(line)
+    rc, stdout, stderr = upm_serve.decode_reply(line)
     return Outcome([rc], _captured(stdout, keep_bytes), _captured(stderr, keep_bytes), timed_out=False)
 
 
-def unanswered(rc: int, why: str, left: bytes, keep_bytes: int, *, timed_out: bool) -> Outcome:
-    """The outcome of a request its worker did not answer: exit status ``rc`` (0 becomes 1: an
-    unanswered request never succeeded), ``why`` and what the worker ``left`` on its stderr."""
-    note = f"{localfs.NAME}: {why}\n".encode()
+def unanswered(name: str, rc: int, why: str, left: bytes, keep_bytes: int, *, timed_out: bool) -> Outcome:
+    """The outcome of a request its worker (of program ``name``) did not answer: exit status ``rc``
+    (0 becomes 1: an unanswered request never succeeded), ``why`` and what the worker ``left`` on
+    its stderr."""
+    note = f"{name}: {why}\n".encode()
     return Outcome([rc or 1], Capture(keep_bytes), _captured(note + left, keep_bytes), timed_out=timed_out)
 
 
@@ -124,7 +227,8 @@ async def _reply(worker: _Worker, keep_bytes: int) -> Outcome:
 
 
 class _Worker:
-    """One ``upm-localfs serve`` process and this process's ends of its three pipes."""
+    """One worker process (``upm-localfs serve``, ``upm-aws-serve serve ...``) and this process's
+    ends of its three pipes."""
 
     def __init__(self, process: subprocess.Popen[bytes], requests: int, replies: int, errors: int) -> None:
         self.process = process
@@ -137,12 +241,12 @@ class _Worker:
             os.set_blocking(end, False)
 
     @classmethod
-    def start(cls, binary: str, env: Mapping[str, str], cwd: str) -> _Worker:
-        """Spawn ``binary serve`` as the runner spawns a stage (raises :class:`SpawnFailed`)."""
+    def start(cls, command: Sequence[str], env: Mapping[str, str], cwd: str) -> _Worker:
+        """Spawn ``command`` as the runner spawns a stage (raises :class:`SpawnFailed`)."""
         read_end, write_end = os.pipe()
         started: list[subprocess.Popen[bytes]] = []
         try:
-            replies, errors = proc.spawn([(binary, "serve")], [env], cwd, started, read_end)
+            replies, errors = proc.spawn([tuple(command)], [env], cwd, started, read_end)
         except BaseException:
             os.close(write_end)
             raise
@@ -239,6 +343,7 @@ class Pool:
         self.keep_all = keep_all
         self._idle: list[tuple[str, _Worker]] = []  # least recently used first
         self._live: set[_Worker] = set()  # every worker started and not yet ended
+        self._refused: dict[str, str] = {}  # keys whose worker said it does not serve them: why
 
     @property
     def idle(self) -> int:
@@ -251,8 +356,8 @@ class Pool:
 
     async def run(
         self,
+        served: Served,
         argv: Sequence[str],
-        identity: Identity,
         *,
         env: Mapping[str, str],
         cwd: str,
@@ -260,19 +365,27 @@ class Pool:
         timeout_s: float,
         grace_s: float,
         keep_bytes: int,
-    ) -> Outcome:
-        """What ``argv`` (the verified binary, then its arguments) gives, run on a worker of its key
-        under ``timeout_s``; raises :class:`SpawnFailed` when no worker can be started."""
-        binary, key = argv[0], key_of(argv[0], identity, env, cwd)
-        request = localfs.encode_request(argv[1:], stdin or b"")
+    ) -> Outcome | None:
+        """What ``argv`` (the verified binary, then its arguments) gives, run on a worker of
+        ``served`` (of its key) under ``timeout_s``; None when its worker refuses to serve (it
+        does not stand for that binary: run it as a process); raises :class:`SpawnFailed` when
+        no worker can be started."""
+        key, name = key_of(served.command, served.identity, env, cwd), os.path.basename(argv[0])
+        if key in self._refused:
+            return None
+        request = upm_serve.encode_request(argv[1:], stdin or b"")
         worker: _Worker | None = None
         failure: _NoReply | None = None
         try:
             with anyio.move_on_after(timeout_s):
-                worker = await self._take(key, grace_s) or self._start(binary, env, cwd)
+                worker = await self._take(key, grace_s) or await self._start(served, key, env, cwd, grace_s)
+                if worker is None:
+                    return None
                 if not await worker.send(request):  # it ended since its last reply: the request never reached it
                     await self._end(worker, grace_s)
-                    worker = self._start(binary, env, cwd)
+                    worker = await self._start(served, key, env, cwd, grace_s)
+                    if worker is None:
+                        return None
                     if not await worker.send(request):
                         raise _NoReply("the worker ended as it started, before it read the request")
                 outcome = await _reply(worker, keep_bytes)
@@ -286,13 +399,17 @@ class Pool:
             raise
         if worker is None:  # the timeout came before a worker was there: nothing ran
             why = f"no worker within {timeout_s:g} s"
-            return unanswered(-signal.SIGKILL, why, b"", keep_bytes, timed_out=True)
+            return unanswered(name, -signal.SIGKILL, why, b"", keep_bytes, timed_out=True)
         rc = await self._end(worker, grace_s)
         if failure is None:
             why = f"no answer within {timeout_s:g} s: the worker (pid {worker.process.pid}) was stopped"
         else:
             why, rc = str(failure), rc if failure.rc is None else failure.rc
-        return unanswered(rc, why, worker.last_words, keep_bytes, timed_out=failure is None)
+        return unanswered(name, rc, why, worker.last_words, keep_bytes, timed_out=failure is None)
+
+    def refused(self) -> dict[str, str]:
+        """Why workers refused to serve, by key (their requests run as processes)."""
+        return dict(self._refused)
 
     async def close(self) -> None:
         """End every idle worker (the pool starts new ones when asked again)."""
@@ -308,10 +425,31 @@ class Pool:
             worker.close_now()
         self._live.clear()
 
-    def _start(self, binary: str, env: Mapping[str, str], cwd: str) -> _Worker:
-        worker = _Worker.start(binary, env, cwd)
+    async def _start(
+        self, served: Served, key: str, env: Mapping[str, str], cwd: str, grace_s: float
+    ) -> _Worker | None:
+        """A new worker of ``served``; None when it says it does not serve (it then exits; the key
+        is remembered, so none is started for it again). A worker that ends or says something else
+        before its hello, or is cancelled waiting for it, is stopped: it ran no request."""
+        worker = _Worker.start(served.command, env, cwd)
         self._live.add(worker)
-        return worker
+        if not served.hello:
+            return worker
+        why: str | None = None
+        try:
+            line = await worker.receive()
+            why = upm_serve.decode_hello(line) if line is not None else "it ended before it said it serves"
+            if line is not None and why is not None:
+                self._refused[key] = why
+        except ValueError as err:
+            why = f"its first line is not a hello ({err})"
+        except BaseException:
+            await self._end(worker, grace_s)
+            raise
+        if why is None:
+            return worker
+        await self._end(worker, grace_s)
+        return None
 
     async def _take(self, key: str, grace_s: float) -> _Worker | None:
         """The most recently used idle worker of ``key`` that is fit; the unfit are ended."""

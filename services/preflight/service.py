@@ -55,6 +55,7 @@ from services.common.inventory import Follower, InventoryBehind
 from services.common.responder import reply_to
 from services.common.runtime import MAX_CONFLICT_RETRIES, Context, ServiceSpec
 from services.common.runtime import Runner as RuntimeRunner
+from services.guard import worker
 from services.preflight import verdict as verdicts
 from services.preflight.checks import Runner, guarded_read, run_checks
 from services.preflight.config import PreflightConfig, load_config
@@ -153,7 +154,7 @@ class Preflight:
 
     def spec(self) -> ServiceSpec:
         return ServiceSpec(name=NAME, consumes=("plan.compiled", "approval.granted", "change.stalled"),
-                           handle=self.handle)
+                           handle=self.handle, on_stop=worker.close)  # its read-backs' idle workers end with it
 
     # -- plan.compiled, and finishing a decision a crash cut short --------------------------
 

@@ -24,6 +24,7 @@ from events.model import (
 )
 from events.plan import Step
 from services.common.runtime import Context, ServiceSpec
+from services.guard import worker
 from services.guard.steps import observe_many
 from services.security.secrets import resolved_desired
 from services.verifier import core
@@ -93,4 +94,5 @@ def spec(config: VerifierConfig | None = None) -> ServiceSpec:
         name=NAME,
         consumes=("execution.completed", "execution.failed", "rollback.completed", "change.stalled"),
         handle=make_handler(config or load()),
+        on_stop=worker.close,  # its read-backs' idle aws workers end with the verifier
     )

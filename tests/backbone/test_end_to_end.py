@@ -133,6 +133,7 @@ def test_end_to_end_as_separate_os_processes(tmp_path: Path) -> None:
         assert stat.S_IMODE(target.stat().st_mode) == 0o700
         writers = _local_writers(state["pids"]["executor"])  # the step ran on a worker the executor keeps
         assert writers
+        workers = [pid for service in app.SERVICE_NAMES for pid in _serve_workers(state["pids"][service])]
         shown = _upm("status", result["change_id"], "--json", "--data", str(data), env=env)
         assert json.loads(shown.stdout)["state"] == "closed"
     finally:
@@ -141,10 +142,16 @@ def test_end_to_end_as_separate_os_processes(tmp_path: Path) -> None:
     assert sorted(json.loads(down.stdout)["stopped"]) == sorted(["supervisor", *state["pids"]])
     assert not any(processes.alive(pid) for pid in [state["supervisor"], *state["pids"].values()])  # gone (or a zombie: exited)
     assert not any(processes.alive(pid) for pid in writers)  # the executor's local writers went with it
+    assert not any(processes.alive(pid) for pid in workers)  # and every service's guard workers (aws too)
 
 
 def _local_writers(parent: int) -> list[int]:
     """The ``upm-localfs serve`` workers that ``parent`` started."""
+    return _serve_workers(parent, (b"/upm-localfs",))
+
+
+def _serve_workers(parent: int, scripts: tuple[bytes, ...] = (b"/upm-localfs", b"/upm-aws-serve")) -> list[int]:
+    """The guard's serve workers (of ``scripts``) that ``parent`` started."""
     found = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -152,6 +159,6 @@ def _local_writers(parent: int) -> list[int]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError):
             continue
-        if ppid == parent and any(a.endswith(b"/upm-localfs") for a in argv) and b"serve" in argv:
+        if ppid == parent and any(a.endswith(scripts) for a in argv) and b"serve" in argv:
             found.append(int(entry))
     return found

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,22 +22,13 @@ from guard_helpers import running
 
 import upm_localfs as localfs
 from services.guard import DEFAULT_PINS, Pin, PinMismatch, RunSpec, check, run, worker
-from services.guard.pins import Identity
+from services.guard.pins import Identity, PinTable
 from services.guard.proc import Outcome, run_pipeline
 from services.guard.steps import pin_table, step_env, step_path
 
 T = TypeVar("T")
 ENV = {"PATH": step_path(), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 KEEP_BYTES = 1 << 20
-
-
-@pytest.fixture
-def pool() -> Iterator[worker.Pool]:
-    """A pool of this test's own, its workers ended after it."""
-    mine = worker.Pool()
-    yield mine
-    mine.close_now()
-    assert not mine.pids()
 
 
 async def writer() -> tuple[str, Identity]:
@@ -47,7 +38,7 @@ async def writer() -> tuple[str, Identity]:
 
 async def ask(pool: worker.Pool, *argv: str, stdin: bytes | None = None, timeout_s: float = 30) -> Outcome:
     binary, identity = await writer()
-    return await pool.run([binary, *argv], identity, env=ENV, cwd="/", stdin=stdin, timeout_s=timeout_s,
+    return await pool.run(worker.Served((binary, "serve"), identity), [binary, *argv], env=ENV, cwd="/", stdin=stdin, timeout_s=timeout_s,
                           grace_s=0.2, keep_bytes=KEEP_BYTES)
 
 
@@ -173,7 +164,7 @@ async def test_a_worker_killed_between_requests_is_replaced_and_the_request_is_a
 
 async def test_a_request_to_a_worker_that_is_gone_is_not_delivered(tmp_path: Path) -> None:
     binary, _ = await writer()
-    gone = worker._Worker.start(binary, ENV, "/")
+    gone = worker._Worker.start((binary, "serve"), ENV, "/")
     gone.process.kill()
     gone.process.wait()
     assert not gone.fit()
@@ -279,28 +270,36 @@ async def test_a_replaced_binary_gets_a_new_worker(tmp_path: Path) -> None:
     assert _script(second) == os.fsencode(copy)
 
 
-def test_the_key_is_the_binary_its_file_the_environment_and_the_directory() -> None:
-    key = worker.key_of("/bin/w", (1, 2, 3), {"A": "s3cr3t"}, "/")
-    assert key == worker.key_of("/bin/w", (1, 2, 3), {"A": "s3cr3t"}, "/")
+def test_the_key_is_the_command_its_files_the_environment_and_the_directory() -> None:
+    key = worker.key_of(("/bin/w", "serve"), (1, 2, 3), {"A": "s3cr3t"}, "/")
+    assert key == worker.key_of(("/bin/w", "serve"), (1, 2, 3), {"A": "s3cr3t"}, "/")
     others = [
-        worker.key_of("/bin/v", (1, 2, 3), {"A": "s3cr3t"}, "/"),
-        worker.key_of("/bin/w", (1, 2, 4), {"A": "s3cr3t"}, "/"),
-        worker.key_of("/bin/w", (1, 2, 3), {"A": "other"}, "/"),
-        worker.key_of("/bin/w", (1, 2, 3), {"A": "s3cr3t", "B": ""}, "/"),
-        worker.key_of("/bin/w", (1, 2, 3), {"A": "s3cr3t"}, "/srv"),
+        worker.key_of(("/bin/v", "serve"), (1, 2, 3), {"A": "s3cr3t"}, "/"),
+        worker.key_of(("/bin/w", "serve", "x"), (1, 2, 3), {"A": "s3cr3t"}, "/"),
+        worker.key_of(("/bin/w", "serve"), (1, 2, 4), {"A": "s3cr3t"}, "/"),
+        worker.key_of(("/bin/w", "serve"), (1, 2, 3, 4, 5, 6), {"A": "s3cr3t"}, "/"),
+        worker.key_of(("/bin/w", "serve"), (1, 2, 3), {"A": "other"}, "/"),
+        worker.key_of(("/bin/w", "serve"), (1, 2, 3), {"A": "s3cr3t", "B": ""}, "/"),
+        worker.key_of(("/bin/w", "serve"), (1, 2, 3), {"A": "s3cr3t"}, "/srv"),
     ]
-    assert len({key, *others}) == 6
+    assert len({key, *others}) == 8
     assert "s3cr3t" not in key  # a digest: the pool keeps no credential
+
+
+def serves(command: str, pins: PinTable, stdin: bytes | None = None) -> bool:
+    pipeline = check(command, pins=pins)
+    return worker.serving(pipeline, pins, f"/bin/{pipeline.programs[0]}", (1, 2, 3), stdin) is not None
 
 
 def test_only_the_writer_alone_at_its_own_version_is_served() -> None:
     pins = pin_table()
-    assert worker.serves(check("upm-localfs mkdir -m 0750 /srv/a", pins=pins), pins)
-    assert not worker.serves(check("upm-localfs --version | wc -l", pins=pins), pins)
-    assert not worker.serves(check("mkdir -m 0750 /srv/a", pins=pins), pins)
+    assert serves("upm-localfs mkdir -m 0750 /srv/a", pins)
+    assert serves("upm-localfs write /srv/a", pins, b"content")  # its stdin goes in the request
+    assert not serves("upm-localfs --version | wc -l", pins)
+    assert not serves("mkdir -m 0750 /srv/a", pins)
     older = pins.with_pins(Pin(binary=localfs.NAME, version="1.0"))
-    assert not worker.serves(check("upm-localfs mkdir -m 0750 /srv/a", pins=older), older)
-    assert not worker.serves(check("true"), DEFAULT_PINS)
+    assert not serves("upm-localfs mkdir -m 0750 /srv/a", older)
+    assert not serves("true", DEFAULT_PINS)
 
 
 def _fake_writer(tmp_path: Path, version: str, body: str = "") -> tuple[Path, Path]:
@@ -404,3 +403,9 @@ async def _gone(pid: int) -> None:
 
 async def _keep(results: list[T], pending: Awaitable[T]) -> None:
     results.append(await pending)
+
+
+def test_every_service_that_runs_guarded_commands_ends_its_workers_when_it_stops() -> None:
+    from services import executor, preflight, verifier
+
+    assert [s.on_stop for s in (executor.spec(), verifier.spec(), preflight.spec())] == [worker.close] * 3
