@@ -21,7 +21,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   .venv/bin/python -m pip install --progress-bar off -c constraints.txt -e '.[test,demo]' >&2
   # bytecode now, so every process starts from it even where PYTHONDONTWRITEBYTECODE is set or the tree
   # is read-only (else each CLI call and service start compiles ~60 modules again: ~110 ms)
-  .venv/bin/python -m compileall -q -j 0 events projections providers services upm upm_localfs.py >&2
+  .venv/bin/python -m compileall -q -j 0 events projections providers services upm upm_localfs.py upm_serve.py upm_aws_serve.py >&2
   touch "$stamp"
   echo "upm.sh: .venv ready" >&2
 fi
