@@ -30,11 +30,13 @@ attempt records (:mod:`services.guard.runner`) are the same for both.
   of its own: the executor's per-change credentials a per-change worker, the verifier's observer
   environment a long-lived one. The key is a digest: an environment may carry a change's
   credentials, which the pool does not keep.
-* One request at a time per worker, and no request waits for another: it takes an idle worker of
-  its key, else starts one (lazily, on the first request). N steps at once run on N workers, as
-  they ran as N processes (the executor's concurrency bounds N), so a slow or hung request holds
-  up no other. Once answered, a worker is kept idle for the next request, at most :data:`KEEP`
-  per key and :data:`KEEP_ALL` in all (beyond that the least recently used ends).
+* One request at a time per worker: a request takes an idle worker of its key, else starts one
+  (lazily, on the first request) while fewer than :data:`KEEP` of its key are answering; beyond
+  that it waits for one of them to be free, at most :data:`WAIT_S`, then starts one more. So a
+  burst of read-backs shares warm workers instead of starting one each, and a slow or hung request
+  holds up no other for longer than :data:`WAIT_S`. Once answered, a worker is kept idle for the
+  next request, at most :data:`KEEP` per key and :data:`KEEP_ALL` in all (beyond that the least
+  recently used ends).
 * A worker found dead before a request is sent (exited, or its stdout at end of file) is
   replaced, and the request goes to the new one: it never reached the old one. A worker that
   ends *during* a request, or answers something that is not a reply, gives the attempt a failure
@@ -73,6 +75,11 @@ from services.guard.proc import Capture, Outcome
 
 KEEP = 4
 """Idle workers kept per key: a 20-step change uses one; the executor runs up to 8 changes at once."""
+WAIT_S = 1.0
+"""How long a request waits for a busy worker of its key once ``KEEP`` of them are answering, before
+it starts one more. A burst of read-backs (a verifier with 25 at once) then shares the warm workers
+instead of starting 25 (an ``aws`` worker takes ~0.5 s of CPU to start, its calls ~0.15 s); a worker
+that hangs holds no request up for longer than this."""
 KEEP_ALL = 8
 """Idle workers kept in all (about 13 MiB resident each for the writer, 60 MiB for awscli, most of
 it shared)."""
@@ -344,6 +351,8 @@ class Pool:
         self._idle: list[tuple[str, _Worker]] = []  # least recently used first
         self._live: set[_Worker] = set()  # every worker started and not yet ended
         self._refused: dict[str, str] = {}  # keys whose worker said it does not serve them: why
+        self._busy: dict[str, int] = {}  # workers answering a request, by key
+        self._parked: dict[str, anyio.Event] = {}  # set when a worker of the key is parked (waiters take it)
 
     @property
     def idle(self) -> int:
@@ -376,9 +385,11 @@ class Pool:
         request = upm_serve.encode_request(argv[1:], stdin or b"")
         worker: _Worker | None = None
         failure: _NoReply | None = None
+        self._busy[key] = self._busy.get(key, 0) + 1
         try:
             with anyio.move_on_after(timeout_s):
-                worker = await self._take(key, grace_s) or await self._start(served, key, env, cwd, grace_s)
+                worker = await self._take(key, grace_s) or await self._wait_for(key, grace_s)
+                worker = worker or await self._start(served, key, env, cwd, grace_s)
                 if worker is None:
                     return None
                 if not await worker.send(request):  # it ended since its last reply: the request never reached it
@@ -397,6 +408,8 @@ class Pool:
             if worker is not None:
                 await self._end(worker, grace_s)
             raise
+        finally:
+            self._busy[key] -= 1
         if worker is None:  # the timeout came before a worker was there: nothing ran
             why = f"no worker within {timeout_s:g} s"
             return unanswered(name, -signal.SIGKILL, why, b"", keep_bytes, timed_out=True)
@@ -463,9 +476,24 @@ class Pool:
             await self._end(worker, grace_s)
         return None
 
+    async def _wait_for(self, key: str, grace_s: float) -> _Worker | None:
+        """When ``KEEP`` workers of ``key`` are answering, one of them as soon as it is parked (within
+        ``WAIT_S``); else None (start one)."""
+        with anyio.move_on_after(WAIT_S):
+            while self._busy.get(key, 0) > self.keep:  # this request counts itself
+                parked = self._parked.setdefault(key, anyio.Event())
+                await parked.wait()
+                worker = await self._take(key, grace_s)
+                if worker is not None:
+                    return worker
+        return None
+
     async def _park(self, key: str, worker: _Worker) -> None:
         """Keep ``worker`` for the next request; end the least recently used beyond the bounds."""
         self._idle.append((key, worker))
+        parked = self._parked.pop(key, None)
+        if parked is not None:
+            parked.set()
         while True:
             mine = [index for index, (held, _) in enumerate(self._idle) if held == key]
             if len(mine) > self.keep:

@@ -14,7 +14,7 @@ import textwrap
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -409,3 +409,26 @@ def test_every_service_that_runs_guarded_commands_ends_its_workers_when_it_stops
     from services import executor, preflight, verifier
 
     assert [s.on_stop for s in (executor.spec(), verifier.spec(), preflight.spec())] == [worker.close] * 3
+
+
+async def test_a_burst_shares_the_warm_workers_instead_of_starting_one_per_request(tmp_path: Path) -> None:
+    """Thirty requests of one key at once start at most ``keep`` workers, each answering several in turn
+    (an aws worker takes ~0.5 s of CPU to start, a call ~0.15 s: one per request was a start storm)."""
+    small = worker.Pool(keep=2, keep_all=2)
+    started: list[int] = []
+    start = small._start
+
+    async def counted(*args: Any, **kwargs: Any) -> worker._Worker | None:
+        got = await start(*args, **kwargs)
+        started.append(0 if got is None else got.process.pid)
+        return got
+
+    small._start = counted  # type: ignore[method-assign]
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(30):
+                tg.start_soon(ask, small, "mkdir", "-m", "0750", str(tmp_path / f"d{i}"))
+        assert sorted(os.listdir(tmp_path)) == sorted(f"d{i}" for i in range(30))
+        assert len(started) <= 2, f"{len(started)} workers started for 30 requests"
+    finally:
+        small.close_now()
