@@ -157,6 +157,10 @@ class Executor:
                 action = next_action(ctx.state, plan, direction, self.config, _now(), seen, trigger=run.trigger)
                 if isinstance(action, Finish):
                     if action.payload is not None:
+                        # revoked before the run's last event: whoever acts on that event (the verifier)
+                        # finds the change as the run left it (a revocation after it made every AWS
+                        # change's verification conflict and run twice), and acts without its credentials
+                        await self._revoke(run)
                         await ctx.emit(self._closing(run, action.payload))
                     return
                 try:
