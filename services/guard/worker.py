@@ -31,10 +31,10 @@ attempt records (:mod:`services.guard.runner`) are the same for both.
   environment a long-lived one. The key is a digest: an environment may carry a change's
   credentials, which the pool does not keep.
 * One request at a time per worker: a request takes an idle worker of its key, else starts one
-  (lazily, on the first request) while fewer than :data:`KEEP` of its key are answering; beyond
-  that it waits for one of them to be free, at most :data:`WAIT_S`, then starts one more. So a
-  burst of read-backs shares warm workers instead of starting one each, and a slow or hung request
-  holds up no other for longer than :data:`WAIT_S`. Once answered, a worker is kept idle for the
+  (lazily, on the first request) while fewer than :data:`KEEP` of its key are busy; beyond that it
+  waits for one of them to be free as long as they show activity (one started or freed within
+  :data:`WAIT_S`), else starts one more. So a burst of read-backs shares warm workers instead of
+  starting one each, and workers that all hang hold up others for :data:`WAIT_S` at most. Once answered, a worker is kept idle for the
   next request, at most :data:`KEEP` per key and :data:`KEEP_ALL` in all (beyond that the least
   recently used ends).
 * A worker found dead before a request is sent (exited, or its stdout at end of file) is
@@ -75,11 +75,12 @@ from services.guard.proc import Capture, Outcome
 
 KEEP = 4
 """Idle workers kept per key: a 20-step change uses one; the executor runs up to 8 changes at once."""
-WAIT_S = 1.0
-"""How long a request waits for a busy worker of its key once ``KEEP`` of them are answering, before
-it starts one more. A burst of read-backs (a verifier with 25 at once) then shares the warm workers
-instead of starting 25 (an ``aws`` worker takes ~0.5 s of CPU to start, its calls ~0.15 s); a worker
-that hangs holds no request up for longer than this."""
+WAIT_S = 3.0
+"""How long the workers of a key may show no activity (none started, none freed) while ``KEEP`` of
+them are busy before a waiting request starts one more. A burst of read-backs (a verifier with 25
+at once) then shares the warm workers instead of starting 25 (an ``aws`` worker takes ~0.5 s of
+CPU to start, its calls ~0.15 s), even while the first ones are still starting on a loaded box;
+workers that all hang hold the others up for this long at most."""
 KEEP_ALL = 8
 """Idle workers kept in all (about 13 MiB resident each for the writer, 60 MiB for awscli, most of
 it shared)."""
@@ -353,6 +354,7 @@ class Pool:
         self._refused: dict[str, str] = {}  # keys whose worker said it does not serve them: why
         self._busy: dict[str, int] = {}  # workers answering a request, by key
         self._parked: dict[str, anyio.Event] = {}  # set when a worker of the key is parked (waiters take it)
+        self._active: dict[str, float] = {}  # when a worker of the key was last started or parked
 
     @property
     def idle(self) -> int:
@@ -446,6 +448,7 @@ class Pool:
         before its hello, or is cancelled waiting for it, is stopped: it ran no request."""
         worker = _Worker.start(served.command, env, cwd)
         self._live.add(worker)
+        self._active[key] = anyio.current_time()
         if not served.hello:
             return worker
         why: str | None = None
@@ -477,20 +480,24 @@ class Pool:
         return None
 
     async def _wait_for(self, key: str, grace_s: float) -> _Worker | None:
-        """When ``KEEP`` workers of ``key`` are answering, one of them as soon as it is parked (within
-        ``WAIT_S``); else None (start one)."""
-        with anyio.move_on_after(WAIT_S):
-            while self._busy.get(key, 0) > self.keep:  # this request counts itself
-                parked = self._parked.setdefault(key, anyio.Event())
+        """When ``KEEP`` workers of ``key`` are busy, one of them as soon as it is parked, as long as
+        they show activity (a start or a park within ``WAIT_S``); else None (start one)."""
+        while self._busy.get(key, 0) > self.keep:  # this request counts itself
+            quiet = anyio.current_time() - self._active.get(key, 0.0)
+            if quiet >= WAIT_S:
+                return None
+            parked = self._parked.setdefault(key, anyio.Event())
+            with anyio.move_on_after(WAIT_S - quiet):
                 await parked.wait()
-                worker = await self._take(key, grace_s)
-                if worker is not None:
-                    return worker
+            worker = await self._take(key, grace_s)
+            if worker is not None:
+                return worker
         return None
 
     async def _park(self, key: str, worker: _Worker) -> None:
         """Keep ``worker`` for the next request; end the least recently used beyond the bounds."""
         self._idle.append((key, worker))
+        self._active[key] = anyio.current_time()
         parked = self._parked.pop(key, None)
         if parked is not None:
             parked.set()

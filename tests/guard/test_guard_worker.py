@@ -432,3 +432,24 @@ async def test_a_burst_shares_the_warm_workers_instead_of_starting_one_per_reque
         assert len(started) <= 2, f"{len(started)} workers started for 30 requests"
     finally:
         small.close_now()
+
+
+async def test_when_every_worker_of_a_key_hangs_a_request_starts_another_after_the_wait(tmp_path: Path) -> None:
+    """With its one worker stopped mid-request (``keep`` 1), a request waits while that worker shows no
+    activity for ``WAIT_S``, then starts another and is answered: a hung worker holds it up no longer."""
+    small = worker.Pool(keep=1, keep_all=1)
+    try:
+        assert (await ask(small, "--version")).rc == 0
+        [stuck] = small.pids()
+        os.kill(stuck, signal.SIGSTOP)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: ask(small, "mkdir", "-m", "0750", str(tmp_path / "stuck")))
+            await anyio.sleep(0.1)  # it took the stopped worker
+            clock = time.monotonic()
+            other = await ask(small, "mkdir", "-m", "0750", str(tmp_path / "other"))
+            waited = time.monotonic() - clock
+            os.kill(stuck, signal.SIGKILL)
+        assert other.rc == 0 and (tmp_path / "other").is_dir()
+        assert worker.WAIT_S * 0.8 <= waited < 20, waited
+    finally:
+        small.close_now()
