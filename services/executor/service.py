@@ -157,10 +157,7 @@ class Executor:
                 action = next_action(ctx.state, plan, direction, self.config, _now(), seen, trigger=run.trigger)
                 if isinstance(action, Finish):
                     if action.payload is not None:
-                        # revoked before the run's last event: whoever acts on that event (the verifier)
-                        # finds the change as the run left it (a revocation after it made every AWS
-                        # change's verification conflict and run twice), and acts without its credentials
-                        await self._revoke(run)
+                        await self._revoke_before_closing(run)
                         await ctx.emit(self._closing(run, action.payload))
                     return
                 try:
@@ -378,6 +375,18 @@ class Executor:
                 run.redactor.register(secret)
             await ctx.emit((CredentialsIssued(target=target, kind=issued.kind, ref=issued.ref,
                                               expires_at=issued.expires_at), f"creds:{issued.ref}"))
+
+    async def _revoke_before_closing(self, run: _Run) -> None:
+        """Revoke before the run's last event: whoever acts on that event (the verifier) then finds the
+        change as the run left it (a revocation appended after it made every AWS change's verification
+        conflict and run twice) and acts without the run's credentials. A broker that cannot revoke now
+        does not hold the run's end back: the run closes, and the revocation is tried again after it
+        (as it always is, in :meth:`drive`'s ``finally``) and on every later delivery."""
+        try:
+            await self._revoke(run)
+        except CredentialsUnavailable as err:
+            log.warning("revoking the credentials of %s before its run's last event failed (%s); closing it, "
+                        "then trying again", run.ctx.input.change_id, err)
 
     async def _revoke(self, run: _Run) -> None:
         """Revoke every credential of the change still open (this run's, and a crashed run's)."""

@@ -109,3 +109,28 @@ async def test_brokers_by_kind(tmp_path: Path) -> None:
         broker_for("token", token_store=None)
     with pytest.raises(CredentialsUnavailable, match="unknown credentials broker 'vault'"):
         broker_for("vault", token_store=None)
+
+
+async def test_a_revocation_that_fails_does_not_hold_the_run_s_end_back(
+    nc: NATS, store: EventStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The step swaps its token's record for a directory, so the broker cannot revoke it: the run still
+    ends (execution.completed, as before revocations moved ahead of it), saying why; revoking is tried
+    again after it."""
+    tool = make_tool(tmp_path / "bin", "tokbreak", """
+        from pathlib import Path
+        store = Path(os.environ['UPM_LOCAL_TOKEN_STORE'])
+        [record] = list(store.iterdir())
+        record.unlink()
+        record.mkdir()
+        Path(sys.argv[1]).write_text('done')
+    """)
+    marker, tokens = tmp_path / "done", tmp_path / "tokens"
+    cfg = config(pins=pins(tool), credentials={"brokers": {"local": "token"}, "token_store": str(tokens)})
+    with caplog.at_level(logging.WARNING, logger="upm.executor"):
+        async with running(nc, cfg):
+            change = await submit(store, tool_plan(tool, [(str(marker),)], [marker]))
+            found = await wait_for(store, change, "execution.completed")
+    assert marker.read_text() == "done"
+    assert "credentials.revoked" not in [e.type for e in found]
+    assert any("before its run's last event failed" in r.getMessage() for r in caplog.records)
