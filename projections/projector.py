@@ -158,6 +158,8 @@ class Projector:
             await self._arrived.wait()
             await self._gather()
             self._arrived = anyio.Event()
+            if not self._buffer:  # woken by a read that waits for what has not arrived yet
+                continue
             batch, self._buffer = self._buffer[: self.batch_max], self._buffer[self.batch_max :]
             drained, self._drained = self._drained, anyio.Event()
             drained.set()

@@ -18,7 +18,7 @@ from events.codec import canonical_json
 from events.store import EventStore
 from projections import sqlservice
 from projections.db import ProjectionDB
-from projections.errors import QueryRejected
+from projections.errors import QueryRejected, QueryTimeout
 from projections.projector import Projector
 from projections.sqlservice import SqlRequest
 from services.security.access import Access
@@ -164,3 +164,12 @@ async def test_a_read_of_the_latest_sees_everything_logged_before_it(nc: NATS, s
 async def test_an_after_seq_below_latest_is_refused_saying_what_it_may_be(projector: Projector, nc: NATS) -> None:
     with pytest.raises(QueryRejected, match=r"after_seq must be a stream sequence, 0 .* or -1"):
         await sqlservice.query(nc, "acme", SqlRequest(sql="SELECT 1", after_seq=-2), principal="alice")
+
+
+async def test_a_read_waiting_for_what_has_not_arrived_ingests_no_empty_batch(projector: Projector) -> None:
+    """A read that waits wakes the writer; with nothing buffered it ingests nothing (it ran an empty
+    transaction per waiting read)."""
+    before = projector.batches
+    with pytest.raises(QueryTimeout, match="not yet"):
+        await projector.wait(projector.position + 1_000, within=0.5)
+    assert projector.batches == before
