@@ -6,10 +6,11 @@ back flow control, so the server slows down); the writer gathers records for up 
 after the first one arrives (less when ``LINGER_RECORDS`` are in, or when a read waits for them),
 then ingests what is there (up to ``batch_max``) in a worker thread, so batches grow with the load.
 When nothing arrives for ``IDLE_FLUSH_S`` the tenant files are brought up to date.
-:meth:`Projector.wait` gives read-your-writes: a read that waits ends the gathering at once. It answers ``upm.sql.<tenant>.<principal>``
-(:mod:`projections.visibility`: each caller sees the rows of the changes they may see) and
-``upm.qry.<tenant>.evidence.<principal>`` (:mod:`projections.evidence_query`), with the roles of
-``access`` (default: :func:`services.security.access.load`). It never writes to NATS except replies.
+:meth:`Projector.wait` gives read-your-writes: a read that waits ends the gathering at once.
+It answers ``upm.sql.<tenant>.<principal>`` (:mod:`projections.visibility`: each caller sees the
+rows of the changes they may see) and ``upm.qry.<tenant>.evidence.<principal>``
+(:mod:`projections.evidence_query`), with the roles of ``access`` (default:
+:func:`services.security.access.load`). It never writes to NATS except replies.
 """
 
 from __future__ import annotations

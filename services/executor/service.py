@@ -71,7 +71,7 @@ from services.executor.limits import RateLimits, rate_buckets
 from services.executor.outputs import OutputStore
 from services.executor.waves import WaveRun, waves_of
 from services.guard import Redactor
-from services.guard.steps import Executed, already_done, batch_observe, execute, read_back
+from services.guard.steps import Executed, already_done, batch_observe, execute, read_back, shows_done
 from services.security.credentials import (
     CredentialsBroker,
     CredentialsUnavailable,
@@ -274,7 +274,7 @@ class Executor:
             return
         answered = await batch_observe(group, env=env, secrets=run.secrets(), pins=self.pins)
         for i, observed in answered.items():
-            seen.probes[group[i].id] = "not-done" if compare(group[i].desired, observed.fields) else "done"
+            seen.probes[group[i].id] = "done" if shows_done(group[i], observed) else "not-done"
 
     async def _exec(self, run: _Run, step: Step, command: Command, stdin: str | None, timeout_s: float) -> Executed:
         """Run a step's (or its inverse's) command; a local path out of the tenant's scope is refused

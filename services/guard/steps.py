@@ -370,4 +370,10 @@ async def already_done(
     observed = await read_back(
         step.resource, step.guard, timeout_s=step.timeout_s, env=env, secrets=secrets, pins=pins
     )
+    return shows_done(step, observed)
+
+
+def shows_done(step: Step, observed: Observed) -> bool:
+    """Whether ``observed`` (the step's guard read back) shows the step's desired state (pure); an
+    unknown read-back never does."""
     return not isinstance(observed, Unknown) and not compare(step.desired, observed.fields)
